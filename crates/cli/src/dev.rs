@@ -1,0 +1,118 @@
+//! `ferry dev`: the local environment from the testenv crate, for people.
+
+use anyhow::Context;
+use clap::Subcommand;
+use ferry_testenv::{Options, TestEnv};
+use std::io::Write;
+
+#[derive(Subcommand)]
+pub enum DevCommand {
+    /// Start the environment, print how to reach it, and run until Ctrl-C.
+    Up {
+        /// Do not start the second cluster.
+        #[arg(long)]
+        no_second_cluster: bool,
+    },
+}
+
+pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
+    match cmd {
+        DevCommand::Up { no_second_cluster } => up(!no_second_cluster).await,
+    }
+}
+
+async fn up(second_cluster: bool) -> anyhow::Result<()> {
+    eprintln!("Starting the Ferry dev environment (etcd, Kubernetes, Git server, registry)...");
+    let opts = Options {
+        second_cluster,
+        ..Options::default()
+    };
+    let env = tokio::task::spawn_blocking(move || TestEnv::start(opts))
+        .await
+        .context("the startup task failed")?
+        .context("starting the dev environment")?;
+    print_summary(&env)?;
+    wait_for_shutdown().await;
+    eprintln!("Stopping and removing {} ...", env.dir.display());
+    tokio::task::spawn_blocking(move || drop(env))
+        .await
+        .context("stopping the environment")?;
+    eprintln!("Stopped.");
+    Ok(())
+}
+
+fn print_summary(env: &TestEnv) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let kubectl = env.tools.kubectl.display();
+    writeln!(
+        out,
+        "Ferry dev environment is up (Kubernetes v{}).",
+        ferry_testenv::KUBERNETES_VERSION
+    )?;
+    writeln!(out)?;
+    writeln!(out, "  KUBECONFIG={}", env.cluster.kubeconfig.display())?;
+    writeln!(
+        out,
+        "  try:  KUBECONFIG={} {kubectl} get nodes,ns",
+        env.cluster.kubeconfig.display()
+    )?;
+    if let Some(c2) = &env.cluster2 {
+        writeln!(
+            out,
+            "  second cluster:  KUBECONFIG={}",
+            c2.kubeconfig.display()
+        )?;
+    }
+    writeln!(
+        out,
+        "  restricted user:  KUBECONFIG={}",
+        env.cluster.restricted_kubeconfig.display()
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "  git over http:   {}/<repo>.git  (user {})",
+        env.git.http_base,
+        env.git.user()
+    )?;
+    writeln!(out, "  git over ssh:    {}", env.git.ssh_url("<repo>"))?;
+    writeln!(
+        out,
+        "                   GIT_SSH_COMMAND=\"{}\"",
+        env.git.git_ssh_command()
+    )?;
+    writeln!(
+        out,
+        "  registry:        {}  (user {}; docker config {})",
+        env.registry.host,
+        env.registry.user(),
+        env.registry.auth_file.display()
+    )?;
+    writeln!(
+        out,
+        "  all state, logs and credentials:  {}",
+        env.dir.display()
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Press Ctrl-C to stop everything and remove that directory."
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,90 @@
+//! `ferry dev up` (what `make demo` runs) prints a working kubeconfig and
+//! stops everything on Ctrl-C.
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn dev_up_prints_a_working_kubeconfig_and_ctrl_c_removes_everything() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["dev", "up", "--no-second-cluster"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut kubeconfig: Option<PathBuf> = None;
+    let mut dir: Option<PathBuf> = None;
+    let mut printed = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        let t = line.trim();
+        if let Some(p) = t.strip_prefix("KUBECONFIG=") {
+            kubeconfig = Some(PathBuf::from(p));
+        }
+        if let Some(p) = t.strip_prefix("all state, logs and credentials:") {
+            dir = Some(PathBuf::from(p.trim()));
+        }
+        if t.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    let kubeconfig = kubeconfig.unwrap_or_else(|| panic!("no KUBECONFIG line in:\n{printed}"));
+    let dir = dir.unwrap_or_else(|| panic!("no directory line in:\n{printed}"));
+    assert!(!printed.contains("token:"), "{printed}");
+
+    let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let nodes = Api::<Node>::all(client)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(nodes.items.len(), 1);
+
+    let needle = dir.display().to_string();
+    assert!(processes_mentioning(&needle).len() >= 7);
+
+    // What a terminal's Ctrl-C sends.
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ferry dev up did not stop within 60s of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    assert_eq!(processes_mentioning(&needle), Vec::<u32>::new());
+    assert!(!Path::new(&dir).exists());
+}

