@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ferry/target
 CARGO ?= cargo
 
-.PHONY: setup build demo test lint
+.PHONY: setup build demo test lint bench
 
 setup:
 	bash scripts/setup.sh
@@ -16,7 +16,7 @@ build: setup
 
 # Brings the local environment up and runs until Ctrl-C.
 demo: build
-	"$(CARGO_TARGET_DIR)/debug/ferry" dev up
+	"$(CARGO_TARGET_DIR)/debug/ferry" dev up --demo
 
 test: setup
 	$(CARGO) test --workspace --locked
@@ -24,3 +24,8 @@ test: setup
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# Benchmarks against the local environment; writes docs/benchmarks.md.
+bench: setup
+	$(CARGO) build --locked --release -p ferry -p ferry-bench
+	"$(CARGO_TARGET_DIR)/release/ferry-bench" --out docs/benchmarks.md

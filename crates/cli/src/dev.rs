@@ -12,16 +12,27 @@ pub enum DevCommand {
         /// Do not start the second cluster.
         #[arg(long)]
         no_second_cluster: bool,
+        /// Also run the GitOps demo: push examples/ to the local Git server,
+        /// start the controller and deliver the Applications in examples/apps.
+        #[arg(long)]
+        demo: bool,
+        /// The examples directory the demo pushes.
+        #[arg(long, default_value = "examples")]
+        examples: std::path::PathBuf,
     },
 }
 
 pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
     match cmd {
-        DevCommand::Up { no_second_cluster } => up(!no_second_cluster).await,
+        DevCommand::Up {
+            no_second_cluster,
+            demo,
+            examples,
+        } => up(!no_second_cluster, demo.then_some(examples)).await,
     }
 }
 
-async fn up(second_cluster: bool) -> anyhow::Result<()> {
+async fn up(second_cluster: bool, demo: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     eprintln!("Starting the Ferry dev environment (etcd, Kubernetes, Git server, registry)...");
     let opts = Options {
         second_cluster,
@@ -32,7 +43,19 @@ async fn up(second_cluster: bool) -> anyhow::Result<()> {
         .context("the startup task failed")?
         .context("starting the dev environment")?;
     print_summary(&env)?;
+    let controller = match demo {
+        Some(examples) => {
+            eprintln!("Starting Ferry and delivering the example Applications...");
+            let task = crate::demo::start(&env, &examples).await?;
+            print_demo_help(&env);
+            Some(task)
+        }
+        None => None,
+    };
     wait_for_shutdown().await;
+    if let Some(t) = controller {
+        t.abort();
+    }
     eprintln!("Stopping and removing {} ...", env.dir.display());
     tokio::task::spawn_blocking(move || drop(env))
         .await
@@ -100,6 +123,21 @@ fn print_summary(env: &TestEnv) -> anyhow::Result<()> {
     )?;
     out.flush()?;
     Ok(())
+}
+
+fn print_demo_help(env: &TestEnv) {
+    let url = env.git.file_url(crate::demo::REPO);
+    let kubeconfig = env.cluster.kubeconfig.display();
+    let kubectl = env.tools.kubectl.display();
+    println!();
+    println!("Change the example and watch Ferry sync it:");
+    println!("  git clone {url} /tmp/ferry-demo && cd /tmp/ferry-demo");
+    println!("  sed -i 's/Hello from Ferry/Hello, GitOps/' message-app/configmap.yaml");
+    println!("  git commit -am 'New message' && git push");
+    println!("  KUBECONFIG={kubeconfig} {kubectl} -n staging get configmap message-app-config -o yaml -w");
+    println!("  KUBECONFIG={kubeconfig} {kubectl} -n argocd get applications -w");
+    println!();
+    println!("Press Ctrl-C to stop everything.");
 }
 
 async fn wait_for_shutdown() {

@@ -1,5 +1,7 @@
 //! The `ferry` binary.
 
+mod controller;
+mod demo;
 mod dev;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,8 @@ enum Command {
         #[command(subcommand)]
         command: dev::DevCommand,
     },
+    /// Run the GitOps controller: reconcile Argo CD Applications and AppProjects.
+    Controller(controller::ControllerArgs),
 }
 
 #[tokio::main]
@@ -41,6 +45,7 @@ async fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Dev { command } => dev::run(command).await,
+        Command::Controller(args) => controller::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 /// The Kubernetes version whose server binaries `make setup` builds.
 pub const KUBERNETES_VERSION: &str = "1.20.2";
+/// The cache key of that build (`K8S_BUILD` in scripts/setup.sh).
+pub const KUBERNETES_BUILD: &str = "1.20.2-ferry1";
 
 const SETUP_HINT: &str = "run `make setup` as root";
 
@@ -66,7 +68,7 @@ impl SearchPath {
         let cache = cache_dir();
         let kubernetes_bin = std::env::var_os("FERRY_K8S_BIN")
             .map(PathBuf::from)
-            .unwrap_or_else(|| cache.join(format!("kubernetes/v{KUBERNETES_VERSION}/bin")));
+            .unwrap_or_else(|| cache.join(format!("kubernetes/v{KUBERNETES_BUILD}/bin")));
         let tools_bin = std::env::var_os("FERRY_TOOLS_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| cache.join("tools/kubectl-v34/bin"));

@@ -1,0 +1,367 @@
+//! ferry-bench: measures Ferry on the local environment and writes docs/benchmarks.md.
+//!
+//! 1. Cold sync of N Applications x R resources from one repository, against
+//!    `kubectl apply --server-side` of the same objects (the API server's own cost).
+//! 2. One steady-state pass with nothing changed: wall time, API requests by
+//!    verb (from the API server's own metrics), controller CPU seconds.
+//! 3. Commit -> applied latency after a refresh, p50 and p95.
+//! 4. Controller peak RSS.
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use ferry_model::Application;
+use ferry_testenv::{Options, TestEnv};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 200)]
+    apps: usize,
+    #[arg(long, default_value_t = 10)]
+    resources: usize,
+    /// Commits measured for the latency percentiles.
+    #[arg(long, default_value_t = 20)]
+    samples: usize,
+    /// Markdown file to write the results to.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
+    /// The ferry binary (default: next to this one).
+    #[arg(long)]
+    ferry: Option<PathBuf>,
+}
+
+const NS: &str = "argocd";
+
+fn manifests(app: usize, resources: usize, generation: usize) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for r in 0..resources {
+        let body = if r % 5 == 4 {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{r}\n  labels:\n    app: bench-{app}\nspec:\n  selector:\n    app: bench-{app}\n  ports:\n  - port: {}\n    targetPort: 8080\n",
+                8000 + r
+            )
+        } else {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{r}\n  labels:\n    app: bench-{app}\ndata:\n  index: \"{r}\"\n  generation: \"{generation}\"\n  payload: \"{}\"\n",
+                "x".repeat(200)
+            )
+        };
+        files.push((format!("app-{app}/r{r}.yaml"), body));
+    }
+    files
+}
+
+fn write_tree(root: &Path, files: &[(String, String)]) -> anyhow::Result<()> {
+    for (p, c) in files {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().context("no parent")?)?;
+        std::fs::write(path, c)?;
+    }
+    Ok(())
+}
+
+/// apiserver_request_total by verb, excluding dry runs and watches' own bookkeeping.
+async fn request_counts(client: &Client) -> anyhow::Result<BTreeMap<String, f64>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let (labels, value) = line.rsplit_once(' ').context("metrics line")?;
+        let get = |k: &str| {
+            labels
+                .split(&format!("{k}=\""))
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        // Only what a delivery engine touches; the controller manager's own
+        // traffic (leases, endpoints, events) is left out.
+        let resource = get("resource");
+        if !["configmaps", "services", "applications", "appprojects", "secrets", "namespaces"].contains(&resource.as_str()) {
+            continue;
+        }
+        let verb = if get("dry_run").is_empty() { get("verb") } else { format!("{} (dry-run)", get("verb")) };
+        *out.entry(verb).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(out)
+}
+
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ut: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let st: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (ut + st) / ticks
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+async fn all_synced(apps: &Api<Application>, n: usize) -> anyhow::Result<bool> {
+    let list = apps.list(&Default::default()).await?;
+    let ok = list
+        .items
+        .iter()
+        .filter(|a| {
+            let st = a.status.clone().unwrap_or_default();
+            st.sync.map(|s| s.status) == Some("Synced".into()) && st.health.map(|h| h.status) == Some("Healthy".into())
+        })
+        .count();
+    Ok(ok == n)
+}
+
+fn count_reconciles(log: &Path, from: usize) -> usize {
+    std::fs::read_to_string(log).unwrap_or_default().get(from..).unwrap_or_default().matches("reconciled").count()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let ferry = match args.ferry.clone() {
+        Some(f) => f,
+        None => std::env::current_exe()?.parent().context("exe dir")?.join("ferry"),
+    };
+    if !ferry.exists() {
+        bail!("{} not found; build it with `cargo build --release -p ferry`", ferry.display());
+    }
+    eprintln!("starting the environment...");
+    let env = tokio::task::spawn_blocking(|| TestEnv::start(Options { second_cluster: false, ..Options::default() })).await??;
+    let client = env.cluster.client().await?;
+    let (n, r) = (args.apps, args.resources);
+
+    // The repository: one directory per app.
+    let src = tempfile::tempdir()?;
+    let mut files = Vec::new();
+    for a in 0..n {
+        files.extend(manifests(a, r, 0));
+    }
+    write_tree(src.path(), &files)?;
+    env.git.create_repo("bench")?;
+    env.git.commit_dir("bench", src.path(), "bench")?;
+
+    // Baseline: the same objects, one kubectl server-side apply.
+    eprintln!("baseline: kubectl apply --server-side of {} objects...", n * r);
+    let mut all = String::new();
+    for a in 0..n {
+        all.push_str(&format!("---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: kubectl-{a}\n"));
+        for (_, body) in manifests(a, r, 0) {
+            all.push_str("---\n");
+            all.push_str(&body.replacen("metadata:\n", &format!("metadata:\n  namespace: kubectl-{a}\n"), 1));
+        }
+    }
+    let all_file = src.path().join("all.yaml");
+    std::fs::write(&all_file, all)?;
+    let t = Instant::now();
+    let out = Command::new(&env.tools.kubectl)
+        .args(["apply", "--server-side", "--field-manager=bench", "-f"])
+        .arg(&all_file)
+        .env("KUBECONFIG", &env.cluster.kubeconfig)
+        .stdout(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let kubectl_secs = t.elapsed().as_secs_f64();
+
+    // Ferry.
+    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let pp = PatchParams::apply("bench");
+    ns_api.patch(NS, &pp, &Patch::Apply(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": NS } }))).await?;
+    let log = env.dir.join("ferry-controller.log");
+    let mut ctl: Child = Command::new(&ferry)
+        .args(["controller", "--namespace", NS, "--poll-seconds", "3600", "--no-leader-election", "--log", "ferry_controller=debug"])
+        .arg("--kubeconfig")
+        .arg(&env.cluster.kubeconfig)
+        .arg("--cache-dir")
+        .arg(env.dir.join("ferry-cache"))
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let pid = ctl.id();
+    let result = run_ferry(&env, &client, n, r, args.samples, &log, pid, &src).await;
+    let rss = peak_rss_mib(pid);
+    let _ = ctl.kill();
+    let _ = ctl.wait();
+    let (cold_secs, steady_secs, steady_cpu, verbs, lat) = result?;
+
+    let ratio = cold_secs / kubectl_secs;
+    let mut verbs_s: Vec<String> = verbs.iter().map(|(k, v)| format!("{k}: {v:.0}")).collect();
+    if verbs_s.is_empty() {
+        verbs_s.push("none".into());
+    }
+    let writes: f64 = verbs.iter().filter(|(k, _)| !k.contains("dry-run") && !matches!(k.as_str(), "GET" | "LIST" | "WATCH")).map(|(_, v)| v).sum();
+    let p50 = percentile(&lat, 0.5);
+    let p95 = percentile(&lat, 0.95);
+    let machine = format!(
+        "{} cores, {:.0} GiB RAM; Kubernetes v{} (etcd in /dev/shm); {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok())).unwrap_or(0.0) / 1048576.0,
+        ferry_testenv::KUBERNETES_VERSION,
+        if cfg!(debug_assertions) { "debug build" } else { "release build" },
+    );
+    let table = format!(
+        "| measure | result | aim |\n|---|---|---|\n\
+         | cold sync, {n} apps x {r} resources (Ferry) | {cold_secs:.1} s | |\n\
+         | same objects, `kubectl apply --server-side` | {kubectl_secs:.1} s | |\n\
+         | Ferry / kubectl | {ratio:.2}x | <= 1.3x |\n\
+         | steady-state pass, wall time | {steady_secs:.2} s | |\n\
+         | steady-state pass, API requests by verb | {} | zero writes |\n\
+         | steady-state pass, writes | {writes:.0} | 0 |\n\
+         | steady-state pass, controller CPU | {steady_cpu:.2} s | |\n\
+         | commit -> applied after refresh, p50 | {p50:.2} s | |\n\
+         | commit -> applied after refresh, p95 | {p95:.2} s | |\n\
+         | controller peak RSS | {rss:.0} MiB | < 150 MiB |\n",
+        verbs_s.join(", ")
+    );
+    println!("{table}");
+    let doc = format!(
+        "# Benchmarks\n\nProduced by `make bench` (`ferry-bench`), which starts its own local environment and writes this file.\n\n\
+         Machine: {machine}.\n\nWorkload: one Git repository with {n} directories of {r} objects each (ConfigMaps and Services), \
+         one Application per directory, each in its own namespace (CreateNamespace). The baseline applies the same objects \
+         with one `kubectl apply --server-side`. API requests are counted from the API server's `apiserver_request_total` \
+         for the resources a delivery engine touches (configmaps, services, namespaces, secrets, applications, appprojects); \
+         dry-run requests are listed apart. Latency samples: {} commits, each followed by a `refresh` annotation.\n\n{table}",
+        args.samples
+    );
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, doc)?;
+    eprintln!("wrote {}", args.out.display());
+    drop(env);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_ferry(
+    env: &TestEnv,
+    client: &Client,
+    n: usize,
+    r: usize,
+    samples: usize,
+    log: &Path,
+    pid: u32,
+    src: &tempfile::TempDir,
+) -> anyhow::Result<(f64, f64, f64, BTreeMap<String, f64>, Vec<f64>)> {
+    let ar = kube::api::ApiResource::erase::<Application>(&());
+    let dyn_apps: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
+    let apps: Api<Application> = Api::namespaced(client.clone(), NS);
+    // Wait for the controller to install the CRD.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while apps.list(&Default::default()).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the controller did not install the Application CRD; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("Ferry: cold sync of {n} applications...");
+    let url = env.git.file_url("bench");
+    let pp = PatchParams::apply("bench");
+    let t = Instant::now();
+    for a in 0..n {
+        let app = json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": { "name": format!("bench-{a}"), "namespace": NS },
+            "spec": {
+                "project": "default",
+                "source": { "repoURL": url, "path": format!("app-{a}"), "targetRevision": "main" },
+                "destination": { "server": "https://kubernetes.default.svc", "namespace": format!("ferry-{a}") },
+                "syncPolicy": { "automated": { "prune": true, "selfHeal": true }, "syncOptions": ["CreateNamespace=true"] },
+            },
+        });
+        dyn_apps.patch(&format!("bench-{a}"), &pp, &Patch::Apply(&app)).await?;
+    }
+    while !all_synced(&apps, n).await? {
+        if t.elapsed() > Duration::from_secs(1800) {
+            bail!("cold sync did not finish in 30 minutes; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let cold = t.elapsed().as_secs_f64();
+    // Let the last status writes and watch events settle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    eprintln!("Ferry: one steady-state pass...");
+    let before = request_counts(client).await?;
+    let cpu0 = proc_cpu_seconds(pid);
+    let mark = std::fs::read_to_string(log).unwrap_or_default().len();
+    let t = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGUSR1);
+    }
+    while count_reconciles(log, mark) < n {
+        if t.elapsed() > Duration::from_secs(600) {
+            bail!("the steady-state pass did not finish; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let steady = t.elapsed().as_secs_f64();
+    let cpu = proc_cpu_seconds(pid) - cpu0;
+    let after = request_counts(client).await?;
+    let mut verbs = BTreeMap::new();
+    for (k, v) in &after {
+        let d = v - before.get(k).copied().unwrap_or(0.0);
+        // The two /metrics reads and the bench's own list calls are GETs of other resources; nothing to subtract.
+        if d > 0.0 {
+            verbs.insert(k.clone(), d);
+        }
+    }
+
+    eprintln!("Ferry: commit -> applied latency over {samples} commits...");
+    let mut lat = Vec::new();
+    let cms = |a: usize| Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &format!("ferry-{a}"));
+    for s in 0..samples {
+        let a = s % n;
+        let generation = s + 1;
+        // Only app `a` changes; the rest of the tree stays as committed.
+        let mut files = Vec::new();
+        for b in 0..n {
+            let g = if b == a { generation } else { 0 };
+            files.extend(manifests(b, r, g));
+        }
+        let _ = std::fs::remove_dir_all(src.path().join("tree"));
+        let tree = src.path().join("tree");
+        write_tree(&tree, &files)?;
+        let t = Instant::now();
+        env.git.commit_dir("bench", &tree, &format!("sample {s}"))?;
+        let refresh = json!({ "metadata": { "annotations": { "argocd.argoproj.io/refresh": "normal" } } });
+        apps.patch(&format!("bench-{a}"), &PatchParams::default(), &Patch::Merge(&refresh)).await?;
+        loop {
+            let v = cms(a).get_opt("cm-0").await?.and_then(|c| c.data).and_then(|d| d.get("generation").cloned());
+            if v.as_deref() == Some(generation.to_string().as_str()) {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                bail!("sample {s}: change not applied within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        lat.push(t.elapsed().as_secs_f64());
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok((cold, steady, cpu, verbs, lat))
+}

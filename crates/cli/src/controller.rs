@@ -1,0 +1,70 @@
+//! `ferry controller`: runs the reconciler against a kubeconfig or in cluster.
+
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct ControllerArgs {
+    /// Namespace of Applications, AppProjects and repository/cluster Secrets.
+    #[arg(long, default_value = "argocd", env = "FERRY_NAMESPACE")]
+    namespace: String,
+    /// Kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Seconds between polls of each repository.
+    #[arg(long, default_value_t = 180)]
+    poll_seconds: u64,
+    /// Concurrent reconciles.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Directory for the Git and chart cache.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Directories of CMP plugin.yaml files (besides ConfigMaps labelled ferry.dev/cmp-plugin).
+    #[arg(long = "plugin-dir")]
+    plugin_dirs: Vec<PathBuf>,
+    /// Run without leader election (a single replica).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Seconds a leader's lease lasts without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+    /// This replica's identity in the lease (default: hostname-pid).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Seconds to wait for one sync wave to become healthy.
+    #[arg(long, default_value_t = 300)]
+    wave_timeout_seconds: u64,
+}
+
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("loading {}", path.display()))?;
+            kube::Client::try_from(cfg)?
+        }
+        None => kube::Client::try_default().await.context("no kubeconfig found and not running in a cluster")?,
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let cfg = ferry_controller::Config {
+        namespace: args.namespace,
+        cache_dir: args.cache_dir.unwrap_or_else(|| std::env::temp_dir().join("ferry-cache")),
+        poll_interval: Duration::from_secs(args.poll_seconds.max(1)),
+        workers: args.workers,
+        plugin_dirs: args.plugin_dirs,
+        leader_election: !args.no_leader_election,
+        lease_duration: Duration::from_secs(args.lease_seconds.max(2)),
+        identity: args.identity.unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id())),
+        wave_timeout: Duration::from_secs(args.wave_timeout_seconds),
+        ..ferry_controller::Config::default()
+    };
+    tokio::select! {
+        r = ferry_controller::run(client, cfg) => r.context("controller stopped"),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

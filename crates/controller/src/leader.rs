@@ -1,0 +1,113 @@
+//! Leader election on a coordination/v1 Lease: of several replicas only the
+//! holder acts; another takes over once the holder stops renewing.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, PostParams};
+use kube::Client;
+use serde_json::json;
+use std::time::Duration;
+
+pub struct LeaderElection {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    lease_duration: Duration,
+}
+
+impl LeaderElection {
+    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, lease_duration: Duration) -> Self {
+        LeaderElection {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            lease_duration,
+        }
+    }
+
+    /// One attempt to take or renew the lease. Ok(true) when we hold it.
+    pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let secs = self.lease_duration.as_secs() as i32;
+        match self.api.get_opt(&self.name).await? {
+            None => {
+                let lease: Lease = serde_json::from_value(json!({
+                    "metadata": { "name": self.name },
+                    "spec": {
+                        "holderIdentity": self.identity,
+                        "leaseDurationSeconds": secs,
+                        "acquireTime": MicroTime(now),
+                        "renewTime": MicroTime(now),
+                        "leaseTransitions": 0,
+                    }
+                }))
+                .map_err(kube::Error::SerdeError)?;
+                match self.api.create(&PostParams::default(), &lease).await {
+                    Ok(_) => Ok(true),
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Some(mut lease) => {
+                let spec = lease.spec.clone().unwrap_or_default();
+                let holder = spec.holder_identity.clone().unwrap_or_default();
+                let expired = match &spec.renew_time {
+                    None => true,
+                    Some(MicroTime(t)) => {
+                        let dur = spec.lease_duration_seconds.unwrap_or(secs) as i64;
+                        now.as_second() > t.as_second() + dur
+                    }
+                };
+                if holder != self.identity && !expired && !holder.is_empty() {
+                    return Ok(false);
+                }
+                let mut new_spec = spec.clone();
+                if holder != self.identity {
+                    new_spec.acquire_time = Some(MicroTime(now));
+                    new_spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                }
+                new_spec.holder_identity = Some(self.identity.clone());
+                new_spec.lease_duration_seconds = Some(secs);
+                new_spec.renew_time = Some(MicroTime(now));
+                lease.spec = Some(new_spec);
+                // The resourceVersion in `lease` makes this a compare-and-swap.
+                match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+                    Ok(_) => Ok(true),
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Blocks until this replica holds the lease.
+    pub async fn acquire(&self) {
+        loop {
+            match self.try_acquire().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leader election: lease request failed"),
+            }
+            tokio::time::sleep(self.lease_duration / 5).await;
+        }
+    }
+
+    /// Renews until a renewal fails for a whole lease duration; then returns
+    /// (the caller stops acting: another replica may hold the lease now).
+    pub async fn hold(&self) {
+        let mut last_ok = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.lease_duration / 5).await;
+            match self.try_acquire().await {
+                Ok(true) => last_ok = std::time::Instant::now(),
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election: renewal failed");
+                    if last_ok.elapsed() > self.lease_duration {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

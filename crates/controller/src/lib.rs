@@ -1,0 +1,312 @@
+//! controller: reconciles Argo CD Applications natively — watches, a work queue, leader election, and the source → render → compare → sync → status pipeline.
+
+mod clusters;
+pub mod leader;
+mod queue;
+mod reconcile;
+
+pub use clusters::{ClusterSecret, b64};
+
+use ferry_engine::cluster::{ClusterConn, Trigger};
+use ferry_model::annotations::SECRET_TYPE_LABEL;
+use ferry_model::{AppProject, Application, crds};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Label that marks a ConfigMap whose values are CMP plugin definitions.
+pub const PLUGIN_CONFIGMAP_LABEL: &str = "ferry.dev/cmp-plugin";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Namespace holding Applications, AppProjects and repository/cluster Secrets.
+    pub namespace: String,
+    pub cache_dir: PathBuf,
+    /// How often each repository is polled (with ±10% jitter).
+    pub poll_interval: Duration,
+    pub workers: usize,
+    /// Directories with CMP plugin.yaml files, besides labelled ConfigMaps.
+    pub plugin_dirs: Vec<PathBuf>,
+    pub render_timeout: Duration,
+    /// Longest wait for one wave to become healthy or one hook to finish.
+    pub wave_timeout: Duration,
+    pub leader_election: bool,
+    pub lease_duration: Duration,
+    pub identity: String,
+    pub install_crds: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: "argocd".into(),
+            cache_dir: std::env::temp_dir().join("ferry-cache"),
+            poll_interval: Duration::from_secs(180),
+            workers: 8,
+            plugin_dirs: Vec::new(),
+            render_timeout: Duration::from_secs(90),
+            wave_timeout: Duration::from_secs(300),
+            leader_election: true,
+            lease_duration: Duration::from_secs(15),
+            identity: format!("ferry-{}", std::process::id()),
+            install_crds: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Setup(String),
+    #[error(
+        "the argoproj.io CRDs belong to another controller ({0}); Ferry will not fight it. Stop that controller or run Ferry against another cluster."
+    )]
+    ForeignController(String),
+}
+
+/// Shared state of a running controller.
+pub struct Controller {
+    pub(crate) cfg: Config,
+    pub(crate) client: Client,
+    pub(crate) apps: Store<Application>,
+    pub(crate) projects: Store<AppProject>,
+    pub(crate) secrets: Store<Secret>,
+    pub(crate) plugin_maps: Store<ConfigMap>,
+    pub(crate) clusters: Mutex<HashMap<String, (String, Arc<ClusterConn>)>>,
+    pub(crate) local: Arc<ClusterConn>,
+    pub(crate) sources: ferry_source::SourceCache,
+    pub(crate) tools: Result<ferry_render::RenderTools, String>,
+    pub(crate) resolved: Mutex<HashMap<(String, String), (String, Instant)>>,
+    pub(crate) rendered: Mutex<HashMap<String, Arc<(String, Vec<serde_json::Value>)>>>,
+    pub(crate) compared: Mutex<HashMap<String, Vec<String>>>,
+    /// The Application as our last status write returned it; newer than the
+    /// watch cache until the cache catches up.
+    pub(crate) written: Mutex<HashMap<String, Application>>,
+    pub(crate) triggers: tokio::sync::mpsc::UnboundedSender<Trigger>,
+    pub(crate) queue: queue::Queue,
+}
+
+/// Runs the controller until the process ends (or, with leader election,
+/// until leadership is lost, when it returns so the process can exit).
+pub async fn run(client: Client, cfg: Config) -> Result<(), Error> {
+    if cfg.install_crds {
+        install_crds(&client).await?;
+    }
+    if cfg.leader_election {
+        let le = leader::LeaderElection::new(client.clone(), &cfg.namespace, "ferry-controller", &cfg.identity, cfg.lease_duration);
+        tracing::info!(identity = %cfg.identity, "waiting for leadership");
+        le.acquire().await;
+        tracing::info!(identity = %cfg.identity, "became leader");
+        tokio::select! {
+            r = run_as_leader(client, cfg.clone()) => r,
+            _ = le.hold() => {
+                tracing::warn!(identity = %cfg.identity, "lost leadership; stopping");
+                Err(Error::Setup("lost leadership".into()))
+            }
+        }
+    } else {
+        run_as_leader(client, cfg).await
+    }
+}
+
+async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
+    ensure_default_project(&client, &cfg.namespace).await?;
+    let ns = cfg.namespace.clone();
+    let (apps, apps_w) = reflector::store::<Application>();
+    let (projects, projects_w) = reflector::store::<AppProject>();
+    let (secrets, secrets_w) = reflector::store::<Secret>();
+    let (plugin_maps, plugin_w) = reflector::store::<ConfigMap>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Trigger>();
+    let local = ClusterConn::new(ferry_model::IN_CLUSTER_NAME, ferry_model::IN_CLUSTER_SERVER, client.clone(), tx.clone());
+    let sources = ferry_source::SourceCache::new(cfg.cache_dir.join("sources")).map_err(|e| Error::Setup(e.to_string()))?;
+    let ctl = Arc::new(Controller {
+        tools: ferry_render::RenderTools::locate().map_err(|e| e.to_string()),
+        cfg: cfg.clone(),
+        client: client.clone(),
+        apps: apps.clone(),
+        projects: projects.clone(),
+        secrets: secrets.clone(),
+        plugin_maps,
+        clusters: Mutex::new(HashMap::new()),
+        local,
+        sources,
+        resolved: Mutex::new(HashMap::new()),
+        rendered: Mutex::new(HashMap::new()),
+        compared: Mutex::new(HashMap::new()),
+        written: Mutex::new(HashMap::new()),
+        triggers: tx,
+        queue: queue::Queue::default(),
+    });
+
+    let q = ctl.queue.clone();
+    let app_stream = reflector::reflector(apps_w, watcher(Api::<Application>::namespaced(client.clone(), &ns), watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    tokio::spawn(async move {
+        let mut s = app_stream.boxed();
+        while let Some(ev) = s.next().await {
+            match ev {
+                Ok(app) => q.add(&app.name_any()),
+                Err(e) => tracing::debug!(error = %e, "application watch error"),
+            }
+        }
+    });
+    // Project or credential changes can change any app's result.
+    let all = {
+        let ctl = ctl.clone();
+        move || {
+            for a in ctl.apps.state() {
+                ctl.queue.add(&a.name_any());
+            }
+        }
+    };
+    let proj_stream = reflector::reflector(projects_w, watcher(Api::<AppProject>::namespaced(client.clone(), &ns), watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    let all1 = all.clone();
+    tokio::spawn(async move {
+        let mut s = proj_stream.boxed();
+        while s.next().await.is_some() {
+            all1();
+        }
+    });
+    let sec_cfg = watcher::Config::default().labels(SECRET_TYPE_LABEL);
+    let sec_stream = reflector::reflector(secrets_w, watcher(Api::<Secret>::namespaced(client.clone(), &ns), sec_cfg))
+        .default_backoff()
+        .touched_objects();
+    let all2 = all.clone();
+    tokio::spawn(async move {
+        let mut s = sec_stream.boxed();
+        while s.next().await.is_some() {
+            all2();
+        }
+    });
+    let cm_cfg = watcher::Config::default().labels(PLUGIN_CONFIGMAP_LABEL);
+    let cm_stream = reflector::reflector(plugin_w, watcher(Api::<ConfigMap>::namespaced(client.clone(), &ns), cm_cfg))
+        .default_backoff()
+        .touched_objects();
+    let all3 = all;
+    tokio::spawn(async move {
+        let mut s = cm_stream.boxed();
+        while s.next().await.is_some() {
+            all3();
+        }
+    });
+    // SIGUSR1: re-check every app now (used by the benchmark for one full pass).
+    let all4 = {
+        let ctl = ctl.clone();
+        move || {
+            for a in ctl.apps.state() {
+                ctl.queue.add(&a.name_any());
+            }
+        }
+    };
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut s) = signal(SignalKind::user_defined1()) {
+            while s.recv().await.is_some() {
+                tracing::info!("SIGUSR1: re-checking every application");
+                all4();
+            }
+        }
+    });
+    // A live object changed: re-compare the app that owns it (self-heal, health).
+    let ctl2 = ctl.clone();
+    tokio::spawn(async move {
+        while let Some((_cluster, instance)) = rx.recv().await {
+            let name = match instance.split_once('_') {
+                Some((app_ns, name)) if app_ns == ctl2.cfg.namespace => name.to_string(),
+                Some(_) => continue,
+                None => instance,
+            };
+            ctl2.queue.add(&name);
+        }
+    });
+    for store in [apps.wait_until_ready().await, projects.wait_until_ready().await, secrets.wait_until_ready().await] {
+        store.map_err(|e| Error::Setup(format!("initial list failed: {e}")))?;
+    }
+    let mut workers = Vec::new();
+    for _ in 0..cfg.workers.max(1) {
+        let ctl = ctl.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let name = ctl.queue.next().await;
+                let started = Instant::now();
+                let next = ctl.reconcile(&name).await;
+                tracing::debug!(app = %name, ms = started.elapsed().as_millis() as u64, "reconciled");
+                ctl.queue.done(&name);
+                if let Some(delay) = next {
+                    ctl.queue.add_after(&name, delay);
+                }
+            }
+        }));
+    }
+    futures::future::join_all(workers).await;
+    Ok(())
+}
+
+/// Installs the Application and AppProject CRDs when absent. Refuses to run
+/// when they belong to a running Argo CD application controller.
+pub async fn install_crds(client: &Client) -> Result<(), Error> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [crds::application_crd(), crds::appproject_crd()] {
+        let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        match api.get_opt(&name).await? {
+            Some(existing) => {
+                let ours = existing.labels().get(crds::MANAGED_BY_LABEL).map(String::as_str) == Some(crds::MANAGED_BY_VALUE);
+                if !ours && argocd_controller_running(client).await {
+                    return Err(Error::ForeignController(format!("CRD {name} and a running argocd-application-controller")));
+                }
+            }
+            None => {
+                let obj: CustomResourceDefinition = serde_json::from_value(crd).map_err(|e| Error::Setup(e.to_string()))?;
+                match api.create(&PostParams::default(), &obj).await {
+                    Ok(_) => tracing::info!(crd = %name, "installed CRD"),
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        // Wait until the API server serves it.
+        for _ in 0..100 {
+            let established = api.get_opt(&name).await?.and_then(|c| c.status).and_then(|s| s.conditions).is_some_and(|c| {
+                c.iter().any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn argocd_controller_running(client: &Client) -> bool {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let sts: Api<StatefulSet> = Api::all(client.clone());
+    let lp = kube::api::ListParams::default().fields("metadata.name=argocd-application-controller");
+    sts.list(&lp)
+        .await
+        .map(|l| l.items.iter().any(|s| s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0) > 0))
+        .unwrap_or(false)
+}
+
+async fn ensure_default_project(client: &Client, ns: &str) -> Result<(), Error> {
+    let api: Api<AppProject> = Api::namespaced(client.clone(), ns);
+    if api.get_opt("default").await?.is_none() {
+        let p = AppProject::default_project(ns);
+        let pp = PatchParams::apply("ferry");
+        api.patch("default", &pp, &Patch::Apply(&p)).await?;
+    }
+    Ok(())
+}

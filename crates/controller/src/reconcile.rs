@@ -1,0 +1,943 @@
+//! One pass over one Application: source → render → compare → (sync) → status.
+//! Nothing is applied until every source has rendered and every object has
+//! passed a server-side dry-run; failures become conditions, never prunes.
+
+use crate::Controller;
+use crate::clusters::{ClusterSecret, decode};
+use ferry_engine::cluster::{ClusterConn, Resolved};
+use ferry_engine::plan::{self, HookKind};
+use ferry_engine::sync::{self, PruneTarget, Resource, SyncRequest};
+use ferry_engine::{diff, health};
+use ferry_model::annotations::{self, SECRET_TYPE_LABEL};
+use ferry_model::tracking::{self, ObjectKey};
+use ferry_model::*;
+use ferry_source::scrub_url;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A failure that stops the pass before anything is applied; becomes a condition.
+struct Stop {
+    type_: &'static str,
+    message: String,
+}
+
+fn stop(type_: &'static str, message: impl Into<String>) -> Stop {
+    Stop {
+        type_,
+        message: message.into(),
+    }
+}
+
+/// The result of comparing one app.
+struct Comparison {
+    conn: Arc<ClusterConn>,
+    revisions: Vec<String>,
+    sources: Vec<ApplicationSource>,
+    source_type: String,
+    resources: Vec<Resource>,
+    prune: Vec<PruneTarget>,
+    statuses: Vec<ResourceStatus>,
+    synced: bool,
+    health: HealthStatus,
+    /// Non-fatal: e.g. dry-run failures that block a sync.
+    errors: Vec<String>,
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
+}
+
+impl Controller {
+    /// Reconciles one app; returns when to look again.
+    pub(crate) async fn reconcile(self: &Arc<Self>, name: &str) -> Option<Duration> {
+        let oref = kube::runtime::reflector::ObjectRef::<Application>::new(name).within(&self.cfg.namespace);
+        let cached = self.apps.get(&oref).map(|a| (*a).clone());
+        let Some(cached) = cached else {
+            if let Ok(mut w) = self.written.lock() {
+                w.remove(name);
+            }
+            return None;
+        };
+        let app = match self.written.lock().ok().and_then(|w| w.get(name).cloned()) {
+            Some(w) if rv_num(&w) > rv_num(&cached) => w,
+            _ => cached,
+        };
+        if app.metadata.deletion_timestamp.is_some() {
+            return self.finalize(&app).await;
+        }
+        let refresh_requested = app.annotations().contains_key(annotations::REFRESH);
+        let hard = app.annotations().get(annotations::REFRESH).map(String::as_str) == Some("hard");
+        let old = app.status.clone().unwrap_or_default();
+        let mut st = old.clone();
+        let op = app.operation.clone();
+        let mut next = self.poll_delay();
+
+        let cmp = self.compare(&app, op.as_ref(), refresh_requested, hard).await;
+        let mut ran_op = false;
+        match cmp {
+            Err(s) => {
+                set_condition(&mut st, s.type_, &s.message);
+                st.sync = Some(SyncStatus {
+                    status: "Unknown".into(),
+                    ..st.sync.clone().unwrap_or_default()
+                });
+                if let Some(op) = &op {
+                    // The requested operation cannot run; record why and drop it.
+                    st.operation_state = Some(OperationState {
+                        operation: op.clone(),
+                        phase: "Error".into(),
+                        message: s.message.clone(),
+                        started_at: Some(now()),
+                        finished_at: Some(now()),
+                        ..OperationState::default()
+                    });
+                    ran_op = true;
+                }
+                // Unreachable sources heal by themselves: look again sooner.
+                next = next.min(Duration::from_secs(30));
+            }
+            Ok(mut c) => {
+                clear_conditions(&mut st, &["ComparisonError", "InvalidSpecError", "SyncError"]);
+                for e in &c.errors {
+                    set_condition(&mut st, "ComparisonError", e);
+                }
+                self.fill_status(&mut st, &c);
+                let decision = self.decide(&app, op.as_ref(), &c, &st);
+                match decision {
+                    Decision::None => {}
+                    Decision::Later(d) => next = next.min(d),
+                    Decision::Skip(msg) => set_condition(&mut st, "SyncError", &msg),
+                    Decision::Sync { operation, prune, dry_run, automated } => {
+                        ran_op = op.is_some();
+                        if !c.errors.is_empty() {
+                            let msg = format!("sync refused: {}", c.errors.join("; "));
+                            st.operation_state = Some(OperationState {
+                                operation,
+                                phase: "Failed".into(),
+                                message: msg,
+                                started_at: Some(now()),
+                                finished_at: Some(now()),
+                                sync_result: Some(SyncOperationResult {
+                                    revision: c.revisions.first().cloned().unwrap_or_default(),
+                                    revisions: c.revisions.clone(),
+                                    ..Default::default()
+                                }),
+                                ..OperationState::default()
+                            });
+                        } else {
+                            let started = now();
+                            let retry_count = match &st.operation_state {
+                                Some(o) if automated && o.phase == "Failed" && o.sync_result.as_ref().map(|r| &r.revision) == c.revisions.first() => o.retry_count + 1,
+                                _ => 0,
+                            };
+                            let outcome = self.sync(&app, &c, &operation, prune, dry_run).await;
+                            let finished = now();
+                            let rev = c.revisions.first().cloned().unwrap_or_default();
+                            if outcome.succeeded && !dry_run {
+                                push_history(&mut st, &app, &c, &rev, started.clone(), finished.clone());
+                            }
+                            st.operation_state = Some(OperationState {
+                                operation: operation.clone(),
+                                phase: if outcome.succeeded { "Succeeded".into() } else { "Failed".into() },
+                                message: outcome.message.clone(),
+                                sync_result: Some(SyncOperationResult {
+                                    resources: outcome.results,
+                                    revision: rev,
+                                    revisions: c.revisions.clone(),
+                                    source: if c.sources.len() == 1 { c.sources.first().cloned() } else { None },
+                                    sources: if c.sources.len() > 1 { Some(c.sources.clone()) } else { None },
+                                }),
+                                started_at: Some(started),
+                                finished_at: Some(finished),
+                                retry_count,
+                            });
+                            if !outcome.succeeded {
+                                set_condition(&mut st, "SyncError", &outcome.message);
+                                if let Some(delay) = retry_delay(&app, retry_count) {
+                                    next = next.min(delay);
+                                }
+                            }
+                            // Compare again so status shows the result of the sync.
+                            if let Ok(c2) = self.compare(&app, op.as_ref(), false, false).await {
+                                c = c2;
+                                self.fill_status(&mut st, &c);
+                            }
+                        }
+                    }
+                }
+                if c.health.status == health::PROGRESSING || c.health.status == health::MISSING {
+                    next = next.min(Duration::from_secs(5));
+                }
+            }
+        }
+        if let Err(e) = self.write_status(&app, &old, st, ran_op, refresh_requested).await {
+            tracing::warn!(app = %name, error = %e, "writing status failed");
+            next = next.min(Duration::from_secs(5));
+        }
+        Some(next)
+    }
+
+    fn poll_delay(&self) -> Duration {
+        // ±10% jitter so apps on one repository do not all poll at once.
+        let base = self.cfg.poll_interval.as_millis() as u64;
+        let jitter = (Instant::now().elapsed().subsec_nanos() as u64 ^ std::process::id() as u64) % (base / 5 + 1);
+        Duration::from_millis(base - base / 10 + jitter)
+    }
+
+    fn project(&self, name: &str) -> Option<AppProject> {
+        self.projects.state().into_iter().find(|p| p.name_any() == name).map(|p| (*p).clone())
+    }
+
+    fn repo_secrets(&self) -> Vec<ferry_source::RepoSecret> {
+        self.secrets
+            .state()
+            .iter()
+            .filter_map(|s| {
+                let kind = match s.labels().get(SECRET_TYPE_LABEL).map(String::as_str) {
+                    Some("repository") => ferry_source::SecretKind::Repository,
+                    Some("repo-creds") => ferry_source::SecretKind::RepoCreds,
+                    _ => return None,
+                };
+                ferry_source::RepoSecret::from_secret_data(kind, &decode(s))
+            })
+            .collect()
+    }
+
+    /// The connection for an app's destination.
+    async fn destination(&self, d: &Destination) -> Result<(Arc<ClusterConn>, String, String), Stop> {
+        let server = d.server.clone().unwrap_or_default();
+        let name = d.name.clone().unwrap_or_default();
+        if (server.is_empty() && name.is_empty()) || server == IN_CLUSTER_SERVER || (server.is_empty() && name == IN_CLUSTER_NAME) {
+            return Ok((self.local.clone(), IN_CLUSTER_SERVER.into(), IN_CLUSTER_NAME.into()));
+        }
+        let secrets: Vec<ClusterSecret> = self
+            .secrets
+            .state()
+            .iter()
+            .filter(|s| s.labels().get(SECRET_TYPE_LABEL).map(String::as_str) == Some("cluster"))
+            .filter_map(|s| ClusterSecret::from_secret(s))
+            .collect();
+        let found = secrets
+            .into_iter()
+            .find(|c| if !server.is_empty() { c.server.trim_end_matches('/') == server.trim_end_matches('/') } else { c.name == name });
+        let Some(cs) = found else {
+            let what = if server.is_empty() { format!("name '{name}'") } else { format!("server '{server}'") };
+            return Err(stop("InvalidSpecError", format!("there are no clusters with this {what}")));
+        };
+        let cached = self.clusters.lock().ok().and_then(|m| m.get(&cs.server).cloned());
+        if let Some((rv, conn)) = cached
+            && rv == cs.resource_version
+        {
+            return Ok((conn, cs.server.clone(), cs.name.clone()));
+        }
+        let client = cs.client().await.map_err(|e| stop("ComparisonError", e))?;
+        let conn = ClusterConn::new(&cs.name, &cs.server, client, self.triggers.clone());
+        if let Ok(mut m) = self.clusters.lock() {
+            m.insert(cs.server.clone(), (cs.resource_version.clone(), conn.clone()));
+        }
+        Ok((conn, cs.server.clone(), cs.name.clone()))
+    }
+
+    /// Resolves a revision, at most once per poll interval per (repo, revision).
+    async fn resolve(&self, url: &str, revision: &str, fresh: bool) -> Result<String, Stop> {
+        let key = (url.to_string(), revision.to_string());
+        if !fresh
+            && let Some((sha, at)) = self.resolved.lock().ok().and_then(|m| m.get(&key).cloned())
+            && at.elapsed() < self.cfg.poll_interval / 2
+        {
+            return Ok(sha);
+        }
+        let creds = ferry_source::credentials_for(url, &self.repo_secrets());
+        let sha = self
+            .sources
+            .resolve(url, revision, creds.as_ref())
+            .await
+            .map_err(|e| stop("ComparisonError", e.to_string()))?;
+        if let Ok(mut m) = self.resolved.lock() {
+            m.insert(key, (sha.clone(), Instant::now()));
+        }
+        Ok(sha)
+    }
+
+    fn plugins(&self) -> Vec<ferry_render::PluginConfig> {
+        let mut out = Vec::new();
+        for cm in self.plugin_maps.state() {
+            for text in cm.data.clone().unwrap_or_default().values() {
+                match ferry_render::PluginConfig::from_yaml(text) {
+                    Ok(p) => out.push(p),
+                    Err(e) => tracing::warn!(configmap = %cm.name_any(), error = %e, "invalid plugin config"),
+                }
+            }
+        }
+        for dir in &self.cfg.plugin_dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            for e in entries.flatten() {
+                if let Ok(text) = std::fs::read_to_string(e.path())
+                    && let Ok(p) = ferry_render::PluginConfig::from_yaml(&text)
+                {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// `refresh`: re-resolve revisions now; `hard`: also render again.
+    async fn compare(&self, app: &Application, op: Option<&Operation>, refresh: bool, hard: bool) -> Result<Comparison, Stop> {
+        let app_name = app.name_any();
+        let instance = tracking::app_instance_name(&app.namespace().unwrap_or_default(), &app_name, &self.cfg.namespace);
+        let project_name = app.project().to_string();
+        let project = self
+            .project(&project_name)
+            .ok_or_else(|| stop("InvalidSpecError", format!("application references project {project_name} which does not exist")))?;
+        let rollback = op.and_then(|o| o.sync.as_ref()).filter(|s| s.source.is_some() || s.sources.is_some());
+        let sources: Vec<ApplicationSource> = match rollback {
+            Some(s) => s.sources.clone().or_else(|| s.source.clone().map(|x| vec![x])).unwrap_or_default(),
+            None => app.sources(),
+        };
+        if sources.is_empty() {
+            return Err(stop("InvalidSpecError", "spec.source or spec.sources is required"));
+        }
+        for s in &sources {
+            project.spec.check_source(&project_name, &s.repo_url).map_err(|v| stop("InvalidSpecError", v.0))?;
+        }
+        let dest_ns = app.spec.destination.namespace.clone().unwrap_or_default();
+        let (conn, server, cluster_name) = self.destination(&app.spec.destination).await?;
+        project
+            .spec
+            .check_destination(&project_name, &server, &cluster_name, &dest_ns)
+            .map_err(|v| stop("InvalidSpecError", v.0))?;
+
+        // Fetch every source first: a rollback pins revisions.
+        let pinned: Vec<String> = rollback.map(|s| {
+            if s.revisions.is_empty() { s.revision.iter().cloned().collect() } else { s.revisions.clone() }
+        }).unwrap_or_default();
+        let tools = self.tools.clone().map_err(|e| stop("ComparisonError", e));
+        let mut trees = Vec::new();
+        let mut revisions = Vec::new();
+        for (i, s) in sources.iter().enumerate() {
+            let creds = ferry_source::credentials_for(&s.repo_url, &self.repo_secrets());
+            if s.is_helm_repo() {
+                let tools = tools.as_ref().map_err(|e| stop(e.type_, e.message.clone()))?;
+                let chart = s.chart.clone().unwrap_or_default();
+                let version = pinned.get(i).cloned().unwrap_or_else(|| s.target_revision.clone().unwrap_or_default());
+                let (dir, v) = self
+                    .sources
+                    .helm_chart(&tools.helm, &s.repo_url, &chart, &version, creds.as_ref())
+                    .await
+                    .map_err(|e| stop("ComparisonError", format!("failed to fetch chart {chart} from {}: {e}", scrub_url(&s.repo_url))))?;
+                trees.push((dir, v.clone(), None));
+                revisions.push(v);
+            } else {
+                let sha = match pinned.get(i) {
+                    Some(p) if !p.is_empty() => self.resolve(&s.repo_url, p, true).await?,
+                    _ => self.resolve(&s.repo_url, s.revision(), refresh).await?,
+                };
+                let dir = self
+                    .sources
+                    .checkout(&s.repo_url, &sha, creds.as_ref())
+                    .await
+                    .map_err(|e| stop("ComparisonError", e.to_string()))?;
+                let tree = self.sources.tree_id(&s.repo_url, &sha, s.path.as_deref().unwrap_or("")).await.ok().flatten();
+                trees.push((dir, sha.clone(), tree));
+                revisions.push(sha);
+            }
+        }
+        let refs: BTreeMap<String, std::path::PathBuf> = sources
+            .iter()
+            .zip(&trees)
+            .filter_map(|(s, (dir, _, _))| s.ref_name.clone().map(|r| (r, dir.clone())))
+            .collect();
+
+        let kube_version = conn.version().await.map_err(|e| stop("ComparisonError", format!("cluster {}: {}", conn.name, sync::api_message(&e))))?;
+        let plugins = self.plugins();
+        let mut objects: Vec<Value> = Vec::new();
+        let mut source_type = String::new();
+        for (s, (dir, rev, tree)) in sources.iter().zip(&trees) {
+            // A source that only provides `$ref` values renders nothing.
+            if s.ref_name.is_some() && s.path.is_none() && !s.is_helm_repo() {
+                continue;
+            }
+            let key = render_key(&app_name, &dest_ns, s, rev, tree.as_deref(), &refs, &kube_version, &plugins);
+            let cached = self.rendered.lock().ok().and_then(|m| m.get(&key).cloned());
+            let rendered = match cached {
+                Some(r) if !hard => r,
+                _ => {
+                    let tools = tools.as_ref().map_err(|e| stop(e.type_, e.message.clone()))?.clone();
+                    let (s2, dir2, rev2, refs2, kv, plugins2) = (s.clone(), dir.clone(), rev.clone(), refs.clone(), kube_version.clone(), plugins.clone());
+                    let (an, ns2, timeout) = (app_name.clone(), dest_ns.clone(), self.cfg.render_timeout);
+                    let out = tokio::task::spawn_blocking(move || {
+                        let input = ferry_render::RenderInput {
+                            app_name: &an,
+                            app_namespace: &ns2,
+                            source: &s2,
+                            repo_root: &dir2,
+                            revision: &rev2,
+                            refs: &refs2,
+                            kube_version: &kv,
+                            api_versions: &[],
+                            plugins: &plugins2,
+                            tools: &tools,
+                            timeout,
+                        };
+                        ferry_render::render(&input)
+                    })
+                    .await
+                    .map_err(|e| stop("ComparisonError", format!("render task failed: {e}")))?
+                    .map_err(|e| stop("ComparisonError", format!("rendering {} failed: {e}", s.path.as_deref().or(s.chart.as_deref()).unwrap_or("."))))?;
+                    let r = Arc::new((out.source_type.as_str().to_string(), out.objects));
+                    if let Ok(mut m) = self.rendered.lock() {
+                        if m.len() > 2000 {
+                            m.clear();
+                        }
+                        m.insert(key, r.clone());
+                    }
+                    r
+                }
+            };
+            source_type = rendered.0.clone();
+            objects.extend(rendered.1.iter().cloned());
+        }
+
+        // Resolve kinds, place objects, check the project.
+        let crd_kinds: HashSet<(String, String)> = objects
+            .iter()
+            .filter(|o| o["kind"] == "CustomResourceDefinition")
+            .filter_map(|o| {
+                let g = o.pointer("/spec/group")?.as_str()?;
+                let k = o.pointer("/spec/names/kind")?.as_str()?;
+                Some((g.to_string(), k.to_string()))
+            })
+            .collect();
+        let mut resources: Vec<Resource> = Vec::new();
+        let mut seen = HashSet::new();
+        let app_opts = app.sync_options();
+        for mut obj in objects {
+            let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
+            let kind = obj["kind"].as_str().unwrap_or_default().to_string();
+            let group = group_of(&api_version).to_string();
+            let resolved = match conn.resolve(&api_version, &kind).await {
+                Ok(r) => Some(r),
+                Err(_) if crd_kinds.contains(&(group.clone(), kind.clone())) => None,
+                Err(e) => {
+                    return Err(stop(
+                        "ComparisonError",
+                        format!("the server could not find the requested resource {api_version}/{kind}: {}", sync::api_message(&e)),
+                    ));
+                }
+            };
+            // Custom resources whose CRD comes with this sync are namespaced unless proven otherwise.
+            let namespaced = resolved.as_ref().map(|r| r.namespaced).unwrap_or(true);
+            let meta = obj["metadata"].as_object_mut().ok_or_else(|| stop("ComparisonError", "object without metadata"))?;
+            let mut ns = meta.get("namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+            if namespaced && ns.is_empty() {
+                ns = dest_ns.clone();
+                meta.insert("namespace".into(), json!(ns));
+            } else if !namespaced {
+                meta.remove("namespace");
+                ns.clear();
+            }
+            let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let key = ObjectKey { group: group.clone(), kind: kind.clone(), namespace: ns.clone(), name };
+            project
+                .spec
+                .check_resource(&project_name, &group, &kind, namespaced)
+                .map_err(|v| stop("InvalidSpecError", v.0))?;
+            if namespaced && !ns.is_empty() {
+                project
+                    .spec
+                    .check_destination(&project_name, &server, &cluster_name, &ns)
+                    .map_err(|v| stop("InvalidSpecError", format!("{}: {v}", key)))?;
+            }
+            let anns = meta.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(a) = anns.as_object_mut() {
+                a.insert(annotations::TRACKING_ID.into(), json!(tracking::tracking_id(&instance, &key)));
+            }
+            diff::default_list_map_keys(&mut obj);
+            let mut options = app_opts.clone();
+            if let Some(o) = plan::annotation(&obj, annotations::SYNC_OPTIONS) {
+                options.apply(&o.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>());
+            }
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            resources.push(Resource { hook: plan::hook_kind(&obj), key, resolved, desired: obj, options, out_of_sync: true });
+        }
+
+        // Compare each non-hook object with live through a dry-run apply.
+        let mut statuses = Vec::new();
+        let mut healths = Vec::new();
+        let mut errors = Vec::new();
+        let mut synced = true;
+        for r in resources.iter_mut() {
+            if r.hook != HookKind::None {
+                continue;
+            }
+            let version = r.desired["apiVersion"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_string();
+            let mut status = ResourceStatus {
+                group: r.key.group.clone(),
+                version,
+                kind: r.key.kind.clone(),
+                namespace: r.key.namespace.clone(),
+                name: r.key.name.clone(),
+                sync_wave: Some(plan::wave(&r.desired)).filter(|w| *w != 0),
+                ..ResourceStatus::default()
+            };
+            let live = match &r.resolved {
+                Some(res) => conn.live(res, &r.key.namespace, &r.key.name).await,
+                None => None,
+            };
+            if let Some(l) = &live
+                && app_opts.fail_on_shared_resource
+                && let Some(id) = plan::annotation(l, annotations::TRACKING_ID)
+                && let Some((owner, _)) = tracking::parse_tracking_id(id)
+                && owner != instance
+            {
+                errors.push(format!("{} is part of applications {owner} and {instance}", r.key));
+            }
+            let diffs = match (&r.resolved, &live) {
+                (None, _) => vec!["(kind not served yet)".to_string()],
+                (Some(res), live) => match self.diff(&conn, res, &r.key, &r.desired, live.as_ref(), &app.spec.ignore_differences, &dest_ns, app_opts.create_namespace).await {
+                    Ok(d) => d,
+                    Err(msg) => {
+                        errors.push(format!("{}: {msg}", r.key));
+                        vec![msg]
+                    }
+                },
+            };
+            r.out_of_sync = !diffs.is_empty();
+            status.status = Some(if r.out_of_sync { "OutOfSync".into() } else { "Synced".into() });
+            let h = match &live {
+                None => HealthStatus { status: health::MISSING.into(), message: None },
+                Some(l) => health::assess(l).unwrap_or(HealthStatus { status: health::HEALTHY.into(), message: None }),
+            };
+            healths.push(h.clone());
+            status.health = Some(h);
+            if r.out_of_sync {
+                synced = false;
+            }
+            statuses.push(status);
+        }
+
+        // What this app manages live but Git no longer has.
+        let mut kinds: Vec<(String, String)> = resources
+            .iter()
+            .map(|r| (r.desired["apiVersion"].as_str().unwrap_or_default().to_string(), r.key.kind.clone()))
+            .collect();
+        for s in &app.status.clone().unwrap_or_default().resources {
+            let av = if s.group.is_empty() { s.version.clone() } else { format!("{}/{}", s.group, s.version) };
+            kinds.push((av, s.kind.clone()));
+        }
+        kinds.sort();
+        kinds.dedup();
+        let desired_keys: HashSet<ObjectKey> = resources.iter().map(|r| r.key.clone()).collect();
+        let mut prune = Vec::new();
+        for (av, kind) in kinds {
+            let Ok(res) = conn.resolve(&av, &kind).await else { continue };
+            for live in conn.tracked_by(&res, &instance).await {
+                let ns = live.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+                let name = live.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let key = ObjectKey { group: group_of(&av).to_string(), kind: kind.clone(), namespace: ns, name };
+                if desired_keys.contains(&key) || plan::hook_kind(&live) != HookKind::None {
+                    continue;
+                }
+                let mut o = SyncOptions::parse(&[]);
+                if let Some(a) = plan::annotation(&live, annotations::SYNC_OPTIONS) {
+                    o.apply(&a.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>());
+                }
+                synced = false;
+                statuses.push(ResourceStatus {
+                    group: key.group.clone(),
+                    version: av.rsplit('/').next().unwrap_or_default().to_string(),
+                    kind: key.kind.clone(),
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    status: Some("OutOfSync".into()),
+                    requires_pruning: true,
+                    health: health::assess(&live),
+                    ..ResourceStatus::default()
+                });
+                prune.push(PruneTarget { key, resolved: res.clone(), version: av.rsplit('/').next().unwrap_or_default().to_string(), disabled: !o.prune });
+            }
+        }
+        statuses.sort_by(|a, b| (&a.group, &a.kind, &a.namespace, &a.name).cmp(&(&b.group, &b.kind, &b.namespace, &b.name)));
+        Ok(Comparison {
+            conn,
+            revisions,
+            sources,
+            source_type,
+            resources,
+            prune,
+            statuses,
+            synced,
+            health: health::worst(healths.iter()),
+            errors,
+        })
+    }
+
+    /// Differences between what applying `desired` would produce and live;
+    /// cached on (desired, live resourceVersion) so a steady state costs no request.
+    #[allow(clippy::too_many_arguments)]
+    async fn diff(
+        &self,
+        conn: &ClusterConn,
+        res: &Resolved,
+        key: &ObjectKey,
+        desired: &Value,
+        live: Option<&Value>,
+        ignores: &[IgnoreDifferences],
+        dest_ns: &str,
+        create_namespace: bool,
+    ) -> Result<Vec<String>, String> {
+        let rv = live.and_then(|l| l.pointer("/metadata/resourceVersion")).and_then(Value::as_str).unwrap_or("-");
+        let cache_key = format!("{}|{key}|{rv}|{}", conn.server, hash(&desired.to_string()));
+        if let Some(d) = self.compared.lock().ok().and_then(|m| m.get(&cache_key).cloned()) {
+            return Ok(d);
+        }
+        let predicted = match sync::dry_run_apply(conn, res, key, desired).await {
+            Ok(p) => p,
+            Err(kube::Error::Api(s)) if s.code == 404 && create_namespace && key.namespace == dest_ns => {
+                // The namespace is created by the sync.
+                return Ok(vec!["(namespace to be created)".into()]);
+            }
+            Err(e) => return Err(sync::api_message(&e)),
+        };
+        let Some(live) = live else {
+            return Ok(vec!["(missing)".into()]);
+        };
+        let mut a = predicted;
+        let mut b = live.clone();
+        let owners = b.pointer("/metadata/managedFields").cloned();
+        diff::normalize(&mut a);
+        diff::normalize(&mut b);
+        let rules = diff::rules_for(ignores, &key.group, &key.kind, &key.namespace, &key.name);
+        diff::apply_ignores(&mut a, &rules, owners.as_ref());
+        diff::apply_ignores(&mut b, &rules, owners.as_ref());
+        let d = diff::differences(&a, &b);
+        if let Ok(mut m) = self.compared.lock() {
+            if m.len() > 50_000 {
+                m.clear();
+            }
+            m.insert(cache_key, d.clone());
+        }
+        Ok(d)
+    }
+
+    fn fill_status(&self, st: &mut ApplicationStatus, c: &Comparison) {
+        st.resources = c.statuses.clone();
+        let compared_to = json!({ "source": c.sources.first(), "destination": {} });
+        st.sync = Some(SyncStatus {
+            status: if c.synced { "Synced".into() } else { "OutOfSync".into() },
+            revision: if c.revisions.len() == 1 { c.revisions.first().cloned() } else { None },
+            revisions: if c.revisions.len() > 1 { c.revisions.clone() } else { Vec::new() },
+            compared_to: Some(compared_to),
+        });
+        st.health = Some(c.health.clone());
+        st.source_type = Some(c.source_type.clone()).filter(|s| !s.is_empty());
+    }
+
+    fn decide(&self, app: &Application, op: Option<&Operation>, c: &Comparison, st: &ApplicationStatus) -> Decision {
+        if let Some(op) = op {
+            let s = op.sync.clone().unwrap_or_default();
+            return Decision::Sync { operation: op.clone(), prune: s.prune, dry_run: s.dry_run, automated: false };
+        }
+        let Some(auto) = app.automated() else { return Decision::None };
+        if c.synced {
+            return Decision::None;
+        }
+        let desired_count = c.resources.iter().filter(|r| r.hook == HookKind::None).count();
+        if desired_count == 0 && !auto.allow_empty {
+            return Decision::Skip("skipping automated sync: the rendered manifests are empty and allowEmpty is false; nothing will be pruned".into());
+        }
+        let rev = c.revisions.first().cloned().unwrap_or_default();
+        if let Some(last) = &st.operation_state {
+            let same_rev = last.sync_result.as_ref().map(|r| r.revision.as_str()) == Some(rev.as_str());
+            let was_auto = last.operation.initiated_by.as_ref().and_then(|i| i.get("automated")).and_then(Value::as_bool) == Some(true);
+            if same_rev && was_auto {
+                if last.phase == "Failed" {
+                    match retry_delay(app, last.retry_count + 1) {
+                        None => return Decision::None,
+                        Some(d) => {
+                            let finished = last.finished_at.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+                            if k8s_openapi::jiff::Timestamp::now().as_second() < finished + d.as_secs() as i64 {
+                                return Decision::None;
+                            }
+                        }
+                    }
+                } else if !auto.self_heal {
+                    return Decision::None;
+                } else {
+                    // Argo CD's selfHealTimeoutSeconds: a live change seen right
+                    // after a sync is more likely our own write arriving late.
+                    let finished = last.finished_at.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+                    if k8s_openapi::jiff::Timestamp::now().as_second() < finished + SELF_HEAL_BACKOFF_SECS {
+                        return Decision::Later(Duration::from_secs(SELF_HEAL_BACKOFF_SECS as u64));
+                    }
+                }
+            }
+        }
+        let operation = Operation {
+            sync: Some(SyncOperation { revision: Some(rev), prune: auto.prune, ..SyncOperation::default() }),
+            initiated_by: Some(json!({ "automated": true })),
+            retry: app.spec.sync_policy.as_ref().and_then(|p| p.retry.clone()),
+        };
+        Decision::Sync { operation, prune: auto.prune, dry_run: false, automated: true }
+    }
+
+    async fn sync(&self, app: &Application, c: &Comparison, op: &Operation, prune: bool, dry_run: bool) -> sync::SyncOutcome {
+        let s = op.sync.clone().unwrap_or_default();
+        let mut options = app.sync_options();
+        options.apply(&s.sync_options);
+        let mut resources = c.resources.clone();
+        if !s.resources.is_empty() {
+            resources.retain(|r| s.resources.iter().any(|w| w.kind == r.key.kind && w.name == r.key.name && w.group == r.key.group));
+        }
+        let dest_ns = app.spec.destination.namespace.clone().unwrap_or_default();
+        let create_namespace = (options.create_namespace && !dest_ns.is_empty()).then(|| {
+            (dest_ns.clone(), app.spec.sync_policy.as_ref().and_then(|p| p.managed_namespace_metadata.clone()))
+        });
+        let req = SyncRequest {
+            conn: &c.conn,
+            resources,
+            prune: if s.resources.is_empty() { c.prune.clone() } else { Vec::new() },
+            prune_enabled: prune,
+            options,
+            dry_run,
+            create_namespace,
+            wave_timeout: self.cfg.wave_timeout,
+        };
+        sync::run(req).await
+    }
+
+    async fn write_status(&self, app: &Application, old: &ApplicationStatus, mut st: ApplicationStatus, clear_op: bool, clear_refresh: bool) -> Result<(), kube::Error> {
+        let changed = {
+            let mut a = old.clone();
+            a.reconciled_at = None;
+            let mut b = st.clone();
+            b.reconciled_at = None;
+            a != b
+        };
+        if !changed && !clear_op && !clear_refresh {
+            return Ok(());
+        }
+        st.reconciled_at = Some(now());
+        // Fails (and is retried) if the object changed since we read it.
+        let mut ops = vec![
+            json!({ "op": "test", "path": "/metadata/resourceVersion", "value": app.resource_version() }),
+            json!({ "op": "add", "path": "/status", "value": st }),
+        ];
+        if clear_op && app.operation.is_some() {
+            ops.push(json!({ "op": "remove", "path": "/operation" }));
+        }
+        if clear_refresh && app.annotations().contains_key(annotations::REFRESH) {
+            ops.push(json!({ "op": "remove", "path": "/metadata/annotations/argocd.argoproj.io~1refresh" }));
+        }
+        let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
+        let api: Api<Application> = Api::namespaced(self.client.clone(), &app.namespace().unwrap_or_default());
+        let updated = api.patch(&app.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch)).await?;
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(app.name_any(), updated);
+        }
+        Ok(())
+    }
+
+    /// Deletion with `resources-finalizer.argocd.argoproj.io`: delete what the
+    /// app manages, then let the Application go.
+    async fn finalize(&self, app: &Application) -> Option<Duration> {
+        let finalizers = app.finalizers().to_vec();
+        let fg = finalizers.iter().any(|f| f == annotations::RESOURCES_FINALIZER);
+        let bg = finalizers.iter().any(|f| f == annotations::RESOURCES_FINALIZER_BACKGROUND);
+        if !fg && !bg {
+            return None;
+        }
+        let instance = tracking::app_instance_name(&app.namespace().unwrap_or_default(), &app.name_any(), &self.cfg.namespace);
+        let conn = match self.destination(&app.spec.destination).await {
+            Ok((c, _, _)) => c,
+            Err(s) => {
+                tracing::warn!(app = %app.name_any(), error = %s.message, "cannot reach destination to delete resources");
+                return Some(Duration::from_secs(10));
+            }
+        };
+        let policy = if fg { "foreground" } else { "background" };
+        let mut remaining = 0;
+        for s in &app.status.clone().unwrap_or_default().resources {
+            let av = if s.group.is_empty() { s.version.clone() } else { format!("{}/{}", s.group, s.version) };
+            let Ok(res) = conn.resolve(&av, &s.kind).await else { continue };
+            let api = conn.api(&res, &s.namespace);
+            let Ok(Some(live)) = api.get_opt(&s.name).await else { continue };
+            let owned = live
+                .annotations()
+                .get(annotations::TRACKING_ID)
+                .and_then(|id| tracking::parse_tracking_id(id))
+                .is_some_and(|(a, _)| a == instance);
+            if !owned {
+                continue;
+            }
+            remaining += 1;
+            if live.metadata.deletion_timestamp.is_none() {
+                let key = ObjectKey { group: s.group.clone(), kind: s.kind.clone(), namespace: s.namespace.clone(), name: s.name.clone() };
+                if let Err(e) = sync::delete(&conn, Some(&res), &key, policy).await {
+                    tracing::warn!(app = %app.name_any(), resource = %key, error = %e, "cascade delete failed");
+                }
+            }
+        }
+        if remaining > 0 && fg {
+            return Some(Duration::from_secs(2));
+        }
+        let keep: Vec<String> = finalizers
+            .into_iter()
+            .filter(|f| f != annotations::RESOURCES_FINALIZER && f != annotations::RESOURCES_FINALIZER_BACKGROUND)
+            .collect();
+        let api: Api<Application> = Api::namespaced(self.client.clone(), &app.namespace().unwrap_or_default());
+        let patch = json!({ "metadata": { "finalizers": keep, "resourceVersion": app.resource_version() } });
+        match api.patch(&app.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(app = %app.name_any(), error = %e, "removing finalizer failed");
+                Some(Duration::from_secs(2))
+            }
+        }
+    }
+}
+
+const SELF_HEAL_BACKOFF_SECS: i64 = 5;
+
+fn rv_num(a: &Application) -> u64 {
+    a.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+enum Decision {
+    None,
+    /// Look again after this long.
+    Later(Duration),
+    Skip(String),
+    Sync { operation: Operation, prune: bool, dry_run: bool, automated: bool },
+}
+
+fn retry_delay(app: &Application, attempt: i64) -> Option<Duration> {
+    let retry = app.spec.sync_policy.as_ref().and_then(|p| p.retry.as_ref())?;
+    if retry.limit >= 0 && attempt > retry.limit {
+        return None;
+    }
+    let b = retry.backoff.clone().unwrap_or_default();
+    let base = b.duration.as_deref().and_then(parse_duration).unwrap_or(Duration::from_secs(5));
+    let factor = b.factor.unwrap_or(2).max(1) as u32;
+    let max = b.max_duration.as_deref().and_then(parse_duration).unwrap_or(Duration::from_secs(180));
+    let d = base.saturating_mul(factor.saturating_pow(attempt.saturating_sub(1).clamp(0, 20) as u32));
+    Some(d.min(max))
+}
+
+/// Go-style durations as Argo CD writes them: `5s`, `3m`, `1h`, `1m30s`, or bare seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(Duration::from_secs(n));
+    }
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        let unit = if c == 'm' && chars.peek() == Some(&'s') {
+            chars.next();
+            0.001
+        } else {
+            match c {
+                'h' => 3600.0,
+                'm' => 60.0,
+                's' => 1.0,
+                _ => return None,
+            }
+        };
+        total += n * unit;
+    }
+    if !num.is_empty() {
+        return None;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+fn push_history(st: &mut ApplicationStatus, app: &Application, c: &Comparison, rev: &str, started: Time, finished: Time) {
+    let id = st.history.iter().map(|h| h.id).max().unwrap_or(-1) + 1;
+    st.history.push(RevisionHistory {
+        id,
+        revision: Some(rev.to_string()),
+        revisions: if c.revisions.len() > 1 { c.revisions.clone() } else { Vec::new() },
+        deployed_at: Some(finished),
+        deploy_started_at: Some(started),
+        source: if c.sources.len() == 1 { c.sources.first().cloned() } else { None },
+        sources: if c.sources.len() > 1 { Some(c.sources.clone()) } else { None },
+    });
+    let limit = app.spec.revision_history_limit.unwrap_or(10).max(1) as usize;
+    if st.history.len() > limit {
+        let drop = st.history.len() - limit;
+        st.history.drain(..drop);
+    }
+}
+
+fn set_condition(st: &mut ApplicationStatus, type_: &str, message: &str) {
+    if let Some(c) = st.conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.message != message {
+            c.message = message.to_string();
+            c.last_transition_time = Some(now());
+        }
+        return;
+    }
+    st.conditions.push(ApplicationCondition { type_: type_.into(), message: message.into(), last_transition_time: Some(now()) });
+}
+
+fn clear_conditions(st: &mut ApplicationStatus, types: &[&str]) {
+    st.conditions.retain(|c| !types.contains(&c.type_.as_str()));
+}
+
+fn hash(s: &str) -> String {
+    Sha256::digest(s.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render_key(
+    app: &str,
+    ns: &str,
+    s: &ApplicationSource,
+    rev: &str,
+    tree: Option<&str>,
+    refs: &BTreeMap<String, std::path::PathBuf>,
+    kube_version: &str,
+    plugins: &[ferry_render::PluginConfig],
+) -> String {
+    // Keyed on the path's tree, not the commit, so commits elsewhere in the
+    // repository do not re-render this app. Helm value files from other
+    // sources, kustomize bases outside the path and plugins can read beyond
+    // it, so those key on the commit.
+    let path_only = s.plugin.is_none() && s.kustomize.is_none() && refs.is_empty() && !rev.is_empty() && tree.is_some() && s.helm.as_ref().is_none_or(|h| h.value_files.iter().all(|f| !f.contains("..") && !f.starts_with('$')));
+    let kustomize_like = s.path.as_deref().is_some();
+    let version_key = match (path_only, tree) {
+        (true, Some(t)) if kustomize_like => format!("tree:{t}"),
+        _ => format!("rev:{rev}"),
+    };
+    let refs_key: Vec<String> = refs.iter().map(|(k, v)| format!("{k}={}", v.display())).collect();
+    let plugin_key: Vec<String> = plugins.iter().map(|p| format!("{p:?}")).collect();
+    hash(&format!(
+        "{app}|{ns}|{}|{version_key}|{}|{kube_version}|{}",
+        serde_json::to_string(s).unwrap_or_default(),
+        refs_key.join(","),
+        hash(&plugin_key.join(","))
+    ))
+}
+
+

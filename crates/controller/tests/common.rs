@@ -1,0 +1,192 @@
+//! Shared helpers: a controller per test, watching its own namespace, on the
+//! shared test environment.
+
+#![allow(dead_code)]
+
+use ferry_model::Application;
+use ferry_testenv::{TestEnv, shared};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct Harness {
+    pub env: &'static TestEnv,
+    pub client: Client,
+    /// The controller's namespace (Applications, projects, secrets).
+    pub ns: String,
+    /// A namespace for the apps' resources.
+    pub dest: String,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn harness(prefix: &str) -> Harness {
+    let env = shared();
+    let client = env.cluster.client().await.unwrap();
+    let ns = env.cluster.create_namespace(&client, prefix).await.unwrap();
+    let dest = env.cluster.create_namespace(&client, &format!("{prefix}-dest")).await.unwrap();
+    ferry_controller::install_crds(&client).await.unwrap();
+    let cfg = ferry_controller::Config {
+        namespace: ns.clone(),
+        cache_dir: std::env::temp_dir().join(format!("ferry-test-cache-{}", std::process::id())),
+        poll_interval: Duration::from_secs(3),
+        leader_election: false,
+        wave_timeout: Duration::from_secs(90),
+        identity: ns.clone(),
+        ..ferry_controller::Config::default()
+    };
+    let c = client.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = ferry_controller::run(c, cfg).await {
+            panic!("controller failed: {e}");
+        }
+    });
+    Harness { env, client, ns, dest, task }
+}
+
+/// Creates `repo` (unique per process) and commits `files` to it; returns the repo name.
+pub fn new_repo(name: &str, files: &[(&str, &str)]) -> String {
+    let env = shared();
+    let repo = format!("{name}-{}", std::process::id());
+    env.git.create_repo(&repo).unwrap();
+    commit(&repo, files);
+    repo
+}
+
+/// Replaces the repo's content with `files` in a new commit; returns the sha.
+pub fn commit(repo: &str, files: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+    shared().git.commit_dir(repo, dir.path(), "update").unwrap()
+}
+
+pub fn copy_dir(src: &Path, files: &mut Vec<(String, String)>, prefix: &str) {
+    for e in std::fs::read_dir(src).unwrap().flatten() {
+        let p = e.path();
+        let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
+        if p.is_dir() {
+            copy_dir(&p, files, &format!("{rel}/"));
+        } else {
+            files.push((rel, std::fs::read_to_string(&p).unwrap()));
+        }
+    }
+}
+
+impl Harness {
+    pub fn apps(&self) -> Api<Application> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Creates or updates an Application from JSON (as `kubectl apply` would).
+    pub async fn apply_app(&self, app: Value) {
+        let name = app["metadata"]["name"].as_str().unwrap().to_string();
+        let mut app = app;
+        app["apiVersion"] = json!("argoproj.io/v1alpha1");
+        app["kind"] = json!("Application");
+        app["metadata"]["namespace"] = json!(self.ns);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.ns, &app_resource());
+        api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&app)).await.unwrap();
+    }
+
+    pub async fn apply(&self, obj: Value) {
+        let av = obj["apiVersion"].as_str().unwrap();
+        let kind = obj["kind"].as_str().unwrap();
+        let (g, v) = av.rsplit_once('/').unwrap_or(("", av));
+        let gvk = kube::api::GroupVersionKind::gvk(g, v, kind);
+        let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk).await.unwrap();
+        let name = obj["metadata"]["name"].as_str().unwrap();
+        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+            let ns = obj["metadata"]["namespace"].as_str().unwrap_or(&self.ns);
+            Api::namespaced_with(self.client.clone(), ns, &ar)
+        } else {
+            Api::all_with(self.client.clone(), &ar)
+        };
+        api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&obj)).await.unwrap();
+    }
+
+    /// Waits until `f` accepts the Application; panics with its last status.
+    pub async fn wait_app(&self, name: &str, what: &str, f: impl Fn(&Application) -> bool) -> Application {
+        let deadline = Instant::now() + Duration::from_secs(150);
+        loop {
+            let app = self.apps().get_opt(name).await.unwrap();
+            if let Some(a) = &app
+                && f(a)
+            {
+                return a.clone();
+            }
+            if Instant::now() > deadline {
+                let st = app.and_then(|a| a.status).map(|s| serde_json::to_string_pretty(&s).unwrap());
+                panic!("timed out waiting for {name}: {what}; status: {}", st.unwrap_or_default());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    pub async fn wait_synced_healthy(&self, name: &str) -> Application {
+        self.wait_app(name, "Synced and Healthy", |a| sync_status(a) == "Synced" && health_status(a) == "Healthy").await
+    }
+
+    /// Polls `f` until it returns Some.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(150);
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    pub async fn refresh(&self, name: &str) {
+        let patch = json!({ "metadata": { "annotations": { "argocd.argoproj.io/refresh": "normal" } } });
+        self.apps().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+
+    pub fn dest_ns(&self) -> Api<Namespace> {
+        Api::all(self.client.clone())
+    }
+}
+
+pub fn app_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource::erase::<Application>(&())
+}
+
+pub fn sync_status(a: &Application) -> String {
+    a.status.as_ref().and_then(|s| s.sync.as_ref()).map(|s| s.status.clone()).unwrap_or_default()
+}
+
+pub fn health_status(a: &Application) -> String {
+    a.status.as_ref().and_then(|s| s.health.as_ref()).map(|h| h.status.clone()).unwrap_or_default()
+}
+
+pub fn conditions(a: &Application) -> String {
+    a.status
+        .as_ref()
+        .map(|s| s.conditions.iter().map(|c| format!("{}: {}", c.type_, c.message)).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+pub fn op_phase(a: &Application) -> String {
+    a.status.as_ref().and_then(|s| s.operation_state.as_ref()).map(|o| o.phase.clone()).unwrap_or_default()
+}
+
+pub fn name_of(v: &impl ResourceExt) -> String {
+    v.name_any()
+}

@@ -1,0 +1,194 @@
+//! One destination cluster: a client, a discovery cache, and one watch per
+//! resource kind in use, shared by every app, feeding an in-memory cache of
+//! live objects and telling the controller which app's object changed.
+
+use ferry_model::annotations::TRACKING_ID;
+use ferry_model::tracking::parse_tracking_id;
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::discovery::Scope;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::Client;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A kind the cluster serves.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub api: ApiResource,
+    pub namespaced: bool,
+}
+
+/// Sent when a live object carrying a tracking id changes: (cluster name, app instance name).
+pub type Trigger = (String, String);
+
+pub struct ClusterConn {
+    pub name: String,
+    pub server: String,
+    pub client: Client,
+    kinds: Mutex<HashMap<(String, String), Resolved>>,
+    stores: Mutex<HashMap<(String, String), Store<DynamicObject>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    triggers: UnboundedSender<Trigger>,
+}
+
+impl std::fmt::Debug for ClusterConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConn").field("name", &self.name).field("server", &self.server).finish()
+    }
+}
+
+impl Drop for ClusterConn {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for t in tasks.iter() {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl ClusterConn {
+    pub fn new(name: &str, server: &str, client: Client, triggers: UnboundedSender<Trigger>) -> Arc<ClusterConn> {
+        Arc::new(ClusterConn {
+            name: name.into(),
+            server: server.into(),
+            client,
+            kinds: Mutex::new(HashMap::new()),
+            stores: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            triggers,
+        })
+    }
+
+    /// Finds how the cluster serves `apiVersion`/`kind`. Only hits are cached,
+    /// so a kind whose CRD is created later resolves then.
+    pub async fn resolve(&self, api_version: &str, kind: &str) -> Result<Resolved, kube::Error> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(r) = self.kinds.lock().ok().and_then(|k| k.get(&key).cloned()) {
+            return Ok(r);
+        }
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (api, caps) = kube::discovery::pinned_kind(&self.client, &gvk).await?;
+        let r = Resolved {
+            api,
+            namespaced: caps.scope == Scope::Namespaced,
+        };
+        if let Ok(mut k) = self.kinds.lock() {
+            k.insert(key, r.clone());
+        }
+        Ok(r)
+    }
+
+    pub fn api(&self, r: &Resolved, namespace: &str) -> Api<DynamicObject> {
+        if r.namespaced {
+            Api::namespaced_with(self.client.clone(), namespace, &r.api)
+        } else {
+            Api::all_with(self.client.clone(), &r.api)
+        }
+    }
+
+    /// The live object from the shared cache, starting the kind's watch on first use.
+    pub async fn live(&self, r: &Resolved, namespace: &str, name: &str) -> Option<Value> {
+        let store = self.store(r).await;
+        let ns = if r.namespaced { Some(namespace.to_string()) } else { None };
+        let mut oref = ObjectRef::<DynamicObject>::new_with(name, r.api.clone());
+        oref.namespace = ns;
+        store.get(&oref).map(|o| to_value(&o, &r.api))
+    }
+
+    /// Every cached object of a kind that carries a tracking id for `app`.
+    pub async fn tracked_by(&self, r: &Resolved, app: &str) -> Vec<Value> {
+        let store = self.store(r).await;
+        store
+            .state()
+            .iter()
+            .filter(|o| {
+                o.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(TRACKING_ID))
+                    .and_then(|id| parse_tracking_id(id))
+                    .is_some_and(|(a, _)| a == app)
+            })
+            .map(|o| to_value(o, &r.api))
+            .collect()
+    }
+
+    async fn store(&self, r: &Resolved) -> Store<DynamicObject> {
+        let key = (r.api.api_version.clone(), r.api.kind.clone());
+        let existing = self.stores.lock().ok().and_then(|s| s.get(&key).cloned());
+        let store = match existing {
+            Some(s) => s,
+            None => {
+                let writer = reflector::store::Writer::<DynamicObject>::new(r.api.clone());
+                let reader = writer.as_reader();
+                let mut stores = match self.stores.lock() {
+                    Ok(s) => s,
+                    Err(p) => p.into_inner(),
+                };
+                if let Some(s) = stores.get(&key) {
+                    s.clone()
+                } else {
+                    stores.insert(key.clone(), reader.clone());
+                    drop(stores);
+                    self.spawn_watch(r.api.clone(), writer);
+                    reader
+                }
+            }
+        };
+        // A kind we may not list (RBAC) must not hang the app forever; its
+        // objects then look missing and sync re-applies them, which is idempotent.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), store.wait_until_ready()).await;
+        store
+    }
+
+    fn spawn_watch(&self, ar: ApiResource, writer: reflector::store::Writer<DynamicObject>) {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let triggers = self.triggers.clone();
+        let cluster = self.name.clone();
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+        let task = tokio::spawn(async move {
+            let mut s = stream.touched_objects().boxed();
+            while let Some(ev) = s.next().await {
+                match ev {
+                    Ok(obj) => {
+                        let app = obj
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(TRACKING_ID))
+                            .and_then(|id| parse_tracking_id(id))
+                            .map(|(a, _)| a);
+                        if let Some(app) = app {
+                            let _ = triggers.send((cluster.clone(), app));
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, kind = %ar.kind, "watch error (retrying)"),
+                }
+            }
+        });
+        if let Ok(mut t) = self.tasks.lock() {
+            t.push(task);
+        }
+    }
+
+    /// `major.minor.patch` of the API server, e.g. `1.20.2`.
+    pub async fn version(&self) -> Result<String, kube::Error> {
+        let info = self.client.apiserver_version().await?;
+        Ok(info.git_version.trim_start_matches('v').split(['-', '+']).next().unwrap_or_default().to_string())
+    }
+}
+
+fn to_value(o: &DynamicObject, ar: &ApiResource) -> Value {
+    let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
+        m.insert("kind".into(), Value::String(ar.kind.clone()));
+    }
+    v
+}

@@ -1,0 +1,459 @@
+//! Runs a sync: PreSync hooks, the Sync phase wave by wave (each wave only
+//! once the previous one is healthy), prune, PostSync hooks; SyncFail hooks
+//! when anything fails.
+
+use crate::cluster::{ClusterConn, Resolved};
+use crate::health;
+use crate::plan::{self, HookKind, Phase};
+use ferry_model::tracking::ObjectKey;
+use ferry_model::{ManagedNamespaceMetadata, ResourceResult, SyncOptions};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// The field manager Ferry applies with.
+pub const FIELD_MANAGER: &str = "ferry";
+
+/// One rendered object to sync.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub key: ObjectKey,
+    /// None when the cluster does not serve the kind yet (its CRD is in this sync).
+    pub resolved: Option<Resolved>,
+    pub desired: Value,
+    pub hook: HookKind,
+    /// App options with the object's own `sync-options` annotation applied.
+    pub options: SyncOptions,
+    /// False when compare found it in sync (ApplyOutOfSyncOnly skips it).
+    pub out_of_sync: bool,
+}
+
+/// A live object that left Git.
+#[derive(Clone, Debug)]
+pub struct PruneTarget {
+    pub key: ObjectKey,
+    pub resolved: Resolved,
+    pub version: String,
+    /// `Prune=false` on the live object.
+    pub disabled: bool,
+}
+
+pub struct SyncRequest<'a> {
+    pub conn: &'a ClusterConn,
+    pub resources: Vec<Resource>,
+    pub prune: Vec<PruneTarget>,
+    /// Whether pruning is allowed at all (automated.prune or the operation's prune flag).
+    pub prune_enabled: bool,
+    pub options: SyncOptions,
+    pub dry_run: bool,
+    /// Create this namespace first (CreateNamespace=true).
+    pub create_namespace: Option<(String, Option<ManagedNamespaceMetadata>)>,
+    /// How long to wait for one wave to become healthy or one hook to finish.
+    pub wave_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct SyncOutcome {
+    pub succeeded: bool,
+    pub message: String,
+    pub results: Vec<ResourceResult>,
+}
+
+struct Task<'a> {
+    phase: Phase,
+    res: &'a Resource,
+}
+
+pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
+    let mut out = SyncOutcome {
+        succeeded: true,
+        ..SyncOutcome::default()
+    };
+    if let Some((ns, meta)) = &req.create_namespace
+        && let Err(e) = ensure_namespace(req.conn, ns, meta.as_ref(), req.dry_run).await
+    {
+        out.succeeded = false;
+        out.message = format!("failed to create namespace {ns}: {e}");
+        return out;
+    }
+
+    let mut tasks: Vec<Task> = Vec::new();
+    for r in &req.resources {
+        match &r.hook {
+            HookKind::Skip => {}
+            HookKind::None => tasks.push(Task { phase: Phase::Sync, res: r }),
+            HookKind::Hook(phases) => {
+                for p in phases {
+                    if *p != Phase::SyncFail {
+                        tasks.push(Task { phase: *p, res: r });
+                    }
+                }
+            }
+        }
+    }
+    tasks.sort_by_key(|t| plan::order_key(t.phase, &t.res.desired));
+
+    let mut groups: Vec<Vec<&Task>> = Vec::new();
+    for t in &tasks {
+        let key = (t.phase, plan::wave(&t.res.desired));
+        match groups.last_mut() {
+            Some(g) if (g[0].phase, plan::wave(&g[0].res.desired)) == key => g.push(t),
+            _ => groups.push(vec![t]),
+        }
+    }
+
+    let mut pruned = false;
+    let mut previous: Vec<&Task> = Vec::new();
+    let mut ran_hooks: Vec<(&Resource, bool)> = Vec::new();
+    for group in &groups {
+        let phase = group[0].phase;
+        if phase == Phase::PostSync && !pruned {
+            prune(&req, &mut out).await;
+            pruned = true;
+            if !out.succeeded {
+                break;
+            }
+        }
+        // Each wave starts only once the previous one is healthy.
+        if !previous.is_empty() && !req.dry_run {
+            if let Err(msg) = wait_healthy(req.conn, &previous, req.wave_timeout).await {
+                out.succeeded = false;
+                out.message = msg;
+                break;
+            }
+        }
+        for t in group {
+            let r = t.res;
+            let is_hook = matches!(r.hook, HookKind::Hook(_));
+            if !is_hook && req.options.apply_out_of_sync_only && !r.out_of_sync {
+                continue;
+            }
+            let result = if is_hook {
+                run_hook(req.conn, r, req.dry_run).await
+            } else {
+                apply(req.conn, r, req.dry_run).await
+            };
+            let (status, message) = match &result {
+                Ok(msg) => ("Synced", msg.clone()),
+                Err(e) => ("SyncFailed", e.clone()),
+            };
+            out.results.push(result_for(r, phase, status, &message, is_hook));
+            if is_hook {
+                ran_hooks.push((r, result.is_ok()));
+            }
+            if let Err(e) = result {
+                out.succeeded = false;
+                out.message = format!("one or more objects failed to apply, reason: {e}");
+            }
+        }
+        if !out.succeeded {
+            break;
+        }
+        // Hooks must finish before anything after them starts.
+        let hooks: Vec<&Task> = group.iter().copied().filter(|t| matches!(t.res.hook, HookKind::Hook(_))).collect();
+        if !hooks.is_empty() && !req.dry_run {
+            if let Err(msg) = wait_healthy(req.conn, &hooks, req.wave_timeout).await {
+                out.succeeded = false;
+                out.message = msg;
+                for (r, ok) in ran_hooks.iter_mut() {
+                    if hooks.iter().any(|h| std::ptr::eq(h.res, *r)) {
+                        *ok = false;
+                    }
+                }
+                break;
+            }
+        }
+        previous = group.clone();
+    }
+    if out.succeeded && !pruned {
+        prune(&req, &mut out).await;
+    }
+
+    if !out.succeeded {
+        for r in &req.resources {
+            if let HookKind::Hook(p) = &r.hook
+                && p.contains(&Phase::SyncFail)
+            {
+                let res = run_hook(req.conn, r, req.dry_run).await;
+                let (status, message) = match &res {
+                    Ok(m) => ("Synced", m.clone()),
+                    Err(e) => ("SyncFailed", e.clone()),
+                };
+                out.results.push(result_for(r, Phase::SyncFail, status, &message, true));
+                ran_hooks.push((r, res.is_ok()));
+            }
+        }
+    }
+    if !req.dry_run {
+        for (r, ok) in ran_hooks {
+            let policy = plan::delete_policy(&r.desired);
+            let succeeded = ok && out.succeeded;
+            if (succeeded && policy.on_success) || (!succeeded && policy.on_failure) {
+                let _ = delete(req.conn, r.resolved.as_ref(), &r.key, "background").await;
+            }
+        }
+    }
+    if out.succeeded && out.message.is_empty() {
+        out.message = "successfully synced (all tasks run)".into();
+    }
+    out
+}
+
+fn result_for(r: &Resource, phase: Phase, status: &str, message: &str, hook: bool) -> ResourceResult {
+    let version = r.desired.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    ResourceResult {
+        group: r.key.group.clone(),
+        version: version.rsplit('/').next().unwrap_or_default().to_string(),
+        kind: r.key.kind.clone(),
+        namespace: r.key.namespace.clone(),
+        name: r.key.name.clone(),
+        status: status.into(),
+        message: message.into(),
+        sync_phase: phase.as_str().into(),
+        hook_type: if hook { phase.as_str().into() } else { String::new() },
+        hook_phase: if hook {
+            if status == "Synced" { "Succeeded".into() } else { "Failed".into() }
+        } else {
+            String::new()
+        },
+    }
+}
+
+async fn resolve_now(conn: &ClusterConn, r: &Resource) -> Result<Resolved, String> {
+    if let Some(res) = &r.resolved {
+        return Ok(res.clone());
+    }
+    let api_version = r.desired.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    // A CRD applied earlier in this sync takes a moment to be served.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match conn.resolve(api_version, &r.key.kind).await {
+            Ok(res) => return Ok(res),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!("the server could not find the requested resource {api_version}/{}: {e}", r.key.kind));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Server-side apply (or replace, with `Replace=true`).
+pub async fn apply(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<String, String> {
+    let resolved = resolve_now(conn, r).await?;
+    let api = conn.api(&resolved, &r.key.namespace);
+    if r.options.replace {
+        let existing = api.get_opt(&r.key.name).await.map_err(|e| api_message(&e))?;
+        let mut obj: DynamicObject = serde_json::from_value(r.desired.clone()).map_err(|e| e.to_string())?;
+        let pp = PostParams {
+            dry_run,
+            field_manager: Some(FIELD_MANAGER.into()),
+        };
+        return match existing {
+            Some(live) => {
+                obj.metadata.resource_version = live.metadata.resource_version;
+                api.replace(&r.key.name, &pp, &obj).await.map_err(|e| api_message(&e))?;
+                Ok(format!("{} replaced", lower(&r.key.kind)))
+            }
+            None => {
+                api.create(&pp, &obj).await.map_err(|e| api_message(&e))?;
+                Ok(format!("{} created", lower(&r.key.kind)))
+            }
+        };
+    }
+    let mut pp = PatchParams::apply(FIELD_MANAGER).force();
+    pp.dry_run = dry_run;
+    api.patch(&r.key.name, &pp, &Patch::Apply(&r.desired))
+        .await
+        .map_err(|e| api_message(&e))?;
+    Ok(format!("{} serverside-applied", lower(&r.key.kind)))
+}
+
+/// What applying would produce, without changing anything.
+pub async fn dry_run_apply(conn: &ClusterConn, resolved: &Resolved, key: &ObjectKey, desired: &Value) -> Result<Value, kube::Error> {
+    let api = conn.api(resolved, &key.namespace);
+    let mut pp = PatchParams::apply(FIELD_MANAGER).force();
+    pp.dry_run = true;
+    let o = api.patch(&key.name, &pp, &Patch::Apply(desired)).await?;
+    let mut v = serde_json::to_value(&o).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("apiVersion".into(), json!(resolved.api.api_version));
+        m.insert("kind".into(), json!(resolved.api.kind));
+    }
+    Ok(v)
+}
+
+async fn run_hook(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<String, String> {
+    let resolved = resolve_now(conn, r).await?;
+    let api = conn.api(&resolved, &r.key.namespace);
+    if dry_run {
+        return Ok("hook would run".into());
+    }
+    let policy = plan::delete_policy(&r.desired);
+    if policy.before_creation && api.get_opt(&r.key.name).await.map_err(|e| api_message(&e))?.is_some() {
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        let _ = api.delete(&r.key.name, &dp).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while api.get_opt(&r.key.name).await.ok().flatten().is_some() {
+            if Instant::now() > deadline {
+                return Err(format!("previous hook {} was not deleted within 60s", r.key.name));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut pp = PatchParams::apply(FIELD_MANAGER).force();
+    pp.dry_run = false;
+    api.patch(&r.key.name, &pp, &Patch::Apply(&r.desired))
+        .await
+        .map_err(|e| api_message(&e))?;
+    Ok(format!("{} created", lower(&r.key.kind)))
+}
+
+/// Waits until every task's object is healthy (hooks: finished successfully).
+async fn wait_healthy(conn: &ClusterConn, tasks: &[&Task<'_>], timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut pending: Vec<&Resource> = tasks.iter().map(|t| t.res).collect();
+    loop {
+        let mut still = Vec::new();
+        for r in pending {
+            let Ok(resolved) = resolve_now(conn, r).await else {
+                still.push(r);
+                continue;
+            };
+            let api = conn.api(&resolved, &r.key.namespace);
+            // Read directly: the shared cache may not have seen our apply yet.
+            let live = match api.get_opt(&r.key.name).await {
+                Ok(Some(o)) => {
+                    let mut v = serde_json::to_value(&o).unwrap_or(Value::Null);
+                    v["apiVersion"] = json!(resolved.api.api_version);
+                    v["kind"] = json!(resolved.api.kind);
+                    v
+                }
+                Ok(None) => {
+                    let is_hook = matches!(r.hook, HookKind::Hook(_));
+                    if is_hook {
+                        // Deleted by its own HookSucceeded policy elsewhere: done.
+                        continue;
+                    }
+                    still.push(r);
+                    continue;
+                }
+                Err(_) => {
+                    still.push(r);
+                    continue;
+                }
+            };
+            match health::assess(&live).map(|h| (h.status, h.message)) {
+                None => {}
+                Some((s, _)) if s == health::HEALTHY || s == health::SUSPENDED => {}
+                Some((s, m)) if s == health::DEGRADED => {
+                    let what = if matches!(r.hook, HookKind::Hook(_)) { "hook" } else { "resource" };
+                    return Err(format!("{what} {} is {s}: {}", r.key, m.unwrap_or_default()));
+                }
+                Some(_) => still.push(r),
+            }
+        }
+        if still.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let names: Vec<String> = still.iter().map(|r| r.key.to_string()).collect();
+            return Err(format!("timed out waiting for {} to become healthy", names.join(", ")));
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
+    let mut seen = HashSet::new();
+    for p in &req.prune {
+        if !seen.insert(p.key.clone()) {
+            continue;
+        }
+        let mut result = ResourceResult {
+            group: p.key.group.clone(),
+            version: p.version.clone(),
+            kind: p.key.kind.clone(),
+            namespace: p.key.namespace.clone(),
+            name: p.key.name.clone(),
+            sync_phase: "Sync".into(),
+            ..ResourceResult::default()
+        };
+        if p.disabled {
+            result.status = "PruneSkipped".into();
+            result.message = "ignored (no prune)".into();
+        } else if !req.prune_enabled {
+            result.status = "PruneSkipped".into();
+            result.message = "ignored (requires pruning)".into();
+        } else if req.dry_run {
+            result.status = "Pruned".into();
+            result.message = "pruned (dry run)".into();
+        } else {
+            match delete(req.conn, Some(&p.resolved), &p.key, &req.options.prune_propagation_policy).await {
+                Ok(()) => {
+                    result.status = "Pruned".into();
+                    result.message = "pruned".into();
+                }
+                Err(e) => {
+                    result.status = "SyncFailed".into();
+                    result.message = e.clone();
+                    out.succeeded = false;
+                    out.message = format!("failed to prune {}: {e}", p.key);
+                }
+            }
+        }
+        out.results.push(result);
+    }
+}
+
+/// Deletes one object; a missing object counts as deleted.
+pub async fn delete(conn: &ClusterConn, resolved: Option<&Resolved>, key: &ObjectKey, policy: &str) -> Result<(), String> {
+    let Some(resolved) = resolved else { return Ok(()) };
+    let api = conn.api(resolved, &key.namespace);
+    let propagation = match policy {
+        "background" => PropagationPolicy::Background,
+        "orphan" => PropagationPolicy::Orphan,
+        _ => PropagationPolicy::Foreground,
+    };
+    let dp = DeleteParams {
+        propagation_policy: Some(propagation),
+        ..DeleteParams::default()
+    };
+    match api.delete(&key.name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(api_message(&e)),
+    }
+}
+
+async fn ensure_namespace(conn: &ClusterConn, ns: &str, meta: Option<&ManagedNamespaceMetadata>, dry_run: bool) -> Result<(), String> {
+    let resolved = conn.resolve("v1", "Namespace").await.map_err(|e| api_message(&e))?;
+    let api = conn.api(&resolved, "");
+    let mut obj = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
+    if let Some(m) = meta {
+        obj["metadata"]["labels"] = json!(m.labels);
+        obj["metadata"]["annotations"] = json!(m.annotations);
+    } else if api.get_opt(ns).await.map_err(|e| api_message(&e))?.is_some() {
+        return Ok(());
+    }
+    let mut pp = PatchParams::apply(FIELD_MANAGER).force();
+    pp.dry_run = dry_run;
+    api.patch(ns, &pp, &Patch::Apply(&obj)).await.map_err(|e| api_message(&e))?;
+    Ok(())
+}
+
+/// The API server's own message, which is what a user needs to see.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn lower(kind: &str) -> String {
+    kind.to_lowercase()
+}
