@@ -11,8 +11,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use ferry_model::Application;
 use ferry_testenv::{Options, TestEnv};
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,7 +71,10 @@ async fn request_counts(client: &Client) -> anyhow::Result<BTreeMap<String, f64>
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
         let (labels, value) = line.rsplit_once(' ').context("metrics line")?;
         let get = |k: &str| {
             labels
@@ -84,10 +87,23 @@ async fn request_counts(client: &Client) -> anyhow::Result<BTreeMap<String, f64>
         // Only what a delivery engine touches; the controller manager's own
         // traffic (leases, endpoints, events) is left out.
         let resource = get("resource");
-        if !["configmaps", "services", "applications", "appprojects", "secrets", "namespaces"].contains(&resource.as_str()) {
+        if ![
+            "configmaps",
+            "services",
+            "applications",
+            "appprojects",
+            "secrets",
+            "namespaces",
+        ]
+        .contains(&resource.as_str())
+        {
             continue;
         }
-        let verb = if get("dry_run").is_empty() { get("verb") } else { format!("{} (dry-run)", get("verb")) };
+        let verb = if get("dry_run").is_empty() {
+            get("verb")
+        } else {
+            format!("{} (dry-run)", get("verb"))
+        };
         *out.entry(verb).or_default() += value.parse::<f64>().unwrap_or(0.0);
     }
     Ok(out)
@@ -95,7 +111,10 @@ async fn request_counts(client: &Client) -> anyhow::Result<BTreeMap<String, f64>
 
 fn proc_cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let ut: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let st: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
@@ -120,14 +139,20 @@ async fn all_synced(apps: &Api<Application>, n: usize) -> anyhow::Result<bool> {
         .iter()
         .filter(|a| {
             let st = a.status.clone().unwrap_or_default();
-            st.sync.map(|s| s.status) == Some("Synced".into()) && st.health.map(|h| h.status) == Some("Healthy".into())
+            st.sync.map(|s| s.status) == Some("Synced".into())
+                && st.health.map(|h| h.status) == Some("Healthy".into())
         })
         .count();
     Ok(ok == n)
 }
 
 fn count_reconciles(log: &Path, from: usize) -> usize {
-    std::fs::read_to_string(log).unwrap_or_default().get(from..).unwrap_or_default().matches("reconciled").count()
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .get(from..)
+        .unwrap_or_default()
+        .matches("reconciled")
+        .count()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -143,13 +168,25 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let ferry = match args.ferry.clone() {
         Some(f) => f,
-        None => std::env::current_exe()?.parent().context("exe dir")?.join("ferry"),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("ferry"),
     };
     if !ferry.exists() {
-        bail!("{} not found; build it with `cargo build --release -p ferry`", ferry.display());
+        bail!(
+            "{} not found; build it with `cargo build --release -p ferry`",
+            ferry.display()
+        );
     }
     eprintln!("starting the environment...");
-    let env = tokio::task::spawn_blocking(|| TestEnv::start(Options { second_cluster: false, ..Options::default() })).await??;
+    let env = tokio::task::spawn_blocking(|| {
+        TestEnv::start(Options {
+            second_cluster: false,
+            ..Options::default()
+        })
+    })
+    .await??;
     let client = env.cluster.client().await?;
     let (n, r) = (args.apps, args.resources);
 
@@ -164,13 +201,22 @@ async fn main() -> anyhow::Result<()> {
     env.git.commit_dir("bench", src.path(), "bench")?;
 
     // Baseline: the same objects, one kubectl server-side apply.
-    eprintln!("baseline: kubectl apply --server-side of {} objects...", n * r);
+    eprintln!(
+        "baseline: kubectl apply --server-side of {} objects...",
+        n * r
+    );
     let mut all = String::new();
     for a in 0..n {
-        all.push_str(&format!("---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: kubectl-{a}\n"));
+        all.push_str(&format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: kubectl-{a}\n"
+        ));
         for (_, body) in manifests(a, r, 0) {
             all.push_str("---\n");
-            all.push_str(&body.replacen("metadata:\n", &format!("metadata:\n  namespace: kubectl-{a}\n"), 1));
+            all.push_str(&body.replacen(
+                "metadata:\n",
+                &format!("metadata:\n  namespace: kubectl-{a}\n"),
+                1,
+            ));
         }
     }
     let all_file = src.path().join("all.yaml");
@@ -183,17 +229,37 @@ async fn main() -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .output()?;
     if !out.status.success() {
-        bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let kubectl_secs = t.elapsed().as_secs_f64();
 
     // Ferry.
     let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let pp = PatchParams::apply("bench");
-    ns_api.patch(NS, &pp, &Patch::Apply(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": NS } }))).await?;
+    ns_api
+        .patch(
+            NS,
+            &pp,
+            &Patch::Apply(
+                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": NS } }),
+            ),
+        )
+        .await?;
     let log = env.dir.join("ferry-controller.log");
     let mut ctl: Child = Command::new(&ferry)
-        .args(["controller", "--namespace", NS, "--poll-seconds", "3600", "--no-leader-election", "--log", "ferry_controller=debug"])
+        .args([
+            "controller",
+            "--namespace",
+            NS,
+            "--poll-seconds",
+            "3600",
+            "--no-leader-election",
+            "--log",
+            "ferry_controller=debug",
+        ])
         .arg("--kubeconfig")
         .arg(&env.cluster.kubeconfig)
         .arg("--cache-dir")
@@ -212,15 +278,33 @@ async fn main() -> anyhow::Result<()> {
     if verbs_s.is_empty() {
         verbs_s.push("none".into());
     }
-    let writes: f64 = verbs.iter().filter(|(k, _)| !k.contains("dry-run") && !matches!(k.as_str(), "GET" | "LIST" | "WATCH")).map(|(_, v)| v).sum();
+    let writes: f64 = verbs
+        .iter()
+        .filter(|(k, _)| !k.contains("dry-run") && !matches!(k.as_str(), "GET" | "LIST" | "WATCH"))
+        .map(|(_, v)| v)
+        .sum();
     let p50 = percentile(&lat, 0.5);
     let p95 = percentile(&lat, 0.95);
     let machine = format!(
         "{} cores, {:.0} GiB RAM; Kubernetes v{} (etcd in /dev/shm); {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok())).unwrap_or(0.0) / 1048576.0,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m
+                .lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok()))
+            .unwrap_or(0.0)
+            / 1048576.0,
         ferry_testenv::KUBERNETES_VERSION,
-        if cfg!(debug_assertions) { "debug build" } else { "release build" },
+        if cfg!(debug_assertions) {
+            "debug build"
+        } else {
+            "release build"
+        },
     );
     let table = format!(
         "| measure | result | aim |\n|---|---|---|\n\
@@ -273,7 +357,10 @@ async fn run_ferry(
     let deadline = Instant::now() + Duration::from_secs(60);
     while apps.list(&Default::default()).await.is_err() {
         if Instant::now() > deadline {
-            bail!("the controller did not install the Application CRD; see {}", log.display());
+            bail!(
+                "the controller did not install the Application CRD; see {}",
+                log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -292,11 +379,16 @@ async fn run_ferry(
                 "syncPolicy": { "automated": { "prune": true, "selfHeal": true }, "syncOptions": ["CreateNamespace=true"] },
             },
         });
-        dyn_apps.patch(&format!("bench-{a}"), &pp, &Patch::Apply(&app)).await?;
+        dyn_apps
+            .patch(&format!("bench-{a}"), &pp, &Patch::Apply(&app))
+            .await?;
     }
     while !all_synced(&apps, n).await? {
         if t.elapsed() > Duration::from_secs(1800) {
-            bail!("cold sync did not finish in 30 minutes; see {}", log.display());
+            bail!(
+                "cold sync did not finish in 30 minutes; see {}",
+                log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -315,7 +407,10 @@ async fn run_ferry(
     }
     while count_reconciles(log, mark) < n {
         if t.elapsed() > Duration::from_secs(600) {
-            bail!("the steady-state pass did not finish; see {}", log.display());
+            bail!(
+                "the steady-state pass did not finish; see {}",
+                log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -333,7 +428,12 @@ async fn run_ferry(
 
     eprintln!("Ferry: commit -> applied latency over {samples} commits...");
     let mut lat = Vec::new();
-    let cms = |a: usize| Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &format!("ferry-{a}"));
+    let cms = |a: usize| {
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+            client.clone(),
+            &format!("ferry-{a}"),
+        )
+    };
     for s in 0..samples {
         let a = s % n;
         let generation = s + 1;
@@ -348,10 +448,20 @@ async fn run_ferry(
         write_tree(&tree, &files)?;
         let t = Instant::now();
         env.git.commit_dir("bench", &tree, &format!("sample {s}"))?;
-        let refresh = json!({ "metadata": { "annotations": { "argocd.argoproj.io/refresh": "normal" } } });
-        apps.patch(&format!("bench-{a}"), &PatchParams::default(), &Patch::Merge(&refresh)).await?;
+        let refresh =
+            json!({ "metadata": { "annotations": { "argocd.argoproj.io/refresh": "normal" } } });
+        apps.patch(
+            &format!("bench-{a}"),
+            &PatchParams::default(),
+            &Patch::Merge(&refresh),
+        )
+        .await?;
         loop {
-            let v = cms(a).get_opt("cm-0").await?.and_then(|c| c.data).and_then(|d| d.get("generation").cloned());
+            let v = cms(a)
+                .get_opt("cm-0")
+                .await?
+                .and_then(|c| c.data)
+                .and_then(|d| d.get("generation").cloned());
             if v.as_deref() == Some(generation.to_string().as_str()) {
                 break;
             }

@@ -42,24 +42,34 @@ pub struct ControllerArgs {
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let client = match &args.kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("loading {}", path.display()))?;
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let cfg = kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .with_context(|| format!("loading {}", path.display()))?;
             kube::Client::try_from(cfg)?
         }
-        None => kube::Client::try_default().await.context("no kubeconfig found and not running in a cluster")?,
+        None => kube::Client::try_default()
+            .await
+            .context("no kubeconfig found and not running in a cluster")?,
     };
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let cfg = ferry_controller::Config {
         namespace: args.namespace,
-        cache_dir: args.cache_dir.unwrap_or_else(|| std::env::temp_dir().join("ferry-cache")),
+        cache_dir: args
+            .cache_dir
+            .unwrap_or_else(|| std::env::temp_dir().join("ferry-cache")),
         poll_interval: Duration::from_secs(args.poll_seconds.max(1)),
         workers: args.workers,
         plugin_dirs: args.plugin_dirs,
         leader_election: !args.no_leader_election,
         lease_duration: Duration::from_secs(args.lease_seconds.max(2)),
-        identity: args.identity.unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id())),
+        identity: args
+            .identity
+            .unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id())),
         wave_timeout: Duration::from_secs(args.wave_timeout_seconds),
         ..ferry_controller::Config::default()
     };

@@ -4,8 +4,8 @@ use anyhow::{Context, bail};
 use ferry_model::Application;
 use ferry_testenv::TestEnv;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,17 @@ const NAMESPACE: &str = "argocd";
 /// waits until they are Synced and Healthy.
 pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     if !examples.join("apps").is_dir() {
-        bail!("{} has no apps/ directory; run from the repository root or pass --examples", examples.display());
+        bail!(
+            "{} has no apps/ directory; run from the repository root or pass --examples",
+            examples.display()
+        );
     }
-    env.git.create_repo(REPO).context("creating the demo repository")?;
-    env.git.commit_dir(REPO, examples, "Ferry demo: initial content").context("pushing the examples")?;
+    env.git
+        .create_repo(REPO)
+        .context("creating the demo repository")?;
+    env.git
+        .commit_dir(REPO, examples, "Ferry demo: initial content")
+        .context("pushing the examples")?;
     let repo_url = env.git.file_url(REPO);
 
     let client = env.cluster.client().await?;
@@ -47,13 +54,22 @@ pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<tokio::task
     let ar = kube::api::ApiResource::erase::<Application>(&());
     let apps_dyn: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &ar);
     let mut names = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(examples.join("apps"))?.flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(examples.join("apps"))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     for f in files {
         let text = std::fs::read_to_string(&f)?.replace("REPO_URL", &repo_url);
         for obj in ferry_render::parse_manifests(&text, &f.display().to_string())? {
-            let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            apps_dyn.patch(&name, &pp, &Patch::Apply(&obj)).await.with_context(|| format!("applying {name}"))?;
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            apps_dyn
+                .patch(&name, &pp, &Patch::Apply(&obj))
+                .await
+                .with_context(|| format!("applying {name}"))?;
             names.push(name);
         }
     }
@@ -65,8 +81,16 @@ pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<tokio::task
         let ready = names.iter().all(|n| {
             list.items.iter().any(|a| {
                 a.name_any() == *n
-                    && a.status.as_ref().and_then(|s| s.sync.as_ref()).map(|s| s.status.as_str()) == Some("Synced")
-                    && a.status.as_ref().and_then(|s| s.health.as_ref()).map(|h| h.status.as_str()) == Some("Healthy")
+                    && a.status
+                        .as_ref()
+                        .and_then(|s| s.sync.as_ref())
+                        .map(|s| s.status.as_str())
+                        == Some("Synced")
+                    && a.status
+                        .as_ref()
+                        .and_then(|s| s.health.as_ref())
+                        .map(|h| h.status.as_str())
+                        == Some("Healthy")
             })
         });
         if ready {
@@ -83,16 +107,28 @@ pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<tokio::task
 }
 
 fn print_table(apps: &[Application]) {
-    println!("{:<22} {:<10} {:<12} {:<10} REVISION", "APPLICATION", "SYNC", "HEALTH", "RESOURCES");
+    println!(
+        "{:<22} {:<10} {:<12} {:<10} REVISION",
+        "APPLICATION", "SYNC", "HEALTH", "RESOURCES"
+    );
     for a in apps {
         let st = a.status.clone().unwrap_or_default();
         println!(
             "{:<22} {:<10} {:<12} {:<10} {}",
             a.name_any(),
-            st.sync.as_ref().map(|s| s.status.clone()).unwrap_or_default(),
-            st.health.as_ref().map(|h| h.status.clone()).unwrap_or_default(),
+            st.sync
+                .as_ref()
+                .map(|s| s.status.clone())
+                .unwrap_or_default(),
+            st.health
+                .as_ref()
+                .map(|h| h.status.clone())
+                .unwrap_or_default(),
             st.resources.len(),
-            st.sync.and_then(|s| s.revision).map(|r| r.chars().take(10).collect::<String>()).unwrap_or_default(),
+            st.sync
+                .and_then(|s| s.revision)
+                .map(|r| r.chars().take(10).collect::<String>())
+                .unwrap_or_default(),
         );
     }
 }

@@ -134,7 +134,9 @@ fn print_demo_help(env: &TestEnv) {
     println!("  git clone {url} /tmp/ferry-demo && cd /tmp/ferry-demo");
     println!("  sed -i 's/Hello from Ferry/Hello, GitOps/' message-app/configmap.yaml");
     println!("  git commit -am 'New message' && git push");
-    println!("  KUBECONFIG={kubeconfig} {kubectl} -n staging get configmap message-app-config -o yaml -w");
+    println!(
+        "  KUBECONFIG={kubeconfig} {kubectl} -n staging get configmap message-app-config -o yaml -w"
+    );
     println!("  KUBECONFIG={kubeconfig} {kubectl} -n argocd get applications -w");
     println!();
     println!("Press Ctrl-C to stop everything.");

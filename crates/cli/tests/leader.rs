@@ -11,7 +11,19 @@ use std::time::{Duration, Instant};
 
 fn spawn(identity: &str, ns: &str, kubeconfig: &std::path::Path, log: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["controller", "--namespace", ns, "--lease-seconds", "4", "--poll-seconds", "2", "--identity", identity, "--log", "info"])
+        .args([
+            "controller",
+            "--namespace",
+            ns,
+            "--lease-seconds",
+            "4",
+            "--poll-seconds",
+            "2",
+            "--identity",
+            identity,
+            "--log",
+            "info",
+        ])
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .stdout(Stdio::null())
@@ -21,7 +33,12 @@ fn spawn(identity: &str, ns: &str, kubeconfig: &std::path::Path, log: &std::path
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases.get_opt("ferry-controller").await.ok()??.spec?.holder_identity
+    leases
+        .get_opt("ferry-controller")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
 }
 
 async fn wait<T, F, Fut>(what: &str, mut f: F) -> T
@@ -41,7 +58,10 @@ where
 
 fn read(path: &std::path::Path) -> String {
     let mut s = String::new();
-    std::fs::File::open(path).unwrap().read_to_string(&mut s).unwrap();
+    std::fs::File::open(path)
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
     s
 }
 
@@ -49,8 +69,16 @@ fn read(path: &std::path::Path) -> String {
 async fn only_the_leader_acts_and_the_other_takes_over() {
     let env = ferry_testenv::shared();
     let client = env.cluster.client().await.unwrap();
-    let ns = env.cluster.create_namespace(&client, "leader").await.unwrap();
-    let dest = env.cluster.create_namespace(&client, "leader-dest").await.unwrap();
+    let ns = env
+        .cluster
+        .create_namespace(&client, "leader")
+        .await
+        .unwrap();
+    let dest = env
+        .cluster
+        .create_namespace(&client, "leader-dest")
+        .await
+        .unwrap();
     let repo = format!("leader-{}", std::process::id());
     env.git.create_repo(&repo).unwrap();
     let src = tempfile::tempdir().unwrap();
@@ -87,12 +115,28 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
         },
     });
     wait("the Application to be accepted", || async {
-        apps.patch("greeting", &PatchParams::apply("test").force(), &Patch::Apply(&app)).await.ok()
+        apps.patch(
+            "greeting",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&app),
+        )
+        .await
+        .ok()
     })
     .await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &dest);
-    let message = |cms: Api<ConfigMap>| async move { cms.get_opt("greeting").await.ok()??.data?.get("message").cloned() };
-    wait("the first sync", || async { (message(cms.clone()).await.as_deref() == Some("one")).then_some(()) }).await;
+    let message = |cms: Api<ConfigMap>| async move {
+        cms.get_opt("greeting")
+            .await
+            .ok()??
+            .data?
+            .get("message")
+            .cloned()
+    };
+    wait("the first sync", || async {
+        (message(cms.clone()).await.as_deref() == Some("one")).then_some(())
+    })
+    .await;
 
     let (leader, leader_log, mut follower, follower_log, follower_id) = if first == "replica-a" {
         (&mut a, &log_a, b, &log_b, "replica-b")
@@ -101,20 +145,29 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
     };
     assert!(read(leader_log).contains("became leader"));
     assert!(read(follower_log).contains("waiting for leadership"));
-    assert!(!read(follower_log).contains("became leader"), "the follower acted while the leader was alive");
+    assert!(
+        !read(follower_log).contains("became leader"),
+        "the follower acted while the leader was alive"
+    );
 
     // The leader dies without a chance to release the lease.
     leader.kill().unwrap();
     leader.wait().unwrap();
     let died = Instant::now();
-    wait("the follower to take the lease", || async { (holder(&leases).await.as_deref() == Some(follower_id)).then_some(()) }).await;
+    wait("the follower to take the lease", || async {
+        (holder(&leases).await.as_deref() == Some(follower_id)).then_some(())
+    })
+    .await;
     let took = died.elapsed();
     assert!(took < Duration::from_secs(30), "failover took {took:?}");
     assert!(read(follower_log).contains("became leader"));
 
     write("two");
     env.git.commit_dir(&repo, src.path(), "two").unwrap();
-    wait("the new leader to sync the next commit", || async { (message(cms.clone()).await.as_deref() == Some("two")).then_some(()) }).await;
+    wait("the new leader to sync the next commit", || async {
+        (message(cms.clone()).await.as_deref() == Some("two")).then_some(())
+    })
+    .await;
     follower.kill().unwrap();
     follower.wait().unwrap();
 }

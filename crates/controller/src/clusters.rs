@@ -18,7 +18,10 @@ pub struct ClusterSecret {
 
 impl std::fmt::Debug for ClusterSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterSecret").field("name", &self.name).field("server", &self.server).finish()
+        f.debug_struct("ClusterSecret")
+            .field("name", &self.name)
+            .field("server", &self.server)
+            .finish()
     }
 }
 
@@ -47,7 +50,12 @@ impl ClusterSecret {
             server,
             namespaces: d
                 .get("namespaces")
-                .map(|n| n.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                .map(|n| {
+                    n.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
             config,
             resource_version: secret.metadata.resource_version.clone().unwrap_or_default(),
@@ -58,7 +66,10 @@ impl ClusterSecret {
     /// username/password, tlsClientConfig {insecure, caData, certData, keyData}).
     pub async fn client(&self) -> Result<kube::Client, String> {
         let c = &self.config;
-        let tls = c.get("tlsClientConfig").cloned().unwrap_or_else(|| json!({}));
+        let tls = c
+            .get("tlsClientConfig")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         let mut cluster = json!({ "server": self.server });
         if tls.get("insecure").and_then(Value::as_bool) == Some(true) {
             cluster["insecure-skip-tls-verify"] = json!(true);
@@ -73,7 +84,10 @@ impl ClusterSecret {
         if let Some(t) = c.get("bearerToken").and_then(Value::as_str) {
             user["token"] = json!(t);
         }
-        if let (Some(u), Some(p)) = (c.get("username").and_then(Value::as_str), c.get("password").and_then(Value::as_str)) {
+        if let (Some(u), Some(p)) = (
+            c.get("username").and_then(Value::as_str),
+            c.get("password").and_then(Value::as_str),
+        ) {
             user["username"] = json!(u);
             user["password"] = json!(p);
         }
@@ -90,11 +104,13 @@ impl ClusterSecret {
             "contexts": [{ "name": "c", "context": { "cluster": "c", "user": "u" } }],
             "current-context": "c",
         });
-        let kc: Kubeconfig = serde_json::from_value(kc).map_err(|e| format!("cluster {}: invalid config: {e}", self.name))?;
+        let kc: Kubeconfig = serde_json::from_value(kc)
+            .map_err(|e| format!("cluster {}: invalid config: {e}", self.name))?;
         let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
             .map_err(|e| format!("cluster {}: {}", self.name, scrub(&e.to_string())))?;
-        kube::Client::try_from(config).map_err(|e| format!("cluster {}: {}", self.name, scrub(&e.to_string())))
+        kube::Client::try_from(config)
+            .map_err(|e| format!("cluster {}: {}", self.name, scrub(&e.to_string())))
     }
 }
 

@@ -74,6 +74,12 @@ pub enum Error {
     ForeignController(String),
 }
 
+/// One source's render result, cached on its inputs.
+pub(crate) struct RenderedSource {
+    pub source_type: String,
+    pub objects: Vec<serde_json::Value>,
+}
+
 /// Shared state of a running controller.
 pub struct Controller {
     pub(crate) cfg: Config,
@@ -87,7 +93,7 @@ pub struct Controller {
     pub(crate) sources: ferry_source::SourceCache,
     pub(crate) tools: Result<ferry_render::RenderTools, String>,
     pub(crate) resolved: Mutex<HashMap<(String, String), (String, Instant)>>,
-    pub(crate) rendered: Mutex<HashMap<String, Arc<(String, Vec<serde_json::Value>)>>>,
+    pub(crate) rendered: Mutex<HashMap<String, Arc<RenderedSource>>>,
     pub(crate) compared: Mutex<HashMap<String, Vec<String>>>,
     /// The Application as our last status write returned it; newer than the
     /// watch cache until the cache catches up.
@@ -103,7 +109,13 @@ pub async fn run(client: Client, cfg: Config) -> Result<(), Error> {
         install_crds(&client).await?;
     }
     if cfg.leader_election {
-        let le = leader::LeaderElection::new(client.clone(), &cfg.namespace, "ferry-controller", &cfg.identity, cfg.lease_duration);
+        let le = leader::LeaderElection::new(
+            client.clone(),
+            &cfg.namespace,
+            "ferry-controller",
+            &cfg.identity,
+            cfg.lease_duration,
+        );
         tracing::info!(identity = %cfg.identity, "waiting for leadership");
         le.acquire().await;
         tracing::info!(identity = %cfg.identity, "became leader");
@@ -127,8 +139,14 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     let (secrets, secrets_w) = reflector::store::<Secret>();
     let (plugin_maps, plugin_w) = reflector::store::<ConfigMap>();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Trigger>();
-    let local = ClusterConn::new(ferry_model::IN_CLUSTER_NAME, ferry_model::IN_CLUSTER_SERVER, client.clone(), tx.clone());
-    let sources = ferry_source::SourceCache::new(cfg.cache_dir.join("sources")).map_err(|e| Error::Setup(e.to_string()))?;
+    let local = ClusterConn::new(
+        ferry_model::IN_CLUSTER_NAME,
+        ferry_model::IN_CLUSTER_SERVER,
+        client.clone(),
+        tx.clone(),
+    );
+    let sources = ferry_source::SourceCache::new(cfg.cache_dir.join("sources"))
+        .map_err(|e| Error::Setup(e.to_string()))?;
     let ctl = Arc::new(Controller {
         tools: ferry_render::RenderTools::locate().map_err(|e| e.to_string()),
         cfg: cfg.clone(),
@@ -149,9 +167,15 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     });
 
     let q = ctl.queue.clone();
-    let app_stream = reflector::reflector(apps_w, watcher(Api::<Application>::namespaced(client.clone(), &ns), watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+    let app_stream = reflector::reflector(
+        apps_w,
+        watcher(
+            Api::<Application>::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
     tokio::spawn(async move {
         let mut s = app_stream.boxed();
         while let Some(ev) = s.next().await {
@@ -170,9 +194,15 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
             }
         }
     };
-    let proj_stream = reflector::reflector(projects_w, watcher(Api::<AppProject>::namespaced(client.clone(), &ns), watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+    let proj_stream = reflector::reflector(
+        projects_w,
+        watcher(
+            Api::<AppProject>::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
     let all1 = all.clone();
     tokio::spawn(async move {
         let mut s = proj_stream.boxed();
@@ -181,9 +211,12 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
         }
     });
     let sec_cfg = watcher::Config::default().labels(SECRET_TYPE_LABEL);
-    let sec_stream = reflector::reflector(secrets_w, watcher(Api::<Secret>::namespaced(client.clone(), &ns), sec_cfg))
-        .default_backoff()
-        .touched_objects();
+    let sec_stream = reflector::reflector(
+        secrets_w,
+        watcher(Api::<Secret>::namespaced(client.clone(), &ns), sec_cfg),
+    )
+    .default_backoff()
+    .touched_objects();
     let all2 = all.clone();
     tokio::spawn(async move {
         let mut s = sec_stream.boxed();
@@ -192,9 +225,12 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
         }
     });
     let cm_cfg = watcher::Config::default().labels(PLUGIN_CONFIGMAP_LABEL);
-    let cm_stream = reflector::reflector(plugin_w, watcher(Api::<ConfigMap>::namespaced(client.clone(), &ns), cm_cfg))
-        .default_backoff()
-        .touched_objects();
+    let cm_stream = reflector::reflector(
+        plugin_w,
+        watcher(Api::<ConfigMap>::namespaced(client.clone(), &ns), cm_cfg),
+    )
+    .default_backoff()
+    .touched_objects();
     let all3 = all;
     tokio::spawn(async move {
         let mut s = cm_stream.boxed();
@@ -232,7 +268,11 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
             ctl2.queue.add(&name);
         }
     });
-    for store in [apps.wait_until_ready().await, projects.wait_until_ready().await, secrets.wait_until_ready().await] {
+    for store in [
+        apps.wait_until_ready().await,
+        projects.wait_until_ready().await,
+        secrets.wait_until_ready().await,
+    ] {
         store.map_err(|e| Error::Setup(format!("initial list failed: {e}")))?;
     }
     let mut workers = Vec::new();
@@ -260,16 +300,26 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
 pub async fn install_crds(client: &Client) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in [crds::application_crd(), crds::appproject_crd()] {
-        let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         match api.get_opt(&name).await? {
             Some(existing) => {
-                let ours = existing.labels().get(crds::MANAGED_BY_LABEL).map(String::as_str) == Some(crds::MANAGED_BY_VALUE);
+                let ours = existing
+                    .labels()
+                    .get(crds::MANAGED_BY_LABEL)
+                    .map(String::as_str)
+                    == Some(crds::MANAGED_BY_VALUE);
                 if !ours && argocd_controller_running(client).await {
-                    return Err(Error::ForeignController(format!("CRD {name} and a running argocd-application-controller")));
+                    return Err(Error::ForeignController(format!(
+                        "CRD {name} and a running argocd-application-controller"
+                    )));
                 }
             }
             None => {
-                let obj: CustomResourceDefinition = serde_json::from_value(crd).map_err(|e| Error::Setup(e.to_string()))?;
+                let obj: CustomResourceDefinition =
+                    serde_json::from_value(crd).map_err(|e| Error::Setup(e.to_string()))?;
                 match api.create(&PostParams::default(), &obj).await {
                     Ok(_) => tracing::info!(crd = %name, "installed CRD"),
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -279,9 +329,15 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
         }
         // Wait until the API server serves it.
         for _ in 0..100 {
-            let established = api.get_opt(&name).await?.and_then(|c| c.status).and_then(|s| s.conditions).is_some_and(|c| {
-                c.iter().any(|c| c.type_ == "Established" && c.status == "True")
-            });
+            let established = api
+                .get_opt(&name)
+                .await?
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
             if established {
                 break;
             }
@@ -297,7 +353,15 @@ async fn argocd_controller_running(client: &Client) -> bool {
     let lp = kube::api::ListParams::default().fields("metadata.name=argocd-application-controller");
     sts.list(&lp)
         .await
-        .map(|l| l.items.iter().any(|s| s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0) > 0))
+        .map(|l| {
+            l.items.iter().any(|s| {
+                s.status
+                    .as_ref()
+                    .and_then(|st| st.ready_replicas)
+                    .unwrap_or(0)
+                    > 0
+            })
+        })
         .unwrap_or(false)
 }
 

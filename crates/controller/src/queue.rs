@@ -51,9 +51,16 @@ impl Queue {
     pub async fn next(&self) -> String {
         loop {
             let wait = {
-                let Ok(mut s) = self.state.lock() else { return String::new() };
+                let Ok(mut s) = self.state.lock() else {
+                    return String::new();
+                };
                 let now = Instant::now();
-                let due: Vec<String> = s.delayed.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+                let due: Vec<String> = s
+                    .delayed
+                    .iter()
+                    .filter(|(_, t)| **t <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 for k in due {
                     s.delayed.remove(&k);
                     if s.active.contains(&k) {
@@ -67,9 +74,14 @@ impl Queue {
                     s.active.insert(k.clone());
                     return k;
                 }
-                s.delayed.values().min().map(|t| t.saturating_duration_since(now))
+                s.delayed
+                    .values()
+                    .min()
+                    .map(|t| t.saturating_duration_since(now))
             };
-            let sleep = wait.unwrap_or(Duration::from_secs(3600)).min(Duration::from_secs(1));
+            let sleep = wait
+                .unwrap_or(Duration::from_secs(3600))
+                .min(Duration::from_secs(1));
             tokio::select! {
                 _ = self.notify.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}

@@ -13,8 +13,8 @@ use ferry_model::tracking::{self, ObjectKey};
 use ferry_model::*;
 use ferry_source::scrub_url;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
@@ -60,7 +60,8 @@ fn group_of(api_version: &str) -> &str {
 impl Controller {
     /// Reconciles one app; returns when to look again.
     pub(crate) async fn reconcile(self: &Arc<Self>, name: &str) -> Option<Duration> {
-        let oref = kube::runtime::reflector::ObjectRef::<Application>::new(name).within(&self.cfg.namespace);
+        let oref = kube::runtime::reflector::ObjectRef::<Application>::new(name)
+            .within(&self.cfg.namespace);
         let cached = self.apps.get(&oref).map(|a| (*a).clone());
         let Some(cached) = cached else {
             if let Ok(mut w) = self.written.lock() {
@@ -76,13 +77,19 @@ impl Controller {
             return self.finalize(&app).await;
         }
         let refresh_requested = app.annotations().contains_key(annotations::REFRESH);
-        let hard = app.annotations().get(annotations::REFRESH).map(String::as_str) == Some("hard");
+        let hard = app
+            .annotations()
+            .get(annotations::REFRESH)
+            .map(String::as_str)
+            == Some("hard");
         let old = app.status.clone().unwrap_or_default();
         let mut st = old.clone();
         let op = app.operation.clone();
         let mut next = self.poll_delay();
 
-        let cmp = self.compare(&app, op.as_ref(), refresh_requested, hard).await;
+        let cmp = self
+            .compare(&app, op.as_ref(), refresh_requested, hard)
+            .await;
         let mut ran_op = false;
         match cmp {
             Err(s) => {
@@ -107,7 +114,10 @@ impl Controller {
                 next = next.min(Duration::from_secs(30));
             }
             Ok(mut c) => {
-                clear_conditions(&mut st, &["ComparisonError", "InvalidSpecError", "SyncError"]);
+                clear_conditions(
+                    &mut st,
+                    &["ComparisonError", "InvalidSpecError", "SyncError"],
+                );
                 for e in &c.errors {
                     set_condition(&mut st, "ComparisonError", e);
                 }
@@ -117,7 +127,13 @@ impl Controller {
                     Decision::None => {}
                     Decision::Later(d) => next = next.min(d),
                     Decision::Skip(msg) => set_condition(&mut st, "SyncError", &msg),
-                    Decision::Sync { operation, prune, dry_run, automated } => {
+                    Decision::Sync {
+                        operation,
+                        prune,
+                        dry_run,
+                        automated,
+                    } => {
+                        let operation = *operation;
                         ran_op = op.is_some();
                         if !c.errors.is_empty() {
                             let msg = format!("sync refused: {}", c.errors.join("; "));
@@ -137,25 +153,51 @@ impl Controller {
                         } else {
                             let started = now();
                             let retry_count = match &st.operation_state {
-                                Some(o) if automated && o.phase == "Failed" && o.sync_result.as_ref().map(|r| &r.revision) == c.revisions.first() => o.retry_count + 1,
+                                Some(o)
+                                    if automated
+                                        && o.phase == "Failed"
+                                        && o.sync_result.as_ref().map(|r| &r.revision)
+                                            == c.revisions.first() =>
+                                {
+                                    o.retry_count + 1
+                                }
                                 _ => 0,
                             };
                             let outcome = self.sync(&app, &c, &operation, prune, dry_run).await;
                             let finished = now();
                             let rev = c.revisions.first().cloned().unwrap_or_default();
                             if outcome.succeeded && !dry_run {
-                                push_history(&mut st, &app, &c, &rev, started.clone(), finished.clone());
+                                push_history(
+                                    &mut st,
+                                    &app,
+                                    &c,
+                                    &rev,
+                                    started.clone(),
+                                    finished.clone(),
+                                );
                             }
                             st.operation_state = Some(OperationState {
                                 operation: operation.clone(),
-                                phase: if outcome.succeeded { "Succeeded".into() } else { "Failed".into() },
+                                phase: if outcome.succeeded {
+                                    "Succeeded".into()
+                                } else {
+                                    "Failed".into()
+                                },
                                 message: outcome.message.clone(),
                                 sync_result: Some(SyncOperationResult {
                                     resources: outcome.results,
                                     revision: rev,
                                     revisions: c.revisions.clone(),
-                                    source: if c.sources.len() == 1 { c.sources.first().cloned() } else { None },
-                                    sources: if c.sources.len() > 1 { Some(c.sources.clone()) } else { None },
+                                    source: if c.sources.len() == 1 {
+                                        c.sources.first().cloned()
+                                    } else {
+                                        None
+                                    },
+                                    sources: if c.sources.len() > 1 {
+                                        Some(c.sources.clone())
+                                    } else {
+                                        None
+                                    },
                                 }),
                                 started_at: Some(started),
                                 finished_at: Some(finished),
@@ -180,7 +222,10 @@ impl Controller {
                 }
             }
         }
-        if let Err(e) = self.write_status(&app, &old, st, ran_op, refresh_requested).await {
+        if let Err(e) = self
+            .write_status(&app, &old, st, ran_op, refresh_requested)
+            .await
+        {
             tracing::warn!(app = %name, error = %e, "writing status failed");
             next = next.min(Duration::from_secs(5));
         }
@@ -190,12 +235,17 @@ impl Controller {
     fn poll_delay(&self) -> Duration {
         // ±10% jitter so apps on one repository do not all poll at once.
         let base = self.cfg.poll_interval.as_millis() as u64;
-        let jitter = (Instant::now().elapsed().subsec_nanos() as u64 ^ std::process::id() as u64) % (base / 5 + 1);
+        let jitter = (Instant::now().elapsed().subsec_nanos() as u64 ^ std::process::id() as u64)
+            % (base / 5 + 1);
         Duration::from_millis(base - base / 10 + jitter)
     }
 
     fn project(&self, name: &str) -> Option<AppProject> {
-        self.projects.state().into_iter().find(|p| p.name_any() == name).map(|p| (*p).clone())
+        self.projects
+            .state()
+            .into_iter()
+            .find(|p| p.name_any() == name)
+            .map(|p| (*p).clone())
     }
 
     fn repo_secrets(&self) -> Vec<ferry_source::RepoSecret> {
@@ -214,11 +264,21 @@ impl Controller {
     }
 
     /// The connection for an app's destination.
-    async fn destination(&self, d: &Destination) -> Result<(Arc<ClusterConn>, String, String), Stop> {
+    async fn destination(
+        &self,
+        d: &Destination,
+    ) -> Result<(Arc<ClusterConn>, String, String), Stop> {
         let server = d.server.clone().unwrap_or_default();
         let name = d.name.clone().unwrap_or_default();
-        if (server.is_empty() && name.is_empty()) || server == IN_CLUSTER_SERVER || (server.is_empty() && name == IN_CLUSTER_NAME) {
-            return Ok((self.local.clone(), IN_CLUSTER_SERVER.into(), IN_CLUSTER_NAME.into()));
+        if (server.is_empty() && name.is_empty())
+            || server == IN_CLUSTER_SERVER
+            || (server.is_empty() && name == IN_CLUSTER_NAME)
+        {
+            return Ok((
+                self.local.clone(),
+                IN_CLUSTER_SERVER.into(),
+                IN_CLUSTER_NAME.into(),
+            ));
         }
         let secrets: Vec<ClusterSecret> = self
             .secrets
@@ -227,14 +287,29 @@ impl Controller {
             .filter(|s| s.labels().get(SECRET_TYPE_LABEL).map(String::as_str) == Some("cluster"))
             .filter_map(|s| ClusterSecret::from_secret(s))
             .collect();
-        let found = secrets
-            .into_iter()
-            .find(|c| if !server.is_empty() { c.server.trim_end_matches('/') == server.trim_end_matches('/') } else { c.name == name });
+        let found = secrets.into_iter().find(|c| {
+            if !server.is_empty() {
+                c.server.trim_end_matches('/') == server.trim_end_matches('/')
+            } else {
+                c.name == name
+            }
+        });
         let Some(cs) = found else {
-            let what = if server.is_empty() { format!("name '{name}'") } else { format!("server '{server}'") };
-            return Err(stop("InvalidSpecError", format!("there are no clusters with this {what}")));
+            let what = if server.is_empty() {
+                format!("name '{name}'")
+            } else {
+                format!("server '{server}'")
+            };
+            return Err(stop(
+                "InvalidSpecError",
+                format!("there are no clusters with this {what}"),
+            ));
         };
-        let cached = self.clusters.lock().ok().and_then(|m| m.get(&cs.server).cloned());
+        let cached = self
+            .clusters
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&cs.server).cloned());
         if let Some((rv, conn)) = cached
             && rv == cs.resource_version
         {
@@ -243,7 +318,10 @@ impl Controller {
         let client = cs.client().await.map_err(|e| stop("ComparisonError", e))?;
         let conn = ClusterConn::new(&cs.name, &cs.server, client, self.triggers.clone());
         if let Ok(mut m) = self.clusters.lock() {
-            m.insert(cs.server.clone(), (cs.resource_version.clone(), conn.clone()));
+            m.insert(
+                cs.server.clone(),
+                (cs.resource_version.clone(), conn.clone()),
+            );
         }
         Ok((conn, cs.server.clone(), cs.name.clone()))
     }
@@ -275,12 +353,16 @@ impl Controller {
             for text in cm.data.clone().unwrap_or_default().values() {
                 match ferry_render::PluginConfig::from_yaml(text) {
                     Ok(p) => out.push(p),
-                    Err(e) => tracing::warn!(configmap = %cm.name_any(), error = %e, "invalid plugin config"),
+                    Err(e) => {
+                        tracing::warn!(configmap = %cm.name_any(), error = %e, "invalid plugin config")
+                    }
                 }
             }
         }
         for dir in &self.cfg.plugin_dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 if let Ok(text) = std::fs::read_to_string(e.path())
                     && let Ok(p) = ferry_render::PluginConfig::from_yaml(&text)
@@ -293,23 +375,48 @@ impl Controller {
     }
 
     /// `refresh`: re-resolve revisions now; `hard`: also render again.
-    async fn compare(&self, app: &Application, op: Option<&Operation>, refresh: bool, hard: bool) -> Result<Comparison, Stop> {
+    async fn compare(
+        &self,
+        app: &Application,
+        op: Option<&Operation>,
+        refresh: bool,
+        hard: bool,
+    ) -> Result<Comparison, Stop> {
         let app_name = app.name_any();
-        let instance = tracking::app_instance_name(&app.namespace().unwrap_or_default(), &app_name, &self.cfg.namespace);
+        let instance = tracking::app_instance_name(
+            &app.namespace().unwrap_or_default(),
+            &app_name,
+            &self.cfg.namespace,
+        );
         let project_name = app.project().to_string();
-        let project = self
-            .project(&project_name)
-            .ok_or_else(|| stop("InvalidSpecError", format!("application references project {project_name} which does not exist")))?;
-        let rollback = op.and_then(|o| o.sync.as_ref()).filter(|s| s.source.is_some() || s.sources.is_some());
+        let project = self.project(&project_name).ok_or_else(|| {
+            stop(
+                "InvalidSpecError",
+                format!("application references project {project_name} which does not exist"),
+            )
+        })?;
+        let rollback = op
+            .and_then(|o| o.sync.as_ref())
+            .filter(|s| s.source.is_some() || s.sources.is_some());
         let sources: Vec<ApplicationSource> = match rollback {
-            Some(s) => s.sources.clone().or_else(|| s.source.clone().map(|x| vec![x])).unwrap_or_default(),
+            Some(s) => s
+                .sources
+                .clone()
+                .or_else(|| s.source.clone().map(|x| vec![x]))
+                .unwrap_or_default(),
             None => app.sources(),
         };
         if sources.is_empty() {
-            return Err(stop("InvalidSpecError", "spec.source or spec.sources is required"));
+            return Err(stop(
+                "InvalidSpecError",
+                "spec.source or spec.sources is required",
+            ));
         }
         for s in &sources {
-            project.spec.check_source(&project_name, &s.repo_url).map_err(|v| stop("InvalidSpecError", v.0))?;
+            project
+                .spec
+                .check_source(&project_name, &s.repo_url)
+                .map_err(|v| stop("InvalidSpecError", v.0))?;
         }
         let dest_ns = app.spec.destination.namespace.clone().unwrap_or_default();
         let (conn, server, cluster_name) = self.destination(&app.spec.destination).await?;
@@ -319,23 +426,42 @@ impl Controller {
             .map_err(|v| stop("InvalidSpecError", v.0))?;
 
         // Fetch every source first: a rollback pins revisions.
-        let pinned: Vec<String> = rollback.map(|s| {
-            if s.revisions.is_empty() { s.revision.iter().cloned().collect() } else { s.revisions.clone() }
-        }).unwrap_or_default();
+        let pinned: Vec<String> = rollback
+            .map(|s| {
+                if s.revisions.is_empty() {
+                    s.revision.iter().cloned().collect()
+                } else {
+                    s.revisions.clone()
+                }
+            })
+            .unwrap_or_default();
         let tools = self.tools.clone().map_err(|e| stop("ComparisonError", e));
         let mut trees = Vec::new();
         let mut revisions = Vec::new();
         for (i, s) in sources.iter().enumerate() {
             let creds = ferry_source::credentials_for(&s.repo_url, &self.repo_secrets());
             if s.is_helm_repo() {
-                let tools = tools.as_ref().map_err(|e| stop(e.type_, e.message.clone()))?;
+                let tools = tools
+                    .as_ref()
+                    .map_err(|e| stop(e.type_, e.message.clone()))?;
                 let chart = s.chart.clone().unwrap_or_default();
-                let version = pinned.get(i).cloned().unwrap_or_else(|| s.target_revision.clone().unwrap_or_default());
+                let version = pinned
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| s.target_revision.clone().unwrap_or_default());
                 let (dir, v) = self
                     .sources
                     .helm_chart(&tools.helm, &s.repo_url, &chart, &version, creds.as_ref())
                     .await
-                    .map_err(|e| stop("ComparisonError", format!("failed to fetch chart {chart} from {}: {e}", scrub_url(&s.repo_url))))?;
+                    .map_err(|e| {
+                        stop(
+                            "ComparisonError",
+                            format!(
+                                "failed to fetch chart {chart} from {}: {e}",
+                                scrub_url(&s.repo_url)
+                            ),
+                        )
+                    })?;
                 trees.push((dir, v.clone(), None));
                 revisions.push(v);
             } else {
@@ -348,7 +474,12 @@ impl Controller {
                     .checkout(&s.repo_url, &sha, creds.as_ref())
                     .await
                     .map_err(|e| stop("ComparisonError", e.to_string()))?;
-                let tree = self.sources.tree_id(&s.repo_url, &sha, s.path.as_deref().unwrap_or("")).await.ok().flatten();
+                let tree = self
+                    .sources
+                    .tree_id(&s.repo_url, &sha, s.path.as_deref().unwrap_or(""))
+                    .await
+                    .ok()
+                    .flatten();
                 trees.push((dir, sha.clone(), tree));
                 revisions.push(sha);
             }
@@ -359,7 +490,12 @@ impl Controller {
             .filter_map(|(s, (dir, _, _))| s.ref_name.clone().map(|r| (r, dir.clone())))
             .collect();
 
-        let kube_version = conn.version().await.map_err(|e| stop("ComparisonError", format!("cluster {}: {}", conn.name, sync::api_message(&e))))?;
+        let kube_version = conn.version().await.map_err(|e| {
+            stop(
+                "ComparisonError",
+                format!("cluster {}: {}", conn.name, sync::api_message(&e)),
+            )
+        })?;
         let plugins = self.plugins();
         let mut objects: Vec<Value> = Vec::new();
         let mut source_type = String::new();
@@ -368,14 +504,34 @@ impl Controller {
             if s.ref_name.is_some() && s.path.is_none() && !s.is_helm_repo() {
                 continue;
             }
-            let key = render_key(&app_name, &dest_ns, s, rev, tree.as_deref(), &refs, &kube_version, &plugins);
+            let key = render_key(
+                &app_name,
+                &dest_ns,
+                s,
+                rev,
+                tree.as_deref(),
+                &refs,
+                &kube_version,
+                &plugins,
+            );
             let cached = self.rendered.lock().ok().and_then(|m| m.get(&key).cloned());
             let rendered = match cached {
                 Some(r) if !hard => r,
                 _ => {
-                    let tools = tools.as_ref().map_err(|e| stop(e.type_, e.message.clone()))?.clone();
-                    let (s2, dir2, rev2, refs2, kv, plugins2) = (s.clone(), dir.clone(), rev.clone(), refs.clone(), kube_version.clone(), plugins.clone());
-                    let (an, ns2, timeout) = (app_name.clone(), dest_ns.clone(), self.cfg.render_timeout);
+                    let tools = tools
+                        .as_ref()
+                        .map_err(|e| stop(e.type_, e.message.clone()))?
+                        .clone();
+                    let (s2, dir2, rev2, refs2, kv, plugins2) = (
+                        s.clone(),
+                        dir.clone(),
+                        rev.clone(),
+                        refs.clone(),
+                        kube_version.clone(),
+                        plugins.clone(),
+                    );
+                    let (an, ns2, timeout) =
+                        (app_name.clone(), dest_ns.clone(), self.cfg.render_timeout);
                     let out = tokio::task::spawn_blocking(move || {
                         let input = ferry_render::RenderInput {
                             app_name: &an,
@@ -394,8 +550,16 @@ impl Controller {
                     })
                     .await
                     .map_err(|e| stop("ComparisonError", format!("render task failed: {e}")))?
-                    .map_err(|e| stop("ComparisonError", format!("rendering {} failed: {e}", s.path.as_deref().or(s.chart.as_deref()).unwrap_or("."))))?;
-                    let r = Arc::new((out.source_type.as_str().to_string(), out.objects));
+                    .map_err(|e| {
+                        stop(
+                            "ComparisonError",
+                            format!(
+                                "rendering {} failed: {e}",
+                                s.path.as_deref().or(s.chart.as_deref()).unwrap_or(".")
+                            ),
+                        )
+                    })?;
+                    let r = Arc::new(crate::RenderedSource { source_type: out.source_type.as_str().to_string(), objects: out.objects });
                     if let Ok(mut m) = self.rendered.lock() {
                         if m.len() > 2000 {
                             m.clear();
@@ -405,8 +569,8 @@ impl Controller {
                     r
                 }
             };
-            source_type = rendered.0.clone();
-            objects.extend(rendered.1.iter().cloned());
+            source_type = rendered.source_type.clone();
+            objects.extend(rendered.objects.iter().cloned());
         }
 
         // Resolve kinds, place objects, check the project.
@@ -432,14 +596,23 @@ impl Controller {
                 Err(e) => {
                     return Err(stop(
                         "ComparisonError",
-                        format!("the server could not find the requested resource {api_version}/{kind}: {}", sync::api_message(&e)),
+                        format!(
+                            "the server could not find the requested resource {api_version}/{kind}: {}",
+                            sync::api_message(&e)
+                        ),
                     ));
                 }
             };
             // Custom resources whose CRD comes with this sync are namespaced unless proven otherwise.
             let namespaced = resolved.as_ref().map(|r| r.namespaced).unwrap_or(true);
-            let meta = obj["metadata"].as_object_mut().ok_or_else(|| stop("ComparisonError", "object without metadata"))?;
-            let mut ns = meta.get("namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+            let meta = obj["metadata"]
+                .as_object_mut()
+                .ok_or_else(|| stop("ComparisonError", "object without metadata"))?;
+            let mut ns = meta
+                .get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             if namespaced && ns.is_empty() {
                 ns = dest_ns.clone();
                 meta.insert("namespace".into(), json!(ns));
@@ -447,8 +620,17 @@ impl Controller {
                 meta.remove("namespace");
                 ns.clear();
             }
-            let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let key = ObjectKey { group: group.clone(), kind: kind.clone(), namespace: ns.clone(), name };
+            let name = meta
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let key = ObjectKey {
+                group: group.clone(),
+                kind: kind.clone(),
+                namespace: ns.clone(),
+                name,
+            };
             project
                 .spec
                 .check_resource(&project_name, &group, &kind, namespaced)
@@ -461,17 +643,31 @@ impl Controller {
             }
             let anns = meta.entry("annotations").or_insert_with(|| json!({}));
             if let Some(a) = anns.as_object_mut() {
-                a.insert(annotations::TRACKING_ID.into(), json!(tracking::tracking_id(&instance, &key)));
+                a.insert(
+                    annotations::TRACKING_ID.into(),
+                    json!(tracking::tracking_id(&instance, &key)),
+                );
             }
             diff::default_list_map_keys(&mut obj);
             let mut options = app_opts.clone();
             if let Some(o) = plan::annotation(&obj, annotations::SYNC_OPTIONS) {
-                options.apply(&o.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>());
+                options.apply(
+                    &o.split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect::<Vec<_>>(),
+                );
             }
             if !seen.insert(key.clone()) {
                 continue;
             }
-            resources.push(Resource { hook: plan::hook_kind(&obj), key, resolved, desired: obj, options, out_of_sync: true });
+            resources.push(Resource {
+                hook: plan::hook_kind(&obj),
+                key,
+                resolved,
+                desired: obj,
+                options,
+                out_of_sync: true,
+            });
         }
 
         // Compare each non-hook object with live through a dry-run apply.
@@ -483,7 +679,13 @@ impl Controller {
             if r.hook != HookKind::None {
                 continue;
             }
-            let version = r.desired["apiVersion"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_string();
+            let version = r.desired["apiVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
             let mut status = ResourceStatus {
                 group: r.key.group.clone(),
                 version,
@@ -503,11 +705,26 @@ impl Controller {
                 && let Some((owner, _)) = tracking::parse_tracking_id(id)
                 && owner != instance
             {
-                errors.push(format!("{} is part of applications {owner} and {instance}", r.key));
+                errors.push(format!(
+                    "{} is part of applications {owner} and {instance}",
+                    r.key
+                ));
             }
             let diffs = match (&r.resolved, &live) {
                 (None, _) => vec!["(kind not served yet)".to_string()],
-                (Some(res), live) => match self.diff(&conn, res, &r.key, &r.desired, live.as_ref(), &app.spec.ignore_differences, &dest_ns, app_opts.create_namespace).await {
+                (Some(res), live) => match self
+                    .diff(
+                        &conn,
+                        res,
+                        &r.key,
+                        &r.desired,
+                        live.as_ref(),
+                        &app.spec.ignore_differences,
+                        &dest_ns,
+                        app_opts.create_namespace,
+                    )
+                    .await
+                {
                     Ok(d) => d,
                     Err(msg) => {
                         errors.push(format!("{}: {msg}", r.key));
@@ -516,10 +733,20 @@ impl Controller {
                 },
             };
             r.out_of_sync = !diffs.is_empty();
-            status.status = Some(if r.out_of_sync { "OutOfSync".into() } else { "Synced".into() });
+            status.status = Some(if r.out_of_sync {
+                "OutOfSync".into()
+            } else {
+                "Synced".into()
+            });
             let h = match &live {
-                None => HealthStatus { status: health::MISSING.into(), message: None },
-                Some(l) => health::assess(l).unwrap_or(HealthStatus { status: health::HEALTHY.into(), message: None }),
+                None => HealthStatus {
+                    status: health::MISSING.into(),
+                    message: None,
+                },
+                Some(l) => health::assess(l).unwrap_or(HealthStatus {
+                    status: health::HEALTHY.into(),
+                    message: None,
+                }),
             };
             healths.push(h.clone());
             status.health = Some(h);
@@ -532,10 +759,22 @@ impl Controller {
         // What this app manages live but Git no longer has.
         let mut kinds: Vec<(String, String)> = resources
             .iter()
-            .map(|r| (r.desired["apiVersion"].as_str().unwrap_or_default().to_string(), r.key.kind.clone()))
+            .map(|r| {
+                (
+                    r.desired["apiVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    r.key.kind.clone(),
+                )
+            })
             .collect();
         for s in &app.status.clone().unwrap_or_default().resources {
-            let av = if s.group.is_empty() { s.version.clone() } else { format!("{}/{}", s.group, s.version) };
+            let av = if s.group.is_empty() {
+                s.version.clone()
+            } else {
+                format!("{}/{}", s.group, s.version)
+            };
             kinds.push((av, s.kind.clone()));
         }
         kinds.sort();
@@ -543,17 +782,36 @@ impl Controller {
         let desired_keys: HashSet<ObjectKey> = resources.iter().map(|r| r.key.clone()).collect();
         let mut prune = Vec::new();
         for (av, kind) in kinds {
-            let Ok(res) = conn.resolve(&av, &kind).await else { continue };
+            let Ok(res) = conn.resolve(&av, &kind).await else {
+                continue;
+            };
             for live in conn.tracked_by(&res, &instance).await {
-                let ns = live.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
-                let name = live.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-                let key = ObjectKey { group: group_of(&av).to_string(), kind: kind.clone(), namespace: ns, name };
+                let ns = live
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let name = live
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let key = ObjectKey {
+                    group: group_of(&av).to_string(),
+                    kind: kind.clone(),
+                    namespace: ns,
+                    name,
+                };
                 if desired_keys.contains(&key) || plan::hook_kind(&live) != HookKind::None {
                     continue;
                 }
                 let mut o = SyncOptions::parse(&[]);
                 if let Some(a) = plan::annotation(&live, annotations::SYNC_OPTIONS) {
-                    o.apply(&a.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>());
+                    o.apply(
+                        &a.split(',')
+                            .map(|s| s.trim().to_string())
+                            .collect::<Vec<_>>(),
+                    );
                 }
                 synced = false;
                 statuses.push(ResourceStatus {
@@ -567,10 +825,22 @@ impl Controller {
                     health: health::assess(&live),
                     ..ResourceStatus::default()
                 });
-                prune.push(PruneTarget { key, resolved: res.clone(), version: av.rsplit('/').next().unwrap_or_default().to_string(), disabled: !o.prune });
+                prune.push(PruneTarget {
+                    key,
+                    resolved: res.clone(),
+                    version: av.rsplit('/').next().unwrap_or_default().to_string(),
+                    disabled: !o.prune,
+                });
             }
         }
-        statuses.sort_by(|a, b| (&a.group, &a.kind, &a.namespace, &a.name).cmp(&(&b.group, &b.kind, &b.namespace, &b.name)));
+        statuses.sort_by(|a, b| {
+            (&a.group, &a.kind, &a.namespace, &a.name).cmp(&(
+                &b.group,
+                &b.kind,
+                &b.namespace,
+                &b.name,
+            ))
+        });
         Ok(Comparison {
             conn,
             revisions,
@@ -599,14 +869,24 @@ impl Controller {
         dest_ns: &str,
         create_namespace: bool,
     ) -> Result<Vec<String>, String> {
-        let rv = live.and_then(|l| l.pointer("/metadata/resourceVersion")).and_then(Value::as_str).unwrap_or("-");
+        let rv = live
+            .and_then(|l| l.pointer("/metadata/resourceVersion"))
+            .and_then(Value::as_str)
+            .unwrap_or("-");
         let cache_key = format!("{}|{key}|{rv}|{}", conn.server, hash(&desired.to_string()));
-        if let Some(d) = self.compared.lock().ok().and_then(|m| m.get(&cache_key).cloned()) {
+        if let Some(d) = self
+            .compared
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&cache_key).cloned())
+        {
             return Ok(d);
         }
         let predicted = match sync::dry_run_apply(conn, res, key, desired).await {
             Ok(p) => p,
-            Err(kube::Error::Api(s)) if s.code == 404 && create_namespace && key.namespace == dest_ns => {
+            Err(kube::Error::Api(s))
+                if s.code == 404 && create_namespace && key.namespace == dest_ns =>
+            {
                 // The namespace is created by the sync.
                 return Ok(vec!["(namespace to be created)".into()]);
             }
@@ -637,39 +917,81 @@ impl Controller {
         st.resources = c.statuses.clone();
         let compared_to = json!({ "source": c.sources.first(), "destination": {} });
         st.sync = Some(SyncStatus {
-            status: if c.synced { "Synced".into() } else { "OutOfSync".into() },
-            revision: if c.revisions.len() == 1 { c.revisions.first().cloned() } else { None },
-            revisions: if c.revisions.len() > 1 { c.revisions.clone() } else { Vec::new() },
+            status: if c.synced {
+                "Synced".into()
+            } else {
+                "OutOfSync".into()
+            },
+            revision: if c.revisions.len() == 1 {
+                c.revisions.first().cloned()
+            } else {
+                None
+            },
+            revisions: if c.revisions.len() > 1 {
+                c.revisions.clone()
+            } else {
+                Vec::new()
+            },
             compared_to: Some(compared_to),
         });
         st.health = Some(c.health.clone());
         st.source_type = Some(c.source_type.clone()).filter(|s| !s.is_empty());
     }
 
-    fn decide(&self, app: &Application, op: Option<&Operation>, c: &Comparison, st: &ApplicationStatus) -> Decision {
+    fn decide(
+        &self,
+        app: &Application,
+        op: Option<&Operation>,
+        c: &Comparison,
+        st: &ApplicationStatus,
+    ) -> Decision {
         if let Some(op) = op {
             let s = op.sync.clone().unwrap_or_default();
-            return Decision::Sync { operation: op.clone(), prune: s.prune, dry_run: s.dry_run, automated: false };
+            return Decision::Sync {
+                operation: Box::new(op.clone()),
+                prune: s.prune,
+                dry_run: s.dry_run,
+                automated: false,
+            };
         }
-        let Some(auto) = app.automated() else { return Decision::None };
+        let Some(auto) = app.automated() else {
+            return Decision::None;
+        };
         if c.synced {
             return Decision::None;
         }
-        let desired_count = c.resources.iter().filter(|r| r.hook == HookKind::None).count();
+        let desired_count = c
+            .resources
+            .iter()
+            .filter(|r| r.hook == HookKind::None)
+            .count();
         if desired_count == 0 && !auto.allow_empty {
             return Decision::Skip("skipping automated sync: the rendered manifests are empty and allowEmpty is false; nothing will be pruned".into());
         }
         let rev = c.revisions.first().cloned().unwrap_or_default();
         if let Some(last) = &st.operation_state {
-            let same_rev = last.sync_result.as_ref().map(|r| r.revision.as_str()) == Some(rev.as_str());
-            let was_auto = last.operation.initiated_by.as_ref().and_then(|i| i.get("automated")).and_then(Value::as_bool) == Some(true);
+            let same_rev =
+                last.sync_result.as_ref().map(|r| r.revision.as_str()) == Some(rev.as_str());
+            let was_auto = last
+                .operation
+                .initiated_by
+                .as_ref()
+                .and_then(|i| i.get("automated"))
+                .and_then(Value::as_bool)
+                == Some(true);
             if same_rev && was_auto {
                 if last.phase == "Failed" {
                     match retry_delay(app, last.retry_count + 1) {
                         None => return Decision::None,
                         Some(d) => {
-                            let finished = last.finished_at.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
-                            if k8s_openapi::jiff::Timestamp::now().as_second() < finished + d.as_secs() as i64 {
+                            let finished = last
+                                .finished_at
+                                .as_ref()
+                                .map(|t| t.0.as_second())
+                                .unwrap_or(0);
+                            if k8s_openapi::jiff::Timestamp::now().as_second()
+                                < finished + d.as_secs() as i64
+                            {
                                 return Decision::None;
                             }
                         }
@@ -679,37 +1001,73 @@ impl Controller {
                 } else {
                     // Argo CD's selfHealTimeoutSeconds: a live change seen right
                     // after a sync is more likely our own write arriving late.
-                    let finished = last.finished_at.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
-                    if k8s_openapi::jiff::Timestamp::now().as_second() < finished + SELF_HEAL_BACKOFF_SECS {
+                    let finished = last
+                        .finished_at
+                        .as_ref()
+                        .map(|t| t.0.as_second())
+                        .unwrap_or(0);
+                    if k8s_openapi::jiff::Timestamp::now().as_second()
+                        < finished + SELF_HEAL_BACKOFF_SECS
+                    {
                         return Decision::Later(Duration::from_secs(SELF_HEAL_BACKOFF_SECS as u64));
                     }
                 }
             }
         }
         let operation = Operation {
-            sync: Some(SyncOperation { revision: Some(rev), prune: auto.prune, ..SyncOperation::default() }),
+            sync: Some(SyncOperation {
+                revision: Some(rev),
+                prune: auto.prune,
+                ..SyncOperation::default()
+            }),
             initiated_by: Some(json!({ "automated": true })),
             retry: app.spec.sync_policy.as_ref().and_then(|p| p.retry.clone()),
         };
-        Decision::Sync { operation, prune: auto.prune, dry_run: false, automated: true }
+        Decision::Sync {
+            operation: Box::new(operation),
+            prune: auto.prune,
+            dry_run: false,
+            automated: true,
+        }
     }
 
-    async fn sync(&self, app: &Application, c: &Comparison, op: &Operation, prune: bool, dry_run: bool) -> sync::SyncOutcome {
+    async fn sync(
+        &self,
+        app: &Application,
+        c: &Comparison,
+        op: &Operation,
+        prune: bool,
+        dry_run: bool,
+    ) -> sync::SyncOutcome {
         let s = op.sync.clone().unwrap_or_default();
         let mut options = app.sync_options();
         options.apply(&s.sync_options);
         let mut resources = c.resources.clone();
         if !s.resources.is_empty() {
-            resources.retain(|r| s.resources.iter().any(|w| w.kind == r.key.kind && w.name == r.key.name && w.group == r.key.group));
+            resources.retain(|r| {
+                s.resources
+                    .iter()
+                    .any(|w| w.kind == r.key.kind && w.name == r.key.name && w.group == r.key.group)
+            });
         }
         let dest_ns = app.spec.destination.namespace.clone().unwrap_or_default();
         let create_namespace = (options.create_namespace && !dest_ns.is_empty()).then(|| {
-            (dest_ns.clone(), app.spec.sync_policy.as_ref().and_then(|p| p.managed_namespace_metadata.clone()))
+            (
+                dest_ns.clone(),
+                app.spec
+                    .sync_policy
+                    .as_ref()
+                    .and_then(|p| p.managed_namespace_metadata.clone()),
+            )
         });
         let req = SyncRequest {
             conn: &c.conn,
             resources,
-            prune: if s.resources.is_empty() { c.prune.clone() } else { Vec::new() },
+            prune: if s.resources.is_empty() {
+                c.prune.clone()
+            } else {
+                Vec::new()
+            },
             prune_enabled: prune,
             options,
             dry_run,
@@ -719,7 +1077,14 @@ impl Controller {
         sync::run(req).await
     }
 
-    async fn write_status(&self, app: &Application, old: &ApplicationStatus, mut st: ApplicationStatus, clear_op: bool, clear_refresh: bool) -> Result<(), kube::Error> {
+    async fn write_status(
+        &self,
+        app: &Application,
+        old: &ApplicationStatus,
+        mut st: ApplicationStatus,
+        clear_op: bool,
+        clear_refresh: bool,
+    ) -> Result<(), kube::Error> {
         let changed = {
             let mut a = old.clone();
             a.reconciled_at = None;
@@ -742,9 +1107,17 @@ impl Controller {
         if clear_refresh && app.annotations().contains_key(annotations::REFRESH) {
             ops.push(json!({ "op": "remove", "path": "/metadata/annotations/argocd.argoproj.io~1refresh" }));
         }
-        let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
-        let api: Api<Application> = Api::namespaced(self.client.clone(), &app.namespace().unwrap_or_default());
-        let updated = api.patch(&app.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch)).await?;
+        let patch: json_patch::Patch =
+            serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
+        let api: Api<Application> =
+            Api::namespaced(self.client.clone(), &app.namespace().unwrap_or_default());
+        let updated = api
+            .patch(
+                &app.name_any(),
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
+            .await?;
         if let Ok(mut w) = self.written.lock() {
             w.insert(app.name_any(), updated);
         }
@@ -755,12 +1128,20 @@ impl Controller {
     /// app manages, then let the Application go.
     async fn finalize(&self, app: &Application) -> Option<Duration> {
         let finalizers = app.finalizers().to_vec();
-        let fg = finalizers.iter().any(|f| f == annotations::RESOURCES_FINALIZER);
-        let bg = finalizers.iter().any(|f| f == annotations::RESOURCES_FINALIZER_BACKGROUND);
+        let fg = finalizers
+            .iter()
+            .any(|f| f == annotations::RESOURCES_FINALIZER);
+        let bg = finalizers
+            .iter()
+            .any(|f| f == annotations::RESOURCES_FINALIZER_BACKGROUND);
         if !fg && !bg {
             return None;
         }
-        let instance = tracking::app_instance_name(&app.namespace().unwrap_or_default(), &app.name_any(), &self.cfg.namespace);
+        let instance = tracking::app_instance_name(
+            &app.namespace().unwrap_or_default(),
+            &app.name_any(),
+            &self.cfg.namespace,
+        );
         let conn = match self.destination(&app.spec.destination).await {
             Ok((c, _, _)) => c,
             Err(s) => {
@@ -771,10 +1152,18 @@ impl Controller {
         let policy = if fg { "foreground" } else { "background" };
         let mut remaining = 0;
         for s in &app.status.clone().unwrap_or_default().resources {
-            let av = if s.group.is_empty() { s.version.clone() } else { format!("{}/{}", s.group, s.version) };
-            let Ok(res) = conn.resolve(&av, &s.kind).await else { continue };
+            let av = if s.group.is_empty() {
+                s.version.clone()
+            } else {
+                format!("{}/{}", s.group, s.version)
+            };
+            let Ok(res) = conn.resolve(&av, &s.kind).await else {
+                continue;
+            };
             let api = conn.api(&res, &s.namespace);
-            let Ok(Some(live)) = api.get_opt(&s.name).await else { continue };
+            let Ok(Some(live)) = api.get_opt(&s.name).await else {
+                continue;
+            };
             let owned = live
                 .annotations()
                 .get(annotations::TRACKING_ID)
@@ -785,7 +1174,12 @@ impl Controller {
             }
             remaining += 1;
             if live.metadata.deletion_timestamp.is_none() {
-                let key = ObjectKey { group: s.group.clone(), kind: s.kind.clone(), namespace: s.namespace.clone(), name: s.name.clone() };
+                let key = ObjectKey {
+                    group: s.group.clone(),
+                    kind: s.kind.clone(),
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                };
                 if let Err(e) = sync::delete(&conn, Some(&res), &key, policy).await {
                     tracing::warn!(app = %app.name_any(), resource = %key, error = %e, "cascade delete failed");
                 }
@@ -796,11 +1190,22 @@ impl Controller {
         }
         let keep: Vec<String> = finalizers
             .into_iter()
-            .filter(|f| f != annotations::RESOURCES_FINALIZER && f != annotations::RESOURCES_FINALIZER_BACKGROUND)
+            .filter(|f| {
+                f != annotations::RESOURCES_FINALIZER
+                    && f != annotations::RESOURCES_FINALIZER_BACKGROUND
+            })
             .collect();
-        let api: Api<Application> = Api::namespaced(self.client.clone(), &app.namespace().unwrap_or_default());
+        let api: Api<Application> =
+            Api::namespaced(self.client.clone(), &app.namespace().unwrap_or_default());
         let patch = json!({ "metadata": { "finalizers": keep, "resourceVersion": app.resource_version() } });
-        match api.patch(&app.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(
+                &app.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(app = %app.name_any(), error = %e, "removing finalizer failed");
@@ -813,7 +1218,11 @@ impl Controller {
 const SELF_HEAL_BACKOFF_SECS: i64 = 5;
 
 fn rv_num(a: &Application) -> u64 {
-    a.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+    a.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 enum Decision {
@@ -821,19 +1230,37 @@ enum Decision {
     /// Look again after this long.
     Later(Duration),
     Skip(String),
-    Sync { operation: Operation, prune: bool, dry_run: bool, automated: bool },
+    Sync {
+        operation: Box<Operation>,
+        prune: bool,
+        dry_run: bool,
+        automated: bool,
+    },
 }
 
 fn retry_delay(app: &Application, attempt: i64) -> Option<Duration> {
-    let retry = app.spec.sync_policy.as_ref().and_then(|p| p.retry.as_ref())?;
+    let retry = app
+        .spec
+        .sync_policy
+        .as_ref()
+        .and_then(|p| p.retry.as_ref())?;
     if retry.limit >= 0 && attempt > retry.limit {
         return None;
     }
     let b = retry.backoff.clone().unwrap_or_default();
-    let base = b.duration.as_deref().and_then(parse_duration).unwrap_or(Duration::from_secs(5));
+    let base = b
+        .duration
+        .as_deref()
+        .and_then(parse_duration)
+        .unwrap_or(Duration::from_secs(5));
     let factor = b.factor.unwrap_or(2).max(1) as u32;
-    let max = b.max_duration.as_deref().and_then(parse_duration).unwrap_or(Duration::from_secs(180));
-    let d = base.saturating_mul(factor.saturating_pow(attempt.saturating_sub(1).clamp(0, 20) as u32));
+    let max = b
+        .max_duration
+        .as_deref()
+        .and_then(parse_duration)
+        .unwrap_or(Duration::from_secs(180));
+    let d =
+        base.saturating_mul(factor.saturating_pow(attempt.saturating_sub(1).clamp(0, 20) as u32));
     Some(d.min(max))
 }
 
@@ -872,16 +1299,35 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(total))
 }
 
-fn push_history(st: &mut ApplicationStatus, app: &Application, c: &Comparison, rev: &str, started: Time, finished: Time) {
+fn push_history(
+    st: &mut ApplicationStatus,
+    app: &Application,
+    c: &Comparison,
+    rev: &str,
+    started: Time,
+    finished: Time,
+) {
     let id = st.history.iter().map(|h| h.id).max().unwrap_or(-1) + 1;
     st.history.push(RevisionHistory {
         id,
         revision: Some(rev.to_string()),
-        revisions: if c.revisions.len() > 1 { c.revisions.clone() } else { Vec::new() },
+        revisions: if c.revisions.len() > 1 {
+            c.revisions.clone()
+        } else {
+            Vec::new()
+        },
         deployed_at: Some(finished),
         deploy_started_at: Some(started),
-        source: if c.sources.len() == 1 { c.sources.first().cloned() } else { None },
-        sources: if c.sources.len() > 1 { Some(c.sources.clone()) } else { None },
+        source: if c.sources.len() == 1 {
+            c.sources.first().cloned()
+        } else {
+            None
+        },
+        sources: if c.sources.len() > 1 {
+            Some(c.sources.clone())
+        } else {
+            None
+        },
     });
     let limit = app.spec.revision_history_limit.unwrap_or(10).max(1) as usize;
     if st.history.len() > limit {
@@ -898,7 +1344,11 @@ fn set_condition(st: &mut ApplicationStatus, type_: &str, message: &str) {
         }
         return;
     }
-    st.conditions.push(ApplicationCondition { type_: type_.into(), message: message.into(), last_transition_time: Some(now()) });
+    st.conditions.push(ApplicationCondition {
+        type_: type_.into(),
+        message: message.into(),
+        last_transition_time: Some(now()),
+    });
 }
 
 fn clear_conditions(st: &mut ApplicationStatus, types: &[&str]) {
@@ -906,7 +1356,11 @@ fn clear_conditions(st: &mut ApplicationStatus, types: &[&str]) {
 }
 
 fn hash(s: &str) -> String {
-    Sha256::digest(s.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -924,13 +1378,25 @@ fn render_key(
     // repository do not re-render this app. Helm value files from other
     // sources, kustomize bases outside the path and plugins can read beyond
     // it, so those key on the commit.
-    let path_only = s.plugin.is_none() && s.kustomize.is_none() && refs.is_empty() && !rev.is_empty() && tree.is_some() && s.helm.as_ref().is_none_or(|h| h.value_files.iter().all(|f| !f.contains("..") && !f.starts_with('$')));
+    let path_only = s.plugin.is_none()
+        && s.kustomize.is_none()
+        && refs.is_empty()
+        && !rev.is_empty()
+        && tree.is_some()
+        && s.helm.as_ref().is_none_or(|h| {
+            h.value_files
+                .iter()
+                .all(|f| !f.contains("..") && !f.starts_with('$'))
+        });
     let kustomize_like = s.path.as_deref().is_some();
     let version_key = match (path_only, tree) {
         (true, Some(t)) if kustomize_like => format!("tree:{t}"),
         _ => format!("rev:{rev}"),
     };
-    let refs_key: Vec<String> = refs.iter().map(|(k, v)| format!("{k}={}", v.display())).collect();
+    let refs_key: Vec<String> = refs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.display()))
+        .collect();
     let plugin_key: Vec<String> = plugins.iter().map(|p| format!("{p:?}")).collect();
     hash(&format!(
         "{app}|{ns}|{}|{version_key}|{}|{kube_version}|{}",
@@ -939,5 +1405,3 @@ fn render_key(
         hash(&plugin_key.join(","))
     ))
 }
-
-

@@ -32,7 +32,11 @@ pub async fn harness(prefix: &str) -> Harness {
     let env = shared();
     let client = env.cluster.client().await.unwrap();
     let ns = env.cluster.create_namespace(&client, prefix).await.unwrap();
-    let dest = env.cluster.create_namespace(&client, &format!("{prefix}-dest")).await.unwrap();
+    let dest = env
+        .cluster
+        .create_namespace(&client, &format!("{prefix}-dest"))
+        .await
+        .unwrap();
     ferry_controller::install_crds(&client).await.unwrap();
     let cfg = ferry_controller::Config {
         namespace: ns.clone(),
@@ -49,7 +53,13 @@ pub async fn harness(prefix: &str) -> Harness {
             panic!("controller failed: {e}");
         }
     });
-    Harness { env, client, ns, dest, task }
+    Harness {
+        env,
+        client,
+        ns,
+        dest,
+        task,
+    }
 }
 
 /// Creates `repo` (unique per process) and commits `files` to it; returns the repo name.
@@ -96,8 +106,15 @@ impl Harness {
         app["apiVersion"] = json!("argoproj.io/v1alpha1");
         app["kind"] = json!("Application");
         app["metadata"]["namespace"] = json!(self.ns);
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.ns, &app_resource());
-        api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&app)).await.unwrap();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns, &app_resource());
+        api.patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&app),
+        )
+        .await
+        .unwrap();
     }
 
     pub async fn apply(&self, obj: Value) {
@@ -105,7 +122,9 @@ impl Harness {
         let kind = obj["kind"].as_str().unwrap();
         let (g, v) = av.rsplit_once('/').unwrap_or(("", av));
         let gvk = kube::api::GroupVersionKind::gvk(g, v, kind);
-        let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk).await.unwrap();
+        let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .unwrap();
         let name = obj["metadata"]["name"].as_str().unwrap();
         let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
             let ns = obj["metadata"]["namespace"].as_str().unwrap_or(&self.ns);
@@ -113,11 +132,22 @@ impl Harness {
         } else {
             Api::all_with(self.client.clone(), &ar)
         };
-        api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&obj)).await.unwrap();
+        api.patch(
+            name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap();
     }
 
     /// Waits until `f` accepts the Application; panics with its last status.
-    pub async fn wait_app(&self, name: &str, what: &str, f: impl Fn(&Application) -> bool) -> Application {
+    pub async fn wait_app(
+        &self,
+        name: &str,
+        what: &str,
+        f: impl Fn(&Application) -> bool,
+    ) -> Application {
         let deadline = Instant::now() + Duration::from_secs(150);
         loop {
             let app = self.apps().get_opt(name).await.unwrap();
@@ -127,15 +157,23 @@ impl Harness {
                 return a.clone();
             }
             if Instant::now() > deadline {
-                let st = app.and_then(|a| a.status).map(|s| serde_json::to_string_pretty(&s).unwrap());
-                panic!("timed out waiting for {name}: {what}; status: {}", st.unwrap_or_default());
+                let st = app
+                    .and_then(|a| a.status)
+                    .map(|s| serde_json::to_string_pretty(&s).unwrap());
+                panic!(
+                    "timed out waiting for {name}: {what}; status: {}",
+                    st.unwrap_or_default()
+                );
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
 
     pub async fn wait_synced_healthy(&self, name: &str) -> Application {
-        self.wait_app(name, "Synced and Healthy", |a| sync_status(a) == "Synced" && health_status(a) == "Healthy").await
+        self.wait_app(name, "Synced and Healthy", |a| {
+            sync_status(a) == "Synced" && health_status(a) == "Healthy"
+        })
+        .await
     }
 
     /// Polls `f` until it returns Some.
@@ -155,8 +193,12 @@ impl Harness {
     }
 
     pub async fn refresh(&self, name: &str) {
-        let patch = json!({ "metadata": { "annotations": { "argocd.argoproj.io/refresh": "normal" } } });
-        self.apps().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        let patch =
+            json!({ "metadata": { "annotations": { "argocd.argoproj.io/refresh": "normal" } } });
+        self.apps()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
     }
 
     pub fn dest_ns(&self) -> Api<Namespace> {
@@ -169,22 +211,40 @@ pub fn app_resource() -> kube::api::ApiResource {
 }
 
 pub fn sync_status(a: &Application) -> String {
-    a.status.as_ref().and_then(|s| s.sync.as_ref()).map(|s| s.status.clone()).unwrap_or_default()
+    a.status
+        .as_ref()
+        .and_then(|s| s.sync.as_ref())
+        .map(|s| s.status.clone())
+        .unwrap_or_default()
 }
 
 pub fn health_status(a: &Application) -> String {
-    a.status.as_ref().and_then(|s| s.health.as_ref()).map(|h| h.status.clone()).unwrap_or_default()
+    a.status
+        .as_ref()
+        .and_then(|s| s.health.as_ref())
+        .map(|h| h.status.clone())
+        .unwrap_or_default()
 }
 
 pub fn conditions(a: &Application) -> String {
     a.status
         .as_ref()
-        .map(|s| s.conditions.iter().map(|c| format!("{}: {}", c.type_, c.message)).collect::<Vec<_>>().join("\n"))
+        .map(|s| {
+            s.conditions
+                .iter()
+                .map(|c| format!("{}: {}", c.type_, c.message))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .unwrap_or_default()
 }
 
 pub fn op_phase(a: &Application) -> String {
-    a.status.as_ref().and_then(|s| s.operation_state.as_ref()).map(|o| o.phase.clone()).unwrap_or_default()
+    a.status
+        .as_ref()
+        .and_then(|s| s.operation_state.as_ref())
+        .map(|o| o.phase.clone())
+        .unwrap_or_default()
 }
 
 pub fn name_of(v: &impl ResourceExt) -> String {

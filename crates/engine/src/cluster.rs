@@ -5,11 +5,11 @@
 use ferry_model::annotations::TRACKING_ID;
 use ferry_model::tracking::parse_tracking_id;
 use futures::StreamExt;
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::discovery::Scope;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::Client;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,10 @@ pub struct ClusterConn {
 
 impl std::fmt::Debug for ClusterConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterConn").field("name", &self.name).field("server", &self.server).finish()
+        f.debug_struct("ClusterConn")
+            .field("name", &self.name)
+            .field("server", &self.server)
+            .finish()
     }
 }
 
@@ -52,7 +55,12 @@ impl Drop for ClusterConn {
 }
 
 impl ClusterConn {
-    pub fn new(name: &str, server: &str, client: Client, triggers: UnboundedSender<Trigger>) -> Arc<ClusterConn> {
+    pub fn new(
+        name: &str,
+        server: &str,
+        client: Client,
+        triggers: UnboundedSender<Trigger>,
+    ) -> Arc<ClusterConn> {
         Arc::new(ClusterConn {
             name: name.into(),
             server: server.into(),
@@ -95,7 +103,11 @@ impl ClusterConn {
     /// The live object from the shared cache, starting the kind's watch on first use.
     pub async fn live(&self, r: &Resolved, namespace: &str, name: &str) -> Option<Value> {
         let store = self.store(r).await;
-        let ns = if r.namespaced { Some(namespace.to_string()) } else { None };
+        let ns = if r.namespaced {
+            Some(namespace.to_string())
+        } else {
+            None
+        };
         let mut oref = ObjectRef::<DynamicObject>::new_with(name, r.api.clone());
         oref.namespace = ns;
         store.get(&oref).map(|o| to_value(&o, &r.api))
@@ -143,7 +155,8 @@ impl ClusterConn {
         };
         // A kind we may not list (RBAC) must not hang the app forever; its
         // objects then look missing and sync re-applies them, which is idempotent.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), store.wait_until_ready()).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), store.wait_until_ready())
+            .await;
         store
     }
 
@@ -151,7 +164,10 @@ impl ClusterConn {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
         let triggers = self.triggers.clone();
         let cluster = self.name.clone();
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default()).default_backoff(),
+        );
         let task = tokio::spawn(async move {
             let mut s = stream.touched_objects().boxed();
             while let Some(ev) = s.next().await {
@@ -168,7 +184,9 @@ impl ClusterConn {
                             let _ = triggers.send((cluster.clone(), app));
                         }
                     }
-                    Err(e) => tracing::debug!(error = %e, kind = %ar.kind, "watch error (retrying)"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, kind = %ar.kind, "watch error (retrying)")
+                    }
                 }
             }
         });
@@ -180,7 +198,13 @@ impl ClusterConn {
     /// `major.minor.patch` of the API server, e.g. `1.20.2`.
     pub async fn version(&self) -> Result<String, kube::Error> {
         let info = self.client.apiserver_version().await?;
-        Ok(info.git_version.trim_start_matches('v').split(['-', '+']).next().unwrap_or_default().to_string())
+        Ok(info
+            .git_version
+            .trim_start_matches('v')
+            .split(['-', '+'])
+            .next()
+            .unwrap_or_default()
+            .to_string())
     }
 }
 

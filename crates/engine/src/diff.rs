@@ -32,7 +32,11 @@ pub fn normalize(obj: &mut Value) {
             }
         }
         for k in ["annotations", "labels"] {
-            if meta.get(k).and_then(Value::as_object).is_some_and(Map::is_empty) {
+            if meta
+                .get(k)
+                .and_then(Value::as_object)
+                .is_some_and(Map::is_empty)
+            {
                 meta.remove(k);
             }
         }
@@ -53,7 +57,9 @@ pub fn rules_for<'a>(
             (r.group == group || r.group == "*")
                 && (r.kind == kind || r.kind == "*")
                 && r.name.as_deref().is_none_or(|n| n.is_empty() || n == name)
-                && r.namespace.as_deref().is_none_or(|n| n.is_empty() || n == namespace)
+                && r.namespace
+                    .as_deref()
+                    .is_none_or(|n| n.is_empty() || n == namespace)
         })
         .collect()
 }
@@ -122,9 +128,15 @@ fn walk(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
 }
 
 fn remove_pointer(obj: &mut Value, pointer: &str) {
-    let Some((parent, last)) = pointer.rsplit_once('/') else { return };
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return;
+    };
     let last = last.replace("~1", "/").replace("~0", "~");
-    let target = if parent.is_empty() { Some(obj) } else { obj.pointer_mut(parent) };
+    let target = if parent.is_empty() {
+        Some(obj)
+    } else {
+        obj.pointer_mut(parent)
+    };
     match target {
         Some(Value::Object(m)) => {
             m.remove(&last);
@@ -142,18 +154,26 @@ fn remove_pointer(obj: &mut Value, pointer: &str) {
 
 /// Removes the fields a managedFields `fieldsV1` set names.
 fn remove_fields(obj: &mut Value, fields: &Value) {
-    let Some(set) = fields.as_object() else { return };
+    let Some(set) = fields.as_object() else {
+        return;
+    };
     for (key, sub) in set {
-        let leaf = sub.as_object().is_none_or(|m| m.is_empty() || m.contains_key("."));
+        let leaf = sub
+            .as_object()
+            .is_none_or(|m| m.is_empty() || m.contains_key("."));
         if let Some(name) = key.strip_prefix("f:") {
-            let Some(map) = obj.as_object_mut() else { continue };
+            let Some(map) = obj.as_object_mut() else {
+                continue;
+            };
             if leaf {
                 map.remove(name);
             } else if let Some(child) = map.get_mut(name) {
                 remove_fields(child, sub);
             }
         } else if let Some(k) = key.strip_prefix("k:") {
-            let (Ok(Value::Object(want)), Some(arr)) = (serde_json::from_str::<Value>(k), obj.as_array_mut()) else {
+            let (Ok(Value::Object(want)), Some(arr)) =
+                (serde_json::from_str::<Value>(k), obj.as_array_mut())
+            else {
                 continue;
             };
             let matches = |item: &Value| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv));
@@ -162,10 +182,10 @@ fn remove_fields(obj: &mut Value, fields: &Value) {
             } else if let Some(item) = arr.iter_mut().find(|i| matches(i)) {
                 remove_fields(item, sub);
             }
-        } else if let Some(v) = key.strip_prefix("v:") {
-            if let (Ok(want), Some(arr)) = (serde_json::from_str::<Value>(v), obj.as_array_mut()) {
-                arr.retain(|item| item != &want);
-            }
+        } else if let Some(v) = key.strip_prefix("v:")
+            && let (Ok(want), Some(arr)) = (serde_json::from_str::<Value>(v), obj.as_array_mut())
+        {
+            arr.retain(|item| item != &want);
         }
     }
 }
@@ -227,10 +247,14 @@ enum Step {
 fn parse_jq(expr: &str) -> Vec<Step> {
     let mut steps = Vec::new();
     for part in expr.split('|').map(str::trim) {
-        if let Some(inner) = part.strip_prefix("select(").and_then(|s| s.strip_suffix(')')) {
+        if let Some(inner) = part
+            .strip_prefix("select(")
+            .and_then(|s| s.strip_suffix(')'))
+        {
             if let Some((lhs, rhs)) = inner.split_once("==") {
                 let field = lhs.trim().trim_start_matches('.').replace('.', "/");
-                let value: Value = serde_json::from_str(rhs.trim()).unwrap_or(Value::String(rhs.trim().to_string()));
+                let value: Value = serde_json::from_str(rhs.trim())
+                    .unwrap_or(Value::String(rhs.trim().to_string()));
                 steps.push(Step::Select(format!("/{field}"), value));
             }
             continue;
@@ -274,7 +298,10 @@ mod tests {
         let mut v = json!({ "metadata": { "name": "x", "resourceVersion": "5", "uid": "u", "managedFields": [],
             "annotations": { "deployment.kubernetes.io/revision": "2" } }, "spec": { "a": 1 }, "status": { "b": 2 } });
         normalize(&mut v);
-        assert_eq!(v, json!({ "metadata": { "name": "x" }, "spec": { "a": 1 } }));
+        assert_eq!(
+            v,
+            json!({ "metadata": { "name": "x" }, "spec": { "a": 1 } })
+        );
     }
 
     #[test]
@@ -291,7 +318,9 @@ mod tests {
             group: "apps".into(),
             kind: "Deployment".into(),
             json_pointers: vec!["/spec/replicas".into()],
-            jq_path_expressions: vec![".spec.template.spec.containers[] | select(.name == \"side\") | .image".into()],
+            jq_path_expressions: vec![
+                ".spec.template.spec.containers[] | select(.name == \"side\") | .image".into(),
+            ],
             ..Default::default()
         };
         let rules = [rule];
@@ -301,8 +330,11 @@ mod tests {
         let mut v = json!({ "spec": { "replicas": 3, "template": { "spec": { "containers": [
             { "name": "main", "image": "a:1" }, { "name": "side", "image": "b:1" } ] } } } });
         apply_ignores(&mut v, &applicable, None);
-        assert_eq!(v, json!({ "spec": { "template": { "spec": { "containers": [
-            { "name": "main", "image": "a:1" }, { "name": "side" } ] } } } }));
+        assert_eq!(
+            v,
+            json!({ "spec": { "template": { "spec": { "containers": [
+            { "name": "main", "image": "a:1" }, { "name": "side" } ] } } } })
+        );
     }
 
     #[test]
@@ -321,7 +353,10 @@ mod tests {
         ]);
         let mut v = json!({ "spec": { "replicas": 5, "template": { "spec": { "containers": [{ "name": "main", "image": "x" }] } } } });
         apply_ignores(&mut v, &[&rule], Some(&owners));
-        assert_eq!(v, json!({ "spec": { "template": { "spec": { "containers": [{ "name": "main" }] } } } }));
+        assert_eq!(
+            v,
+            json!({ "spec": { "template": { "spec": { "containers": [{ "name": "main" }] } } } })
+        );
     }
 }
 
@@ -331,13 +366,20 @@ mod tests {
 /// element that omits key field"). The value is the API's own default, so
 /// this changes nothing on any server.
 pub fn default_list_map_keys(obj: &mut Value) {
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let pod_spec = match kind.as_str() {
         "Pod" => obj.pointer_mut("/spec"),
         "CronJob" => obj.pointer_mut("/spec/jobTemplate/spec/template/spec"),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "ReplicationController" => {
-            obj.pointer_mut("/spec/template/spec")
-        }
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
+        | "ReplicationController" => obj.pointer_mut("/spec/template/spec"),
         _ => None,
     };
     if let Some(spec) = pod_spec {
@@ -358,7 +400,8 @@ fn default_protocol(ports: Option<&mut Value>) {
     if let Some(Value::Array(ports)) = ports {
         for p in ports {
             if let Some(m) = p.as_object_mut() {
-                m.entry("protocol").or_insert_with(|| Value::String("TCP".into()));
+                m.entry("protocol")
+                    .or_insert_with(|| Value::String("TCP".into()));
             }
         }
     }
@@ -378,7 +421,10 @@ mod list_map_tests {
         let mut dep = json!({ "kind": "Deployment", "spec": { "template": { "spec": {
             "containers": [{ "name": "a", "ports": [{ "containerPort": 8080 }] }] } } } });
         default_list_map_keys(&mut dep);
-        assert_eq!(dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"],
+            "TCP"
+        );
         let mut cm = json!({ "kind": "ConfigMap", "data": { "ports": "x" } });
         default_list_map_keys(&mut cm);
         assert_eq!(cm, json!({ "kind": "ConfigMap", "data": { "ports": "x" } }));

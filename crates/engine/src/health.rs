@@ -14,7 +14,10 @@ pub const UNKNOWN: &str = "Unknown";
 const ORDER: [&str; 6] = [HEALTHY, SUSPENDED, PROGRESSING, MISSING, DEGRADED, UNKNOWN];
 
 pub fn severity(status: &str) -> usize {
-    ORDER.iter().position(|s| *s == status).unwrap_or(ORDER.len())
+    ORDER
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(ORDER.len())
 }
 
 /// The worst of several statuses; Healthy when there are none.
@@ -49,7 +52,10 @@ fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
 }
 
 fn cond_is(obj: &Value, type_: &str, status: &str) -> bool {
-    condition(obj, type_).and_then(|c| c.get("status")).and_then(Value::as_str) == Some(status)
+    condition(obj, type_)
+        .and_then(|c| c.get("status"))
+        .and_then(Value::as_str)
+        == Some(status)
 }
 
 fn cond_msg(obj: &Value, type_: &str) -> Option<String> {
@@ -63,7 +69,10 @@ fn cond_msg(obj: &Value, type_: &str) -> Option<String> {
 /// (ConfigMaps, Services of type ClusterIP, RBAC objects...), which count as Healthy.
 pub fn assess(obj: &Value) -> Option<HealthStatus> {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
     if obj.pointer("/metadata/deletionTimestamp").is_some() {
         return Some(h(PROGRESSING, Some("Pending deletion".into())));
@@ -102,40 +111,86 @@ fn deployment(obj: &Value) -> HealthStatus {
     if let Some(c) = condition(obj, "Progressing")
         && c.get("reason").and_then(Value::as_str) == Some("ProgressDeadlineExceeded")
     {
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        return h(DEGRADED, Some(format!("Deployment {name:?} exceeded its progress deadline")));
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return h(
+            DEGRADED,
+            Some(format!(
+                "Deployment {name:?} exceeded its progress deadline"
+            )),
+        );
     }
-    let replicas = get(obj, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(1);
+    let replicas = get(obj, &["spec", "replicas"])
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let updated = i(obj, &["status", "updatedReplicas"]);
     let total = i(obj, &["status", "replicas"]);
     let available = i(obj, &["status", "availableReplicas"]);
     if updated < replicas {
-        return h(PROGRESSING, Some(format!("Waiting for rollout to finish: {updated} out of {replicas} new replicas have been updated...")));
+        return h(
+            PROGRESSING,
+            Some(format!(
+                "Waiting for rollout to finish: {updated} out of {replicas} new replicas have been updated..."
+            )),
+        );
     }
     if total > updated {
-        return h(PROGRESSING, Some(format!("Waiting for rollout to finish: {} old replicas are pending termination...", total - updated)));
+        return h(
+            PROGRESSING,
+            Some(format!(
+                "Waiting for rollout to finish: {} old replicas are pending termination...",
+                total - updated
+            )),
+        );
     }
     if available < updated {
-        return h(PROGRESSING, Some(format!("Waiting for rollout to finish: {available} of {updated} updated replicas are available...")));
+        return h(
+            PROGRESSING,
+            Some(format!(
+                "Waiting for rollout to finish: {available} of {updated} updated replicas are available..."
+            )),
+        );
     }
     h(HEALTHY, None)
 }
 
 fn statefulset(obj: &Value) -> HealthStatus {
     if !generation_observed(obj) {
-        return h(PROGRESSING, Some("Waiting for statefulset spec update to be observed...".into()));
+        return h(
+            PROGRESSING,
+            Some("Waiting for statefulset spec update to be observed...".into()),
+        );
     }
-    let replicas = get(obj, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(1);
+    let replicas = get(obj, &["spec", "replicas"])
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let ready = i(obj, &["status", "readyReplicas"]);
     if ready < replicas {
-        return h(PROGRESSING, Some(format!("Waiting for {replicas} pods to be ready... ({ready} ready)")));
+        return h(
+            PROGRESSING,
+            Some(format!(
+                "Waiting for {replicas} pods to be ready... ({ready} ready)"
+            )),
+        );
     }
-    let strategy = obj.pointer("/spec/updateStrategy/type").and_then(Value::as_str).unwrap_or("RollingUpdate");
+    let strategy = obj
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Value::as_str)
+        .unwrap_or("RollingUpdate");
     if strategy == "RollingUpdate" {
-        let current = obj.pointer("/status/currentRevision").and_then(Value::as_str);
-        let update = obj.pointer("/status/updateRevision").and_then(Value::as_str);
+        let current = obj
+            .pointer("/status/currentRevision")
+            .and_then(Value::as_str);
+        let update = obj
+            .pointer("/status/updateRevision")
+            .and_then(Value::as_str);
         if current.is_some() && update.is_some() && current != update {
-            return h(PROGRESSING, Some("waiting for statefulset rolling update to complete".into()));
+            return h(
+                PROGRESSING,
+                Some("waiting for statefulset rolling update to complete".into()),
+            );
         }
     }
     h(HEALTHY, None)
@@ -143,16 +198,29 @@ fn statefulset(obj: &Value) -> HealthStatus {
 
 fn daemonset(obj: &Value) -> HealthStatus {
     if !generation_observed(obj) {
-        return h(PROGRESSING, Some("Waiting for daemon set spec update to be observed...".into()));
+        return h(
+            PROGRESSING,
+            Some("Waiting for daemon set spec update to be observed...".into()),
+        );
     }
     let desired = i(obj, &["status", "desiredNumberScheduled"]);
     let updated = i(obj, &["status", "updatedNumberScheduled"]);
     let available = i(obj, &["status", "numberAvailable"]);
     if updated < desired {
-        return h(PROGRESSING, Some(format!("Waiting for daemon set rollout to finish: {updated} out of {desired} new pods have been updated...")));
+        return h(
+            PROGRESSING,
+            Some(format!(
+                "Waiting for daemon set rollout to finish: {updated} out of {desired} new pods have been updated..."
+            )),
+        );
     }
     if available < desired {
-        return h(PROGRESSING, Some(format!("Waiting for daemon set rollout to finish: {available} of {desired} updated pods are available...")));
+        return h(
+            PROGRESSING,
+            Some(format!(
+                "Waiting for daemon set rollout to finish: {available} of {desired} updated pods are available..."
+            )),
+        );
     }
     h(HEALTHY, None)
 }
@@ -164,24 +232,50 @@ fn replicaset(obj: &Value) -> HealthStatus {
     if cond_is(obj, "ReplicaFailure", "True") {
         return h(DEGRADED, cond_msg(obj, "ReplicaFailure"));
     }
-    let replicas = get(obj, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(1);
+    let replicas = get(obj, &["spec", "replicas"])
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let available = i(obj, &["status", "availableReplicas"]);
     if available < replicas {
-        return h(PROGRESSING, Some(format!("Waiting for rollout to finish: {available} out of {replicas} new replicas are available...")));
+        return h(
+            PROGRESSING,
+            Some(format!(
+                "Waiting for rollout to finish: {available} out of {replicas} new replicas are available..."
+            )),
+        );
     }
     h(HEALTHY, None)
 }
 
 fn pod(obj: &Value) -> HealthStatus {
-    let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending");
-    let message = obj.pointer("/status/message").and_then(Value::as_str).map(str::to_string);
+    let phase = obj
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
+    let message = obj
+        .pointer("/status/message")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     // A container waiting on a bad image or crash-looping is degraded whatever the phase.
-    if let Some(statuses) = obj.pointer("/status/containerStatuses").and_then(Value::as_array) {
+    if let Some(statuses) = obj
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+    {
         for s in statuses {
             if let Some(reason) = s.pointer("/state/waiting/reason").and_then(Value::as_str)
-                && matches!(reason, "CrashLoopBackOff" | "ErrImagePull" | "ImagePullBackOff" | "CreateContainerConfigError" | "InvalidImageName")
+                && matches!(
+                    reason,
+                    "CrashLoopBackOff"
+                        | "ErrImagePull"
+                        | "ImagePullBackOff"
+                        | "CreateContainerConfigError"
+                        | "InvalidImageName"
+                )
             {
-                let msg = s.pointer("/state/waiting/message").and_then(Value::as_str).unwrap_or(reason);
+                let msg = s
+                    .pointer("/state/waiting/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or(reason);
                 return h(DEGRADED, Some(msg.to_string()));
             }
         }
@@ -194,19 +288,33 @@ fn pod(obj: &Value) -> HealthStatus {
                     .and_then(Value::as_array)
                     .and_then(|a| {
                         a.iter().find_map(|s| {
-                            let code = s.pointer("/state/terminated/exitCode").and_then(Value::as_i64)?;
-                            (code != 0).then(|| format!("container {:?} exited with code {code}", s.get("name").and_then(Value::as_str).unwrap_or_default()))
+                            let code = s
+                                .pointer("/state/terminated/exitCode")
+                                .and_then(Value::as_i64)?;
+                            (code != 0).then(|| {
+                                format!(
+                                    "container {:?} exited with code {code}",
+                                    s.get("name").and_then(Value::as_str).unwrap_or_default()
+                                )
+                            })
                         })
                     })
             });
             h(DEGRADED, msg)
         }
         "Running" => {
-            let restart_always = obj.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always") == "Always";
+            let restart_always = obj
+                .pointer("/spec/restartPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("Always")
+                == "Always";
             if !restart_always || cond_is(obj, "Ready", "True") {
                 h(HEALTHY, message)
             } else {
-                h(PROGRESSING, Some(message.unwrap_or_else(|| "Pod is running but not ready".into())))
+                h(
+                    PROGRESSING,
+                    Some(message.unwrap_or_else(|| "Pod is running but not ready".into())),
+                )
             }
         }
         _ => h(PROGRESSING, message),
@@ -224,7 +332,10 @@ fn service(obj: &Value) -> Option<HealthStatus> {
     Some(if has_ingress {
         h(HEALTHY, None)
     } else {
-        h(PROGRESSING, Some("Waiting for the load balancer to get an address".into()))
+        h(
+            PROGRESSING,
+            Some("Waiting for the load balancer to get an address".into()),
+        )
     })
 }
 
@@ -233,15 +344,28 @@ fn ingress(obj: &Value) -> HealthStatus {
         .pointer("/status/loadBalancer/ingress")
         .and_then(Value::as_array)
         .is_some_and(|a| !a.is_empty());
-    if has_ingress { h(HEALTHY, None) } else { h(PROGRESSING, Some("Waiting for the ingress to get an address".into())) }
+    if has_ingress {
+        h(HEALTHY, None)
+    } else {
+        h(
+            PROGRESSING,
+            Some("Waiting for the ingress to get an address".into()),
+        )
+    }
 }
 
 fn job(obj: &Value) -> HealthStatus {
     if cond_is(obj, "Failed", "True") {
-        return h(DEGRADED, Some(cond_msg(obj, "Failed").unwrap_or_else(|| "Job failed".into())));
+        return h(
+            DEGRADED,
+            Some(cond_msg(obj, "Failed").unwrap_or_else(|| "Job failed".into())),
+        );
     }
     if cond_is(obj, "Complete", "True") {
-        return h(HEALTHY, Some(cond_msg(obj, "Complete").unwrap_or_else(|| "Job completed".into())));
+        return h(
+            HEALTHY,
+            Some(cond_msg(obj, "Complete").unwrap_or_else(|| "Job completed".into())),
+        );
     }
     if get(obj, &["spec", "suspend"]).and_then(Value::as_bool) == Some(true) {
         return h(SUSPENDED, Some("Job is suspended".into()));
@@ -260,7 +384,10 @@ fn pvc(obj: &Value) -> HealthStatus {
     match obj.pointer("/status/phase").and_then(Value::as_str) {
         Some("Bound") => h(HEALTHY, None),
         Some("Lost") => h(DEGRADED, Some("The claim lost its volume".into())),
-        _ => h(PROGRESSING, Some("Waiting for the claim to be bound".into())),
+        _ => h(
+            PROGRESSING,
+            Some("Waiting for the claim to be bound".into()),
+        ),
     }
 }
 
@@ -272,7 +399,10 @@ fn hpa(obj: &Value) -> HealthStatus {
         return h(DEGRADED, cond_msg(obj, "AbleToScale"));
     }
     if condition(obj, "AbleToScale").is_none() && obj.pointer("/status/currentReplicas").is_none() {
-        return h(PROGRESSING, Some("Waiting for the autoscaler to observe its target".into()));
+        return h(
+            PROGRESSING,
+            Some("Waiting for the autoscaler to observe its target".into()),
+        );
     }
     h(HEALTHY, None)
 }
@@ -281,13 +411,22 @@ fn apiservice(obj: &Value) -> HealthStatus {
     if cond_is(obj, "Available", "True") {
         h(HEALTHY, None)
     } else {
-        h(PROGRESSING, cond_msg(obj, "Available").or_else(|| Some("Waiting for the API service to be available".into())))
+        h(
+            PROGRESSING,
+            cond_msg(obj, "Available")
+                .or_else(|| Some("Waiting for the API service to be available".into())),
+        )
     }
 }
 
 fn application(obj: &Value) -> Option<HealthStatus> {
-    let status = obj.pointer("/status/health/status").and_then(Value::as_str)?;
-    let message = obj.pointer("/status/health/message").and_then(Value::as_str).map(str::to_string);
+    let status = obj
+        .pointer("/status/health/status")
+        .and_then(Value::as_str)?;
+    let message = obj
+        .pointer("/status/health/message")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Some(h(status, message))
 }
 
@@ -299,8 +438,14 @@ fn ready_condition(obj: &Value) -> Option<HealthStatus> {
         Some("True") => h(HEALTHY, message),
         Some("False") => {
             let stalled = cond_is(obj, "Stalled", "True")
-                || c.get("reason").and_then(Value::as_str).is_some_and(|r| r.contains("Fail") || r.contains("Error"));
-            if stalled { h(DEGRADED, message) } else { h(PROGRESSING, message) }
+                || c.get("reason")
+                    .and_then(Value::as_str)
+                    .is_some_and(|r| r.contains("Fail") || r.contains("Error"));
+            if stalled {
+                h(DEGRADED, message)
+            } else {
+                h(PROGRESSING, message)
+            }
         }
         _ => h(PROGRESSING, message),
     })
@@ -312,16 +457,20 @@ mod tests {
     use serde_json::json;
 
     fn st(v: Value) -> String {
-        assess(&v).map(|h| h.status).unwrap_or_else(|| "none".into())
+        assess(&v)
+            .map(|h| h.status)
+            .unwrap_or_else(|| "none".into())
     }
 
     #[test]
     fn deployments() {
-        let base = |gen_: i64, obs: i64, upd: i64, avail: i64| json!({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "d", "generation": gen_ },
-            "spec": { "replicas": 2 },
-            "status": { "observedGeneration": obs, "replicas": 2, "updatedReplicas": upd, "availableReplicas": avail }
-        });
+        let base = |gen_: i64, obs: i64, upd: i64, avail: i64| {
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "d", "generation": gen_ },
+                "spec": { "replicas": 2 },
+                "status": { "observedGeneration": obs, "replicas": 2, "updatedReplicas": upd, "availableReplicas": avail }
+            })
+        };
         assert_eq!(st(base(2, 1, 2, 2)), PROGRESSING);
         assert_eq!(st(base(2, 2, 1, 1)), PROGRESSING);
         assert_eq!(st(base(2, 2, 2, 1)), PROGRESSING);
@@ -338,30 +487,64 @@ mod tests {
 
     #[test]
     fn jobs_pods_and_others() {
-        let job = |t: &str| json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
-            "status": { "conditions": [{ "type": t, "status": "True", "message": "BackoffLimitExceeded" }] } });
+        let job = |t: &str| {
+            json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+            "status": { "conditions": [{ "type": t, "status": "True", "message": "BackoffLimitExceeded" }] } })
+        };
         assert_eq!(st(job("Complete")), HEALTHY);
         assert_eq!(st(job("Failed")), DEGRADED);
-        let pod = |phase: &str, ready: &str| json!({ "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-            "status": { "phase": phase, "conditions": [{ "type": "Ready", "status": ready }] } });
+        let pod = |phase: &str, ready: &str| {
+            json!({ "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "status": { "phase": phase, "conditions": [{ "type": "Ready", "status": ready }] } })
+        };
         assert_eq!(st(pod("Running", "True")), HEALTHY);
         assert_eq!(st(pod("Running", "False")), PROGRESSING);
         assert_eq!(st(pod("Failed", "False")), DEGRADED);
         assert_eq!(st(pod("Pending", "False")), PROGRESSING);
-        assert_eq!(st(json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"} })), "none");
-        assert_eq!(st(json!({ "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"type": "LoadBalancer"} })), PROGRESSING);
-        assert_eq!(st(json!({ "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"}, "status": {"phase": "Bound"} })), HEALTHY);
-        assert_eq!(st(json!({ "apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "t"},
-            "status": { "conditions": [{ "type": "Ready", "status": "True" }] } })), HEALTHY);
-        assert_eq!(st(json!({ "apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "a"},
-            "status": { "health": { "status": "Degraded" } } })), DEGRADED);
+        assert_eq!(
+            st(json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"} })),
+            "none"
+        );
+        assert_eq!(
+            st(
+                json!({ "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"type": "LoadBalancer"} })
+            ),
+            PROGRESSING
+        );
+        assert_eq!(
+            st(
+                json!({ "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"}, "status": {"phase": "Bound"} })
+            ),
+            HEALTHY
+        );
+        assert_eq!(
+            st(
+                json!({ "apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "t"},
+            "status": { "conditions": [{ "type": "Ready", "status": "True" }] } })
+            ),
+            HEALTHY
+        );
+        assert_eq!(
+            st(
+                json!({ "apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "a"},
+            "status": { "health": { "status": "Degraded" } } })
+            ),
+            DEGRADED
+        );
     }
 
     #[test]
     fn worst_wins() {
-        let hs = [h(HEALTHY, None), h(DEGRADED, Some("x".into())), h(PROGRESSING, None)];
+        let hs = [
+            h(HEALTHY, None),
+            h(DEGRADED, Some("x".into())),
+            h(PROGRESSING, None),
+        ];
         assert_eq!(worst(hs.iter()).status, DEGRADED);
         assert_eq!(worst([].iter()).status, HEALTHY);
-        assert_eq!(worst([h(MISSING, None), h(PROGRESSING, None)].iter()).status, MISSING);
+        assert_eq!(
+            worst([h(MISSING, None), h(PROGRESSING, None)].iter()).status,
+            MISSING
+        );
     }
 }

@@ -48,7 +48,11 @@ pub fn hook_kind(obj: &Value) -> HookKind {
             _ => {}
         }
     }
-    if phases.is_empty() { HookKind::None } else { HookKind::Hook(phases) }
+    if phases.is_empty() {
+        HookKind::None
+    } else {
+        HookKind::Hook(phases)
+    }
 }
 
 /// `hook-delete-policy` values; BeforeHookCreation is the default.
@@ -127,15 +131,30 @@ const KIND_ORDER: [&str; 35] = [
 ];
 
 pub fn kind_rank(kind: &str) -> usize {
-    KIND_ORDER.iter().position(|k| *k == kind).unwrap_or(KIND_ORDER.len())
+    KIND_ORDER
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(KIND_ORDER.len())
 }
 
 /// The sort key of one task; sorting by it gives the sync order.
 pub fn order_key(phase: Phase, obj: &Value) -> (Phase, i64, usize, String, String) {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    (phase, wave(obj), kind_rank(kind), ns.to_string(), name.to_string())
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    (
+        phase,
+        wave(obj),
+        kind_rank(kind),
+        ns.to_string(),
+        name.to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -153,28 +172,67 @@ mod tests {
             (Phase::Sync, obj("Deployment", "web", json!({}))),
             (Phase::Sync, obj("ConfigMap", "cfg", json!({}))),
             (Phase::Sync, obj("Namespace", "ns", json!({}))),
-            (Phase::Sync, obj("ConfigMap", "late", json!({ "argocd.argoproj.io/sync-wave": "5" }))),
-            (Phase::Sync, obj("Service", "early", json!({ "argocd.argoproj.io/sync-wave": "-1" }))),
+            (
+                Phase::Sync,
+                obj(
+                    "ConfigMap",
+                    "late",
+                    json!({ "argocd.argoproj.io/sync-wave": "5" }),
+                ),
+            ),
+            (
+                Phase::Sync,
+                obj(
+                    "Service",
+                    "early",
+                    json!({ "argocd.argoproj.io/sync-wave": "-1" }),
+                ),
+            ),
             (Phase::PreSync, obj("Job", "migrate", json!({}))),
             (Phase::PostSync, obj("Job", "smoke", json!({}))),
         ];
         let mut sorted: Vec<_> = items.iter().map(|(p, o)| order_key(*p, o)).collect();
         sorted.sort();
         let names: Vec<&str> = sorted.iter().map(|k| k.4.as_str()).collect();
-        assert_eq!(names, ["migrate", "early", "ns", "cfg", "web", "late", "smoke"]);
+        assert_eq!(
+            names,
+            ["migrate", "early", "ns", "cfg", "web", "late", "smoke"]
+        );
     }
 
     #[test]
     fn hooks_and_policies() {
         assert_eq!(hook_kind(&obj("Job", "j", json!({}))), HookKind::None);
         assert_eq!(
-            hook_kind(&obj("Job", "j", json!({ "argocd.argoproj.io/hook": "PreSync, PostSync" }))),
+            hook_kind(&obj(
+                "Job",
+                "j",
+                json!({ "argocd.argoproj.io/hook": "PreSync, PostSync" })
+            )),
             HookKind::Hook(vec![Phase::PreSync, Phase::PostSync])
         );
-        assert_eq!(hook_kind(&obj("Job", "j", json!({ "argocd.argoproj.io/hook": "Skip" }))), HookKind::Skip);
+        assert_eq!(
+            hook_kind(&obj(
+                "Job",
+                "j",
+                json!({ "argocd.argoproj.io/hook": "Skip" })
+            )),
+            HookKind::Skip
+        );
         assert!(delete_policy(&obj("Job", "j", json!({}))).before_creation);
-        let p = delete_policy(&obj("Job", "j", json!({ "argocd.argoproj.io/hook-delete-policy": "HookSucceeded" })));
+        let p = delete_policy(&obj(
+            "Job",
+            "j",
+            json!({ "argocd.argoproj.io/hook-delete-policy": "HookSucceeded" }),
+        ));
         assert!(p.on_success && !p.before_creation);
-        assert_eq!(wave(&obj("Job", "j", json!({ "argocd.argoproj.io/sync-wave": "bad" }))), 0);
+        assert_eq!(
+            wave(&obj(
+                "Job",
+                "j",
+                json!({ "argocd.argoproj.io/sync-wave": "bad" })
+            )),
+            0
+        );
     }
 }

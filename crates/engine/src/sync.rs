@@ -82,7 +82,10 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
     for r in &req.resources {
         match &r.hook {
             HookKind::Skip => {}
-            HookKind::None => tasks.push(Task { phase: Phase::Sync, res: r }),
+            HookKind::None => tasks.push(Task {
+                phase: Phase::Sync,
+                res: r,
+            }),
             HookKind::Hook(phases) => {
                 for p in phases {
                     if *p != Phase::SyncFail {
@@ -116,12 +119,13 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
             }
         }
         // Each wave starts only once the previous one is healthy.
-        if !previous.is_empty() && !req.dry_run {
-            if let Err(msg) = wait_healthy(req.conn, &previous, req.wave_timeout).await {
-                out.succeeded = false;
-                out.message = msg;
-                break;
-            }
+        if !previous.is_empty()
+            && !req.dry_run
+            && let Err(msg) = wait_healthy(req.conn, &previous, req.wave_timeout).await
+        {
+            out.succeeded = false;
+            out.message = msg;
+            break;
         }
         for t in group {
             let r = t.res;
@@ -138,7 +142,8 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
                 Ok(msg) => ("Synced", msg.clone()),
                 Err(e) => ("SyncFailed", e.clone()),
             };
-            out.results.push(result_for(r, phase, status, &message, is_hook));
+            out.results
+                .push(result_for(r, phase, status, &message, is_hook));
             if is_hook {
                 ran_hooks.push((r, result.is_ok()));
             }
@@ -151,18 +156,23 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
             break;
         }
         // Hooks must finish before anything after them starts.
-        let hooks: Vec<&Task> = group.iter().copied().filter(|t| matches!(t.res.hook, HookKind::Hook(_))).collect();
-        if !hooks.is_empty() && !req.dry_run {
-            if let Err(msg) = wait_healthy(req.conn, &hooks, req.wave_timeout).await {
-                out.succeeded = false;
-                out.message = msg;
-                for (r, ok) in ran_hooks.iter_mut() {
-                    if hooks.iter().any(|h| std::ptr::eq(h.res, *r)) {
-                        *ok = false;
-                    }
+        let hooks: Vec<&Task> = group
+            .iter()
+            .copied()
+            .filter(|t| matches!(t.res.hook, HookKind::Hook(_)))
+            .collect();
+        if !hooks.is_empty()
+            && !req.dry_run
+            && let Err(msg) = wait_healthy(req.conn, &hooks, req.wave_timeout).await
+        {
+            out.succeeded = false;
+            out.message = msg;
+            for (r, ok) in ran_hooks.iter_mut() {
+                if hooks.iter().any(|h| std::ptr::eq(h.res, *r)) {
+                    *ok = false;
                 }
-                break;
             }
+            break;
         }
         previous = group.clone();
     }
@@ -180,7 +190,8 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
                     Ok(m) => ("Synced", m.clone()),
                     Err(e) => ("SyncFailed", e.clone()),
                 };
-                out.results.push(result_for(r, Phase::SyncFail, status, &message, true));
+                out.results
+                    .push(result_for(r, Phase::SyncFail, status, &message, true));
                 ran_hooks.push((r, res.is_ok()));
             }
         }
@@ -200,8 +211,18 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
     out
 }
 
-fn result_for(r: &Resource, phase: Phase, status: &str, message: &str, hook: bool) -> ResourceResult {
-    let version = r.desired.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+fn result_for(
+    r: &Resource,
+    phase: Phase,
+    status: &str,
+    message: &str,
+    hook: bool,
+) -> ResourceResult {
+    let version = r
+        .desired
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     ResourceResult {
         group: r.key.group.clone(),
         version: version.rsplit('/').next().unwrap_or_default().to_string(),
@@ -211,9 +232,17 @@ fn result_for(r: &Resource, phase: Phase, status: &str, message: &str, hook: boo
         status: status.into(),
         message: message.into(),
         sync_phase: phase.as_str().into(),
-        hook_type: if hook { phase.as_str().into() } else { String::new() },
+        hook_type: if hook {
+            phase.as_str().into()
+        } else {
+            String::new()
+        },
         hook_phase: if hook {
-            if status == "Synced" { "Succeeded".into() } else { "Failed".into() }
+            if status == "Synced" {
+                "Succeeded".into()
+            } else {
+                "Failed".into()
+            }
         } else {
             String::new()
         },
@@ -224,14 +253,21 @@ async fn resolve_now(conn: &ClusterConn, r: &Resource) -> Result<Resolved, Strin
     if let Some(res) = &r.resolved {
         return Ok(res.clone());
     }
-    let api_version = r.desired.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let api_version = r
+        .desired
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     // A CRD applied earlier in this sync takes a moment to be served.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match conn.resolve(api_version, &r.key.kind).await {
             Ok(res) => return Ok(res),
             Err(e) if Instant::now() > deadline => {
-                return Err(format!("the server could not find the requested resource {api_version}/{}: {e}", r.key.kind));
+                return Err(format!(
+                    "the server could not find the requested resource {api_version}/{}: {e}",
+                    r.key.kind
+                ));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
@@ -243,8 +279,12 @@ pub async fn apply(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<St
     let resolved = resolve_now(conn, r).await?;
     let api = conn.api(&resolved, &r.key.namespace);
     if r.options.replace {
-        let existing = api.get_opt(&r.key.name).await.map_err(|e| api_message(&e))?;
-        let mut obj: DynamicObject = serde_json::from_value(r.desired.clone()).map_err(|e| e.to_string())?;
+        let existing = api
+            .get_opt(&r.key.name)
+            .await
+            .map_err(|e| api_message(&e))?;
+        let mut obj: DynamicObject =
+            serde_json::from_value(r.desired.clone()).map_err(|e| e.to_string())?;
         let pp = PostParams {
             dry_run,
             field_manager: Some(FIELD_MANAGER.into()),
@@ -252,7 +292,9 @@ pub async fn apply(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<St
         return match existing {
             Some(live) => {
                 obj.metadata.resource_version = live.metadata.resource_version;
-                api.replace(&r.key.name, &pp, &obj).await.map_err(|e| api_message(&e))?;
+                api.replace(&r.key.name, &pp, &obj)
+                    .await
+                    .map_err(|e| api_message(&e))?;
                 Ok(format!("{} replaced", lower(&r.key.kind)))
             }
             None => {
@@ -270,7 +312,12 @@ pub async fn apply(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<St
 }
 
 /// What applying would produce, without changing anything.
-pub async fn dry_run_apply(conn: &ClusterConn, resolved: &Resolved, key: &ObjectKey, desired: &Value) -> Result<Value, kube::Error> {
+pub async fn dry_run_apply(
+    conn: &ClusterConn,
+    resolved: &Resolved,
+    key: &ObjectKey,
+    desired: &Value,
+) -> Result<Value, kube::Error> {
     let api = conn.api(resolved, &key.namespace);
     let mut pp = PatchParams::apply(FIELD_MANAGER).force();
     pp.dry_run = true;
@@ -290,7 +337,13 @@ async fn run_hook(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<Str
         return Ok("hook would run".into());
     }
     let policy = plan::delete_policy(&r.desired);
-    if policy.before_creation && api.get_opt(&r.key.name).await.map_err(|e| api_message(&e))?.is_some() {
+    if policy.before_creation
+        && api
+            .get_opt(&r.key.name)
+            .await
+            .map_err(|e| api_message(&e))?
+            .is_some()
+    {
         let dp = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
@@ -299,7 +352,10 @@ async fn run_hook(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<Str
         let deadline = Instant::now() + Duration::from_secs(60);
         while api.get_opt(&r.key.name).await.ok().flatten().is_some() {
             if Instant::now() > deadline {
-                return Err(format!("previous hook {} was not deleted within 60s", r.key.name));
+                return Err(format!(
+                    "previous hook {} was not deleted within 60s",
+                    r.key.name
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -313,7 +369,11 @@ async fn run_hook(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<Str
 }
 
 /// Waits until every task's object is healthy (hooks: finished successfully).
-async fn wait_healthy(conn: &ClusterConn, tasks: &[&Task<'_>], timeout: Duration) -> Result<(), String> {
+async fn wait_healthy(
+    conn: &ClusterConn,
+    tasks: &[&Task<'_>],
+    timeout: Duration,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     let mut pending: Vec<&Resource> = tasks.iter().map(|t| t.res).collect();
     loop {
@@ -350,8 +410,16 @@ async fn wait_healthy(conn: &ClusterConn, tasks: &[&Task<'_>], timeout: Duration
                 None => {}
                 Some((s, _)) if s == health::HEALTHY || s == health::SUSPENDED => {}
                 Some((s, m)) if s == health::DEGRADED => {
-                    let what = if matches!(r.hook, HookKind::Hook(_)) { "hook" } else { "resource" };
-                    return Err(format!("{what} {} is {s}: {}", r.key, m.unwrap_or_default()));
+                    let what = if matches!(r.hook, HookKind::Hook(_)) {
+                        "hook"
+                    } else {
+                        "resource"
+                    };
+                    return Err(format!(
+                        "{what} {} is {s}: {}",
+                        r.key,
+                        m.unwrap_or_default()
+                    ));
                 }
                 Some(_) => still.push(r),
             }
@@ -361,7 +429,10 @@ async fn wait_healthy(conn: &ClusterConn, tasks: &[&Task<'_>], timeout: Duration
         }
         if Instant::now() > deadline {
             let names: Vec<String> = still.iter().map(|r| r.key.to_string()).collect();
-            return Err(format!("timed out waiting for {} to become healthy", names.join(", ")));
+            return Err(format!(
+                "timed out waiting for {} to become healthy",
+                names.join(", ")
+            ));
         }
         pending = still;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -393,7 +464,14 @@ async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
             result.status = "Pruned".into();
             result.message = "pruned (dry run)".into();
         } else {
-            match delete(req.conn, Some(&p.resolved), &p.key, &req.options.prune_propagation_policy).await {
+            match delete(
+                req.conn,
+                Some(&p.resolved),
+                &p.key,
+                &req.options.prune_propagation_policy,
+            )
+            .await
+            {
                 Ok(()) => {
                     result.status = "Pruned".into();
                     result.message = "pruned".into();
@@ -411,8 +489,15 @@ async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
 }
 
 /// Deletes one object; a missing object counts as deleted.
-pub async fn delete(conn: &ClusterConn, resolved: Option<&Resolved>, key: &ObjectKey, policy: &str) -> Result<(), String> {
-    let Some(resolved) = resolved else { return Ok(()) };
+pub async fn delete(
+    conn: &ClusterConn,
+    resolved: Option<&Resolved>,
+    key: &ObjectKey,
+    policy: &str,
+) -> Result<(), String> {
+    let Some(resolved) = resolved else {
+        return Ok(());
+    };
     let api = conn.api(resolved, &key.namespace);
     let propagation = match policy {
         "background" => PropagationPolicy::Background,
@@ -430,19 +515,34 @@ pub async fn delete(conn: &ClusterConn, resolved: Option<&Resolved>, key: &Objec
     }
 }
 
-async fn ensure_namespace(conn: &ClusterConn, ns: &str, meta: Option<&ManagedNamespaceMetadata>, dry_run: bool) -> Result<(), String> {
-    let resolved = conn.resolve("v1", "Namespace").await.map_err(|e| api_message(&e))?;
+async fn ensure_namespace(
+    conn: &ClusterConn,
+    ns: &str,
+    meta: Option<&ManagedNamespaceMetadata>,
+    dry_run: bool,
+) -> Result<(), String> {
+    let resolved = conn
+        .resolve("v1", "Namespace")
+        .await
+        .map_err(|e| api_message(&e))?;
     let api = conn.api(&resolved, "");
     let mut obj = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
     if let Some(m) = meta {
         obj["metadata"]["labels"] = json!(m.labels);
         obj["metadata"]["annotations"] = json!(m.annotations);
-    } else if api.get_opt(ns).await.map_err(|e| api_message(&e))?.is_some() {
+    } else if api
+        .get_opt(ns)
+        .await
+        .map_err(|e| api_message(&e))?
+        .is_some()
+    {
         return Ok(());
     }
     let mut pp = PatchParams::apply(FIELD_MANAGER).force();
     pp.dry_run = dry_run;
-    api.patch(ns, &pp, &Patch::Apply(&obj)).await.map_err(|e| api_message(&e))?;
+    api.patch(ns, &pp, &Patch::Apply(&obj))
+        .await
+        .map_err(|e| api_message(&e))?;
     Ok(())
 }
 

@@ -50,11 +50,18 @@ impl Application {
     }
 
     pub fn automated(&self) -> Option<&Automated> {
-        self.spec.sync_policy.as_ref().and_then(|p| p.automated.as_ref())
+        self.spec
+            .sync_policy
+            .as_ref()
+            .and_then(|p| p.automated.as_ref())
     }
 
     pub fn project(&self) -> &str {
-        if self.spec.project.is_empty() { "default" } else { &self.spec.project }
+        if self.spec.project.is_empty() {
+            "default"
+        } else {
+            &self.spec.project
+        }
     }
 }
 
@@ -347,7 +354,9 @@ impl SyncOptions {
                 "Replace" => self.replace = on,
                 "Validate" => self.validate = on,
                 "FailOnSharedResource" => self.fail_on_shared_resource = on,
-                "PrunePropagationPolicy" => self.prune_propagation_policy = v.trim().to_ascii_lowercase(),
+                "PrunePropagationPolicy" => {
+                    self.prune_propagation_policy = v.trim().to_ascii_lowercase()
+                }
                 "Prune" => self.prune = on,
                 _ => {}
             }

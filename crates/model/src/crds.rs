@@ -20,11 +20,24 @@ pub fn application_crd() -> serde_json::Value {
 }
 
 pub fn appproject_crd() -> serde_json::Value {
-    crd("appprojects", "AppProject", "AppProjectList", &["appproj", "appprojs"], serde_json::json!([]))
+    crd(
+        "appprojects",
+        "AppProject",
+        "AppProjectList",
+        &["appproj", "appprojs"],
+        serde_json::json!([]),
+    )
 }
 
-fn crd(plural: &str, kind: &str, list_kind: &str, short: &[&str], columns: serde_json::Value) -> serde_json::Value {
-    let open = serde_json::json!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true });
+fn crd(
+    plural: &str,
+    kind: &str,
+    list_kind: &str,
+    short: &[&str],
+    columns: serde_json::Value,
+) -> serde_json::Value {
+    let open =
+        serde_json::json!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true });
     serde_json::json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

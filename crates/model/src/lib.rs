@@ -5,8 +5,8 @@
 //! only ever writes `status` (by merge patch), never the whole object.
 
 mod application;
-mod project;
 pub mod crds;
+mod project;
 pub mod tracking;
 
 pub use application::*;
@@ -23,7 +23,8 @@ pub mod annotations {
     pub const REFRESH: &str = "argocd.argoproj.io/refresh";
     pub const SECRET_TYPE_LABEL: &str = "argocd.argoproj.io/secret-type";
     pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
-    pub const RESOURCES_FINALIZER_BACKGROUND: &str = "resources-finalizer.argocd.argoproj.io/background";
+    pub const RESOURCES_FINALIZER_BACKGROUND: &str =
+        "resources-finalizer.argocd.argoproj.io/background";
     pub const MANIFEST_GENERATE_PATHS: &str = "argocd.argoproj.io/manifest-generate-paths";
 }
 

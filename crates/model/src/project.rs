@@ -123,7 +123,9 @@ impl std::fmt::Display for Violation {
 impl AppProjectSpec {
     /// Is `repo` in `sourceRepos`? Patterns are globs; `!pattern` denies.
     pub fn check_source(&self, project: &str, repo: &str) -> Result<(), Violation> {
-        if allowed_by(&self.source_repos, |p| glob_match(p, repo) || glob_match(p, repo.trim_end_matches(".git"))) {
+        if allowed_by(&self.source_repos, |p| {
+            glob_match(p, repo) || glob_match(p, repo.trim_end_matches(".git"))
+        }) {
             Ok(())
         } else {
             Err(Violation(format!(
@@ -133,12 +135,22 @@ impl AppProjectSpec {
     }
 
     /// Is the destination (server URL, cluster name, namespace) permitted?
-    pub fn check_destination(&self, project: &str, server: &str, name: &str, namespace: &str) -> Result<(), Violation> {
+    pub fn check_destination(
+        &self,
+        project: &str,
+        server: &str,
+        name: &str,
+        namespace: &str,
+    ) -> Result<(), Violation> {
         let matches = |d: &ProjectDestination, negate: bool| {
             let m = |pat: &Option<String>, v: &str| match pat.as_deref() {
                 None | Some("") => true,
                 Some(p) => {
-                    let p = if negate { p.strip_prefix('!').unwrap_or(p) } else { p };
+                    let p = if negate {
+                        p.strip_prefix('!').unwrap_or(p)
+                    } else {
+                        p
+                    };
                     glob_match(p, v)
                 }
             };
@@ -159,11 +171,21 @@ impl AppProjectSpec {
             // A deny entry matches when its negated field matches.
             let neg_ns = d.namespace.as_deref().is_some_and(|s| s.starts_with('!'));
             let neg_srv = d.server.as_deref().is_some_and(|s| s.starts_with('!'));
-            let ns_hit = neg_ns && d.namespace.as_deref().is_some_and(|p| glob_match(&p[1..], namespace));
-            let srv_hit = neg_srv && d.server.as_deref().is_some_and(|p| glob_match(&p[1..], server));
+            let ns_hit = neg_ns
+                && d.namespace
+                    .as_deref()
+                    .is_some_and(|p| glob_match(&p[1..], namespace));
+            let srv_hit = neg_srv
+                && d.server
+                    .as_deref()
+                    .is_some_and(|p| glob_match(&p[1..], server));
             ns_hit || srv_hit
         });
-        let allowed = self.destinations.iter().filter(|d| !is_deny(d)).any(|d| matches(d, false));
+        let allowed = self
+            .destinations
+            .iter()
+            .filter(|d| !is_deny(d))
+            .any(|d| matches(d, false));
         if allowed && !denied {
             Ok(())
         } else {
@@ -175,22 +197,37 @@ impl AppProjectSpec {
     }
 
     /// May the project deploy a resource of this group/kind?
-    pub fn check_resource(&self, project: &str, group: &str, kind: &str, namespaced: bool) -> Result<(), Violation> {
+    pub fn check_resource(
+        &self,
+        project: &str,
+        group: &str,
+        kind: &str,
+        namespaced: bool,
+    ) -> Result<(), Violation> {
         let hit = |list: &[GroupKind]| {
             list.iter()
                 .any(|gk| glob_match(&gk.group, group) && glob_match(&gk.kind, kind))
         };
-        let shown = if group.is_empty() { kind.to_string() } else { format!("{group}/{kind}") };
+        let shown = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{group}/{kind}")
+        };
         let ok = if namespaced {
             !hit(&self.namespace_resource_blacklist)
-                && (self.namespace_resource_whitelist.is_empty() || hit(&self.namespace_resource_whitelist))
+                && (self.namespace_resource_whitelist.is_empty()
+                    || hit(&self.namespace_resource_whitelist))
         } else {
             hit(&self.cluster_resource_whitelist) && !hit(&self.cluster_resource_blacklist)
         };
         if ok {
             Ok(())
         } else {
-            let scope = if namespaced { "namespaced" } else { "cluster-scoped" };
+            let scope = if namespaced {
+                "namespaced"
+            } else {
+                "cluster-scoped"
+            };
             Err(Violation(format!(
                 "resource {shown} is not permitted in project '{project}' ({scope} resource not allowed)"
             )))
@@ -248,8 +285,14 @@ mod tests {
     #[test]
     fn globs() {
         assert!(glob_match("*", "https://x/y.git"));
-        assert!(glob_match("https://git.example.com/team-*/*", "https://git.example.com/team-a/app.git"));
-        assert!(!glob_match("https://git.example.com/team-*", "https://other/team-a"));
+        assert!(glob_match(
+            "https://git.example.com/team-*/*",
+            "https://git.example.com/team-a/app.git"
+        ));
+        assert!(!glob_match(
+            "https://git.example.com/team-*",
+            "https://other/team-a"
+        ));
         assert!(glob_match("prod-?", "prod-1"));
         assert!(!glob_match("prod-?", "prod-12"));
     }
@@ -257,30 +300,53 @@ mod tests {
     #[test]
     fn default_project_allows_everything() {
         let p = AppProject::default_project("argocd").spec;
-        assert!(p.check_source("default", "https://anything/repo.git").is_ok());
-        assert!(p.check_destination("default", "https://1.2.3.4", "", "x").is_ok());
+        assert!(
+            p.check_source("default", "https://anything/repo.git")
+                .is_ok()
+        );
+        assert!(
+            p.check_destination("default", "https://1.2.3.4", "", "x")
+                .is_ok()
+        );
         assert!(p.check_resource("default", "", "Namespace", false).is_ok());
-        assert!(p.check_resource("default", "apps", "Deployment", true).is_ok());
+        assert!(
+            p.check_resource("default", "apps", "Deployment", true)
+                .is_ok()
+        );
     }
 
     #[test]
     fn restrictive_project() {
         let p = AppProjectSpec {
-            source_repos: vec!["http://git/team/*".into(), "!http://git/team/secret*".into()],
+            source_repos: vec![
+                "http://git/team/*".into(),
+                "!http://git/team/secret*".into(),
+            ],
             destinations: vec![ProjectDestination {
                 server: Some("*".into()),
                 name: None,
                 namespace: Some("team-*".into()),
             }],
-            namespace_resource_blacklist: vec![GroupKind { group: "".into(), kind: "ResourceQuota".into() }],
+            namespace_resource_blacklist: vec![GroupKind {
+                group: "".into(),
+                kind: "ResourceQuota".into(),
+            }],
             ..Default::default()
         };
         assert!(p.check_source("t", "http://git/team/app.git").is_ok());
-        assert!(p.check_source("t", "http://git/team/secret-app.git").is_err());
+        assert!(
+            p.check_source("t", "http://git/team/secret-app.git")
+                .is_err()
+        );
         assert!(p.check_source("t", "http://git/other/app.git").is_err());
         assert!(p.check_destination("t", "https://k", "", "team-a").is_ok());
-        let e = p.check_destination("t", "https://k", "", "kube-system").unwrap_err();
-        assert!(e.0.contains("kube-system") && e.0.contains("project 't'"), "{e}");
+        let e = p
+            .check_destination("t", "https://k", "", "kube-system")
+            .unwrap_err();
+        assert!(
+            e.0.contains("kube-system") && e.0.contains("project 't'"),
+            "{e}"
+        );
         assert!(p.check_resource("t", "", "ResourceQuota", true).is_err());
         assert!(p.check_resource("t", "", "ConfigMap", true).is_ok());
         // No cluster-scoped resources unless whitelisted.

@@ -11,7 +11,11 @@ pub struct ObjectKey {
 
 impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let gk = if self.group.is_empty() { self.kind.clone() } else { format!("{}/{}", self.kind, self.group) };
+        let gk = if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}/{}", self.kind, self.group)
+        };
         if self.namespace.is_empty() {
             write!(f, "{gk} {}", self.name)
         } else {
@@ -22,7 +26,11 @@ impl std::fmt::Display for ObjectKey {
 
 /// The app name used in tracking ids: the Application's name when it lives in
 /// the controller's namespace, `<namespace>_<name>` otherwise (as Argo CD does).
-pub fn app_instance_name(app_namespace: &str, app_name: &str, controller_namespace: &str) -> String {
+pub fn app_instance_name(
+    app_namespace: &str,
+    app_name: &str,
+    controller_namespace: &str,
+) -> String {
     if app_namespace == controller_namespace || app_namespace.is_empty() {
         app_name.to_string()
     } else {
@@ -31,7 +39,10 @@ pub fn app_instance_name(app_namespace: &str, app_name: &str, controller_namespa
 }
 
 pub fn tracking_id(app: &str, key: &ObjectKey) -> String {
-    format!("{app}:{}/{}:{}/{}", key.group, key.kind, key.namespace, key.name)
+    format!(
+        "{app}:{}/{}:{}/{}",
+        key.group, key.kind, key.namespace, key.name
+    )
 }
 
 /// Splits a tracking id into the app name and the object key.
