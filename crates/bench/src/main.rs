@@ -43,7 +43,7 @@ fn manifests(app: usize, resources: usize, generation: usize) -> Vec<(String, St
     for r in 0..resources {
         let body = if r % 5 == 4 {
             format!(
-                "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{r}\n  labels:\n    app: bench-{app}\nspec:\n  selector:\n    app: bench-{app}\n  ports:\n  - port: {}\n    targetPort: 8080\n",
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{r}\n  labels:\n    app: bench-{app}\nspec:\n  selector:\n    app: bench-{app}\n  ports:\n  - port: {}\n    protocol: TCP\n    targetPort: 8080\n",
                 8000 + r
             )
         } else {
@@ -313,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
          | Ferry / kubectl | {ratio:.2}x | <= 1.3x |\n\
          | steady-state pass, wall time | {steady_secs:.2} s | |\n\
          | steady-state pass, API requests by verb | {} | zero writes |\n\
-         | steady-state pass, writes | {writes:.0} | 0 |\n\
+         | steady-state pass, writes to managed objects and Applications | {writes:.0} | 0 |\n\
          | steady-state pass, controller CPU | {steady_cpu:.2} s | |\n\
          | commit -> applied after refresh, p50 | {p50:.2} s | |\n\
          | commit -> applied after refresh, p95 | {p95:.2} s | |\n\

@@ -22,6 +22,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Argo CD's ConfigMap of trusted SSH host keys (key `ssh_known_hosts`).
+pub const KNOWN_HOSTS_CONFIGMAP: &str = "argocd-ssh-known-hosts-cm";
+
 /// Label that marks a ConfigMap whose values are CMP plugin definitions.
 pub const PLUGIN_CONFIGMAP_LABEL: &str = "ferry.dev/cmp-plugin";
 
@@ -88,6 +91,7 @@ pub struct Controller {
     pub(crate) projects: Store<AppProject>,
     pub(crate) secrets: Store<Secret>,
     pub(crate) plugin_maps: Store<ConfigMap>,
+    pub(crate) known_hosts: Store<ConfigMap>,
     pub(crate) clusters: Mutex<HashMap<String, (String, Arc<ClusterConn>)>>,
     pub(crate) local: Arc<ClusterConn>,
     pub(crate) sources: ferry_source::SourceCache,
@@ -138,6 +142,7 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     let (projects, projects_w) = reflector::store::<AppProject>();
     let (secrets, secrets_w) = reflector::store::<Secret>();
     let (plugin_maps, plugin_w) = reflector::store::<ConfigMap>();
+    let (known_hosts, known_hosts_w) = reflector::store::<ConfigMap>();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Trigger>();
     let local = ClusterConn::new(
         ferry_model::IN_CLUSTER_NAME,
@@ -155,6 +160,7 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
         projects: projects.clone(),
         secrets: secrets.clone(),
         plugin_maps,
+        known_hosts,
         clusters: Mutex::new(HashMap::new()),
         local,
         sources,
@@ -231,6 +237,21 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     )
     .default_backoff()
     .touched_objects();
+    let kh_cfg =
+        watcher::Config::default().fields(&format!("metadata.name={KNOWN_HOSTS_CONFIGMAP}"));
+    let kh_stream = reflector::reflector(
+        known_hosts_w,
+        watcher(Api::<ConfigMap>::namespaced(client.clone(), &ns), kh_cfg),
+    )
+    .default_backoff()
+    .touched_objects();
+    let all5 = all.clone();
+    tokio::spawn(async move {
+        let mut s = kh_stream.boxed();
+        while s.next().await.is_some() {
+            all5();
+        }
+    });
     let all3 = all;
     tokio::spawn(async move {
         let mut s = cm_stream.boxed();

@@ -12,6 +12,7 @@ use ferry_model::annotations::{self, SECRET_TYPE_LABEL};
 use ferry_model::tracking::{self, ObjectKey};
 use ferry_model::*;
 use ferry_source::scrub_url;
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -85,7 +86,7 @@ impl Controller {
         let old = app.status.clone().unwrap_or_default();
         let mut st = old.clone();
         let op = app.operation.clone();
-        let mut next = self.poll_delay();
+        let mut next = self.poll_delay(name);
 
         let cmp = self
             .compare(&app, op.as_ref(), refresh_requested, hard)
@@ -163,7 +164,12 @@ impl Controller {
                                 }
                                 _ => 0,
                             };
-                            let outcome = self.sync(&app, &c, &operation, prune, dry_run).await;
+                            tracing::info!(app = %name, "sync started");
+                            let mut outcome = self.sync(&app, &c, &operation, prune, dry_run).await;
+                            tracing::info!(app = %name, ok = outcome.succeeded, message = %outcome.message, "sync finished");
+                            let applied = std::mem::take(&mut outcome.applied);
+                            let pruned = std::mem::take(&mut outcome.pruned);
+                            let fast_path = outcome.succeeded && !dry_run;
                             let finished = now();
                             let rev = c.revisions.first().cloned().unwrap_or_default();
                             if outcome.succeeded && !dry_run {
@@ -209,8 +215,14 @@ impl Controller {
                                     next = next.min(delay);
                                 }
                             }
-                            // Compare again so status shows the result of the sync.
-                            if let Ok(c2) = self.compare(&app, op.as_ref(), false, false).await {
+                            // The apply responses are the live state now; only a
+                            // failed or partial sync needs another comparison.
+                            if fast_path {
+                                self.absorb(&mut c, applied, &pruned);
+                                self.fill_status(&mut st, &c);
+                            } else if let Ok(c2) =
+                                self.compare(&app, op.as_ref(), false, false).await
+                            {
                                 c = c2;
                                 self.fill_status(&mut st, &c);
                             }
@@ -232,12 +244,16 @@ impl Controller {
         Some(next)
     }
 
-    fn poll_delay(&self) -> Duration {
+    fn poll_delay(&self, name: &str) -> Duration {
         // ±10% jitter so apps on one repository do not all poll at once.
         let base = self.cfg.poll_interval.as_millis() as u64;
-        let jitter = (Instant::now().elapsed().subsec_nanos() as u64 ^ std::process::id() as u64)
-            % (base / 5 + 1);
-        Duration::from_millis(base - base / 10 + jitter)
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+        let seed = hash(&format!("{name}{nanos}"));
+        let r = u64::from_str_radix(&seed[..8], 16).unwrap_or(0);
+        Duration::from_millis(base - base / 10 + r % (base / 5 + 1))
     }
 
     fn project(&self, name: &str) -> Option<AppProject> {
@@ -246,6 +262,24 @@ impl Controller {
             .into_iter()
             .find(|p| p.name_any() == name)
             .map(|p| (*p).clone())
+    }
+
+    /// Credentials for a repository URL; ssh host keys come from Argo CD's
+    /// known-hosts ConfigMap unless the Secret names its own.
+    fn credentials(&self, url: &str) -> Option<ferry_source::RepoCredentials> {
+        let mut creds = ferry_source::credentials_for(url, &self.repo_secrets());
+        let known = self
+            .known_hosts
+            .state()
+            .first()
+            .and_then(|cm| cm.data.as_ref()?.get("ssh_known_hosts").cloned());
+        if let Some(k) = known {
+            let c = creds.get_or_insert_with(Default::default);
+            if c.known_hosts.is_none() {
+                c.known_hosts = Some(k);
+            }
+        }
+        creds
     }
 
     fn repo_secrets(&self) -> Vec<ferry_source::RepoSecret> {
@@ -335,7 +369,7 @@ impl Controller {
         {
             return Ok(sha);
         }
-        let creds = ferry_source::credentials_for(url, &self.repo_secrets());
+        let creds = self.credentials(url);
         let sha = self
             .sources
             .resolve(url, revision, creds.as_ref())
@@ -383,6 +417,7 @@ impl Controller {
         hard: bool,
     ) -> Result<Comparison, Stop> {
         let app_name = app.name_any();
+        let t0 = Instant::now();
         let instance = tracking::app_instance_name(
             &app.namespace().unwrap_or_default(),
             &app_name,
@@ -439,7 +474,7 @@ impl Controller {
         let mut trees = Vec::new();
         let mut revisions = Vec::new();
         for (i, s) in sources.iter().enumerate() {
-            let creds = ferry_source::credentials_for(&s.repo_url, &self.repo_secrets());
+            let creds = self.credentials(&s.repo_url);
             if s.is_helm_repo() {
                 let tools = tools
                     .as_ref()
@@ -484,6 +519,7 @@ impl Controller {
                 revisions.push(sha);
             }
         }
+        tracing::debug!(app = %app_name, ms = t0.elapsed().as_millis() as u64, "sources fetched");
         let refs: BTreeMap<String, std::path::PathBuf> = sources
             .iter()
             .zip(&trees)
@@ -504,12 +540,20 @@ impl Controller {
             if s.ref_name.is_some() && s.path.is_none() && !s.is_helm_repo() {
                 continue;
             }
+            let contained = !s.is_helm_repo()
+                && self_contained(
+                    s,
+                    &dir.join(s.path.as_deref().unwrap_or(".")),
+                    &refs,
+                    &plugins,
+                );
             let key = render_key(
                 &app_name,
                 &dest_ns,
                 s,
                 rev,
                 tree.as_deref(),
+                contained,
                 &refs,
                 &kube_version,
                 &plugins,
@@ -559,7 +603,10 @@ impl Controller {
                             ),
                         )
                     })?;
-                    let r = Arc::new(crate::RenderedSource { source_type: out.source_type.as_str().to_string(), objects: out.objects });
+                    let r = Arc::new(crate::RenderedSource {
+                        source_type: out.source_type.as_str().to_string(),
+                        objects: out.objects,
+                    });
                     if let Ok(mut m) = self.rendered.lock() {
                         if m.len() > 2000 {
                             m.clear();
@@ -573,6 +620,7 @@ impl Controller {
             objects.extend(rendered.objects.iter().cloned());
         }
 
+        tracing::debug!(app = %app_name, ms = t0.elapsed().as_millis() as u64, "rendered");
         // Resolve kinds, place objects, check the project.
         let crd_kinds: HashSet<(String, String)> = objects
             .iter()
@@ -670,15 +718,53 @@ impl Controller {
             });
         }
 
+        tracing::debug!(app = %app_name, ms = t0.elapsed().as_millis() as u64, "kinds resolved");
         // Compare each non-hook object with live through a dry-run apply.
         let mut statuses = Vec::new();
         let mut healths = Vec::new();
         let mut errors = Vec::new();
         let mut synced = true;
-        for r in resources.iter_mut() {
+        // Live reads come from the shared cache; dry-runs go out concurrently.
+        let ignores = &app.spec.ignore_differences;
+        let create_ns = app_opts.create_namespace;
+        let conn_ref = &conn;
+        let dest_ref = &dest_ns;
+        let mut pending = Vec::new();
+        for (i, r) in resources.iter().enumerate() {
             if r.hook != HookKind::None {
                 continue;
             }
+            pending.push(async move {
+                let t = Instant::now();
+                let live = match &r.resolved {
+                    Some(res) => conn_ref.live(res, &r.key.namespace, &r.key.name).await,
+                    None => None,
+                };
+                tracing::debug!(key = %r.key, ms = t.elapsed().as_millis() as u64, "live read");
+                let diffs = match &r.resolved {
+                    None => Ok(vec!["(kind not served yet)".to_string()]),
+                    Some(res) => {
+                        self.diff(
+                            conn_ref,
+                            res,
+                            &r.key,
+                            &r.desired,
+                            live.as_ref(),
+                            ignores,
+                            dest_ref,
+                            create_ns,
+                        )
+                        .await
+                    }
+                };
+                tracing::debug!(key = %r.key, ms = t.elapsed().as_millis() as u64, "diffed");
+                (i, live, diffs)
+            });
+        }
+        let checks: Vec<(usize, Option<Value>, Result<Vec<String>, String>)> =
+            futures::stream::iter(pending).buffered(16).collect().await;
+        for (i, live, diffs) in checks {
+            let r = &mut resources[i];
             let version = r.desired["apiVersion"]
                 .as_str()
                 .unwrap_or_default()
@@ -695,10 +781,6 @@ impl Controller {
                 sync_wave: Some(plan::wave(&r.desired)).filter(|w| *w != 0),
                 ..ResourceStatus::default()
             };
-            let live = match &r.resolved {
-                Some(res) => conn.live(res, &r.key.namespace, &r.key.name).await,
-                None => None,
-            };
             if let Some(l) = &live
                 && app_opts.fail_on_shared_resource
                 && let Some(id) = plan::annotation(l, annotations::TRACKING_ID)
@@ -710,27 +792,12 @@ impl Controller {
                     r.key
                 ));
             }
-            let diffs = match (&r.resolved, &live) {
-                (None, _) => vec!["(kind not served yet)".to_string()],
-                (Some(res), live) => match self
-                    .diff(
-                        &conn,
-                        res,
-                        &r.key,
-                        &r.desired,
-                        live.as_ref(),
-                        &app.spec.ignore_differences,
-                        &dest_ns,
-                        app_opts.create_namespace,
-                    )
-                    .await
-                {
-                    Ok(d) => d,
-                    Err(msg) => {
-                        errors.push(format!("{}: {msg}", r.key));
-                        vec![msg]
-                    }
-                },
+            let diffs = match diffs {
+                Ok(d) => d,
+                Err(msg) => {
+                    errors.push(format!("{}: {msg}", r.key));
+                    vec![msg]
+                }
             };
             r.out_of_sync = !diffs.is_empty();
             status.status = Some(if r.out_of_sync {
@@ -756,6 +823,7 @@ impl Controller {
             statuses.push(status);
         }
 
+        tracing::debug!(app = %app_name, ms = t0.elapsed().as_millis() as u64, "compared");
         // What this app manages live but Git no longer has.
         let mut kinds: Vec<(String, String)> = resources
             .iter()
@@ -873,7 +941,7 @@ impl Controller {
             .and_then(|l| l.pointer("/metadata/resourceVersion"))
             .and_then(Value::as_str)
             .unwrap_or("-");
-        let cache_key = format!("{}|{key}|{rv}|{}", conn.server, hash(&desired.to_string()));
+        let cache_key = compare_key(&conn.server, key, rv, desired);
         if let Some(d) = self
             .compared
             .lock()
@@ -911,6 +979,58 @@ impl Controller {
             m.insert(cache_key, d.clone());
         }
         Ok(d)
+    }
+
+    /// Takes a successful sync's apply responses as the new live state: every
+    /// applied object is in sync at the returned resourceVersion (remembered,
+    /// so the next pass needs no dry-run), and pruned objects are gone.
+    fn absorb(&self, c: &mut Comparison, applied: Vec<(ObjectKey, Value)>, pruned: &[ObjectKey]) {
+        let applied: std::collections::HashMap<ObjectKey, Value> = applied.into_iter().collect();
+        let key_of = |s: &ResourceStatus| ObjectKey {
+            group: s.group.clone(),
+            kind: s.kind.clone(),
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+        };
+        c.statuses
+            .retain(|s| !(s.requires_pruning && pruned.contains(&key_of(s))));
+        c.prune.retain(|p| !pruned.contains(&p.key));
+        for r in c.resources.iter_mut() {
+            let Some(live) = applied.get(&r.key) else {
+                continue;
+            };
+            r.out_of_sync = false;
+            let rv = live
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("-");
+            if let Ok(mut m) = self.compared.lock() {
+                m.insert(
+                    compare_key(&c.conn.server, &r.key, rv, &r.desired),
+                    Vec::new(),
+                );
+            }
+        }
+        for s in c.statuses.iter_mut() {
+            if let Some(live) = applied.get(&key_of(s)) {
+                s.status = Some("Synced".into());
+                s.health = Some(health::assess(live).unwrap_or(HealthStatus {
+                    status: health::HEALTHY.into(),
+                    message: None,
+                }));
+            }
+        }
+        c.synced = c
+            .statuses
+            .iter()
+            .all(|s| s.status.as_deref() == Some("Synced") && !s.requires_pruning);
+        let healths: Vec<HealthStatus> = c
+            .statuses
+            .iter()
+            .filter(|s| !s.requires_pruning)
+            .filter_map(|s| s.health.clone())
+            .collect();
+        c.health = health::worst(healths.iter());
     }
 
     fn fill_status(&self, st: &mut ApplicationStatus, c: &Comparison) {
@@ -1355,12 +1475,46 @@ fn clear_conditions(st: &mut ApplicationStatus, types: &[&str]) {
     st.conditions.retain(|c| !types.contains(&c.type_.as_str()));
 }
 
+fn compare_key(server: &str, key: &ObjectKey, rv: &str, desired: &Value) -> String {
+    format!("{server}|{key}|{rv}|{}", hash(&desired.to_string()))
+}
+
 fn hash(s: &str) -> String {
     Sha256::digest(s.as_bytes())
         .iter()
         .take(12)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Whether a source's render can only depend on files under its own path,
+/// so that its cache may key on that path's git tree instead of the commit.
+/// Kustomizations (which may load `../base`), plugins (which may read
+/// anything), Helm charts with local dependencies or value files from
+/// elsewhere, and multi-source `$ref`s all read beyond the path.
+fn self_contained(
+    s: &ApplicationSource,
+    app_dir: &std::path::Path,
+    refs: &BTreeMap<String, std::path::PathBuf>,
+    plugins: &[ferry_render::PluginConfig],
+) -> bool {
+    let kustomization = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+        .iter()
+        .any(|f| app_dir.join(f).exists());
+    let chart_deps = std::fs::read_to_string(app_dir.join("Chart.yaml"))
+        .map(|c| c.contains("file://"))
+        .unwrap_or(false);
+    s.plugin.is_none()
+        && s.kustomize.is_none()
+        && !kustomization
+        && !chart_deps
+        && refs.is_empty()
+        && plugins.iter().all(|p| p.discover.is_none())
+        && s.helm.as_ref().is_none_or(|h| {
+            h.value_files
+                .iter()
+                .all(|f| !f.contains("..") && !f.starts_with('$') && !f.starts_with('/'))
+        })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1370,27 +1524,15 @@ fn render_key(
     s: &ApplicationSource,
     rev: &str,
     tree: Option<&str>,
+    self_contained: bool,
     refs: &BTreeMap<String, std::path::PathBuf>,
     kube_version: &str,
     plugins: &[ferry_render::PluginConfig],
 ) -> String {
-    // Keyed on the path's tree, not the commit, so commits elsewhere in the
-    // repository do not re-render this app. Helm value files from other
-    // sources, kustomize bases outside the path and plugins can read beyond
-    // it, so those key on the commit.
-    let path_only = s.plugin.is_none()
-        && s.kustomize.is_none()
-        && refs.is_empty()
-        && !rev.is_empty()
-        && tree.is_some()
-        && s.helm.as_ref().is_none_or(|h| {
-            h.value_files
-                .iter()
-                .all(|f| !f.contains("..") && !f.starts_with('$'))
-        });
-    let kustomize_like = s.path.as_deref().is_some();
-    let version_key = match (path_only, tree) {
-        (true, Some(t)) if kustomize_like => format!("tree:{t}"),
+    // Keyed on the path's tree, not the commit, when the render cannot read
+    // beyond the path: then commits elsewhere do not re-render this app.
+    let version_key = match tree {
+        Some(t) if self_contained => format!("tree:{t}"),
         _ => format!("rev:{rev}"),
     };
     let refs_key: Vec<String> = refs

@@ -29,6 +29,12 @@ impl Drop for Harness {
 }
 
 pub async fn harness(prefix: &str) -> Harness {
+    // FERRY_TEST_LOG=ferry_controller=debug shows what the controllers do.
+    if let Ok(filter) = std::env::var("FERRY_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .try_init();
+    }
     let env = shared();
     let client = env.cluster.client().await.unwrap();
     let ns = env.cluster.create_namespace(&client, prefix).await.unwrap();

@@ -667,3 +667,51 @@ impl<T, E> ErrOrNone for Result<Option<T>, E> {
         !matches!(self, Ok(Some(_)))
     }
 }
+
+#[tokio::test]
+async fn ssh_repository_with_a_key_and_the_known_hosts_configmap() {
+    let h = harness("ssh").await;
+    let repo = new_repo("ssh", &refs(&examples("message-app")));
+    let url = h.env.git.ssh_url(&repo);
+    let key = std::fs::read_to_string(&h.env.git.ssh_private_key).unwrap();
+    let known = std::fs::read_to_string(&h.env.git.known_hosts).unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "ssh-repo", "labels": { "argocd.argoproj.io/secret-type": "repository" } },
+        "stringData": { "type": "git", "url": url, "sshPrivateKey": key },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(h.client.clone(), &h.ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    h.apply_app(app("over-ssh", &url, ".", &h.dest, automated()))
+        .await;
+    // Without trusted host keys the fetch must fail, with ssh's own words.
+    let a = h
+        .wait_app("over-ssh", "a host key error", |a| {
+            conditions(a).contains("ComparisonError")
+        })
+        .await;
+    assert!(
+        conditions(&a).to_lowercase().contains("host key"),
+        "{}",
+        conditions(&a)
+    );
+    assert!(!conditions(&a).contains("PRIVATE KEY"));
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": ferry_controller::KNOWN_HOSTS_CONFIGMAP },
+        "data": { "ssh_known_hosts": known },
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(h.client.clone(), &h.ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    h.wait_synced_healthy("over-ssh").await;
+    assert_eq!(
+        configmap_value(&h, &h.dest, "message-app-config", "MESSAGE")
+            .await
+            .as_deref(),
+        Some("Hello from Ferry")
+    );
+}

@@ -30,7 +30,10 @@ pub struct ClusterConn {
     pub server: String,
     pub client: Client,
     kinds: Mutex<HashMap<(String, String), Resolved>>,
-    stores: Mutex<HashMap<(String, String), Store<DynamicObject>>>,
+    /// Per kind: the cache and a flag that turns true once its initial list is in.
+    stores: Mutex<
+        HashMap<(String, String), (Store<DynamicObject>, tokio::sync::watch::Receiver<bool>)>,
+    >,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     triggers: UnboundedSender<Trigger>,
 }
@@ -133,34 +136,41 @@ impl ClusterConn {
 
     async fn store(&self, r: &Resolved) -> Store<DynamicObject> {
         let key = (r.api.api_version.clone(), r.api.kind.clone());
-        let existing = self.stores.lock().ok().and_then(|s| s.get(&key).cloned());
-        let store = match existing {
-            Some(s) => s,
-            None => {
-                let writer = reflector::store::Writer::<DynamicObject>::new(r.api.clone());
-                let reader = writer.as_reader();
-                let mut stores = match self.stores.lock() {
-                    Ok(s) => s,
-                    Err(p) => p.into_inner(),
-                };
-                if let Some(s) = stores.get(&key) {
-                    s.clone()
-                } else {
-                    stores.insert(key.clone(), reader.clone());
-                    drop(stores);
-                    self.spawn_watch(r.api.clone(), writer);
-                    reader
+        let (store, mut ready) = {
+            let mut stores = match self.stores.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            match stores.get(&key) {
+                Some(entry) => entry.clone(),
+                None => {
+                    let writer = reflector::store::Writer::<DynamicObject>::new(r.api.clone());
+                    let reader = writer.as_reader();
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    stores.insert(key.clone(), (reader.clone(), rx.clone()));
+                    self.spawn_watch(r.api.clone(), writer, tx);
+                    (reader, rx)
                 }
             }
         };
         // A kind we may not list (RBAC) must not hang the app forever; its
         // objects then look missing and sync re-applies them, which is idempotent.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), store.wait_until_ready())
-            .await;
+        let wait = ready.wait_for(|r| *r);
+        if tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(cluster = %self.name, kind = %r.api.kind, "watch cache not ready after 30s; treating objects as missing");
+        }
         store
     }
 
-    fn spawn_watch(&self, ar: ApiResource, writer: reflector::store::Writer<DynamicObject>) {
+    fn spawn_watch(
+        &self,
+        ar: ApiResource,
+        writer: reflector::store::Writer<DynamicObject>,
+        ready: tokio::sync::watch::Sender<bool>,
+    ) {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
         let triggers = self.triggers.clone();
         let cluster = self.name.clone();
@@ -169,9 +179,18 @@ impl ClusterConn {
             watcher(api, watcher::Config::default()).default_backoff(),
         );
         let task = tokio::spawn(async move {
-            let mut s = stream.touched_objects().boxed();
+            let mut s = stream.boxed();
             while let Some(ev) = s.next().await {
-                match ev {
+                let obj = match ev {
+                    Ok(watcher::Event::InitDone) => {
+                        let _ = ready.send(true);
+                        continue;
+                    }
+                    Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => Ok(o),
+                    Ok(_) => continue,
+                    Err(e) => Err(e),
+                };
+                match obj {
                     Ok(obj) => {
                         let app = obj
                             .metadata

@@ -7,6 +7,7 @@ use crate::health;
 use crate::plan::{self, HookKind, Phase};
 use ferry_model::tracking::ObjectKey;
 use ferry_model::{ManagedNamespaceMetadata, ResourceResult, SyncOptions};
+use futures::StreamExt;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -58,7 +59,15 @@ pub struct SyncOutcome {
     pub succeeded: bool,
     pub message: String,
     pub results: Vec<ResourceResult>,
+    /// What the API server returned for each applied object: the live state
+    /// right after the sync, so no second comparison round is needed.
+    pub applied: Vec<(ObjectKey, Value)>,
+    /// Objects deleted by prune.
+    pub pruned: Vec<ObjectKey>,
 }
+
+/// How many requests one sync keeps in flight.
+const PARALLEL: usize = 16;
 
 struct Task<'a> {
     phase: Phase,
@@ -127,30 +136,64 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
             out.message = msg;
             break;
         }
-        for t in group {
-            let r = t.res;
-            let is_hook = matches!(r.hook, HookKind::Hook(_));
-            if !is_hook && req.options.apply_out_of_sync_only && !r.out_of_sync {
-                continue;
+        // Kinds stay in order (a Namespace or CRD before what needs it);
+        // objects of one kind go out together.
+        let mut start = 0;
+        while start < group.len() {
+            let rank = plan::kind_rank(&group[start].res.key.kind);
+            let end = group[start..]
+                .iter()
+                .position(|t| plan::kind_rank(&t.res.key.kind) != rank)
+                .map(|p| start + p)
+                .unwrap_or(group.len());
+            let batch: Vec<&&Task> = group[start..end]
+                .iter()
+                .filter(|t| {
+                    matches!(t.res.hook, HookKind::Hook(_))
+                        || !req.options.apply_out_of_sync_only
+                        || t.res.out_of_sync
+                })
+                .collect();
+            let conn = req.conn;
+            let dry_run = req.dry_run;
+            let mut pending = Vec::new();
+            for t in batch {
+                pending.push(async move {
+                    let r = t.res;
+                    let is_hook = matches!(r.hook, HookKind::Hook(_));
+                    let result = if is_hook {
+                        run_hook(conn, r, dry_run).await
+                    } else {
+                        apply(conn, r, dry_run).await
+                    };
+                    (t, is_hook, result)
+                });
             }
-            let result = if is_hook {
-                run_hook(req.conn, r, req.dry_run).await
-            } else {
-                apply(req.conn, r, req.dry_run).await
-            };
-            let (status, message) = match &result {
-                Ok(msg) => ("Synced", msg.clone()),
-                Err(e) => ("SyncFailed", e.clone()),
-            };
-            out.results
-                .push(result_for(r, phase, status, &message, is_hook));
-            if is_hook {
-                ran_hooks.push((r, result.is_ok()));
+            let results: Vec<_> = futures::stream::iter(pending)
+                .buffered(PARALLEL)
+                .collect()
+                .await;
+            for (t, is_hook, result) in results {
+                let r = t.res;
+                let (status, message) = match &result {
+                    Ok((msg, _)) => ("Synced", msg.clone()),
+                    Err(e) => ("SyncFailed", e.clone()),
+                };
+                out.results
+                    .push(result_for(r, phase, status, &message, is_hook));
+                if is_hook {
+                    ran_hooks.push((r, result.is_ok()));
+                }
+                match result {
+                    Ok((_, Some(obj))) if !is_hook => out.applied.push((r.key.clone(), obj)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        out.succeeded = false;
+                        out.message = format!("one or more objects failed to apply, reason: {e}");
+                    }
+                }
             }
-            if let Err(e) = result {
-                out.succeeded = false;
-                out.message = format!("one or more objects failed to apply, reason: {e}");
-            }
+            start = end;
         }
         if !out.succeeded {
             break;
@@ -187,7 +230,7 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
             {
                 let res = run_hook(req.conn, r, req.dry_run).await;
                 let (status, message) = match &res {
-                    Ok(m) => ("Synced", m.clone()),
+                    Ok((m, _)) => ("Synced", m.clone()),
                     Err(e) => ("SyncFailed", e.clone()),
                 };
                 out.results
@@ -274,8 +317,13 @@ async fn resolve_now(conn: &ClusterConn, r: &Resource) -> Result<Resolved, Strin
     }
 }
 
-/// Server-side apply (or replace, with `Replace=true`).
-pub async fn apply(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<String, String> {
+/// Server-side apply (or replace, with `Replace=true`); returns a message and
+/// the object as the API server returned it.
+pub async fn apply(
+    conn: &ClusterConn,
+    r: &Resource,
+    dry_run: bool,
+) -> Result<(String, Option<Value>), String> {
     let resolved = resolve_now(conn, r).await?;
     let api = conn.api(&resolved, &r.key.namespace);
     if r.options.replace {
@@ -292,23 +340,43 @@ pub async fn apply(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<St
         return match existing {
             Some(live) => {
                 obj.metadata.resource_version = live.metadata.resource_version;
-                api.replace(&r.key.name, &pp, &obj)
+                let o = api
+                    .replace(&r.key.name, &pp, &obj)
                     .await
                     .map_err(|e| api_message(&e))?;
-                Ok(format!("{} replaced", lower(&r.key.kind)))
+                Ok((
+                    format!("{} replaced", lower(&r.key.kind)),
+                    Some(to_value(&o, &resolved)),
+                ))
             }
             None => {
-                api.create(&pp, &obj).await.map_err(|e| api_message(&e))?;
-                Ok(format!("{} created", lower(&r.key.kind)))
+                let o = api.create(&pp, &obj).await.map_err(|e| api_message(&e))?;
+                Ok((
+                    format!("{} created", lower(&r.key.kind)),
+                    Some(to_value(&o, &resolved)),
+                ))
             }
         };
     }
     let mut pp = PatchParams::apply(FIELD_MANAGER).force();
     pp.dry_run = dry_run;
-    api.patch(&r.key.name, &pp, &Patch::Apply(&r.desired))
+    let o = api
+        .patch(&r.key.name, &pp, &Patch::Apply(&r.desired))
         .await
         .map_err(|e| api_message(&e))?;
-    Ok(format!("{} serverside-applied", lower(&r.key.kind)))
+    Ok((
+        format!("{} serverside-applied", lower(&r.key.kind)),
+        Some(to_value(&o, &resolved)),
+    ))
+}
+
+fn to_value(o: &DynamicObject, resolved: &Resolved) -> Value {
+    let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("apiVersion".into(), json!(resolved.api.api_version));
+        m.insert("kind".into(), json!(resolved.api.kind));
+    }
+    v
 }
 
 /// What applying would produce, without changing anything.
@@ -322,19 +390,18 @@ pub async fn dry_run_apply(
     let mut pp = PatchParams::apply(FIELD_MANAGER).force();
     pp.dry_run = true;
     let o = api.patch(&key.name, &pp, &Patch::Apply(desired)).await?;
-    let mut v = serde_json::to_value(&o).unwrap_or(Value::Null);
-    if let Some(m) = v.as_object_mut() {
-        m.insert("apiVersion".into(), json!(resolved.api.api_version));
-        m.insert("kind".into(), json!(resolved.api.kind));
-    }
-    Ok(v)
+    Ok(to_value(&o, resolved))
 }
 
-async fn run_hook(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<String, String> {
+async fn run_hook(
+    conn: &ClusterConn,
+    r: &Resource,
+    dry_run: bool,
+) -> Result<(String, Option<Value>), String> {
     let resolved = resolve_now(conn, r).await?;
     let api = conn.api(&resolved, &r.key.namespace);
     if dry_run {
-        return Ok("hook would run".into());
+        return Ok(("hook would run".into(), None));
     }
     let policy = plan::delete_policy(&r.desired);
     if policy.before_creation
@@ -365,7 +432,7 @@ async fn run_hook(conn: &ClusterConn, r: &Resource, dry_run: bool) -> Result<Str
     api.patch(&r.key.name, &pp, &Patch::Apply(&r.desired))
         .await
         .map_err(|e| api_message(&e))?;
-    Ok(format!("{} created", lower(&r.key.kind)))
+    Ok((format!("{} created", lower(&r.key.kind)), None))
 }
 
 /// Waits until every task's object is healthy (hooks: finished successfully).
@@ -475,6 +542,7 @@ async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
                 Ok(()) => {
                     result.status = "Pruned".into();
                     result.message = "pruned".into();
+                    out.pruned.push(p.key.clone());
                 }
                 Err(e) => {
                     result.status = "SyncFailed".into();
