@@ -17,7 +17,7 @@ pub struct ControllerArgs {
     #[arg(long, default_value_t = 180)]
     poll_seconds: u64,
     /// Concurrent reconciles.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     workers: usize,
     /// Directory for the Git and chart cache.
     #[arg(long)]

@@ -53,7 +53,7 @@ impl Default for Config {
             namespace: "argocd".into(),
             cache_dir: std::env::temp_dir().join("ferry-cache"),
             poll_interval: Duration::from_secs(180),
-            workers: 8,
+            workers: 16,
             plugin_dirs: Vec::new(),
             render_timeout: Duration::from_secs(90),
             wave_timeout: Duration::from_secs(300),
