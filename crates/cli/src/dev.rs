@@ -42,7 +42,7 @@ async fn up(second_cluster: bool, demo: Option<std::path::PathBuf>) -> anyhow::R
         .await
         .context("the startup task failed")?
         .context("starting the dev environment")?;
-    print_summary(&env)?;
+    print_summary(&env, demo.is_none())?;
     let controller = match demo {
         Some(examples) => {
             eprintln!("Starting Ferry and delivering the example Applications...");
@@ -64,7 +64,7 @@ async fn up(second_cluster: bool, demo: Option<std::path::PathBuf>) -> anyhow::R
     Ok(())
 }
 
-fn print_summary(env: &TestEnv) -> anyhow::Result<()> {
+fn print_summary(env: &TestEnv, ctrl_c_hint: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let kubectl = env.tools.kubectl.display();
     writeln!(
@@ -117,10 +117,12 @@ fn print_summary(env: &TestEnv) -> anyhow::Result<()> {
         env.dir.display()
     )?;
     writeln!(out)?;
-    writeln!(
-        out,
-        "Press Ctrl-C to stop everything and remove that directory."
-    )?;
+    if ctrl_c_hint {
+        writeln!(
+            out,
+            "Press Ctrl-C to stop everything and remove that directory."
+        )?;
+    }
     out.flush()?;
     Ok(())
 }

@@ -1,7 +1,7 @@
-//! `ferry dev up` (what `make demo` runs) prints a working kubeconfig and
-//! stops everything on Ctrl-C.
+//! `ferry dev up --demo` (what `make demo` runs) delivers the examples,
+//! prints a working kubeconfig, and stops everything on Ctrl-C.
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::io::{BufRead, BufReader};
@@ -23,15 +23,40 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
     found
 }
 
+/// A failing test must not leave the environment running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: kill(2) on our own child; SIGINT lets it clean up.
+            unsafe {
+                libc::kill(self.0.id() as libc::pid_t, libc::SIGINT);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[tokio::test]
-async fn dev_up_prints_a_working_kubeconfig_and_ctrl_c_removes_everything() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["dev", "up", "--no-second-cluster"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
+    let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["dev", "up", "--no-second-cluster", "--demo", "--examples"])
+            .arg(&examples)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(logs.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let mut kubeconfig: Option<PathBuf> = None;
     let mut dir: Option<PathBuf> = None;
     let mut printed = String::new();
@@ -40,7 +65,9 @@ async fn dev_up_prints_a_working_kubeconfig_and_ctrl_c_removes_everything() {
         printed.push_str(&line);
         printed.push('\n');
         let t = line.trim();
-        if let Some(p) = t.strip_prefix("KUBECONFIG=") {
+        if let Some(p) = t.strip_prefix("KUBECONFIG=")
+            && kubeconfig.is_none()
+        {
             kubeconfig = Some(PathBuf::from(p));
         }
         if let Some(p) = t.strip_prefix("all state, logs and credentials:") {
@@ -50,7 +77,9 @@ async fn dev_up_prints_a_working_kubeconfig_and_ctrl_c_removes_everything() {
             break;
         }
     }
-    let kubeconfig = kubeconfig.unwrap_or_else(|| panic!("no KUBECONFIG line in:\n{printed}"));
+    let stderr = || std::fs::read_to_string(logs.path().join("stderr")).unwrap_or_default();
+    let kubeconfig = kubeconfig
+        .unwrap_or_else(|| panic!("no KUBECONFIG line in:\n{printed}\nstderr:\n{}", stderr()));
     let dir = dir.unwrap_or_else(|| panic!("no directory line in:\n{printed}"));
     assert!(!printed.contains("token:"), "{printed}");
 
@@ -71,11 +100,11 @@ async fn dev_up_prints_a_working_kubeconfig_and_ctrl_c_removes_everything() {
     // What a terminal's Ctrl-C sends.
     // SAFETY: kill(2) on our own child.
     unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        libc::kill(child.0.id() as libc::pid_t, libc::SIGINT);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(

@@ -94,8 +94,8 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
 
     let logs = tempfile::tempdir().unwrap();
     let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
-    let mut a = spawn("replica-a", &ns, &env.cluster.kubeconfig, &log_a);
-    let mut b = spawn("replica-b", &ns, &env.cluster.kubeconfig, &log_b);
+    let mut a = Replica(spawn("replica-a", &ns, &env.cluster.kubeconfig, &log_a));
+    let mut b = Replica(spawn("replica-b", &ns, &env.cluster.kubeconfig, &log_b));
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let first = wait("a leader", || async { holder(&leases).await }).await;
@@ -151,8 +151,8 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
     );
 
     // The leader dies without a chance to release the lease.
-    leader.kill().unwrap();
-    leader.wait().unwrap();
+    leader.0.kill().unwrap();
+    leader.0.wait().unwrap();
     let died = Instant::now();
     wait("the follower to take the lease", || async {
         (holder(&leases).await.as_deref() == Some(follower_id)).then_some(())
@@ -168,6 +168,16 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
         (message(cms.clone()).await.as_deref() == Some("two")).then_some(())
     })
     .await;
-    follower.kill().unwrap();
-    follower.wait().unwrap();
+    follower.0.kill().unwrap();
+    follower.0.wait().unwrap();
+}
+
+/// Kills the replica if the test fails half-way.
+struct Replica(Child);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

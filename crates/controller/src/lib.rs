@@ -172,6 +172,9 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
         queue: queue::Queue::default(),
     });
 
+    // Every task dies with this future: a replica that loses leadership (or
+    // a caller that drops the controller) stops acting at once.
+    let mut tasks = TaskGuard(Vec::new());
     let q = ctl.queue.clone();
     let app_stream = reflector::reflector(
         apps_w,
@@ -182,7 +185,7 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     )
     .default_backoff()
     .touched_objects();
-    tokio::spawn(async move {
+    tasks.0.push(tokio::spawn(async move {
         let mut s = app_stream.boxed();
         while let Some(ev) = s.next().await {
             match ev {
@@ -190,7 +193,7 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
                 Err(e) => tracing::debug!(error = %e, "application watch error"),
             }
         }
-    });
+    }));
     // Project or credential changes can change any app's result.
     let all = {
         let ctl = ctl.clone();
@@ -210,12 +213,12 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     .default_backoff()
     .touched_objects();
     let all1 = all.clone();
-    tokio::spawn(async move {
+    tasks.0.push(tokio::spawn(async move {
         let mut s = proj_stream.boxed();
         while s.next().await.is_some() {
             all1();
         }
-    });
+    }));
     let sec_cfg = watcher::Config::default().labels(SECRET_TYPE_LABEL);
     let sec_stream = reflector::reflector(
         secrets_w,
@@ -224,12 +227,12 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     .default_backoff()
     .touched_objects();
     let all2 = all.clone();
-    tokio::spawn(async move {
+    tasks.0.push(tokio::spawn(async move {
         let mut s = sec_stream.boxed();
         while s.next().await.is_some() {
             all2();
         }
-    });
+    }));
     let cm_cfg = watcher::Config::default().labels(PLUGIN_CONFIGMAP_LABEL);
     let cm_stream = reflector::reflector(
         plugin_w,
@@ -246,19 +249,19 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     .default_backoff()
     .touched_objects();
     let all5 = all.clone();
-    tokio::spawn(async move {
+    tasks.0.push(tokio::spawn(async move {
         let mut s = kh_stream.boxed();
         while s.next().await.is_some() {
             all5();
         }
-    });
+    }));
     let all3 = all;
-    tokio::spawn(async move {
+    tasks.0.push(tokio::spawn(async move {
         let mut s = cm_stream.boxed();
         while s.next().await.is_some() {
             all3();
         }
-    });
+    }));
     // SIGUSR1: re-check every app now (used by the benchmark for one full pass).
     let all4 = {
         let ctl = ctl.clone();
@@ -268,7 +271,7 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
             }
         }
     };
-    tokio::spawn(async move {
+    tasks.0.push(tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         if let Ok(mut s) = signal(SignalKind::user_defined1()) {
             while s.recv().await.is_some() {
@@ -276,10 +279,10 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
                 all4();
             }
         }
-    });
+    }));
     // A live object changed: re-compare the app that owns it (self-heal, health).
     let ctl2 = ctl.clone();
-    tokio::spawn(async move {
+    tasks.0.push(tokio::spawn(async move {
         while let Some((_cluster, instance)) = rx.recv().await {
             let name = match instance.split_once('_') {
                 Some((app_ns, name)) if app_ns == ctl2.cfg.namespace => name.to_string(),
@@ -288,7 +291,7 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
             };
             ctl2.queue.add(&name);
         }
-    });
+    }));
     for store in [
         apps.wait_until_ready().await,
         projects.wait_until_ready().await,
@@ -312,8 +315,21 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
             }
         }));
     }
-    futures::future::join_all(workers).await;
+    let mut workers = TaskGuard(workers);
+    futures::future::join_all(workers.0.iter_mut()).await;
+    drop(tasks);
     Ok(())
+}
+
+/// Aborts its tasks when dropped.
+struct TaskGuard(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 /// Installs the Application and AppProject CRDs when absent. Refuses to run
