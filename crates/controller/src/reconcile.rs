@@ -761,7 +761,7 @@ impl Controller {
                 (i, live, diffs)
             });
         }
-        let checks: Vec<(usize, Option<Value>, Result<Vec<String>, String>)> =
+        let checks: Vec<(usize, Option<Value>, DiffResult)> =
             futures::stream::iter(pending).buffered(16).collect().await;
         for (i, live, diffs) in checks {
             let r = &mut resources[i];
@@ -1336,6 +1336,9 @@ impl Controller {
 }
 
 const SELF_HEAL_BACKOFF_SECS: i64 = 5;
+
+/// Differences with live (JSON pointers), or why the dry-run failed.
+type DiffResult = Result<Vec<String>, String>;
 
 fn rv_num(a: &Application) -> u64 {
     a.metadata

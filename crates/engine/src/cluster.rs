@@ -22,6 +22,9 @@ pub struct Resolved {
     pub namespaced: bool,
 }
 
+/// One kind's cache and a flag that turns true once its initial list is in.
+type KindCache = (Store<DynamicObject>, tokio::sync::watch::Receiver<bool>);
+
 /// Sent when a live object carrying a tracking id changes: (cluster name, app instance name).
 pub type Trigger = (String, String);
 
@@ -31,9 +34,7 @@ pub struct ClusterConn {
     pub client: Client,
     kinds: Mutex<HashMap<(String, String), Resolved>>,
     /// Per kind: the cache and a flag that turns true once its initial list is in.
-    stores: Mutex<
-        HashMap<(String, String), (Store<DynamicObject>, tokio::sync::watch::Receiver<bool>)>,
-    >,
+    stores: Mutex<HashMap<(String, String), KindCache>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     triggers: UnboundedSender<Trigger>,
 }
