@@ -88,11 +88,27 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
         .await
         .unwrap();
     let client = kube::Client::try_from(config).unwrap();
-    let nodes = Api::<Node>::all(client)
+    let nodes = Api::<Node>::all(client.clone())
         .list(&ListParams::default())
         .await
         .unwrap();
     assert_eq!(nodes.items.len(), 1);
+    // The demo printed its table only once every app was Synced and Healthy.
+    for app in ["message-app-staging", "guestbook-prod", "web-staging"] {
+        let line = printed
+            .lines()
+            .find(|l| l.starts_with(app))
+            .unwrap_or_else(|| panic!("{app} missing in:\n{printed}"));
+        assert!(
+            line.contains("Synced") && line.contains("Healthy"),
+            "{line}"
+        );
+    }
+    let cm = Api::<ConfigMap>::namespaced(client, "staging")
+        .get("message-app-config")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["MESSAGE"], "Hello from Ferry");
 
     let needle = dir.display().to_string();
     assert!(processes_mentioning(&needle).len() >= 7);

@@ -77,6 +77,13 @@ pub enum Error {
     ForeignController(String),
 }
 
+static RENDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many renders (cache misses) this process has run.
+pub fn render_count() -> u64 {
+    RENDERS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// One source's render result, cached on its inputs.
 pub(crate) struct RenderedSource {
     pub source_type: String,

@@ -576,6 +576,7 @@ impl Controller {
                     );
                     let (an, ns2, timeout) =
                         (app_name.clone(), dest_ns.clone(), self.cfg.render_timeout);
+                    crate::RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let out = tokio::task::spawn_blocking(move || {
                         let input = ferry_render::RenderInput {
                             app_name: &an,
