@@ -31,8 +31,16 @@ impl LeaderElection {
         }
     }
 
-    /// One attempt to take or renew the lease. Ok(true) when we hold it.
+    /// One attempt to take or renew the lease, bounded in time (a hung
+    /// request must not keep a replica believing it leads). Ok(true) when we hold it.
     pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
+        match tokio::time::timeout(self.lease_duration / 3, self.try_acquire_inner()).await {
+            Ok(r) => r,
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn try_acquire_inner(&self) -> Result<bool, kube::Error> {
         let now = k8s_openapi::jiff::Timestamp::now();
         let secs = self.lease_duration.as_secs() as i32;
         match self.api.get_opt(&self.name).await? {
@@ -102,21 +110,24 @@ impl LeaderElection {
         }
     }
 
-    /// Renews until a renewal fails for a whole lease duration; then returns
-    /// (the caller stops acting: another replica may hold the lease now).
+    /// Renews until renewals have failed past the renew deadline (two thirds
+    /// of the lease, as client-go's renewDeadline), then returns so the
+    /// caller stops acting before any other replica may take over.
     pub async fn hold(&self) {
+        let deadline = self.lease_duration * 2 / 3;
+        // Measured from before the request, so it is never later than the
+        // renewTime other replicas judge by.
         let mut last_ok = std::time::Instant::now();
         loop {
             tokio::time::sleep(self.lease_duration / 5).await;
+            let attempt = std::time::Instant::now();
             match self.try_acquire().await {
-                Ok(true) => last_ok = std::time::Instant::now(),
+                Ok(true) => last_ok = attempt,
                 Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "leader election: renewal failed");
-                    if last_ok.elapsed() > self.lease_duration {
-                        return;
-                    }
-                }
+                Err(e) => tracing::warn!(error = %e, "leader election: renewal failed"),
+            }
+            if last_ok.elapsed() > deadline {
+                return;
             }
         }
     }

@@ -299,12 +299,17 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
             ctl2.queue.add(&name);
         }
     }));
-    for store in [
+    // Every input a render depends on is known before the first pass: a
+    // missing plugin definition would render with another tool.
+    let ready = [
         apps.wait_until_ready().await,
         projects.wait_until_ready().await,
         secrets.wait_until_ready().await,
-    ] {
-        store.map_err(|e| Error::Setup(format!("initial list failed: {e}")))?;
+        ctl.plugin_maps.wait_until_ready().await,
+        ctl.known_hosts.wait_until_ready().await,
+    ];
+    for r in ready {
+        r.map_err(|e| Error::Setup(format!("initial list failed: {e}")))?;
     }
     let mut workers = Vec::new();
     for _ in 0..cfg.workers.max(1) {

@@ -218,7 +218,7 @@ impl Controller {
                             // The apply responses are the live state now; only a
                             // failed or partial sync needs another comparison.
                             if fast_path {
-                                self.absorb(&mut c, applied, &pruned);
+                                self.absorb(&mut c, applied, &pruned, &app.spec.ignore_differences);
                                 self.fill_status(&mut st, &c);
                             } else if let Ok(c2) =
                                 self.compare(&app, op.as_ref(), false, false).await
@@ -460,8 +460,10 @@ impl Controller {
             .check_destination(&project_name, &server, &cluster_name, &dest_ns)
             .map_err(|v| stop("InvalidSpecError", v.0))?;
 
-        // Fetch every source first: a rollback pins revisions.
-        let pinned: Vec<String> = rollback
+        // A requested operation pins revisions (`argocd app sync --revision`,
+        // or a rollback's recorded ones).
+        let pinned: Vec<String> = op
+            .and_then(|o| o.sync.as_ref())
             .map(|s| {
                 if s.revisions.is_empty() {
                     s.revision.iter().cloned().collect()
@@ -737,14 +739,19 @@ impl Controller {
             }
             pending.push(async move {
                 let t = Instant::now();
-                let live = match &r.resolved {
-                    Some(res) => conn_ref.live(res, &r.key.namespace, &r.key.name).await,
-                    None => None,
+                let (live, unknown) = match &r.resolved {
+                    Some(res) => match conn_ref.live(res, &r.key.namespace, &r.key.name).await {
+                        Ok(l) => (l, None),
+                        Err(e) => (None, Some(e)),
+                    },
+                    None => (None, None),
                 };
                 tracing::debug!(key = %r.key, ms = t.elapsed().as_millis() as u64, "live read");
-                let diffs = match &r.resolved {
-                    None => Ok(vec!["(kind not served yet)".to_string()]),
-                    Some(res) => {
+                let diffs = match (&r.resolved, unknown) {
+                    // Not knowing the live state is an error, never "missing".
+                    (_, Some(e)) => Err(e),
+                    (None, None) => Ok(vec!["(kind not served yet)".to_string()]),
+                    (Some(res), None) => {
                         self.diff(
                             conn_ref,
                             res,
@@ -854,7 +861,11 @@ impl Controller {
             let Ok(res) = conn.resolve(&av, &kind).await else {
                 continue;
             };
-            for live in conn.tracked_by(&res, &instance).await {
+            let tracked = conn
+                .tracked_by(&res, &instance)
+                .await
+                .map_err(|e| stop("ComparisonError", e))?;
+            for live in tracked {
                 let ns = live
                     .pointer("/metadata/namespace")
                     .and_then(Value::as_str)
@@ -895,6 +906,10 @@ impl Controller {
                     ..ResourceStatus::default()
                 });
                 prune.push(PruneTarget {
+                    uid: live
+                        .pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
                     key,
                     resolved: res.clone(),
                     version: av.rsplit('/').next().unwrap_or_default().to_string(),
@@ -942,7 +957,8 @@ impl Controller {
             .and_then(|l| l.pointer("/metadata/resourceVersion"))
             .and_then(Value::as_str)
             .unwrap_or("-");
-        let cache_key = compare_key(&conn.server, key, rv, desired);
+        let rules = diff::rules_for(ignores, &key.group, &key.kind, &key.namespace, &key.name);
+        let cache_key = compare_key(&conn.server, key, rv, desired, ignores);
         if let Some(d) = self
             .compared
             .lock()
@@ -969,7 +985,6 @@ impl Controller {
         let owners = b.pointer("/metadata/managedFields").cloned();
         diff::normalize(&mut a);
         diff::normalize(&mut b);
-        let rules = diff::rules_for(ignores, &key.group, &key.kind, &key.namespace, &key.name);
         diff::apply_ignores(&mut a, &rules, owners.as_ref());
         diff::apply_ignores(&mut b, &rules, owners.as_ref());
         let d = diff::differences(&a, &b);
@@ -985,7 +1000,13 @@ impl Controller {
     /// Takes a successful sync's apply responses as the new live state: every
     /// applied object is in sync at the returned resourceVersion (remembered,
     /// so the next pass needs no dry-run), and pruned objects are gone.
-    fn absorb(&self, c: &mut Comparison, applied: Vec<(ObjectKey, Value)>, pruned: &[ObjectKey]) {
+    fn absorb(
+        &self,
+        c: &mut Comparison,
+        applied: Vec<(ObjectKey, Value)>,
+        pruned: &[ObjectKey],
+        ignores: &[IgnoreDifferences],
+    ) {
         let applied: std::collections::HashMap<ObjectKey, Value> = applied.into_iter().collect();
         let key_of = |s: &ResourceStatus| ObjectKey {
             group: s.group.clone(),
@@ -1007,7 +1028,7 @@ impl Controller {
                 .unwrap_or("-");
             if let Ok(mut m) = self.compared.lock() {
                 m.insert(
-                    compare_key(&c.conn.server, &r.key, rv, &r.desired),
+                    compare_key(&c.conn.server, &r.key, rv, &r.desired, ignores),
                     Vec::new(),
                 );
             }
@@ -1089,18 +1110,33 @@ impl Controller {
         if desired_count == 0 && !auto.allow_empty {
             return Decision::Skip("skipping automated sync: the rendered manifests are empty and allowEmpty is false; nothing will be pruned".into());
         }
+        // Argo CD's guard: when the only difference is extra live objects and
+        // automated prune is off, syncing changes nothing; do not loop.
+        let only_prune = c
+            .statuses
+            .iter()
+            .all(|s| s.requires_pruning || s.status.as_deref() == Some("Synced"));
+        if only_prune && !auto.prune {
+            return Decision::None;
+        }
         let rev = c.revisions.first().cloned().unwrap_or_default();
         if let Some(last) = &st.operation_state {
-            let same_rev =
-                last.sync_result.as_ref().map(|r| r.revision.as_str()) == Some(rev.as_str());
-            let was_auto = last
-                .operation
-                .initiated_by
-                .as_ref()
-                .and_then(|i| i.get("automated"))
-                .and_then(Value::as_bool)
-                == Some(true);
-            if same_rev && was_auto {
+            // "Already attempted": the last sync, whoever started it, was of
+            // these revisions and these sources.
+            let same_target = last.sync_result.as_ref().is_some_and(|r| {
+                let revs: Vec<String> = if r.revisions.is_empty() {
+                    vec![r.revision.clone()]
+                } else {
+                    r.revisions.clone()
+                };
+                let srcs: Vec<ApplicationSource> = match (&r.sources, &r.source) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(x)) => vec![x.clone()],
+                    _ => Vec::new(),
+                };
+                revs == c.revisions && srcs == c.sources
+            });
+            if same_target {
                 if last.phase == "Failed" {
                     match retry_delay(app, last.retry_count + 1) {
                         None => return Decision::None,
@@ -1232,13 +1268,44 @@ impl Controller {
             serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
         let api: Api<Application> =
             Api::namespaced(self.client.clone(), &app.namespace().unwrap_or_default());
-        let updated = api
+        let mut result = api
             .patch(
                 &app.name_any(),
                 &PatchParams::default(),
                 &Patch::<()>::Json(patch),
             )
-            .await?;
+            .await;
+        // After an operation the result must not be lost to a concurrent
+        // edit (a label, an annotation): re-read and write again as long as
+        // the operation is still the one we ran.
+        let mut tries = 0;
+        while clear_op
+            && tries < 3
+            && matches!(&result, Err(kube::Error::Api(e)) if e.code == 422 || e.code == 409)
+        {
+            tries += 1;
+            let fresh = api.get(&app.name_any()).await?;
+            if fresh.operation != app.operation {
+                break;
+            }
+            let mut ops = vec![
+                json!({ "op": "test", "path": "/metadata/resourceVersion", "value": fresh.resource_version() }),
+                json!({ "op": "add", "path": "/status", "value": st }),
+            ];
+            if fresh.operation.is_some() {
+                ops.push(json!({ "op": "remove", "path": "/operation" }));
+            }
+            let patch: json_patch::Patch =
+                serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
+            result = api
+                .patch(
+                    &app.name_any(),
+                    &PatchParams::default(),
+                    &Patch::<()>::Json(patch),
+                )
+                .await;
+        }
+        let updated = result?;
         if let Ok(mut w) = self.written.lock() {
             w.insert(app.name_any(), updated);
         }
@@ -1249,9 +1316,10 @@ impl Controller {
     /// app manages, then let the Application go.
     async fn finalize(&self, app: &Application) -> Option<Duration> {
         let finalizers = app.finalizers().to_vec();
-        let fg = finalizers
-            .iter()
-            .any(|f| f == annotations::RESOURCES_FINALIZER);
+        let fg = finalizers.iter().any(|f| {
+            f == annotations::RESOURCES_FINALIZER
+                || f == annotations::RESOURCES_FINALIZER_FOREGROUND
+        });
         let bg = finalizers
             .iter()
             .any(|f| f == annotations::RESOURCES_FINALIZER_BACKGROUND);
@@ -1265,6 +1333,11 @@ impl Controller {
         );
         let conn = match self.destination(&app.spec.destination).await {
             Ok((c, _, _)) => c,
+            // The cluster itself is gone: nothing is left to delete there.
+            Err(s) if s.type_ == "InvalidSpecError" => {
+                tracing::warn!(app = %app.name_any(), error = %s.message, "destination no longer exists; releasing the Application");
+                return self.release_finalizers(app).await;
+            }
             Err(s) => {
                 tracing::warn!(app = %app.name_any(), error = %s.message, "cannot reach destination to delete resources");
                 return Some(Duration::from_secs(10));
@@ -1290,7 +1363,12 @@ impl Controller {
                 .get(annotations::TRACKING_ID)
                 .and_then(|id| tracking::parse_tracking_id(id))
                 .is_some_and(|(a, _)| a == instance);
-            if !owned {
+            // `Delete=false` keeps an object (a PVC, a namespace) when its app goes.
+            let keep = live
+                .annotations()
+                .get(annotations::SYNC_OPTIONS)
+                .is_some_and(|o| o.split(',').any(|x| x.trim() == "Delete=false"));
+            if !owned || keep {
                 continue;
             }
             remaining += 1;
@@ -1309,12 +1387,20 @@ impl Controller {
         if remaining > 0 && fg {
             return Some(Duration::from_secs(2));
         }
-        let keep: Vec<String> = finalizers
-            .into_iter()
+        self.release_finalizers(app).await
+    }
+
+    /// Removes Ferry's finalizers so the Application can go.
+    async fn release_finalizers(&self, app: &Application) -> Option<Duration> {
+        let keep: Vec<String> = app
+            .finalizers()
+            .iter()
             .filter(|f| {
-                f != annotations::RESOURCES_FINALIZER
-                    && f != annotations::RESOURCES_FINALIZER_BACKGROUND
+                *f != annotations::RESOURCES_FINALIZER
+                    && *f != annotations::RESOURCES_FINALIZER_BACKGROUND
+                    && *f != annotations::RESOURCES_FINALIZER_FOREGROUND
             })
+            .cloned()
             .collect();
         let api: Api<Application> =
             Api::namespaced(self.client.clone(), &app.namespace().unwrap_or_default());
@@ -1420,7 +1506,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     if !num.is_empty() {
         return None;
     }
-    Some(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).ok()
 }
 
 fn push_history(
@@ -1479,8 +1565,22 @@ fn clear_conditions(st: &mut ApplicationStatus, types: &[&str]) {
     st.conditions.retain(|c| !types.contains(&c.type_.as_str()));
 }
 
-fn compare_key(server: &str, key: &ObjectKey, rv: &str, desired: &Value) -> String {
-    format!("{server}|{key}|{rv}|{}", hash(&desired.to_string()))
+/// What a comparison depends on: the desired object, the live version, and
+/// the ignoreDifferences rules that apply to it.
+fn compare_key(
+    server: &str,
+    key: &ObjectKey,
+    rv: &str,
+    desired: &Value,
+    ignores: &[IgnoreDifferences],
+) -> String {
+    let rules = diff::rules_for(ignores, &key.group, &key.kind, &key.namespace, &key.name);
+    let rules_key = serde_json::to_string(&rules).unwrap_or_default();
+    format!(
+        "{server}|{key}|{rv}|{}|{}",
+        hash(&desired.to_string()),
+        hash(&rules_key)
+    )
 }
 
 fn hash(s: &str) -> String {
@@ -1550,4 +1650,22 @@ fn render_key(
         refs_key.join(","),
         hash(&plugin_key.join(","))
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_as_argo_cd_writes_them() {
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("3m"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
+        // A user's absurd value is refused, not a panic in a worker.
+        assert_eq!(parse_duration("99999999999999999999999h"), None);
+    }
 }

@@ -7,7 +7,9 @@ use common::*;
 use serde_json::json;
 
 fn cm(name: &str, value: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
+    )
 }
 
 #[tokio::test]
@@ -39,16 +41,36 @@ async fn commits_elsewhere_do_not_re_render_an_app() {
     h.refresh("app-a").await;
     h.refresh("app-b").await;
     let at_new_commit = |a: &ferry_model::Application| {
-        a.status.as_ref().and_then(|s| s.sync.as_ref()).and_then(|s| s.revision.clone()).as_deref() == Some(sha.as_str())
+        a.status
+            .as_ref()
+            .and_then(|s| s.sync.as_ref())
+            .and_then(|s| s.revision.clone())
+            .as_deref()
+            == Some(sha.as_str())
             && sync_status(a) == "Synced"
     };
-    h.wait_app("app-a", "compared at the new commit", at_new_commit).await;
-    h.wait_app("app-b", "synced at the new commit", at_new_commit).await;
-    assert_eq!(ferry_controller::render_count() - before, 1, "only app-b's path changed");
+    h.wait_app("app-a", "compared at the new commit", at_new_commit)
+        .await;
+    h.wait_app("app-b", "synced at the new commit", at_new_commit)
+        .await;
+    assert_eq!(
+        ferry_controller::render_count() - before,
+        1,
+        "only app-b's path changed"
+    );
 
     // A hard refresh renders again even without a change.
     let patch = json!({ "metadata": { "annotations": { "argocd.argoproj.io/refresh": "hard" } } });
-    h.apps().patch("app-a", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
-    h.eventually("the hard refresh to render", || async { (ferry_controller::render_count() - before == 2).then_some(()) })
-        .await;
+    h.apps()
+        .patch(
+            "app-a",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    h.eventually("the hard refresh to render", || async {
+        (ferry_controller::render_count() - before == 2).then_some(())
+    })
+    .await;
 }

@@ -104,9 +104,16 @@ impl ClusterConn {
         }
     }
 
-    /// The live object from the shared cache, starting the kind's watch on first use.
-    pub async fn live(&self, r: &Resolved, namespace: &str, name: &str) -> Option<Value> {
-        let store = self.store(r).await;
+    /// The live object from the shared cache, starting the kind's watch on
+    /// first use. Err when the cache could not be filled: then nothing is
+    /// known, and callers must not take the object for missing.
+    pub async fn live(
+        &self,
+        r: &Resolved,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, String> {
+        let store = self.store(r).await?;
         let ns = if r.namespaced {
             Some(namespace.to_string())
         } else {
@@ -114,28 +121,44 @@ impl ClusterConn {
         };
         let mut oref = ObjectRef::<DynamicObject>::new_with(name, r.api.clone());
         oref.namespace = ns;
-        store.get(&oref).map(|o| to_value(&o, &r.api))
+        Ok(store.get(&oref).map(|o| to_value(&o, &r.api)))
     }
 
-    /// Every cached object of a kind that carries a tracking id for `app`.
-    pub async fn tracked_by(&self, r: &Resolved, app: &str) -> Vec<Value> {
-        let store = self.store(r).await;
-        store
+    /// Every cached object of a kind that `app` manages: its tracking id
+    /// names this app *and this very object* (annotations copied onto other
+    /// objects, as controllers do onto ReplicaSets, do not count), and no
+    /// owner manages it instead.
+    pub async fn tracked_by(&self, r: &Resolved, app: &str) -> Result<Vec<Value>, String> {
+        let store = self.store(r).await?;
+        let group = r.api.group.clone();
+        Ok(store
             .state()
             .iter()
+            .filter(|o| {
+                o.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(|v| v.is_empty())
+            })
             .filter(|o| {
                 o.metadata
                     .annotations
                     .as_ref()
                     .and_then(|a| a.get(TRACKING_ID))
                     .and_then(|id| parse_tracking_id(id))
-                    .is_some_and(|(a, _)| a == app)
+                    .is_some_and(|(a, key)| {
+                        a == app
+                            && key.group == group
+                            && key.kind == r.api.kind
+                            && key.name == o.metadata.name.clone().unwrap_or_default()
+                            && key.namespace == o.metadata.namespace.clone().unwrap_or_default()
+                    })
             })
             .map(|o| to_value(o, &r.api))
-            .collect()
+            .collect())
     }
 
-    async fn store(&self, r: &Resolved) -> Store<DynamicObject> {
+    async fn store(&self, r: &Resolved) -> Result<Store<DynamicObject>, String> {
         let key = (r.api.api_version.clone(), r.api.kind.clone());
         let (store, mut ready) = {
             let mut stores = match self.stores.lock() {
@@ -154,16 +177,19 @@ impl ClusterConn {
                 }
             }
         };
-        // A kind we may not list (RBAC) must not hang the app forever; its
-        // objects then look missing and sync re-applies them, which is idempotent.
+        // A kind we may not list (RBAC) must not hang the app forever, nor
+        // pass for "nothing there": the compare fails with this message.
         let wait = ready.wait_for(|r| *r);
         if tokio::time::timeout(std::time::Duration::from_secs(30), wait)
             .await
             .is_err()
         {
-            tracing::warn!(cluster = %self.name, kind = %r.api.kind, "watch cache not ready after 30s; treating objects as missing");
+            return Err(format!(
+                "cannot watch {} on cluster {}: the list did not complete within 30s (missing permission?)",
+                r.api.kind, self.name
+            ));
         }
-        store
+        Ok(store)
     }
 
     fn spawn_watch(

@@ -308,7 +308,13 @@ fn pod(obj: &Value) -> HealthStatus {
                 .and_then(Value::as_str)
                 .unwrap_or("Always")
                 == "Always";
-            if !restart_always || cond_is(obj, "Ready", "True") {
+            if !restart_always {
+                // Run-to-completion pods (typically hooks) are done only when they end.
+                h(
+                    PROGRESSING,
+                    Some(message.unwrap_or_else(|| "Pod is running".into())),
+                )
+            } else if cond_is(obj, "Ready", "True") {
                 h(HEALTHY, message)
             } else {
                 h(

@@ -38,6 +38,9 @@ pub struct PruneTarget {
     pub version: String,
     /// `Prune=false` on the live object.
     pub disabled: bool,
+    /// The live object's uid when the prune was decided: a recreated object
+    /// of the same name is not deleted.
+    pub uid: Option<String>,
 }
 
 pub struct SyncRequest<'a> {
@@ -531,11 +534,12 @@ async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
             result.status = "Pruned".into();
             result.message = "pruned (dry run)".into();
         } else {
-            match delete(
+            match delete_uid(
                 req.conn,
-                Some(&p.resolved),
+                &p.resolved,
                 &p.key,
                 &req.options.prune_propagation_policy,
+                p.uid.clone(),
             )
             .await
             {
@@ -553,6 +557,35 @@ async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
             }
         }
         out.results.push(result);
+    }
+}
+
+/// Deletes one object only if it is still the one with `uid`.
+async fn delete_uid(
+    conn: &ClusterConn,
+    resolved: &Resolved,
+    key: &ObjectKey,
+    policy: &str,
+    uid: Option<String>,
+) -> Result<(), String> {
+    let api = conn.api(resolved, &key.namespace);
+    let propagation = match policy {
+        "background" => PropagationPolicy::Background,
+        "orphan" => PropagationPolicy::Orphan,
+        _ => PropagationPolicy::Foreground,
+    };
+    let dp = DeleteParams {
+        propagation_policy: Some(propagation),
+        preconditions: uid.map(|u| kube::api::Preconditions {
+            uid: Some(u),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&key.name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(api_message(&e)),
     }
 }
 

@@ -25,6 +25,8 @@ pub mod annotations {
     pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
     pub const RESOURCES_FINALIZER_BACKGROUND: &str =
         "resources-finalizer.argocd.argoproj.io/background";
+    pub const RESOURCES_FINALIZER_FOREGROUND: &str =
+        "resources-finalizer.argocd.argoproj.io/foreground";
     pub const MANIFEST_GENERATE_PATHS: &str = "argocd.argoproj.io/manifest-generate-paths";
 }
 
