@@ -50,6 +50,17 @@ struct Comparison {
     errors: Vec<String>,
 }
 
+impl Comparison {
+    /// Argo CD records `source` for single-source apps and `sources` otherwise.
+    fn single_source(&self) -> Option<ApplicationSource> {
+        (self.sources.len() == 1).then(|| self.sources[0].clone())
+    }
+
+    fn multi_sources(&self) -> Option<Vec<ApplicationSource>> {
+        (self.sources.len() > 1).then(|| self.sources.clone())
+    }
+}
+
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
@@ -194,16 +205,8 @@ impl Controller {
                                     resources: outcome.results,
                                     revision: rev,
                                     revisions: c.revisions.clone(),
-                                    source: if c.sources.len() == 1 {
-                                        c.sources.first().cloned()
-                                    } else {
-                                        None
-                                    },
-                                    sources: if c.sources.len() > 1 {
-                                        Some(c.sources.clone())
-                                    } else {
-                                        None
-                                    },
+                                    source: c.single_source(),
+                                    sources: c.multi_sources(),
                                 }),
                                 started_at: Some(started),
                                 finished_at: Some(finished),
@@ -1528,16 +1531,8 @@ fn push_history(
         },
         deployed_at: Some(finished),
         deploy_started_at: Some(started),
-        source: if c.sources.len() == 1 {
-            c.sources.first().cloned()
-        } else {
-            None
-        },
-        sources: if c.sources.len() > 1 {
-            Some(c.sources.clone())
-        } else {
-            None
-        },
+        source: c.single_source(),
+        sources: c.multi_sources(),
     });
     let limit = app.spec.revision_history_limit.unwrap_or(10).max(1) as usize;
     if st.history.len() > limit {

@@ -596,23 +596,9 @@ pub async fn delete(
     key: &ObjectKey,
     policy: &str,
 ) -> Result<(), String> {
-    let Some(resolved) = resolved else {
-        return Ok(());
-    };
-    let api = conn.api(resolved, &key.namespace);
-    let propagation = match policy {
-        "background" => PropagationPolicy::Background,
-        "orphan" => PropagationPolicy::Orphan,
-        _ => PropagationPolicy::Foreground,
-    };
-    let dp = DeleteParams {
-        propagation_policy: Some(propagation),
-        ..DeleteParams::default()
-    };
-    match api.delete(&key.name, &dp).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(api_message(&e)),
+    match resolved {
+        Some(r) => delete_uid(conn, r, key, policy, None).await,
+        None => Ok(()),
     }
 }
 
