@@ -183,7 +183,12 @@ impl Controller {
                             let fast_path = outcome.succeeded && !dry_run;
                             let finished = now();
                             let rev = c.revisions.first().cloned().unwrap_or_default();
-                            if outcome.succeeded && !dry_run {
+                            // Argo CD records history only for whole-app syncs.
+                            let whole_app = operation
+                                .sync
+                                .as_ref()
+                                .is_none_or(|s| s.resources.is_empty());
+                            if outcome.succeeded && !dry_run && whole_app {
                                 push_history(
                                     &mut st,
                                     &app,
@@ -453,7 +458,7 @@ impl Controller {
         for s in &sources {
             project
                 .spec
-                .check_source(&project_name, &s.repo_url)
+                .check_source(&project_name, &scrub_url(&s.repo_url))
                 .map_err(|v| stop("InvalidSpecError", v.0))?;
         }
         let dest_ns = app.spec.destination.namespace.clone().unwrap_or_default();
@@ -659,6 +664,7 @@ impl Controller {
             };
             // Custom resources whose CRD comes with this sync are namespaced unless proven otherwise.
             let namespaced = resolved.as_ref().map(|r| r.namespaced).unwrap_or(true);
+            let is_hook = plan::hook_kind(&obj) != HookKind::None;
             let meta = obj["metadata"]
                 .as_object_mut()
                 .ok_or_else(|| stop("ComparisonError", "object without metadata"))?;
@@ -674,11 +680,33 @@ impl Controller {
                 meta.remove("namespace");
                 ns.clear();
             }
-            let name = meta
+            let mut name = meta
                 .get("name")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
+            // Hooks may use generateName (Argo CD's docs do). Name them here,
+            // as the API server would, so apply, wait and delete policies
+            // all address the object this sync creates.
+            let generate = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if name.is_empty()
+                && is_hook
+                && let Some(prefix) = generate
+            {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                name = format!(
+                    "{prefix}{}",
+                    &hash(&format!("{app_name}{prefix}{nanos}"))[..5]
+                );
+                meta.insert("name".into(), json!(name));
+                meta.remove("generateName");
+            }
             let key = ObjectKey {
                 group: group.clone(),
                 kind: kind.clone(),

@@ -342,7 +342,15 @@ async fn waves_and_hooks_run_in_order() {
         .resources;
     let order: Vec<(String, String)> = results
         .iter()
-        .map(|r| (r.sync_phase.clone(), r.name.clone()))
+        .map(|r| {
+            // The PostSync hook uses generateName: a fresh name each sync.
+            let name = if r.name.starts_with("smoke-test-") {
+                "smoke-test-*".to_string()
+            } else {
+                r.name.clone()
+            };
+            (r.sync_phase.clone(), name)
+        })
         .collect();
     assert_eq!(
         order,
@@ -351,7 +359,7 @@ async fn waves_and_hooks_run_in_order() {
             ("Sync", "settings"),
             ("Sync", "backend"),
             ("Sync", "frontend"),
-            ("PostSync", "smoke-test")
+            ("PostSync", "smoke-test-*")
         ]
         .map(|(p, n)| (p.to_string(), n.to_string()))
     );
@@ -376,11 +384,21 @@ async fn waves_and_hooks_run_in_order() {
         "BeforeHookCreation keeps the hook"
     );
     h.eventually("the HookSucceeded hook to be deleted", || async {
-        jobs.get_opt("smoke-test")
+        let left = jobs
+            .list(&Default::default())
             .await
             .unwrap()
-            .is_none()
-            .then_some(())
+            .items
+            .into_iter()
+            .filter(|j| {
+                j.metadata
+                    .name
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with("smoke-test-")
+            })
+            .count();
+        (left == 0).then_some(())
     })
     .await;
     h.wait_synced_healthy("waves").await;

@@ -33,9 +33,14 @@ pub enum HookKind {
     Skip,
 }
 
+/// Helm's hook annotations, which Argo CD maps onto its own.
+const HELM_HOOK: &str = "helm.sh/hook";
+const HELM_HOOK_WEIGHT: &str = "helm.sh/hook-weight";
+const HELM_HOOK_DELETE_POLICY: &str = "helm.sh/hook-delete-policy";
+
 pub fn hook_kind(obj: &Value) -> HookKind {
     let Some(v) = annotation(obj, annotations::HOOK) else {
-        return HookKind::None;
+        return helm_hook_kind(obj);
     };
     let mut phases = Vec::new();
     for part in v.split(',').map(str::trim) {
@@ -55,6 +60,34 @@ pub fn hook_kind(obj: &Value) -> HookKind {
     }
 }
 
+/// Argo CD's mapping of `helm.sh/hook`: pre-install/pre-upgrade run as
+/// PreSync, post-install/post-upgrade as PostSync, crd-install as a normal
+/// resource; the hooks Argo CD does not support (delete, rollback, test) are
+/// never applied.
+fn helm_hook_kind(obj: &Value) -> HookKind {
+    let Some(v) = annotation(obj, HELM_HOOK) else {
+        return HookKind::None;
+    };
+    let mut phases = Vec::new();
+    let mut normal = false;
+    for part in v.split(',').map(str::trim) {
+        match part {
+            "pre-install" | "pre-upgrade" => phases.push(Phase::PreSync),
+            "post-install" | "post-upgrade" => phases.push(Phase::PostSync),
+            "crd-install" => normal = true,
+            _ => {}
+        }
+    }
+    phases.dedup();
+    if !phases.is_empty() {
+        HookKind::Hook(phases)
+    } else if normal {
+        HookKind::None
+    } else {
+        HookKind::Skip
+    }
+}
+
 /// `hook-delete-policy` values; BeforeHookCreation is the default.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeletePolicy {
@@ -65,14 +98,16 @@ pub struct DeletePolicy {
 
 pub fn delete_policy(obj: &Value) -> DeletePolicy {
     let mut p = DeletePolicy::default();
-    match annotation(obj, annotations::HOOK_DELETE_POLICY) {
+    let value = annotation(obj, annotations::HOOK_DELETE_POLICY)
+        .or_else(|| annotation(obj, HELM_HOOK_DELETE_POLICY));
+    match value {
         None => p.before_creation = true,
         Some(v) => {
             for part in v.split(',').map(str::trim) {
                 match part {
-                    "BeforeHookCreation" => p.before_creation = true,
-                    "HookSucceeded" => p.on_success = true,
-                    "HookFailed" => p.on_failure = true,
+                    "BeforeHookCreation" | "before-hook-creation" => p.before_creation = true,
+                    "HookSucceeded" | "hook-succeeded" => p.on_success = true,
+                    "HookFailed" | "hook-failed" => p.on_failure = true,
                     _ => {}
                 }
             }
@@ -83,6 +118,7 @@ pub fn delete_policy(obj: &Value) -> DeletePolicy {
 
 pub fn wave(obj: &Value) -> i64 {
     annotation(obj, annotations::SYNC_WAVE)
+        .or_else(|| annotation(obj, HELM_HOOK_WEIGHT))
         .and_then(|w| w.trim().parse().ok())
         .unwrap_or(0)
 }
@@ -234,5 +270,38 @@ mod tests {
             )),
             0
         );
+    }
+
+    #[test]
+    fn helm_hooks_map_like_argo_cd() {
+        let helm = |hook: &str| {
+            obj(
+                "Job",
+                "j",
+                json!({ "helm.sh/hook": hook, "helm.sh/hook-weight": "-2",
+                        "helm.sh/hook-delete-policy": "hook-succeeded" }),
+            )
+        };
+        assert_eq!(
+            hook_kind(&helm("pre-install,pre-upgrade")),
+            HookKind::Hook(vec![Phase::PreSync])
+        );
+        assert_eq!(
+            hook_kind(&helm("post-upgrade")),
+            HookKind::Hook(vec![Phase::PostSync])
+        );
+        assert_eq!(hook_kind(&helm("test")), HookKind::Skip);
+        assert_eq!(hook_kind(&helm("pre-delete")), HookKind::Skip);
+        assert_eq!(hook_kind(&helm("crd-install")), HookKind::None);
+        assert_eq!(wave(&helm("pre-install")), -2);
+        let p = delete_policy(&helm("pre-install"));
+        assert!(p.on_success && !p.before_creation);
+        // Argo CD's own annotation wins.
+        let both = obj(
+            "Job",
+            "j",
+            json!({ "helm.sh/hook": "test", "argocd.argoproj.io/hook": "Sync" }),
+        );
+        assert_eq!(hook_kind(&both), HookKind::Hook(vec![Phase::Sync]));
     }
 }

@@ -124,6 +124,16 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
     for group in &groups {
         let phase = group[0].phase;
         if phase == Phase::PostSync && !pruned {
+            // Prune once the last Sync wave is healthy, before PostSync hooks.
+            if !previous.is_empty()
+                && !req.dry_run
+                && let Err(msg) = wait_healthy(req.conn, &previous, req.wave_timeout).await
+            {
+                out.succeeded = false;
+                out.message = msg;
+                break;
+            }
+            previous.clear();
             prune(&req, &mut out).await;
             pruned = true;
             if !out.succeeded {
@@ -227,6 +237,7 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
     }
 
     if !out.succeeded {
+        let mut fail_hooks: Vec<Task> = Vec::new();
         for r in &req.resources {
             if let HookKind::Hook(p) = &r.hook
                 && p.contains(&Phase::SyncFail)
@@ -239,6 +250,19 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
                 out.results
                     .push(result_for(r, Phase::SyncFail, status, &message, true));
                 ran_hooks.push((r, res.is_ok()));
+                if res.is_ok() {
+                    fail_hooks.push(Task {
+                        phase: Phase::SyncFail,
+                        res: r,
+                    });
+                }
+            }
+        }
+        // SyncFail hooks clean up; let them finish before any delete policy.
+        if !fail_hooks.is_empty() && !req.dry_run {
+            let refs: Vec<&Task> = fail_hooks.iter().collect();
+            if let Err(msg) = wait_healthy(req.conn, &refs, req.wave_timeout).await {
+                tracing::warn!(error = %msg, "SyncFail hook did not finish");
             }
         }
     }

@@ -135,6 +135,9 @@ impl AppProjectSpec {
     }
 
     /// Is the destination (server URL, cluster name, namespace) permitted?
+    /// Argo CD's rules: an entry matches when its server (or its name)
+    /// and its namespace match, any pattern may be negated with `!`, and a
+    /// negated field that excludes the destination denies it outright.
     pub fn check_destination(
         &self,
         project: &str,
@@ -142,58 +145,41 @@ impl AppProjectSpec {
         name: &str,
         namespace: &str,
     ) -> Result<(), Violation> {
-        let matches = |d: &ProjectDestination, negate: bool| {
-            let m = |pat: &Option<String>, v: &str| match pat.as_deref() {
-                None | Some("") => true,
-                Some(p) => {
-                    let p = if negate {
-                        p.strip_prefix('!').unwrap_or(p)
-                    } else {
-                        p
-                    };
-                    glob_match(p, v)
-                }
-            };
-            let cluster_ok = match (&d.server, &d.name) {
-                (Some(_), _) if !server.is_empty() => m(&d.server, server),
-                (_, Some(_)) if !name.is_empty() => m(&d.name, name),
-                (Some(_), _) => m(&d.server, server),
-                _ => true,
-            };
-            cluster_ok && m(&d.namespace, namespace)
-        };
-        let is_deny = |d: &ProjectDestination| {
-            [&d.server, &d.name, &d.namespace]
-                .iter()
-                .any(|f| f.as_deref().is_some_and(|s| s.starts_with('!')))
-        };
-        let denied = self.destinations.iter().filter(|d| is_deny(d)).any(|d| {
-            // A deny entry matches when its negated field matches.
-            let neg_ns = d.namespace.as_deref().is_some_and(|s| s.starts_with('!'));
-            let neg_srv = d.server.as_deref().is_some_and(|s| s.starts_with('!'));
-            let ns_hit = neg_ns
-                && d.namespace
-                    .as_deref()
-                    .is_some_and(|p| glob_match(&p[1..], namespace));
-            let srv_hit = neg_srv
-                && d.server
-                    .as_deref()
-                    .is_some_and(|p| glob_match(&p[1..], server));
-            ns_hit || srv_hit
-        });
-        let allowed = self
-            .destinations
-            .iter()
-            .filter(|d| !is_deny(d))
-            .any(|d| matches(d, false));
-        if allowed && !denied {
+        let field = |p: &Option<String>| p.clone().unwrap_or_default();
+        let mut any = false;
+        for d in &self.destinations {
+            let (ps, pn, pns) = (field(&d.server), field(&d.name), field(&d.namespace));
+            let server_hit =
+                !server.is_empty() && !ps.is_empty() && glob_match_negatable(&ps, server);
+            let name_hit = !name.is_empty() && !pn.is_empty() && glob_match_negatable(&pn, name);
+            let ns_hit = glob_match_negatable(&pns, namespace);
+            if (server_hit || name_hit) && ns_hit {
+                any = true;
+            } else if (((!name_hit && pn.starts_with('!')) || (!server_hit && ps.starts_with('!')))
+                && ns_hit)
+                || (!ns_hit && pns.starts_with('!') && (server_hit || name_hit))
+            {
+                return Err(self.destination_violation(project, server, name, namespace));
+            }
+        }
+        if any {
             Ok(())
         } else {
-            let cluster = if name.is_empty() { server } else { name };
-            Err(Violation(format!(
-                "application destination server '{cluster}' and namespace '{namespace}' do not match any of the allowed destinations in project '{project}'"
-            )))
+            Err(self.destination_violation(project, server, name, namespace))
         }
+    }
+
+    fn destination_violation(
+        &self,
+        project: &str,
+        server: &str,
+        name: &str,
+        namespace: &str,
+    ) -> Violation {
+        let cluster = if name.is_empty() { server } else { name };
+        Violation(format!(
+            "application destination server '{cluster}' and namespace '{namespace}' do not match any of the allowed destinations in project '{project}'"
+        ))
     }
 
     /// May the project deploy a resource of this group/kind?
@@ -247,6 +233,14 @@ fn allowed_by(patterns: &[String], matches: impl Fn(&str) -> bool) -> bool {
         }
     }
     allowed
+}
+
+/// A glob that may be negated with a leading `!`.
+fn glob_match_negatable(pattern: &str, text: &str) -> bool {
+    match pattern.strip_prefix('!') {
+        Some(p) => !glob_match(p, text),
+        None => glob_match(pattern, text),
+    }
 }
 
 /// Glob with `*` (any run of characters, `/` included, as Argo CD's matching
@@ -351,5 +345,43 @@ mod tests {
         assert!(p.check_resource("t", "", "ConfigMap", true).is_ok());
         // No cluster-scoped resources unless whitelisted.
         assert!(p.check_resource("t", "", "Namespace", false).is_err());
+    }
+
+    #[test]
+    fn destinations_follow_argo_cd_rules() {
+        let d = |server: Option<&str>, name: Option<&str>, ns: &str| ProjectDestination {
+            server: server.map(str::to_string),
+            name: name.map(str::to_string),
+            namespace: Some(ns.to_string()),
+        };
+        // Everything but kube-system.
+        let p = AppProjectSpec {
+            destinations: vec![d(Some("*"), None, "!kube-system")],
+            ..Default::default()
+        };
+        assert!(p.check_destination("p", "https://k", "", "team").is_ok());
+        assert!(
+            p.check_destination("p", "https://k", "", "kube-system")
+                .is_err()
+        );
+        // An entry without server or name matches no cluster.
+        let p = AppProjectSpec {
+            destinations: vec![d(None, None, "*")],
+            ..Default::default()
+        };
+        assert!(
+            p.check_destination("p", "https://k", "in-cluster", "team")
+                .is_err()
+        );
+        // By cluster name, with a denied name.
+        let p = AppProjectSpec {
+            destinations: vec![d(None, Some("*"), "*"), d(None, Some("!prod"), "*")],
+            ..Default::default()
+        };
+        assert!(
+            p.check_destination("p", "https://s", "staging", "x")
+                .is_ok()
+        );
+        assert!(p.check_destination("p", "https://p", "prod", "x").is_err());
     }
 }

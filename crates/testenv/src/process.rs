@@ -222,13 +222,28 @@ pub fn run_with_stdin(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A free TCP port on 127.0.0.1. Another process could take it before we
-/// bind it; the ports are picked right before use to keep that window small.
+/// A free TCP port on 127.0.0.1, never one this process handed out before.
+/// Binding port 0 and closing it can return the same port twice in a row
+/// (two calls for etcd's client and peer ports did), so ports are remembered.
+/// Another process could still take one before we bind it; ports are picked
+/// right before use to keep that window small.
 pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").ctx(|| "binding 127.0.0.1:0".into())?;
-    Ok(l.local_addr()
-        .ctx(|| "reading local address".into())?
-        .port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").ctx(|| "binding 127.0.0.1:0".into())?;
+        let port = l
+            .local_addr()
+            .ctx(|| "reading local address".into())?
+            .port();
+        let mut given = GIVEN
+            .lock()
+            .map_err(|_| Error::Startup("port registry poisoned".into()))?;
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    Err(Error::Startup("no unused loopback port found".into()))
 }
 
 /// Waits until `check` returns true, failing if `proc` exits or time runs out.
@@ -265,4 +280,16 @@ pub async fn port_open(port: u16) -> bool {
     tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ports_are_never_handed_out_twice() {
+        let mut ports: Vec<u16> = (0..200).map(|_| super::free_port().unwrap()).collect();
+        let n = ports.len();
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports.len(), n);
+    }
 }
