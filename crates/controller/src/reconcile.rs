@@ -1233,10 +1233,22 @@ impl Controller {
         let mut resources = c.resources.clone();
         if !s.resources.is_empty() {
             resources.retain(|r| {
-                s.resources
-                    .iter()
-                    .any(|w| w.kind == r.key.kind && w.name == r.key.name && w.group == r.key.group)
+                s.resources.iter().any(|w| {
+                    w.kind == r.key.kind
+                        && w.name == r.key.name
+                        && w.group == r.key.group
+                        && w.namespace
+                            .as_deref()
+                            .is_none_or(|n| n.is_empty() || n == r.key.namespace)
+                })
             });
+        }
+        // Options given with the operation (`argocd app sync --sync-option`)
+        // apply to every resource, over the app's and the object's own.
+        if !s.sync_options.is_empty() {
+            for r in resources.iter_mut() {
+                r.options.apply(&s.sync_options);
+            }
         }
         let dest_ns = app.spec.destination.namespace.clone().unwrap_or_default();
         let create_namespace = (options.create_namespace && !dest_ns.is_empty()).then(|| {
