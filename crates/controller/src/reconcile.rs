@@ -542,6 +542,12 @@ impl Controller {
                 format!("cluster {}: {}", conn.name, sync::api_message(&e)),
             )
         })?;
+        let api_versions = conn.api_versions().await.map_err(|e| {
+            stop(
+                "ComparisonError",
+                format!("cluster {}: {}", conn.name, sync::api_message(&e)),
+            )
+        })?;
         let plugins = self.plugins();
         let mut objects: Vec<Value> = Vec::new();
         let mut source_type = String::new();
@@ -565,7 +571,7 @@ impl Controller {
                 tree.as_deref(),
                 contained,
                 &refs,
-                &kube_version,
+                &format!("{kube_version}|{}", hash(&api_versions.join(","))),
                 &plugins,
             );
             let cached = self.rendered.lock().ok().and_then(|m| m.get(&key).cloned());
@@ -576,6 +582,7 @@ impl Controller {
                         .as_ref()
                         .map_err(|e| stop(e.type_, e.message.clone()))?
                         .clone();
+                    let api_versions2 = api_versions.clone();
                     let (s2, dir2, rev2, refs2, kv, plugins2) = (
                         s.clone(),
                         dir.clone(),
@@ -596,7 +603,7 @@ impl Controller {
                             revision: &rev2,
                             refs: &refs2,
                             kube_version: &kv,
-                            api_versions: &[],
+                            api_versions: &api_versions2,
                             plugins: &plugins2,
                             tools: &tools,
                             timeout,

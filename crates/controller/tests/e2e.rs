@@ -220,6 +220,13 @@ async fn helm_app_uses_per_environment_values_files() {
             .as_deref(),
         Some("production")
     );
+    // Helm saw what the destination serves.
+    assert_eq!(
+        configmap_value(&h, &h.dest, "prod-settings", "has-apps-v1")
+            .await
+            .as_deref(),
+        Some("true")
+    );
     assert_eq!(
         configmap_value(&h, &h.dest, "staging-settings", "environment")
             .await

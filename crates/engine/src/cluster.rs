@@ -36,6 +36,7 @@ pub struct ClusterConn {
     /// Per kind: the cache and a flag that turns true once its initial list is in.
     stores: Mutex<HashMap<(String, String), KindCache>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    api_versions: Mutex<Option<(std::time::Instant, Vec<String>)>>,
     triggers: UnboundedSender<Trigger>,
 }
 
@@ -72,6 +73,7 @@ impl ClusterConn {
             kinds: Mutex::new(HashMap::new()),
             stores: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
+            api_versions: Mutex::new(None),
             triggers,
         })
     }
@@ -239,6 +241,27 @@ impl ClusterConn {
         if let Ok(mut t) = self.tasks.lock() {
             t.push(task);
         }
+    }
+
+    /// Every `group/version` the cluster serves (what Helm's
+    /// `.Capabilities.APIVersions` and CMP plugins' KUBE_API_VERSIONS carry).
+    pub async fn api_versions(&self) -> Result<Vec<String>, kube::Error> {
+        // Re-read now and then: a CRD installed later adds a group.
+        if let Some((at, v)) = self.api_versions.lock().ok().and_then(|g| g.clone())
+            && at.elapsed() < std::time::Duration::from_secs(60)
+        {
+            return Ok(v);
+        }
+        let mut out: Vec<String> = self.client.list_core_api_versions().await?.versions;
+        for g in self.client.list_api_groups().await?.groups {
+            out.extend(g.versions.into_iter().map(|v| v.group_version));
+        }
+        out.sort();
+        out.dedup();
+        if let Ok(mut g) = self.api_versions.lock() {
+            *g = Some((std::time::Instant::now(), out.clone()));
+        }
+        Ok(out)
     }
 
     /// `major.minor.patch` of the API server, e.g. `1.20.2`.
