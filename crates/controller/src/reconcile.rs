@@ -776,7 +776,6 @@ impl Controller {
                 continue;
             }
             pending.push(async move {
-                let t = Instant::now();
                 let (live, unknown) = match &r.resolved {
                     Some(res) => match conn_ref.live(res, &r.key.namespace, &r.key.name).await {
                         Ok(l) => (l, None),
@@ -784,7 +783,6 @@ impl Controller {
                     },
                     None => (None, None),
                 };
-                tracing::debug!(key = %r.key, ms = t.elapsed().as_millis() as u64, "live read");
                 let diffs = match (&r.resolved, unknown) {
                     // Not knowing the live state is an error, never "missing".
                     (_, Some(e)) => Err(e),
@@ -803,7 +801,6 @@ impl Controller {
                         .await
                     }
                 };
-                tracing::debug!(key = %r.key, ms = t.elapsed().as_millis() as u64, "diffed");
                 (i, live, diffs)
             });
         }
@@ -996,7 +993,7 @@ impl Controller {
             .and_then(Value::as_str)
             .unwrap_or("-");
         let rules = diff::rules_for(ignores, &key.group, &key.kind, &key.namespace, &key.name);
-        let cache_key = compare_key(&conn.server, key, rv, desired, ignores);
+        let cache_key = compare_key(&conn.server, key, rv, desired, &rules);
         if let Some(d) = self
             .compared
             .lock()
@@ -1066,7 +1063,19 @@ impl Controller {
                 .unwrap_or("-");
             if let Ok(mut m) = self.compared.lock() {
                 m.insert(
-                    compare_key(&c.conn.server, &r.key, rv, &r.desired, ignores),
+                    compare_key(
+                        &c.conn.server,
+                        &r.key,
+                        rv,
+                        &r.desired,
+                        &diff::rules_for(
+                            ignores,
+                            &r.key.group,
+                            &r.key.kind,
+                            &r.key.namespace,
+                            &r.key.name,
+                        ),
+                    ),
                     Vec::new(),
                 );
             }
@@ -1614,10 +1623,9 @@ fn compare_key(
     key: &ObjectKey,
     rv: &str,
     desired: &Value,
-    ignores: &[IgnoreDifferences],
+    rules: &[&IgnoreDifferences],
 ) -> String {
-    let rules = diff::rules_for(ignores, &key.group, &key.kind, &key.namespace, &key.name);
-    let rules_key = serde_json::to_string(&rules).unwrap_or_default();
+    let rules_key = serde_json::to_string(rules).unwrap_or_default();
     format!(
         "{server}|{key}|{rv}|{}|{}",
         hash(&desired.to_string()),

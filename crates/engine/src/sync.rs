@@ -123,23 +123,6 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
     let mut ran_hooks: Vec<(&Resource, bool)> = Vec::new();
     for group in &groups {
         let phase = group[0].phase;
-        if phase == Phase::PostSync && !pruned {
-            // Prune once the last Sync wave is healthy, before PostSync hooks.
-            if !previous.is_empty()
-                && !req.dry_run
-                && let Err(msg) = wait_healthy(req.conn, &previous, req.wave_timeout).await
-            {
-                out.succeeded = false;
-                out.message = msg;
-                break;
-            }
-            previous.clear();
-            prune(&req, &mut out).await;
-            pruned = true;
-            if !out.succeeded {
-                break;
-            }
-        }
         // Each wave starts only once the previous one is healthy.
         if !previous.is_empty()
             && !req.dry_run
@@ -148,6 +131,14 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
             out.succeeded = false;
             out.message = msg;
             break;
+        }
+        // Prune once the last Sync wave is healthy, before PostSync hooks.
+        if phase == Phase::PostSync && !pruned {
+            prune(&req, &mut out).await;
+            pruned = true;
+            if !out.succeeded {
+                break;
+            }
         }
         // Kinds stay in order (a Namespace or CRD before what needs it);
         // objects of one kind go out together.
