@@ -37,10 +37,17 @@ pub struct ControllerArgs {
     /// Seconds to wait for one sync wave to become healthy.
     #[arg(long, default_value_t = 300)]
     wave_timeout_seconds: u64,
+    /// Do not serve Flux's ImageRepository, ImagePolicy and ImageUpdateAutomation.
+    #[arg(long)]
+    no_image_automation: bool,
+    /// Serve image automation objects in this namespace only (default: all namespaces).
+    #[arg(long)]
+    image_namespace: Option<String>,
 }
 
-pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    let client = match &args.kubeconfig {
+/// A client from `kubeconfig`, else $KUBECONFIG, ~/.kube/config, then in-cluster.
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -52,10 +59,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             .with_context(|| format!("loading {}", path.display()))?;
             kube::Client::try_from(cfg)?
         }
-        None => kube::Client::try_default()
-            .await
-            .context("no kubeconfig found and not running in a cluster")?,
-    };
+        None => kube::Client::try_default().await.context(
+            "no kubeconfig found and not running in a cluster (pass --kubeconfig or set KUBECONFIG)",
+        )?,
+    })
+}
+
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let cfg = ferry_controller::Config {
         namespace: args.namespace,
@@ -71,6 +82,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             .identity
             .unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id())),
         wave_timeout: Duration::from_secs(args.wave_timeout_seconds),
+        image_automation: !args.no_image_automation,
+        image_namespace: args.image_namespace,
         ..ferry_controller::Config::default()
     };
     tokio::select! {

@@ -3,6 +3,7 @@
 mod controller;
 mod demo;
 mod dev;
+mod image;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +31,11 @@ enum Command {
     },
     /// Run the GitOps controller: reconcile Argo CD Applications and AppProjects.
     Controller(controller::ControllerArgs),
+    /// Flux image automation: list, inspect, reconcile, and try policies offline.
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
 }
 
 #[tokio::main]
@@ -46,6 +52,16 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dev { command } => dev::run(command).await,
         Command::Controller(args) => controller::run(args).await,
+        Command::Image { command } => {
+            // Exit 1 means "no tag matched"; errors are 2 so scripts can tell.
+            return match image::run(command).await {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

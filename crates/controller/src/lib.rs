@@ -1,6 +1,7 @@
-//! controller: reconciles Argo CD Applications natively — watches, a work queue, leader election, and the source → render → compare → sync → status pipeline.
+//! controller: reconciles Argo CD Applications and Flux image automation natively — watches, work queues, leader election, and the source → render → compare → sync → status pipeline.
 
 mod clusters;
+mod images;
 pub mod leader;
 mod queue;
 mod reconcile;
@@ -45,6 +46,11 @@ pub struct Config {
     pub lease_duration: Duration,
     pub identity: String,
     pub install_crds: bool,
+    /// Serve Flux's ImageRepository, ImagePolicy and ImageUpdateAutomation.
+    pub image_automation: bool,
+    /// Watch image automation objects in this namespace only (Flux's
+    /// `--watch-all-namespaces=false`); all namespaces when `None`.
+    pub image_namespace: Option<String>,
 }
 
 impl Default for Config {
@@ -61,6 +67,8 @@ impl Default for Config {
             lease_duration: Duration::from_secs(15),
             identity: format!("ferry-{}", std::process::id()),
             install_crds: true,
+            image_automation: true,
+            image_namespace: None,
         }
     }
 }
@@ -311,6 +319,11 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     for r in ready {
         r.map_err(|e| Error::Setup(format!("initial list failed: {e}")))?;
     }
+    let _images = if cfg.image_automation {
+        Some(images::Images::start(client.clone(), ctl.clone()).await?)
+    } else {
+        None
+    };
     let mut workers = Vec::new();
     for _ in 0..cfg.workers.max(1) {
         let ctl = ctl.clone();
@@ -334,7 +347,31 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
 }
 
 /// Aborts its tasks when dropped.
-struct TaskGuard(Vec<tokio::task::JoinHandle<()>>);
+pub(crate) struct TaskGuard(pub(crate) Vec<tokio::task::JoinHandle<()>>);
+
+impl Controller {
+    /// Ferry just pushed to `url`: forget resolved revisions of it and
+    /// re-check the Applications reading it, instead of waiting for a poll.
+    pub(crate) fn repo_pushed(&self, url: &str) {
+        let same = |u: &str| {
+            let norm = |s: &str| {
+                s.trim()
+                    .trim_end_matches('/')
+                    .trim_end_matches(".git")
+                    .to_ascii_lowercase()
+            };
+            norm(u) == norm(url)
+        };
+        if let Ok(mut m) = self.resolved.lock() {
+            m.retain(|(u, _), _| !same(u));
+        }
+        for a in self.apps.state() {
+            if a.sources().iter().any(|s| same(&s.repo_url)) {
+                self.queue.add(&a.name_any());
+            }
+        }
+    }
+}
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
@@ -344,11 +381,14 @@ impl Drop for TaskGuard {
     }
 }
 
-/// Installs the Application and AppProject CRDs when absent. Refuses to run
-/// when they belong to a running Argo CD application controller.
+/// Installs the Application and AppProject CRDs (and Flux's image
+/// automation and GitRepository CRDs) when absent. Refuses to run when they
+/// belong to a running Argo CD application controller.
 pub async fn install_crds(client: &Client) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [crds::application_crd(), crds::appproject_crd()] {
+    let mut all = vec![crds::application_crd(), crds::appproject_crd()];
+    all.extend(crds::flux_crds());
+    for crd in all {
         let name = crd["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -360,7 +400,10 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
                     .get(crds::MANAGED_BY_LABEL)
                     .map(String::as_str)
                     == Some(crds::MANAGED_BY_VALUE);
-                if !ours && argocd_controller_running(client).await {
+                if !ours
+                    && name.ends_with(".argoproj.io")
+                    && argocd_controller_running(client).await
+                {
                     return Err(Error::ForeignController(format!(
                         "CRD {name} and a running argocd-application-controller"
                     )));

@@ -51,6 +51,8 @@ pub async fn harness(prefix: &str) -> Harness {
         leader_election: false,
         wave_timeout: Duration::from_secs(90),
         identity: ns.clone(),
+        // Each test's controller handles image automation in its own namespace only.
+        image_namespace: Some(ns.clone()),
         ..ferry_controller::Config::default()
     };
     let c = client.clone();

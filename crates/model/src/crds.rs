@@ -7,6 +7,7 @@ pub const MANAGED_BY_VALUE: &str = "ferry";
 
 pub fn application_crd() -> serde_json::Value {
     crd(
+        ARGO,
         "applications",
         "Application",
         "ApplicationList",
@@ -21,6 +22,7 @@ pub fn application_crd() -> serde_json::Value {
 
 pub fn appproject_crd() -> serde_json::Value {
     crd(
+        ARGO,
         "appprojects",
         "AppProject",
         "AppProjectList",
@@ -29,7 +31,78 @@ pub fn appproject_crd() -> serde_json::Value {
     )
 }
 
+/// Group, version, and whether status is a subresource.
+type GroupVersion = (&'static str, &'static str, bool);
+// Like Argo CD's own CRDs: no status subresource, so existing tooling that
+// writes status with the object keeps working.
+const ARGO: GroupVersion = ("argoproj.io", "v1alpha1", false);
+// Like Flux's CRDs: status is a subresource and spec changes bump the generation.
+const FLUX_IMAGE: GroupVersion = ("image.toolkit.fluxcd.io", "v1", true);
+const FLUX_SOURCE: GroupVersion = ("source.toolkit.fluxcd.io", "v1", true);
+
+/// The Flux image automation CRDs and the GitRepository they point at.
+pub fn flux_crds() -> Vec<serde_json::Value> {
+    let ready = || {
+        serde_json::json!([
+            { "name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status" },
+            { "name": "Status", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].message" },
+        ])
+    };
+    let with = |extra: serde_json::Value| {
+        let mut cols = ready();
+        if let (Some(c), Some(e)) = (cols.as_array_mut(), extra.as_array()) {
+            c.splice(0..0, e.iter().cloned());
+        }
+        cols
+    };
+    vec![
+        crd(
+            FLUX_IMAGE,
+            "imagerepositories",
+            "ImageRepository",
+            "ImageRepositoryList",
+            &[],
+            with(serde_json::json!([
+                { "name": "Last scan", "type": "string", "jsonPath": ".status.lastScanResult.scanTime" },
+                { "name": "Tags", "type": "integer", "jsonPath": ".status.lastScanResult.tagCount" },
+            ])),
+        ),
+        crd(
+            FLUX_IMAGE,
+            "imagepolicies",
+            "ImagePolicy",
+            "ImagePolicyList",
+            &[],
+            with(serde_json::json!([
+                { "name": "Image", "type": "string", "jsonPath": ".status.latestRef.name" },
+                { "name": "Tag", "type": "string", "jsonPath": ".status.latestRef.tag" },
+            ])),
+        ),
+        crd(
+            FLUX_IMAGE,
+            "imageupdateautomations",
+            "ImageUpdateAutomation",
+            "ImageUpdateAutomationList",
+            &[],
+            with(serde_json::json!([
+                { "name": "Last run", "type": "string", "jsonPath": ".status.lastAutomationRunTime" },
+            ])),
+        ),
+        crd(
+            FLUX_SOURCE,
+            "gitrepositories",
+            "GitRepository",
+            "GitRepositoryList",
+            &["gitrepo"],
+            serde_json::json!([
+                { "name": "URL", "type": "string", "jsonPath": ".spec.url" },
+            ]),
+        ),
+    ]
+}
+
 fn crd(
+    (group, version, status_subresource): GroupVersion,
     plural: &str,
     kind: &str,
     list_kind: &str,
@@ -42,17 +115,16 @@ fn crd(
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": format!("{plural}.argoproj.io"),
+            "name": format!("{plural}.{group}"),
             "labels": { MANAGED_BY_LABEL: MANAGED_BY_VALUE },
         },
         "spec": {
-            "group": "argoproj.io",
+            "group": group,
             "scope": "Namespaced",
             "names": { "plural": plural, "singular": kind.to_lowercase(), "kind": kind, "listKind": list_kind, "shortNames": short },
             "versions": [{
-                "name": "v1alpha1", "served": true, "storage": true,
-                // Like Argo CD's own CRDs: no status subresource, so existing
-                // tooling that writes status with the object keeps working.
+                "name": version, "served": true, "storage": true,
+                "subresources": if status_subresource { serde_json::json!({ "status": {} }) } else { serde_json::json!({}) },
                 "additionalPrinterColumns": columns,
                 "schema": { "openAPIV3Schema": {
                     "type": "object",

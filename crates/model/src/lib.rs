@@ -1,4 +1,4 @@
-//! model: the API types Ferry serves (Argo CD `argoproj.io/v1alpha1` Application and AppProject) and their CRDs.
+//! model: the API types Ferry serves (Argo CD Application and AppProject, Flux image automation) and their CRDs.
 //!
 //! Fields follow Argo CD's names exactly so existing YAML deserializes
 //! unchanged. Unknown fields are tolerated: the CRDs preserve them, and Ferry
@@ -6,11 +6,45 @@
 
 mod application;
 pub mod crds;
+pub mod flux;
 mod project;
 pub mod tracking;
 
 pub use application::*;
 pub use project::*;
+
+/// Implements `kube::Resource` for a namespaced type with a static group,
+/// version, kind and plural, so each API type is one line instead of twenty.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! namespaced_resource {
+    ($ty:ty, $group:literal, $version:literal, $kind:literal, $plural:literal) => {
+        impl kube::Resource for $ty {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                $group.into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                $version.into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
 
 /// Annotations and labels Argo CD users already put on their objects.
 pub mod annotations {

@@ -1,6 +1,5 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 
 /// `argoproj.io/v1alpha1` AppProject.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -50,28 +49,13 @@ impl AppProject {
     }
 }
 
-impl kube::Resource for AppProject {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-    fn kind(_: &()) -> Cow<'_, str> {
-        "AppProject".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "argoproj.io".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1alpha1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "appprojects".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::namespaced_resource!(
+    AppProject,
+    "argoproj.io",
+    "v1alpha1",
+    "AppProject",
+    "appprojects"
+);
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -7,6 +7,8 @@
 //!   app using it; written to a temporary directory and renamed, so a tree
 //!   that exists is complete;
 //! - `charts/<key>/<chart>/<version>/`: an unpacked Helm chart;
+//! - `work/<key>-<writer>/`: a working clone per writer (image automation),
+//!   reset to the remote before each change;
 //! - `tmp/`: private (0700) scratch space for key files and the like, removed
 //!   after each command.
 //!
@@ -20,10 +22,12 @@ mod exec;
 mod git;
 mod helm;
 mod url;
+mod write;
 
 pub use creds::{RepoCredentials, RepoSecret, SecretKind, credentials_for};
 pub use error::SourceError;
 pub use url::scrub_url;
+pub use write::{CommitAuthor, PushOutcome, Worktree};
 
 use exec::{Redactor, run, run_raw};
 use git::{GitAuth, RemoteRefs, base_command, check_revision, is_full_sha, is_short_sha};

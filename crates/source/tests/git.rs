@@ -783,3 +783,155 @@ async fn secrets_never_reach_messages_arguments_or_disk() {
         Vec::<PathBuf>::new()
     );
 }
+
+/// Installs a pre-receive hook on the server repository that, the first
+/// time it runs, moves `main` to a new commit of its own (as if someone
+/// pushed in between) and declines, so the pusher sees a real rejection.
+fn race_next_push(repo: &str) {
+    let git_dir = env().git.root.join(format!("{repo}.git"));
+    let hook = git_dir.join("hooks/pre-receive");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+set -e
+once="{dir}/race-once"
+[ -e "$once" ] || exit 0
+rm -f "$once"
+# Outside the push's quarantine, as a concurrent pusher would be.
+env -i PATH="$PATH" HOME=/nonexistent GIT_DIR="{dir}" \
+  GIT_AUTHOR_NAME=someone GIT_AUTHOR_EMAIL=s@x GIT_COMMITTER_NAME=someone GIT_COMMITTER_EMAIL=s@x \
+  sh -c 'tree=$(git rev-parse main^{{tree}}); c=$(echo concurrent | git commit-tree -p main "$tree"); git update-ref refs/heads/main "$c"'
+echo "main moved while you were pushing: fetch first (non-fast-forward)" >&2
+exit 1
+"#,
+        dir = git_dir.display()
+    );
+    std::fs::write(&hook, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(git_dir.join("race-once"), "").unwrap();
+}
+
+fn server_log(repo: &str) -> Vec<String> {
+    let git_dir = env().git.root.join(format!("{repo}.git"));
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&git_dir)
+        .args(["log", "--format=%an|%s", "main"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn worktree_commits_pushes_and_survives_a_rejected_push() {
+    let repo = new_repo("write");
+    commit(
+        &repo,
+        &[("app/deploy.yaml", "image: app:1 # keep\n")],
+        "init",
+    );
+    let (_d, cache) = new_cache();
+    let url = env().git.http_url(&repo);
+    let creds = http_creds();
+    let author = ferry_source::CommitAuthor {
+        name: "ferry-bot".into(),
+        email: "bot@ferry.dev".into(),
+    };
+
+    // Nothing changed: no commit.
+    let tree = cache
+        .worktree("ns/auto", &url, Some(&creds), "main", "main")
+        .await
+        .unwrap();
+    assert_eq!(tree.base(), env().git.head(&repo).unwrap());
+    let out = tree.commit_and_push(&author, "noop", "main").await.unwrap();
+    assert_eq!(out, ferry_source::PushOutcome::NothingToCommit);
+    drop(tree);
+
+    // A change is committed once and pushed.
+    let tree = cache
+        .worktree("ns/auto", &url, Some(&creds), "main", "main")
+        .await
+        .unwrap();
+    std::fs::write(tree.path().join("app/deploy.yaml"), "image: app:2 # keep\n").unwrap();
+    let out = tree
+        .commit_and_push(&author, "Image: app:2\n", "main")
+        .await
+        .unwrap();
+    let ferry_source::PushOutcome::Pushed { commit } = out else {
+        panic!("expected a push, got {out:?}")
+    };
+    drop(tree);
+    assert_eq!(env().git.head(&repo).unwrap(), commit);
+    assert_eq!(server_log(&repo)[0], "ferry-bot|Image: app:2");
+
+    // The server refuses the next push; the error says why, and the retry
+    // starts from the remote's new tip, so the change lands exactly once.
+    race_next_push(&repo);
+    let tree = cache
+        .worktree("ns/auto", &url, Some(&creds), "main", "main")
+        .await
+        .unwrap();
+    std::fs::write(tree.path().join("app/deploy.yaml"), "image: app:3 # keep\n").unwrap();
+    let err = tree
+        .commit_and_push(&author, "Image: app:3\n", "main")
+        .await
+        .unwrap_err();
+    drop(tree);
+    let msg = err.to_string();
+    assert!(msg.contains("non-fast-forward"), "{msg}");
+    assert!(!msg.contains(env().git.password().expose()), "{msg}");
+    let tree = cache
+        .worktree("ns/auto", &url, Some(&creds), "main", "main")
+        .await
+        .unwrap();
+    assert_eq!(
+        read(tree.path(), "app/deploy.yaml"),
+        "image: app:2 # keep\n",
+        "the rejected change must not survive locally"
+    );
+    std::fs::write(tree.path().join("app/deploy.yaml"), "image: app:3 # keep\n").unwrap();
+    tree.commit_and_push(&author, "Image: app:3\n", "main")
+        .await
+        .unwrap();
+    drop(tree);
+    let log = server_log(&repo);
+    assert_eq!(
+        log.iter().filter(|l| l.ends_with("Image: app:3")).count(),
+        1,
+        "{log:?}"
+    );
+    assert_eq!(log[0], "ferry-bot|Image: app:3");
+    assert_eq!(log[1], "someone|concurrent");
+
+    // Pushing to a separate branch builds on that branch once it exists.
+    for n in [4, 5] {
+        let tree = cache
+            .worktree("ns/auto", &url, Some(&creds), "main", "image-updates")
+            .await
+            .unwrap();
+        std::fs::write(
+            tree.path().join("app/deploy.yaml"),
+            format!("image: app:{n} # keep\n"),
+        )
+        .unwrap();
+        tree.commit_and_push(&author, &format!("Image: app:{n}\n"), "image-updates")
+            .await
+            .unwrap();
+    }
+    let git_dir = env().git.root.join(format!("{repo}.git"));
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&git_dir)
+        .args(["log", "--format=%s", "main..image-updates"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Image: app:5\nImage: app:4\n"
+    );
+}
