@@ -62,9 +62,9 @@ fn parse_key(k: &str) -> Option<(Kind, &str, &str)> {
     Some((kind, it.next()?, it.next()?))
 }
 
-/// What makes an object worth another run: its generation and the last
-/// `reconcile.fluxcd.io/requestedAt` value.
-type Signature = (Option<i64>, Option<String>);
+/// What makes an object worth another run: a new object (uid), a spec
+/// change (generation) or a `reconcile.fluxcd.io/requestedAt` request.
+type Signature = (Option<String>, Option<i64>, Option<String>);
 
 struct Scanned {
     canonical: String,
@@ -258,7 +258,11 @@ impl Images {
             let mut s = stream.boxed();
             while let Some(ev) = s.next().await {
                 let Ok(obj) = ev else { continue };
-                let sig = (obj.meta().generation, requested_at(&obj));
+                let sig = (
+                    obj.meta().uid.clone(),
+                    obj.meta().generation,
+                    requested_at(&obj),
+                );
                 for (kind, ns, name) in keys(&obj) {
                     let k = key(kind, &ns, &name);
                     let own = key_of(&obj).is_some_and(|o| o == k);
@@ -308,6 +312,7 @@ impl Images {
     async fn reconcile_repo(self: &Arc<Self>, ns: &str, name: &str) -> Option<Duration> {
         let Some(repo) = Self::find(&self.repos, ns, name) else {
             lock(&self.scanned).remove(&(ns.to_string(), name.to_string()));
+            lock(&self.seen).remove(&key(Kind::Repo, ns, name));
             return None;
         };
         if repo.spec.suspend {
@@ -331,6 +336,7 @@ impl Images {
         let result = self.scan(ns, &repo, interval).await;
         let next = match result {
             Ok((canonical, tags)) => {
+                tracing::debug!(imagerepository = %format!("{ns}/{name}"), tags = tags.len(), "scanned");
                 status.canonical_image_name = Some(canonical.clone());
                 status.last_scan_result = Some(ScanResult {
                     tag_count: tags.len(),
@@ -455,6 +461,7 @@ impl Images {
 
     async fn reconcile_policy(self: &Arc<Self>, ns: &str, name: &str) {
         let Some(policy) = Self::find(&self.policies, ns, name) else {
+            lock(&self.seen).remove(&key(Kind::Policy, ns, name));
             return;
         };
         let prev = policy.status.clone().unwrap_or_default();
@@ -567,7 +574,10 @@ impl Images {
     // ---- ImageUpdateAutomation -------------------------------------------
 
     async fn reconcile_auto(self: &Arc<Self>, ns: &str, name: &str) -> Option<Duration> {
-        let auto = Self::find(&self.autos, ns, name)?;
+        let Some(auto) = Self::find(&self.autos, ns, name) else {
+            lock(&self.seen).remove(&key(Kind::Auto, ns, name));
+            return None;
+        };
         if auto.spec.suspend {
             return None;
         }
