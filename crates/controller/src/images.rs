@@ -28,12 +28,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
-/// Retry delay after a failure, so a fixed Secret or registry is noticed
-/// well before the next interval.
+/// First retry delay after a failure; it doubles per consecutive failure up
+/// to the object's interval, so a fixed Secret is noticed soon but a broken
+/// registry or Git server is not hammered (nor a registry account locked).
 const RETRY: Duration = Duration::from_secs(10);
 
 /// Flux's default commit message when `messageTemplate` is empty.
-const DEFAULT_MESSAGE: &str = "Automated image update\n\nAutomation name: {{ .AutomationObject }}\n\nFiles:\n{{ range $filename, $_ := .Changed.FileChanges -}}\n- {{ $filename }}\n{{ end -}}\n\nObjects:\n{{ range $resource, $changes := .Changed.Objects -}}\n- {{ $resource.Kind }} {{ $resource.Name }}\n  Changes:\n{{- range $_, $change := $changes }}\n    - {{ $change.OldValue }} -> {{ $change.NewValue }}\n{{ end -}}\n{{ end -}}\n";
+const DEFAULT_MESSAGE: &str = "Update from image update automation";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kind {
@@ -79,10 +80,47 @@ pub(crate) struct Images {
     autos: Store<ImageUpdateAutomation>,
     gitrepos: Store<GitRepository>,
     scanned: Mutex<HashMap<(String, String), Scanned>>,
-    /// (generation, reconcile request) last acted on per key: status writes
-    /// come back as watch events and must not trigger another run.
+    /// Each policy's pick as this process last computed it: newer than the
+    /// watch cache until our status write comes back.
+    latest: Mutex<HashMap<(String, String), ImageRef>>,
+    /// Signature last acted on per object: status writes come back as watch
+    /// events and must not trigger another run.
     seen: Mutex<HashMap<String, Signature>>,
+    /// Consecutive failures per queue key, for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
     queue: Queue,
+}
+
+/// The outcome of one run, for the Ready condition.
+struct Outcome {
+    ok: bool,
+    reason: &'static str,
+    message: String,
+}
+
+impl Outcome {
+    fn ok(message: String) -> Outcome {
+        Outcome {
+            ok: true,
+            reason: "Succeeded",
+            message,
+        }
+    }
+    fn failed(reason: &'static str, message: String) -> Outcome {
+        Outcome {
+            ok: false,
+            reason,
+            message,
+        }
+    }
+}
+
+/// Why a policy has no pick.
+enum NoPick {
+    /// This process has not scanned the repository yet (a new leader):
+    /// not a failure, and not worth a status write.
+    NotScannedYet,
+    Failed(&'static str, String),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,12 +173,22 @@ fn requested_at<K: Resource>(o: &K) -> Option<String> {
 }
 
 impl Images {
-    /// Starts the watches and workers; they stop when the returned guard
-    /// is dropped.
-    pub(crate) async fn start(
-        client: Client,
-        ctl: Arc<Controller>,
-    ) -> Result<crate::TaskGuard, crate::Error> {
+    /// Starts the watches and workers in the background (Applications are
+    /// served meanwhile); they stop when the returned guard is dropped.
+    /// Does nothing, with a warning, when the v1 API is not served or Flux's
+    /// own image controllers are running.
+    pub(crate) async fn start(client: Client, ctl: Arc<Controller>) -> crate::TaskGuard {
+        let mut tasks = crate::TaskGuard(Vec::new());
+        for gv in ["image.toolkit.fluxcd.io/v1", "source.toolkit.fluxcd.io/v1"] {
+            if let Err(e) = client.list_api_group_resources(gv).await {
+                tracing::warn!(api = gv, error = %e, "image automation off: the API is not served (Flux CRDs older than v2.7 installed?)");
+                return tasks;
+            }
+        }
+        if let Some(d) = flux_image_controller(&client).await {
+            tracing::warn!(deployment = %d, "image automation off: Flux's own image controller is running; Ferry will not fight it");
+            return tasks;
+        }
         fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
         where
             K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
@@ -164,10 +212,11 @@ impl Images {
             autos: autos.clone(),
             gitrepos: gitrepos.clone(),
             scanned: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             queue: Queue::default(),
         });
-        let mut tasks = crate::TaskGuard(Vec::new());
         tasks
             .0
             .push(me.clone().watch(api(&client, scope), repos_w, |o| {
@@ -211,28 +260,37 @@ impl Images {
                     .collect()
             },
         ));
-        for r in [
-            repos.wait_until_ready().await,
-            policies.wait_until_ready().await,
-            autos.wait_until_ready().await,
-            gitrepos.wait_until_ready().await,
-        ] {
-            r.map_err(|e| crate::Error::Setup(format!("initial list failed: {e}")))?;
-        }
-        for _ in 0..4 {
-            let me = me.clone();
-            tasks.0.push(tokio::spawn(async move {
-                loop {
-                    let k = me.queue.next().await;
-                    let next = me.reconcile(&k).await;
-                    me.queue.done(&k);
-                    if let Some(d) = next {
-                        me.queue.add_after(&k, d);
-                    }
+        let me2 = me.clone();
+        tasks.0.push(tokio::spawn(async move {
+            for r in [
+                repos.wait_until_ready().await,
+                policies.wait_until_ready().await,
+                autos.wait_until_ready().await,
+                gitrepos.wait_until_ready().await,
+            ] {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "image automation off: initial list failed");
+                    return;
                 }
-            }));
-        }
-        Ok(tasks)
+            }
+            // Dropped (aborting the workers) when this task is aborted.
+            let mut workers = crate::TaskGuard(Vec::new());
+            for _ in 0..4 {
+                let me = me2.clone();
+                workers.0.push(tokio::spawn(async move {
+                    loop {
+                        let k = me.queue.next().await;
+                        let next = me.reconcile(&k).await;
+                        me.queue.done(&k);
+                        if let Some(d) = next {
+                            me.queue.add_after(&k, d);
+                        }
+                    }
+                }));
+            }
+            futures::future::join_all(workers.0.iter_mut()).await;
+        }));
+        tasks
     }
 
     fn watch<K, F>(
@@ -263,30 +321,43 @@ impl Images {
                     obj.meta().generation,
                     requested_at(&obj),
                 );
-                for (kind, ns, name) in keys(&obj) {
-                    let k = key(kind, &ns, &name);
-                    let own = key_of(&obj).is_some_and(|o| o == k);
-                    if own {
-                        let mut seen = lock(&self.seen);
-                        if seen.get(&k) == Some(&sig) {
-                            continue;
-                        }
-                        seen.insert(k.clone(), sig.clone());
+                let id = seen_key::<K>(
+                    obj.meta().namespace.as_deref().unwrap_or_default(),
+                    obj.meta().name.as_deref().unwrap_or_default(),
+                );
+                {
+                    let mut seen = lock(&self.seen);
+                    if seen.get(&id) == Some(&sig) {
+                        continue;
                     }
-                    self.queue.add(&k);
+                    seen.insert(id, sig);
+                }
+                for (kind, ns, name) in keys(&obj) {
+                    self.queue.add(&key(kind, &ns, &name));
                 }
             }
         })
+    }
+
+    /// The delay after a run: the interval on success, a doubling retry
+    /// (capped at the interval) on failure.
+    fn next_run(&self, k: &str, ok: bool, interval: Duration) -> Duration {
+        let mut failures = lock(&self.failures);
+        if ok {
+            failures.remove(k);
+            return interval;
+        }
+        let n = failures.entry(k.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let backoff = RETRY.saturating_mul(1u32 << (*n - 1).min(16));
+        backoff.min(interval)
     }
 
     async fn reconcile(self: &Arc<Self>, k: &str) -> Option<Duration> {
         let (kind, ns, name) = parse_key(k)?;
         match kind {
             Kind::Repo => self.reconcile_repo(ns, name).await,
-            Kind::Policy => {
-                self.reconcile_policy(ns, name).await;
-                None
-            }
+            Kind::Policy => self.reconcile_policy(ns, name).await,
             Kind::Auto => self.reconcile_auto(ns, name).await,
         }
     }
@@ -312,7 +383,7 @@ impl Images {
     async fn reconcile_repo(self: &Arc<Self>, ns: &str, name: &str) -> Option<Duration> {
         let Some(repo) = Self::find(&self.repos, ns, name) else {
             lock(&self.scanned).remove(&(ns.to_string(), name.to_string()));
-            lock(&self.seen).remove(&key(Kind::Repo, ns, name));
+            lock(&self.seen).remove(&seen_key::<ImageRepository>(ns, name));
             return None;
         };
         if repo.spec.suspend {
@@ -379,12 +450,12 @@ impl Images {
                         }
                     }
                 }
-                interval
+                self.next_run(&key(Kind::Repo, ns, name), true, interval)
             }
             Err((reason, message)) => {
                 tracing::info!(imagerepository = %format!("{ns}/{name}"), %message, "scan failed");
                 status.conditions = ready(&prev.conditions, false, reason, &message, generation);
-                interval.min(RETRY)
+                self.next_run(&key(Kind::Repo, ns, name), false, interval)
             }
         };
         self.write_status::<ImageRepository, _>(ns, name, &prev, &status)
@@ -446,23 +517,24 @@ impl Images {
         )
         .await
         .map_err(|e| {
-            let msg = e.to_string();
-            let reason = if msg.contains("401") || msg.contains("uthenticat") {
-                "AuthenticationFailed"
-            } else {
-                "ReadOperationFailed"
+            let reason = match e {
+                registry::ScanError::Unauthorized { .. } => "AuthenticationFailed",
+                _ => "ReadOperationFailed",
             };
-            (reason, msg)
+            (reason, e.to_string())
         })?;
         Ok((image.canonical(), tags))
     }
 
     // ---- ImagePolicy -----------------------------------------------------
 
-    async fn reconcile_policy(self: &Arc<Self>, ns: &str, name: &str) {
+    /// Policies have no interval: they run when their repository's tags
+    /// change, when they change, or again after a failed status write.
+    async fn reconcile_policy(self: &Arc<Self>, ns: &str, name: &str) -> Option<Duration> {
         let Some(policy) = Self::find(&self.policies, ns, name) else {
-            lock(&self.seen).remove(&key(Kind::Policy, ns, name));
-            return;
+            lock(&self.seen).remove(&seen_key::<ImagePolicy>(ns, name));
+            lock(&self.latest).remove(&(ns.to_string(), name.to_string()));
+            return None;
         };
         let prev = policy.status.clone().unwrap_or_default();
         let generation = policy.metadata.generation;
@@ -479,15 +551,18 @@ impl Images {
                     "Latest image tag for {} resolved to {}",
                     latest.name, latest.tag
                 );
+                lock(&self.latest).insert((ns.to_string(), name.to_string()), latest.clone());
                 status.latest_ref = Some(latest);
                 status.conditions = ready(&prev.conditions, true, "Succeeded", &msg, generation);
             }
-            Err((reason, message)) => {
+            Err(NoPick::NotScannedYet) => return None,
+            Err(NoPick::Failed(reason, message)) => {
                 status.conditions = ready(&prev.conditions, false, reason, &message, generation);
             }
         }
         let moved = status.latest_ref != prev.latest_ref;
-        self.write_status::<ImagePolicy, _>(ns, name, &prev, &status)
+        let written = self
+            .write_status::<ImagePolicy, _>(ns, name, &prev, &status)
             .await;
         if moved {
             for a in self.autos.state() {
@@ -496,9 +571,10 @@ impl Images {
                 }
             }
         }
+        (!written).then_some(RETRY)
     }
 
-    fn pick(&self, ns: &str, policy: &ImagePolicy) -> Result<ImageRef, (&'static str, String)> {
+    fn pick(&self, ns: &str, policy: &ImagePolicy) -> Result<ImageRef, NoPick> {
         let spec = &policy.spec;
         let choice = match (
             &spec.policy.semver,
@@ -510,14 +586,14 @@ impl Images {
             },
             (None, Some(a), None) => Choice::Alphabetical {
                 order: Order::parse(a.order.as_deref().unwrap_or_default())
-                    .map_err(|e| ("InvalidPolicy", e.to_string()))?,
+                    .map_err(|e| NoPick::Failed("InvalidPolicy", e.to_string()))?,
             },
             (None, None, Some(n)) => Choice::Numerical {
                 order: Order::parse(n.order.as_deref().unwrap_or_default())
-                    .map_err(|e| ("InvalidPolicy", e.to_string()))?,
+                    .map_err(|e| NoPick::Failed("InvalidPolicy", e.to_string()))?,
             },
             _ => {
-                return Err((
+                return Err(NoPick::Failed(
                     "InvalidPolicy",
                     "spec.policy needs exactly one of semver, alphabetical or numerical".into(),
                 ));
@@ -527,7 +603,8 @@ impl Images {
             pattern: spec.filter_tags.as_ref().and_then(|f| f.pattern.clone()),
             extract: spec.filter_tags.as_ref().and_then(|f| f.extract.clone()),
         };
-        let compiled = Policy::new(choice, filter).map_err(|e| ("InvalidPolicy", e.to_string()))?;
+        let compiled = Policy::new(choice, filter)
+            .map_err(|e| NoPick::Failed("InvalidPolicy", e.to_string()))?;
         let rns = spec
             .image_repository_ref
             .namespace
@@ -535,7 +612,7 @@ impl Images {
             .unwrap_or_else(|| ns.to_string());
         let rname = &spec.image_repository_ref.name;
         let Some(repo) = Self::find(&self.repos, &rns, rname) else {
-            return Err((
+            return Err(NoPick::Failed(
                 "DependencyNotReady",
                 format!("ImageRepository {rns}/{rname} not found"),
             ));
@@ -544,19 +621,14 @@ impl Images {
             let scanned = lock(&self.scanned);
             match scanned.get(&(rns.clone(), rname.clone())) {
                 Some(s) => (s.tags.clone(), s.canonical.clone()),
-                None => {
-                    return Err((
-                        "DependencyNotReady",
-                        format!("ImageRepository {rns}/{rname} has not been scanned yet"),
-                    ));
-                }
+                None => return Err(NoPick::NotScannedYet),
             }
         };
         let tag = compiled
             .select(&tags)
-            .map_err(|e| ("ReconciliationFailed", e.to_string()))?
+            .map_err(|e| NoPick::Failed("ReconciliationFailed", e.to_string()))?
             .ok_or_else(|| {
-                (
+                NoPick::Failed(
                     "ReconciliationFailed",
                     format!(
                         "none of the {} tags of ImageRepository {rns}/{rname} matches the policy",
@@ -575,7 +647,7 @@ impl Images {
 
     async fn reconcile_auto(self: &Arc<Self>, ns: &str, name: &str) -> Option<Duration> {
         let Some(auto) = Self::find(&self.autos, ns, name) else {
-            lock(&self.seen).remove(&key(Kind::Auto, ns, name));
+            lock(&self.seen).remove(&seen_key::<ImageUpdateAutomation>(ns, name));
             return None;
         };
         if auto.spec.suspend {
@@ -591,34 +663,36 @@ impl Images {
                 .or(prev.last_handled_reconcile_at.clone()),
             ..prev.clone()
         };
-        let next = match self.run_automation(ns, &auto, &mut status).await {
-            Ok(message) => {
-                let (ok, reason) = if message.starts_with("markers name") {
-                    (false, "PolicyNotFound")
-                } else {
-                    (true, "Succeeded")
-                };
-                status.conditions = ready(&prev.conditions, ok, reason, &message, generation);
-                interval
-            }
-            Err((reason, message)) => {
-                tracing::info!(imageupdateautomation = %format!("{ns}/{name}"), %message, "automation failed");
-                status.conditions = ready(&prev.conditions, false, reason, &message, generation);
-                interval.min(RETRY)
-            }
+        let outcome = match self.run_automation(ns, &auto, &mut status).await {
+            Ok(o) => o,
+            Err((reason, message)) => Outcome::failed(reason, message),
         };
+        if !outcome.ok {
+            tracing::info!(imageupdateautomation = %format!("{ns}/{name}"), reason = outcome.reason, message = %outcome.message, "automation failed");
+        }
+        status.conditions = ready(
+            &prev.conditions,
+            outcome.ok,
+            outcome.reason,
+            &outcome.message,
+            generation,
+        );
+        // A missing policy is a configuration problem, not a transient one:
+        // the interval (or the policy appearing) brings the next run.
+        let transient = !outcome.ok && outcome.reason != "PolicyNotFound";
+        let next = self.next_run(&key(Kind::Auto, ns, name), !transient, interval);
         self.write_status::<ImageUpdateAutomation, _>(ns, name, &prev, &status)
             .await;
         Some(next)
     }
 
-    /// One automation run; returns the Ready message.
+    /// One automation run; `Err` is a failure before anything was pushed.
     async fn run_automation(
         &self,
         ns: &str,
         auto: &ImageUpdateAutomation,
         status: &mut ImageUpdateAutomationStatus,
-    ) -> Result<String, (&'static str, String)> {
+    ) -> Result<Outcome, (&'static str, String)> {
         let spec = &auto.spec;
         let sref = &spec.source_ref;
         if !sref.kind.is_empty() && sref.kind != "GitRepository" {
@@ -691,7 +765,12 @@ impl Images {
             if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
                 continue;
             }
-            if let Some(r) = p.status.as_ref().and_then(|s| s.latest_ref.clone()) {
+            // This process's own pick first: the watch cache may not have our
+            // status write yet, and its event would not bring another run.
+            let mine = lock(&self.latest)
+                .get(&(ns.to_string(), p.name_any()))
+                .cloned();
+            if let Some(r) = mine.or_else(|| p.status.as_ref().and_then(|s| s.latest_ref.clone())) {
                 latest.insert(
                     PolicyRef {
                         namespace: ns.to_string(),
@@ -720,7 +799,8 @@ impl Images {
             )
             .await
             .map_err(|e| ("GitOperationFailed", e.to_string()))?;
-        status.observed_source_revision = Some(format!("{checkout_branch}@sha1:{}", tree.base()));
+        let tree_base = tree.base().to_string();
+        status.observed_source_revision = Some(format!("{checkout_branch}@sha1:{tree_base}"));
         let path = spec
             .update
             .as_ref()
@@ -736,7 +816,7 @@ impl Images {
         let update = setters::update_dir(tree.path(), &path, &lookup)
             .map_err(|e| ("UpdateFailed", e.to_string()))?;
         for (file, why) in &update.skipped {
-            tracing::info!(automation = %writer, %file, reason = %why, "skipped a file that is not valid YAML");
+            tracing::info!(automation = %writer, %file, reason = %why, "skipped a file");
         }
         // Markers naming a policy that exists elsewhere belong to someone
         // else; only policies that exist nowhere are reported.
@@ -802,31 +882,35 @@ impl Images {
                 ferry_source::PushOutcome::NothingToCommit => {}
             }
         }
-        if !missing.is_empty() {
-            let mut m = format!(
-                "markers name ImagePolicies that do not exist: {}",
-                missing.join("; ")
-            );
-            if !msg.is_empty() {
-                m.push_str(&format!("; other markers were updated: {msg}"));
-            }
-            return Ok(m);
-        }
         if msg.is_empty() {
             msg = format!(
                 "repository up-to-date at {checkout_branch}@sha1:{}",
-                status
-                    .observed_source_revision
-                    .as_deref()
-                    .and_then(|r| r.rsplit(':').next())
-                    .unwrap_or_default()
+                tree_base
             );
         }
-        Ok(msg)
+        if !update.skipped.is_empty() {
+            let skipped: Vec<String> = update
+                .skipped
+                .iter()
+                .map(|(f, why)| format!("{f} ({why})"))
+                .collect();
+            msg.push_str(&format!("; skipped: {}", skipped.join("; ")));
+        }
+        if !missing.is_empty() {
+            return Ok(Outcome::failed(
+                "PolicyNotFound",
+                format!(
+                    "markers name ImagePolicies that do not exist: {}; other markers: {msg}",
+                    missing.join("; ")
+                ),
+            ));
+        }
+        Ok(Outcome::ok(msg))
     }
 
-    /// Merge-patches `status` when it differs from what the object has.
-    async fn write_status<K, S>(&self, ns: &str, name: &str, prev: &S, status: &S)
+    /// Merge-patches `status` when it differs from what the object has;
+    /// false when the write failed.
+    async fn write_status<K, S>(&self, ns: &str, name: &str, prev: &S, status: &S) -> bool
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -835,7 +919,7 @@ impl Images {
         S: serde::Serialize + PartialEq,
     {
         if prev == status {
-            return;
+            return true;
         }
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         let body = serde_json::json!({ "status": status });
@@ -844,26 +928,41 @@ impl Images {
             .await
         {
             tracing::info!(kind = %K::kind(&()), %ns, %name, error = %e, "status write failed");
+            return false;
         }
+        true
     }
 }
 
-fn key_of<K: Resource<DynamicType = ()>>(o: &K) -> Option<String> {
-    let kind = match K::kind(&()).as_ref() {
-        "ImageRepository" => Kind::Repo,
-        "ImagePolicy" => Kind::Policy,
-        "ImageUpdateAutomation" => Kind::Auto,
-        _ => return None,
-    };
-    Some(key(
-        kind,
-        o.meta().namespace.as_deref().unwrap_or_default(),
-        o.meta().name.as_deref().unwrap_or_default(),
-    ))
+fn seen_key<K: Resource<DynamicType = ()>>(ns: &str, name: &str) -> String {
+    format!("{}/{ns}/{name}", K::kind(&()))
+}
+
+/// A ready Deployment of Flux's image-reflector or image-automation controller.
+async fn flux_image_controller(client: &Client) -> Option<String> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let api: Api<Deployment> = Api::all(client.clone());
+    for name in ["image-reflector-controller", "image-automation-controller"] {
+        let lp = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
+        if let Ok(list) = api.list(&lp).await {
+            for d in list.items {
+                if d.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0)
+                    > 0
+                {
+                    return Some(format!("{}/{name}", d.namespace().unwrap_or_default()));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Flux GitRepository Secret keys: `username`/`password` for http,
-/// `identity`/`known_hosts` for ssh.
+/// `identity`/`known_hosts` for ssh. (`bearerToken` is not supported: git
+/// would need it as an extra header, not as a password.)
 fn git_credentials(secret: &Secret) -> ferry_source::RepoCredentials {
     let get = |k: &str| {
         secret
@@ -875,7 +974,7 @@ fn git_credentials(secret: &Secret) -> ferry_source::RepoCredentials {
     };
     ferry_source::RepoCredentials {
         username: get("username"),
-        password: get("password").or_else(|| get("bearerToken")),
+        password: get("password"),
         ssh_private_key: get("identity"),
         known_hosts: get("known_hosts"),
         ..Default::default()

@@ -320,7 +320,7 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
         r.map_err(|e| Error::Setup(format!("initial list failed: {e}")))?;
     }
     let _images = if cfg.image_automation {
-        Some(images::Images::start(client.clone(), ctl.clone()).await?)
+        Some(images::Images::start(client.clone(), ctl.clone()).await)
     } else {
         None
     };

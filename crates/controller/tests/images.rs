@@ -192,10 +192,10 @@ async fn a_pushed_tag_becomes_one_commit_and_rolls_the_deployment() {
     setup_sources(&h, &repo, regcred()).await;
     image_repository(&h, "app", &image, "regcred").await;
     seed_policy(&h, "app", "app", PATTERN).await;
-    // A short interval, so the test would see a commit loop if there was one.
+    // A long interval: the policy moving must be what triggers the run.
     automation(
         &h,
-        "2s",
+        "1h",
         "Update image automatically.\n\n{{range .Updated.Images}}{{println .}}{{end}}",
     )
     .await;
@@ -293,21 +293,26 @@ async fn a_pushed_tag_becomes_one_commit_and_rolls_the_deployment() {
     .await;
     h.wait_synced_healthy("web").await;
 
-    // Several more automation runs: still exactly one bot commit.
+    // Two more runs on request (`ferry image reconcile update`): still exactly
+    // one bot commit, no loop.
     let autos: Api<ImageUpdateAutomation> = Api::namespaced(h.client.clone(), &h.ns);
-    let first_run = autos
-        .get("apps")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .last_automation_run_time;
-    h.eventually("another automation run", || async {
-        let st = autos.get("apps").await.ok()?.status?;
-        (st.last_automation_run_time != first_run).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    for i in 0..2 {
+        let stamp = format!("rerun-{i}");
+        autos
+            .patch(
+                "apps",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({ "metadata": { "annotations": {
+                    "reconcile.fluxcd.io/requestedAt": stamp } } })),
+            )
+            .await
+            .unwrap();
+        h.eventually("the requested run", || async {
+            let st = autos.get("apps").await.ok()?.status?;
+            (st.last_handled_reconcile_at.as_deref() == Some(stamp.as_str())).then_some(())
+        })
+        .await;
+    }
     let log = git_log(&repo);
     assert_eq!(log.len(), 2, "{log:?}");
     let st = autos.get("apps").await.unwrap().status.unwrap();
@@ -316,7 +321,9 @@ async fn a_pushed_tag_becomes_one_commit_and_rolls_the_deployment() {
 }
 
 /// Installs a server hook that, the first time it runs, moves `main` to a
-/// commit of its own (as a concurrent pusher would) and declines the push.
+/// commit of its own, as a concurrent pusher would. It lets the push
+/// proceed; git's receive-pack then refuses it (the ref is not where the
+/// pusher expected), with git's own message.
 fn race_next_push(repo: &str) {
     let git_dir = shared_env().git.root.join(format!("{repo}.git"));
     let hook = git_dir.join("hooks/pre-receive");
@@ -330,8 +337,7 @@ rm -f "$once"
 env -i PATH="$PATH" HOME=/nonexistent GIT_DIR="{dir}" \
   GIT_AUTHOR_NAME=someone GIT_AUTHOR_EMAIL=s@x GIT_COMMITTER_NAME=someone GIT_COMMITTER_EMAIL=s@x \
   sh -c 'tree=$(git rev-parse main^{{tree}}); c=$(echo concurrent | git commit-tree -p main "$tree"); git update-ref refs/heads/main "$c"'
-echo "main moved while you were pushing: fetch first (non-fast-forward)" >&2
-exit 1
+exit 0
 "#,
         dir = git_dir.display()
     );
@@ -414,7 +420,11 @@ async fn bad_credentials_patterns_markers_and_rejected_pushes_are_reported() {
                 .filter(|r| r.1 == "GitOperationFailed")
         })
         .await;
-    assert!(msg.contains("non-fast-forward"), "{msg}");
+    assert!(
+        msg.contains("[remote rejected]") && msg.contains("cannot lock ref"),
+        "git's own refusal: {msg}"
+    );
+    assert!(msg.contains("the branch moved on the server"), "{msg}");
     assert!(!msg.contains(env.git.password().expose()), "{msg}");
     assert_eq!(reason, "GitOperationFailed");
     let (ok, _, msg) = h

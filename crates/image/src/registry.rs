@@ -11,9 +11,10 @@ use std::time::Duration;
 /// Flux's default `exclusionList`: cosign signatures are not images.
 pub const DEFAULT_EXCLUSIONS: &[&str] = &[r"^.*\.sig$"];
 
-/// Tags asked for per page; registries cap pages anyway and say so with
-/// shorter pages.
-const PAGE: usize = 1000;
+/// Tags asked for per page. Registries may return fewer (Quay caps at 100)
+/// while more remain, so only an empty page (or one that does not move on)
+/// ends the listing.
+pub const PAGE: usize = 1000;
 /// A bound on pages so a misbehaving registry cannot keep a scan running.
 const MAX_PAGES: usize = 1000;
 
@@ -25,6 +26,9 @@ pub enum ScanError {
     InvalidExclusion { pattern: String, reason: String },
     #[error("invalid docker config in Secret: {0}")]
     InvalidDockerConfig(String),
+    /// The registry refused the credentials (or asked for some).
+    #[error("scanning {image}: {message}")]
+    Unauthorized { image: String, message: String },
     #[error("scanning {image}: {message}")]
     Registry { image: String, message: String },
     #[error("scanning {image}: timed out after {seconds}s")]
@@ -182,8 +186,20 @@ pub async fn scan(
     timeout: Duration,
     excluded: &[Regex],
 ) -> Result<Vec<String>, ScanError> {
+    scan_paged(image, creds, insecure, timeout, excluded, PAGE).await
+}
+
+/// [`scan`] with a chosen page size.
+pub async fn scan_paged(
+    image: &ImageName,
+    creds: Option<&RegistryCredentials>,
+    insecure: bool,
+    timeout: Duration,
+    excluded: &[Regex],
+    page: usize,
+) -> Result<Vec<String>, ScanError> {
     let canonical = image.canonical();
-    let work = list_all(image, creds, insecure);
+    let work = list_all(image, creds, insecure, page.max(1));
     let mut tags = match tokio::time::timeout(timeout, work).await {
         Ok(r) => r?,
         Err(_) => {
@@ -203,11 +219,22 @@ async fn list_all(
     image: &ImageName,
     creds: Option<&RegistryCredentials>,
     insecure: bool,
+    page_size: usize,
 ) -> Result<Vec<String>, ScanError> {
     let canonical = image.canonical();
-    let registry_error = |e: oci_client::errors::OciDistributionError| ScanError::Registry {
-        image: canonical.clone(),
-        message: describe(&e),
+    let registry_error = |e: oci_client::errors::OciDistributionError| {
+        use oci_client::errors::OciDistributionError as E;
+        let message = describe(&e);
+        match e {
+            E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => ScanError::Unauthorized {
+                image: canonical.clone(),
+                message,
+            },
+            _ => ScanError::Registry {
+                image: canonical.clone(),
+                message,
+            },
+        }
     };
     let config = ClientConfig {
         protocol: if insecure {
@@ -235,14 +262,12 @@ async fn list_all(
     let mut last: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let page = client
-            .list_tags(&reference, &auth, Some(PAGE), last.as_deref())
+            .list_tags(&reference, &auth, Some(page_size), last.as_deref())
             .await
             .map_err(registry_error)?;
-        let n = page.tags.len();
         let next = page.tags.last().cloned();
         out.extend(page.tags);
-        // A short page is the last one; a page that did not move on would loop.
-        if n < PAGE || next.is_none() || next == last {
+        if next.is_none() || next == last {
             break;
         }
         last = next;

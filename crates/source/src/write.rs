@@ -242,8 +242,17 @@ impl Worktree<'_> {
             .args(["push", "--quiet", "--porcelain", "--end-of-options"])
             .arg(&self.parsed.git_url)
             .arg(format!("HEAD:refs/heads/{branch}"));
-        let pushed = run(&push, &auth.redactor).await;
-        if let Err(e) = pushed {
+        let pushed = run_raw(&push, &auth.redactor).await;
+        let refused = match &pushed {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(SourceError::Command {
+                command: "git push".into(),
+                repo: scrub_url(&self.url),
+                message: push_failure(out, &auth.redactor),
+            }),
+            Err(_) => None,
+        };
+        if let Some(e) = refused.or(pushed.err()) {
             // Drop the local commit now so a later call cannot push it again.
             let _ = self
                 .local(&["reset", "--quiet", "--hard", &self.base])
@@ -253,6 +262,38 @@ impl Worktree<'_> {
         tracing::info!(repo = %scrub_url(&self.url), %branch, commit = %sha, "pushed");
         Ok(PushOutcome::Pushed { commit: sha })
     }
+}
+
+/// git's reason for a refused push: the per-ref status (`--porcelain`
+/// prints it on stdout, e.g. `[rejected] (non-fast-forward)` or
+/// `[remote rejected] (failed to update ref)`) and stderr, plus what happens
+/// next when the branch moved under us.
+fn push_failure(out: &crate::exec::Finished, redactor: &Redactor) -> String {
+    let stdout = redactor.redact(&out.stdout_str());
+    let mut parts: Vec<String> = stdout
+        .lines()
+        .filter(|l| l.starts_with('!'))
+        .map(|l| l.trim_start_matches('!').trim().replace('\t', " "))
+        .collect();
+    let stderr = crate::exec::failure_message(out);
+    if !stderr.is_empty() {
+        parts.push(stderr);
+    }
+    let mut msg = parts.join("; ");
+    let moved = [
+        "non-fast-forward",
+        "fetch first",
+        "failed to update ref",
+        "cannot lock ref",
+    ]
+    .iter()
+    .any(|m| msg.contains(m));
+    if moved {
+        msg.push_str(
+            " (the branch moved on the server while pushing; the next run starts again from its new tip)",
+        );
+    }
+    msg
 }
 
 /// Branch names reach git as part of a refspec: refuse anything that could
