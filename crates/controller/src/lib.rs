@@ -2,11 +2,14 @@
 
 mod clusters;
 mod images;
+mod inspect;
 pub mod leader;
+pub mod metrics;
 mod queue;
 mod reconcile;
 
 pub use clusters::{ClusterSecret, b64};
+pub use inspect::{Inspection, ObjectView, mask_secret};
 
 use ferry_engine::cluster::{ClusterConn, Trigger};
 use ferry_model::annotations::SECRET_TYPE_LABEL;
@@ -119,6 +122,8 @@ pub struct Controller {
     pub(crate) written: Mutex<HashMap<String, Application>>,
     pub(crate) triggers: tokio::sync::mpsc::UnboundedSender<Trigger>,
     pub(crate) queue: queue::Queue,
+    /// Every Application change the watch sees (the API server streams them).
+    pub(crate) app_events: tokio::sync::broadcast::Sender<Arc<Application>>,
 }
 
 /// Runs the controller until the process ends (or, with leader election,
@@ -150,175 +155,191 @@ pub async fn run(client: Client, cfg: Config) -> Result<(), Error> {
     }
 }
 
+impl Controller {
+    /// Starts the watches a compare needs (apps, projects, credentials,
+    /// plugins, live objects) and waits until they are listed, without
+    /// starting any worker: the API server uses this for read-only views.
+    /// Everything stops when the returned guard is dropped.
+    pub async fn watch(client: Client, cfg: Config) -> Result<(Arc<Controller>, TaskGuard), Error> {
+        let ns = cfg.namespace.clone();
+        let (apps, apps_w) = reflector::store::<Application>();
+        let (projects, projects_w) = reflector::store::<AppProject>();
+        let (secrets, secrets_w) = reflector::store::<Secret>();
+        let (plugin_maps, plugin_w) = reflector::store::<ConfigMap>();
+        let (known_hosts, known_hosts_w) = reflector::store::<ConfigMap>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Trigger>();
+        let local = ClusterConn::new(
+            ferry_model::IN_CLUSTER_NAME,
+            ferry_model::IN_CLUSTER_SERVER,
+            client.clone(),
+            tx.clone(),
+        );
+        let sources = ferry_source::SourceCache::new(cfg.cache_dir.join("sources"))
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        let ctl = Arc::new(Controller {
+            tools: ferry_render::RenderTools::locate().map_err(|e| e.to_string()),
+            cfg: cfg.clone(),
+            client: client.clone(),
+            apps: apps.clone(),
+            projects: projects.clone(),
+            secrets: secrets.clone(),
+            plugin_maps,
+            known_hosts,
+            clusters: Mutex::new(HashMap::new()),
+            local,
+            sources,
+            resolved: Mutex::new(HashMap::new()),
+            rendered: Mutex::new(HashMap::new()),
+            compared: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
+            triggers: tx,
+            queue: queue::Queue::default(),
+            app_events: tokio::sync::broadcast::channel(256).0,
+        });
+
+        // Every task dies with this future: a replica that loses leadership (or
+        // a caller that drops the controller) stops acting at once.
+        let mut tasks = TaskGuard(Vec::new());
+        let q = ctl.queue.clone();
+        let events = ctl.app_events.clone();
+        let app_stream = reflector::reflector(
+            apps_w,
+            watcher(
+                Api::<Application>::namespaced(client.clone(), &ns),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .touched_objects();
+        tasks.0.push(tokio::spawn(async move {
+            let mut s = app_stream.boxed();
+            while let Some(ev) = s.next().await {
+                match ev {
+                    Ok(app) => {
+                        q.add(&app.name_any());
+                        let _ = events.send(Arc::new(app));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "application watch error"),
+                }
+            }
+        }));
+        // Project or credential changes can change any app's result.
+        let all = {
+            let ctl = ctl.clone();
+            move || {
+                for a in ctl.apps.state() {
+                    ctl.queue.add(&a.name_any());
+                }
+            }
+        };
+        let proj_stream = reflector::reflector(
+            projects_w,
+            watcher(
+                Api::<AppProject>::namespaced(client.clone(), &ns),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .touched_objects();
+        let all1 = all.clone();
+        tasks.0.push(tokio::spawn(async move {
+            let mut s = proj_stream.boxed();
+            while s.next().await.is_some() {
+                all1();
+            }
+        }));
+        let sec_cfg = watcher::Config::default().labels(SECRET_TYPE_LABEL);
+        let sec_stream = reflector::reflector(
+            secrets_w,
+            watcher(Api::<Secret>::namespaced(client.clone(), &ns), sec_cfg),
+        )
+        .default_backoff()
+        .touched_objects();
+        let all2 = all.clone();
+        tasks.0.push(tokio::spawn(async move {
+            let mut s = sec_stream.boxed();
+            while s.next().await.is_some() {
+                all2();
+            }
+        }));
+        let cm_cfg = watcher::Config::default().labels(PLUGIN_CONFIGMAP_LABEL);
+        let cm_stream = reflector::reflector(
+            plugin_w,
+            watcher(Api::<ConfigMap>::namespaced(client.clone(), &ns), cm_cfg),
+        )
+        .default_backoff()
+        .touched_objects();
+        let kh_cfg =
+            watcher::Config::default().fields(&format!("metadata.name={KNOWN_HOSTS_CONFIGMAP}"));
+        let kh_stream = reflector::reflector(
+            known_hosts_w,
+            watcher(Api::<ConfigMap>::namespaced(client.clone(), &ns), kh_cfg),
+        )
+        .default_backoff()
+        .touched_objects();
+        let all5 = all.clone();
+        tasks.0.push(tokio::spawn(async move {
+            let mut s = kh_stream.boxed();
+            while s.next().await.is_some() {
+                all5();
+            }
+        }));
+        let all3 = all;
+        tasks.0.push(tokio::spawn(async move {
+            let mut s = cm_stream.boxed();
+            while s.next().await.is_some() {
+                all3();
+            }
+        }));
+        // SIGUSR1: re-check every app now (used by the benchmark for one full pass).
+        let all4 = {
+            let ctl = ctl.clone();
+            move || {
+                for a in ctl.apps.state() {
+                    ctl.queue.add(&a.name_any());
+                }
+            }
+        };
+        tasks.0.push(tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            if let Ok(mut s) = signal(SignalKind::user_defined1()) {
+                while s.recv().await.is_some() {
+                    tracing::info!("SIGUSR1: re-checking every application");
+                    all4();
+                }
+            }
+        }));
+        // A live object changed: re-compare the app that owns it (self-heal, health).
+        let ctl2 = ctl.clone();
+        tasks.0.push(tokio::spawn(async move {
+            while let Some((_cluster, instance)) = rx.recv().await {
+                let name = match instance.split_once('_') {
+                    Some((app_ns, name)) if app_ns == ctl2.cfg.namespace => name.to_string(),
+                    Some(_) => continue,
+                    None => instance,
+                };
+                ctl2.queue.add(&name);
+            }
+        }));
+        // Every input a render depends on is known before the first pass: a
+        // missing plugin definition would render with another tool.
+        let ready = [
+            apps.wait_until_ready().await,
+            projects.wait_until_ready().await,
+            secrets.wait_until_ready().await,
+            ctl.plugin_maps.wait_until_ready().await,
+            ctl.known_hosts.wait_until_ready().await,
+        ];
+        for r in ready {
+            r.map_err(|e| Error::Setup(format!("initial list failed: {e}")))?;
+        }
+        Ok((ctl, tasks))
+    }
+}
+
 async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     ensure_default_project(&client, &cfg.namespace).await?;
-    let ns = cfg.namespace.clone();
-    let (apps, apps_w) = reflector::store::<Application>();
-    let (projects, projects_w) = reflector::store::<AppProject>();
-    let (secrets, secrets_w) = reflector::store::<Secret>();
-    let (plugin_maps, plugin_w) = reflector::store::<ConfigMap>();
-    let (known_hosts, known_hosts_w) = reflector::store::<ConfigMap>();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Trigger>();
-    let local = ClusterConn::new(
-        ferry_model::IN_CLUSTER_NAME,
-        ferry_model::IN_CLUSTER_SERVER,
-        client.clone(),
-        tx.clone(),
-    );
-    let sources = ferry_source::SourceCache::new(cfg.cache_dir.join("sources"))
-        .map_err(|e| Error::Setup(e.to_string()))?;
-    let ctl = Arc::new(Controller {
-        tools: ferry_render::RenderTools::locate().map_err(|e| e.to_string()),
-        cfg: cfg.clone(),
-        client: client.clone(),
-        apps: apps.clone(),
-        projects: projects.clone(),
-        secrets: secrets.clone(),
-        plugin_maps,
-        known_hosts,
-        clusters: Mutex::new(HashMap::new()),
-        local,
-        sources,
-        resolved: Mutex::new(HashMap::new()),
-        rendered: Mutex::new(HashMap::new()),
-        compared: Mutex::new(HashMap::new()),
-        written: Mutex::new(HashMap::new()),
-        triggers: tx,
-        queue: queue::Queue::default(),
-    });
-
-    // Every task dies with this future: a replica that loses leadership (or
-    // a caller that drops the controller) stops acting at once.
-    let mut tasks = TaskGuard(Vec::new());
-    let q = ctl.queue.clone();
-    let app_stream = reflector::reflector(
-        apps_w,
-        watcher(
-            Api::<Application>::namespaced(client.clone(), &ns),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    tasks.0.push(tokio::spawn(async move {
-        let mut s = app_stream.boxed();
-        while let Some(ev) = s.next().await {
-            match ev {
-                Ok(app) => q.add(&app.name_any()),
-                Err(e) => tracing::debug!(error = %e, "application watch error"),
-            }
-        }
-    }));
-    // Project or credential changes can change any app's result.
-    let all = {
-        let ctl = ctl.clone();
-        move || {
-            for a in ctl.apps.state() {
-                ctl.queue.add(&a.name_any());
-            }
-        }
-    };
-    let proj_stream = reflector::reflector(
-        projects_w,
-        watcher(
-            Api::<AppProject>::namespaced(client.clone(), &ns),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let all1 = all.clone();
-    tasks.0.push(tokio::spawn(async move {
-        let mut s = proj_stream.boxed();
-        while s.next().await.is_some() {
-            all1();
-        }
-    }));
-    let sec_cfg = watcher::Config::default().labels(SECRET_TYPE_LABEL);
-    let sec_stream = reflector::reflector(
-        secrets_w,
-        watcher(Api::<Secret>::namespaced(client.clone(), &ns), sec_cfg),
-    )
-    .default_backoff()
-    .touched_objects();
-    let all2 = all.clone();
-    tasks.0.push(tokio::spawn(async move {
-        let mut s = sec_stream.boxed();
-        while s.next().await.is_some() {
-            all2();
-        }
-    }));
-    let cm_cfg = watcher::Config::default().labels(PLUGIN_CONFIGMAP_LABEL);
-    let cm_stream = reflector::reflector(
-        plugin_w,
-        watcher(Api::<ConfigMap>::namespaced(client.clone(), &ns), cm_cfg),
-    )
-    .default_backoff()
-    .touched_objects();
-    let kh_cfg =
-        watcher::Config::default().fields(&format!("metadata.name={KNOWN_HOSTS_CONFIGMAP}"));
-    let kh_stream = reflector::reflector(
-        known_hosts_w,
-        watcher(Api::<ConfigMap>::namespaced(client.clone(), &ns), kh_cfg),
-    )
-    .default_backoff()
-    .touched_objects();
-    let all5 = all.clone();
-    tasks.0.push(tokio::spawn(async move {
-        let mut s = kh_stream.boxed();
-        while s.next().await.is_some() {
-            all5();
-        }
-    }));
-    let all3 = all;
-    tasks.0.push(tokio::spawn(async move {
-        let mut s = cm_stream.boxed();
-        while s.next().await.is_some() {
-            all3();
-        }
-    }));
-    // SIGUSR1: re-check every app now (used by the benchmark for one full pass).
-    let all4 = {
-        let ctl = ctl.clone();
-        move || {
-            for a in ctl.apps.state() {
-                ctl.queue.add(&a.name_any());
-            }
-        }
-    };
-    tasks.0.push(tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut s) = signal(SignalKind::user_defined1()) {
-            while s.recv().await.is_some() {
-                tracing::info!("SIGUSR1: re-checking every application");
-                all4();
-            }
-        }
-    }));
-    // A live object changed: re-compare the app that owns it (self-heal, health).
-    let ctl2 = ctl.clone();
-    tasks.0.push(tokio::spawn(async move {
-        while let Some((_cluster, instance)) = rx.recv().await {
-            let name = match instance.split_once('_') {
-                Some((app_ns, name)) if app_ns == ctl2.cfg.namespace => name.to_string(),
-                Some(_) => continue,
-                None => instance,
-            };
-            ctl2.queue.add(&name);
-        }
-    }));
-    // Every input a render depends on is known before the first pass: a
-    // missing plugin definition would render with another tool.
-    let ready = [
-        apps.wait_until_ready().await,
-        projects.wait_until_ready().await,
-        secrets.wait_until_ready().await,
-        ctl.plugin_maps.wait_until_ready().await,
-        ctl.known_hosts.wait_until_ready().await,
-    ];
-    for r in ready {
-        r.map_err(|e| Error::Setup(format!("initial list failed: {e}")))?;
-    }
+    let (ctl, tasks) = Controller::watch(client.clone(), cfg.clone()).await?;
     let _images = if cfg.image_automation {
         Some(images::Images::start(client.clone(), ctl.clone()).await)
     } else {
@@ -332,6 +353,9 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
                 let name = ctl.queue.next().await;
                 let started = Instant::now();
                 let next = ctl.reconcile(&name).await;
+                let m = metrics::get();
+                m.reconciles.inc();
+                m.reconcile_seconds.observe(started.elapsed().as_secs_f64());
                 tracing::debug!(app = %name, ms = started.elapsed().as_millis() as u64, "reconciled");
                 ctl.queue.done(&name);
                 if let Some(delay) = next {
@@ -347,9 +371,47 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
 }
 
 /// Aborts its tasks when dropped.
-pub(crate) struct TaskGuard(pub(crate) Vec<tokio::task::JoinHandle<()>>);
+pub struct TaskGuard(pub(crate) Vec<tokio::task::JoinHandle<()>>);
 
 impl Controller {
+    /// The namespace Applications, AppProjects and credentials live in.
+    pub fn namespace(&self) -> &str {
+        &self.cfg.namespace
+    }
+
+    /// Applications as the watch cache has them.
+    pub fn applications(&self) -> Vec<Arc<Application>> {
+        self.apps.state()
+    }
+
+    pub fn application(&self, name: &str) -> Option<Arc<Application>> {
+        self.apps
+            .get(&reflector::ObjectRef::new(name).within(&self.cfg.namespace))
+    }
+
+    pub fn app_projects(&self) -> Vec<Arc<AppProject>> {
+        self.projects.state()
+    }
+
+    pub fn app_project(&self, name: &str) -> Option<Arc<AppProject>> {
+        self.projects
+            .get(&reflector::ObjectRef::new(name).within(&self.cfg.namespace))
+    }
+
+    /// Application changes from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Application>> {
+        self.app_events.subscribe()
+    }
+
+    /// A client for the app's destination cluster, and that cluster's name.
+    pub async fn destination_client(&self, app: &Application) -> Result<(Client, String), String> {
+        let (conn, _server, name) = self
+            .destination(&app.spec.destination)
+            .await
+            .map_err(|s| s.message)?;
+        Ok((conn.client.clone(), name))
+    }
+
     /// Ferry just pushed to `url`: forget resolved revisions of it and
     /// re-check the Applications reading it, instead of waiting for a poll.
     pub(crate) fn repo_pushed(&self, url: &str) {

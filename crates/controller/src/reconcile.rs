@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A failure that stops the pass before anything is applied; becomes a condition.
-struct Stop {
-    type_: &'static str,
-    message: String,
+pub(crate) struct Stop {
+    pub(crate) type_: &'static str,
+    pub(crate) message: String,
 }
 
 fn stop(type_: &'static str, message: impl Into<String>) -> Stop {
@@ -36,14 +36,14 @@ fn stop(type_: &'static str, message: impl Into<String>) -> Stop {
 }
 
 /// The result of comparing one app.
-struct Comparison {
-    conn: Arc<ClusterConn>,
-    revisions: Vec<String>,
+pub(crate) struct Comparison {
+    pub(crate) conn: Arc<ClusterConn>,
+    pub(crate) revisions: Vec<String>,
     sources: Vec<ApplicationSource>,
     source_type: String,
-    resources: Vec<Resource>,
-    prune: Vec<PruneTarget>,
-    statuses: Vec<ResourceStatus>,
+    pub(crate) resources: Vec<Resource>,
+    pub(crate) prune: Vec<PruneTarget>,
+    pub(crate) statuses: Vec<ResourceStatus>,
     synced: bool,
     health: HealthStatus,
     /// Non-fatal: e.g. dry-run failures that block a sync.
@@ -242,6 +242,14 @@ impl Controller {
                 }
             }
         }
+        if ran_op && let Some(os) = &st.operation_state {
+            crate::metrics::get()
+                .syncs
+                .get_or_create(&crate::metrics::PhaseLabel {
+                    phase: os.phase.clone(),
+                })
+                .inc();
+        }
         if let Err(e) = self
             .write_status(&app, &old, st, ran_op, refresh_requested)
             .await
@@ -306,7 +314,7 @@ impl Controller {
     }
 
     /// The connection for an app's destination.
-    async fn destination(
+    pub(crate) async fn destination(
         &self,
         d: &Destination,
     ) -> Result<(Arc<ClusterConn>, String, String), Stop> {
@@ -378,10 +386,12 @@ impl Controller {
             return Ok(sha);
         }
         let creds = self.credentials(url);
+        let started = Instant::now();
         let sha = self
             .sources
             .resolve(url, revision, creds.as_ref())
             .await
+            .inspect(|_| crate::metrics::git("ls-remote", started.elapsed()))
             .map_err(|e| stop("ComparisonError", e.to_string()))?;
         if let Ok(mut m) = self.resolved.lock() {
             m.insert(key, (sha.clone(), Instant::now()));
@@ -417,7 +427,7 @@ impl Controller {
     }
 
     /// `refresh`: re-resolve revisions now; `hard`: also render again.
-    async fn compare(
+    pub(crate) async fn compare(
         &self,
         app: &Application,
         op: Option<&Operation>,
@@ -514,10 +524,12 @@ impl Controller {
                     Some(p) if !p.is_empty() => self.resolve(&s.repo_url, p, true).await?,
                     _ => self.resolve(&s.repo_url, s.revision(), refresh).await?,
                 };
+                let started = Instant::now();
                 let dir = self
                     .sources
                     .checkout(&s.repo_url, &sha, creds.as_ref())
                     .await
+                    .inspect(|_| crate::metrics::git("checkout", started.elapsed()))
                     .map_err(|e| stop("ComparisonError", e.to_string()))?;
                 let tree = self
                     .sources
@@ -594,6 +606,7 @@ impl Controller {
                     let (an, ns2, timeout) =
                         (app_name.clone(), dest_ns.clone(), self.cfg.render_timeout);
                     crate::RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let render_started = Instant::now();
                     let out = tokio::task::spawn_blocking(move || {
                         let input = ferry_render::RenderInput {
                             app_name: &an,
@@ -611,6 +624,11 @@ impl Controller {
                         ferry_render::render(&input)
                     })
                     .await
+                    .inspect(|_| {
+                        crate::metrics::get()
+                            .render_seconds
+                            .observe(render_started.elapsed().as_secs_f64())
+                    })
                     .map_err(|e| stop("ComparisonError", format!("render task failed: {e}")))?
                     .map_err(|e| {
                         stop(

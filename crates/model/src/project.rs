@@ -74,6 +74,35 @@ pub struct AppProjectSpec {
     pub namespace_resource_blacklist: Vec<GroupKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Roles automation signs in as (`proj:<project>:<role>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<ProjectRole>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectRole {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// RBAC lines: `p, proj:<project>:<role>, applications, sync, <project>/*, allow`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+    /// SSO groups that get this role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Tokens issued for the role; one that is not listed here is revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jwt_tokens: Vec<JwtToken>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct JwtToken {
+    pub iat: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

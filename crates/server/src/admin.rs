@@ -1,0 +1,685 @@
+//! Session, account, project, repository and cluster endpoints. Credentials
+//! go in and are never sent back.
+
+use crate::api::{AppState, St, check_name};
+use crate::auth::{self, Principal};
+use crate::error::{ApiError, ApiResult};
+use crate::settings::ARGOCD_SECRET;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use ferry_model::AppProject;
+use ferry_model::annotations::SECRET_TYPE_LABEL;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+// ---- session and accounts ----------------------------------------------
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+pub async fn login(State(st): St, Json(b): Json<LoginBody>) -> ApiResult<Json<Value>> {
+    let st2 = st.clone();
+    // argon2 is deliberately slow: keep it off the async workers.
+    let token =
+        tokio::task::spawn_blocking(move || auth::login(&st2.settings, &b.username, &b.password))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(json!({ "token": token })))
+}
+
+pub async fn userinfo(p: Principal) -> Json<Value> {
+    Json(
+        json!({ "loggedIn": true, "username": p.subject, "groups": p.groups, "iss": auth::ISSUER }),
+    )
+}
+
+pub async fn list_accounts(State(st): St, p: Principal) -> ApiResult<Json<Value>> {
+    let mut items = Vec::new();
+    for (name, enabled, caps) in auth::accounts(&st.settings) {
+        if name == p.subject || st.allowed(&p, "accounts", "get", &name)? {
+            items.push(json!({ "name": name, "enabled": enabled, "capabilities": caps }));
+        }
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordBody {
+    #[serde(default)]
+    name: Option<String>,
+    current_password: String,
+    new_password: String,
+}
+
+pub async fn update_password(
+    State(st): St,
+    p: Principal,
+    Json(b): Json<PasswordBody>,
+) -> ApiResult<Json<Value>> {
+    if p.subject.starts_with("proj:") {
+        return Err(ApiError::forbidden("accounts", "update", &p.subject));
+    }
+    let name = b
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| p.subject.clone());
+    if name != p.subject {
+        st.enforce(&p, "accounts", "update", &name)?;
+    }
+    if !auth::accounts(&st.settings).iter().any(|a| a.0 == name) {
+        return Err(ApiError::not_found(format!("account {name}")));
+    }
+    if !(8..=128).contains(&b.new_password.chars().count()) {
+        return Err(ApiError::bad_request(
+            "the new password must have 8 to 128 characters",
+        ));
+    }
+    let (st2, caller, current, new) = (
+        st.clone(),
+        p.subject.clone(),
+        b.current_password,
+        b.new_password,
+    );
+    let hash = tokio::task::spawn_blocking(move || {
+        // The caller proves who they are with their own current password.
+        if !auth::verify_password(&st2.settings, &caller, &current) {
+            return Err(ApiError::unauthenticated("current password does not match"));
+        }
+        auth::hash_password(&new)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let key = auth::password_key(&name);
+    let body = json!({ "stringData": {
+        key.clone(): hash,
+        key.replace(".password", ".passwordMtime"): k8s_openapi::jiff::Timestamp::now().to_string(),
+    }});
+    Api::<Secret>::namespaced(st.client.clone(), &st.ns)
+        .patch(ARGOCD_SECRET, &PatchParams::default(), &Patch::Merge(&body))
+        .await?;
+    Ok(Json(json!({})))
+}
+
+// ---- projects ----------------------------------------------------------
+
+fn project_value(p: &AppProject) -> Value {
+    let mut v = serde_json::to_value(p).unwrap_or_default();
+    // Issued tokens are listed (iat, id, exp) but never the tokens themselves,
+    // which are not stored anyway.
+    v["apiVersion"] = json!("argoproj.io/v1alpha1");
+    v["kind"] = json!("AppProject");
+    v
+}
+
+pub async fn list_projects(State(st): St, p: Principal) -> ApiResult<Json<Value>> {
+    let mut items = Vec::new();
+    let mut projects = st.ctl.app_projects();
+    projects.sort_by_key(|p| p.name_any());
+    for proj in projects {
+        if st.allowed(&p, "projects", "get", &proj.name_any())? {
+            items.push(project_value(&proj));
+        }
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn get_project(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_name(&name)?;
+    st.enforce(&p, "projects", "get", &name)?;
+    let proj = st
+        .ctl
+        .app_project(&name)
+        .ok_or_else(|| ApiError::not_found(format!("project {name}")))?;
+    Ok(Json(project_value(&proj)))
+}
+
+fn prepare_project(st: &AppState, body: &Value, path_name: Option<&str>) -> ApiResult<Value> {
+    let mut v = body.clone();
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the body must be an AppProject object",
+        ));
+    }
+    if !v["metadata"].is_object() {
+        v["metadata"] = json!({});
+    }
+    if let Some(n) = path_name {
+        if v["metadata"]["name"].as_str().is_some_and(|b| b != n) {
+            return Err(ApiError::bad_request(
+                "the body and the path name different projects",
+            ));
+        }
+        v["metadata"]["name"] = json!(n);
+    }
+    v["apiVersion"] = json!("argoproj.io/v1alpha1");
+    v["kind"] = json!("AppProject");
+    v["metadata"]["namespace"] = json!(st.ns);
+    if !v["spec"].is_object() {
+        v["spec"] = json!({});
+    }
+    let p: AppProject = serde_json::from_value(v.clone())
+        .map_err(|e| ApiError::bad_request(format!("not a valid AppProject: {e}")))?;
+    check_name(&p.name_any())?;
+    Ok(v)
+}
+
+pub async fn create_project(
+    State(st): St,
+    p: Principal,
+    Query(q): Query<crate::admin::Upsert>,
+    Json(body): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    let v = prepare_project(&st, &body, None)?;
+    let name = v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    st.enforce(&p, "projects", "create", &name)?;
+    let api = st.dynamic::<AppProject>();
+    match api.get_opt(&name).await? {
+        None => {
+            let obj: DynamicObject =
+                serde_json::from_value(v).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Ok(Json(
+                serde_json::to_value(api.create(&PostParams::default(), &obj).await?)
+                    .unwrap_or_default(),
+            ))
+        }
+        Some(mut existing) => {
+            if existing.data.get("spec") == v.get("spec") {
+                return Ok(Json(serde_json::to_value(existing).unwrap_or_default()));
+            }
+            if !q.upsert.as_deref().is_some_and(|u| u == "true") {
+                return Err(ApiError::bad_request(format!(
+                    "existing project spec is different; use upsert flag to force update (project {name})"
+                )));
+            }
+            st.enforce(&p, "projects", "update", &name)?;
+            existing.data["spec"] = v["spec"].clone();
+            Ok(Json(
+                serde_json::to_value(
+                    api.replace(&name, &PostParams::default(), &existing)
+                        .await?,
+                )
+                .unwrap_or_default(),
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct Upsert {
+    pub upsert: Option<String>,
+}
+
+pub async fn update_project(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    check_name(&name)?;
+    let v = prepare_project(&st, &body, Some(&name))?;
+    st.enforce(&p, "projects", "update", &name)?;
+    let api = st.dynamic::<AppProject>();
+    let mut existing = api
+        .get_opt(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("project {name}")))?;
+    existing.data["spec"] = v["spec"].clone();
+    Ok(Json(
+        serde_json::to_value(
+            api.replace(&name, &PostParams::default(), &existing)
+                .await?,
+        )
+        .unwrap_or_default(),
+    ))
+}
+
+pub async fn delete_project(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_name(&name)?;
+    st.enforce(&p, "projects", "delete", &name)?;
+    st.ctl
+        .app_project(&name)
+        .ok_or_else(|| ApiError::not_found(format!("project {name}")))?;
+    let users = st
+        .ctl
+        .applications()
+        .iter()
+        .filter(|a| a.project() == name)
+        .count();
+    if users > 0 {
+        return Err(ApiError::conflict(format!(
+            "project {name} is referenced by {users} applications"
+        )));
+    }
+    st.dynamic::<AppProject>()
+        .delete(&name, &DeleteParams::default())
+        .await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenBody {
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+fn role_index(
+    st: &AppState,
+    project: &str,
+    role: &str,
+) -> ApiResult<(usize, ferry_model::ProjectRole)> {
+    let proj = st
+        .ctl
+        .app_project(project)
+        .ok_or_else(|| ApiError::not_found(format!("project {project}")))?;
+    proj.spec
+        .roles
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.name == role)
+        .map(|(i, r)| (i, r.clone()))
+        .ok_or_else(|| ApiError::not_found(format!("role {role} in project {project}")))
+}
+
+pub async fn create_token(
+    State(st): St,
+    p: Principal,
+    Path((project, role)): Path<(String, String)>,
+    body: Option<Json<TokenBody>>,
+) -> ApiResult<Json<Value>> {
+    check_name(&project)?;
+    st.enforce(&p, "projects", "update", &project)?;
+    let (i, r) = role_index(&st, &project, &role)?;
+    let ttl = body
+        .and_then(|Json(b)| b.expires_in)
+        .filter(|s| *s > 0)
+        .map(|s| Duration::from_secs(s.min(10 * 365 * 24 * 3600) as u64));
+    let (token, claims) = auth::issue(&st.settings, &format!("proj:{project}:{role}"), ttl)?;
+    let entry = json!({ "iat": claims.iat, "id": claims.jti, "exp": claims.exp });
+    let mut ops =
+        vec![json!({ "op": "test", "path": format!("/spec/roles/{i}/name"), "value": role })];
+    if r.jwt_tokens.is_empty() {
+        ops.push(
+            json!({ "op": "add", "path": format!("/spec/roles/{i}/jwtTokens"), "value": [entry] }),
+        );
+    } else {
+        ops.push(
+            json!({ "op": "add", "path": format!("/spec/roles/{i}/jwtTokens/-"), "value": entry }),
+        );
+    }
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(ops)).map_err(|e| ApiError::internal(e.to_string()))?;
+    st.dynamic::<AppProject>()
+        .patch(&project, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await?;
+    // Wait until the watch cache knows the token, so it works at once.
+    for _ in 0..50 {
+        if st.ctl.app_project(&project).is_some_and(|pr| {
+            pr.spec
+                .roles
+                .iter()
+                .any(|x| x.name == role && x.jwt_tokens.iter().any(|t| t.iat == claims.iat))
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Json(
+        json!({ "token": token, "iat": claims.iat, "id": claims.jti }),
+    ))
+}
+
+pub async fn delete_token(
+    State(st): St,
+    p: Principal,
+    Path((project, role, iat)): Path<(String, String, i64)>,
+) -> ApiResult<Json<Value>> {
+    check_name(&project)?;
+    st.enforce(&p, "projects", "update", &project)?;
+    let (i, r) = role_index(&st, &project, &role)?;
+    let Some(j) = r.jwt_tokens.iter().position(|t| t.iat == iat) else {
+        return Err(ApiError::not_found(format!(
+            "token issued at {iat} for role {role}"
+        )));
+    };
+    let ops = json!([
+        { "op": "test", "path": format!("/spec/roles/{i}/jwtTokens/{j}/iat"), "value": iat },
+        { "op": "remove", "path": format!("/spec/roles/{i}/jwtTokens/{j}") },
+    ]);
+    let patch: json_patch::Patch =
+        serde_json::from_value(ops).map_err(|e| ApiError::internal(e.to_string()))?;
+    st.dynamic::<AppProject>()
+        .patch(&project, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await?;
+    for _ in 0..50 {
+        if st.ctl.app_project(&project).is_some_and(|pr| {
+            !pr.spec
+                .roles
+                .iter()
+                .any(|x| x.name == role && x.jwt_tokens.iter().any(|t| t.iat == iat))
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Json(json!({})))
+}
+
+// ---- repositories and clusters -----------------------------------------
+
+fn decode(s: &Secret) -> BTreeMap<String, String> {
+    s.data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|x| (k, x)))
+        .collect()
+}
+
+async fn secrets_of_type(st: &AppState, kind: &str) -> ApiResult<Vec<Secret>> {
+    let lp = ListParams::default().labels(&format!("{SECRET_TYPE_LABEL}={kind}"));
+    Ok(Api::<Secret>::namespaced(st.client.clone(), &st.ns)
+        .list(&lp)
+        .await?
+        .items)
+}
+
+fn scoped(project: &str, what: &str) -> String {
+    if project.is_empty() {
+        what.to_string()
+    } else {
+        format!("{project}/{what}")
+    }
+}
+
+fn repo_view(d: &BTreeMap<String, String>) -> Value {
+    let has = [
+        "password",
+        "sshPrivateKey",
+        "tlsClientCertKey",
+        "githubAppPrivateKey",
+    ]
+    .iter()
+    .any(|k| d.get(*k).is_some_and(|v| !v.is_empty()));
+    json!({
+        "repo": d.get("url"), "type": d.get("type").cloned().unwrap_or_else(|| "git".into()),
+        "name": d.get("name"), "project": d.get("project"), "username": d.get("username"),
+        "insecure": d.get("insecure").is_some_and(|v| v == "true"),
+        "hasCredentials": has,
+    })
+}
+
+pub async fn list_repos(State(st): St, p: Principal) -> ApiResult<Json<Value>> {
+    let mut items = Vec::new();
+    for s in secrets_of_type(&st, "repository").await? {
+        let d = decode(&s);
+        let Some(url) = d.get("url") else { continue };
+        let proj = d.get("project").cloned().unwrap_or_default();
+        if st.allowed(&p, "repositories", "get", &scoped(&proj, url))? {
+            items.push(repo_view(&d));
+        }
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoBody {
+    repo: String,
+    #[serde(default)]
+    r#type: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    ssh_private_key: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+}
+
+fn secret_name(prefix: &str, key: &str) -> String {
+    let h = Sha256::digest(key.as_bytes());
+    format!(
+        "{prefix}-{}",
+        h.iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+async fn upsert_secret(
+    st: &AppState,
+    name: &str,
+    kind: &str,
+    data: BTreeMap<String, String>,
+    upsert: bool,
+) -> ApiResult<()> {
+    let api = Api::<Secret>::namespaced(st.client.clone(), &st.ns);
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": { "name": name, "labels": { SECRET_TYPE_LABEL: kind } },
+        "stringData": data,
+    }))
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    match api.create(&PostParams::default(), &s).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            if !upsert {
+                return Err(ApiError::conflict(format!(
+                    "{kind} already exists; use upsert to replace it"
+                )));
+            }
+            let mut existing = api.get(name).await?;
+            existing.data = None;
+            existing.string_data = s.string_data;
+            api.replace(name, &PostParams::default(), &existing).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn create_repo(
+    State(st): St,
+    p: Principal,
+    Query(q): Query<Upsert>,
+    Json(b): Json<RepoBody>,
+) -> ApiResult<Json<Value>> {
+    let url = b.repo.trim().to_string();
+    if url.is_empty() || url.len() > 2048 || url.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("repo must be a repository URL"));
+    }
+    let project = b.project.clone().unwrap_or_default();
+    if !project.is_empty() {
+        check_name(&project)?;
+    }
+    st.enforce(&p, "repositories", "create", &scoped(&project, &url))?;
+    let mut d = BTreeMap::new();
+    d.insert("url".to_string(), url.clone());
+    d.insert(
+        "type".to_string(),
+        b.r#type.clone().unwrap_or_else(|| "git".into()),
+    );
+    for (k, v) in [
+        ("name", &b.name),
+        ("project", &b.project),
+        ("username", &b.username),
+        ("password", &b.password),
+        ("sshPrivateKey", &b.ssh_private_key),
+    ] {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            d.insert(k.to_string(), v.clone());
+        }
+    }
+    if b.insecure {
+        d.insert("insecure".into(), "true".into());
+    }
+    let view = repo_view(&d);
+    upsert_secret(
+        &st,
+        &secret_name("repo", &url),
+        "repository",
+        d,
+        q.upsert.as_deref() == Some("true"),
+    )
+    .await?;
+    Ok(Json(view))
+}
+
+pub async fn delete_repo(
+    State(st): St,
+    p: Principal,
+    Path(repo): Path<String>,
+) -> ApiResult<Json<Value>> {
+    for s in secrets_of_type(&st, "repository").await? {
+        let d = decode(&s);
+        if d.get("url").map(String::as_str) == Some(repo.as_str()) {
+            let proj = d.get("project").cloned().unwrap_or_default();
+            st.enforce(&p, "repositories", "delete", &scoped(&proj, &repo))?;
+            Api::<Secret>::namespaced(st.client.clone(), &st.ns)
+                .delete(&s.name_any(), &DeleteParams::default())
+                .await?;
+            return Ok(Json(json!({})));
+        }
+    }
+    Err(ApiError::not_found(format!("repository {repo}")))
+}
+
+fn cluster_view(d: &BTreeMap<String, String>) -> Value {
+    let config: Value = d
+        .get("config")
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or(json!({}));
+    json!({
+        "name": d.get("name").or(d.get("server")), "server": d.get("server"),
+        "namespaces": d.get("namespaces").map(|n| n.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>()).unwrap_or_default(),
+        "project": d.get("project"),
+        "config": { "tlsClientConfig": { "insecure": config.pointer("/tlsClientConfig/insecure").and_then(Value::as_bool).unwrap_or(false) } },
+    })
+}
+
+pub async fn list_clusters(State(st): St, p: Principal) -> ApiResult<Json<Value>> {
+    let mut items = Vec::new();
+    if st.allowed(&p, "clusters", "get", ferry_model::IN_CLUSTER_SERVER)? {
+        items.push(json!({ "name": ferry_model::IN_CLUSTER_NAME, "server": ferry_model::IN_CLUSTER_SERVER, "namespaces": [], "config": { "tlsClientConfig": { "insecure": false } } }));
+    }
+    for s in secrets_of_type(&st, "cluster").await? {
+        let d = decode(&s);
+        let Some(server) = d.get("server") else {
+            continue;
+        };
+        let proj = d.get("project").cloned().unwrap_or_default();
+        if st.allowed(&p, "clusters", "get", &scoped(&proj, server))? {
+            items.push(cluster_view(&d));
+        }
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+pub struct ClusterBody {
+    name: String,
+    server: String,
+    #[serde(default)]
+    namespaces: Vec<String>,
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    config: Value,
+}
+
+pub async fn create_cluster(
+    State(st): St,
+    p: Principal,
+    Query(q): Query<Upsert>,
+    Json(b): Json<ClusterBody>,
+) -> ApiResult<Json<Value>> {
+    let server = b.server.trim().to_string();
+    if !(server.starts_with("https://") || server.starts_with("http://"))
+        || server.len() > 2048
+        || server.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request("server must be an http(s) URL"));
+    }
+    if b.name.trim().is_empty() || b.name.len() > 253 {
+        return Err(ApiError::bad_request("name is required"));
+    }
+    let project = b.project.clone().unwrap_or_default();
+    st.enforce(&p, "clusters", "create", &scoped(&project, &server))?;
+    if !b.config.is_object() && !b.config.is_null() {
+        return Err(ApiError::bad_request("config must be an object"));
+    }
+    let mut d = BTreeMap::new();
+    d.insert("name".to_string(), b.name.trim().to_string());
+    d.insert("server".to_string(), server.clone());
+    d.insert(
+        "config".to_string(),
+        if b.config.is_null() {
+            "{}".into()
+        } else {
+            b.config.to_string()
+        },
+    );
+    if !b.namespaces.is_empty() {
+        d.insert("namespaces".to_string(), b.namespaces.join(","));
+    }
+    if !project.is_empty() {
+        d.insert("project".to_string(), project);
+    }
+    let view = cluster_view(&d);
+    upsert_secret(
+        &st,
+        &secret_name("cluster", &server),
+        "cluster",
+        d,
+        q.upsert.as_deref() == Some("true"),
+    )
+    .await?;
+    Ok(Json(view))
+}
+
+pub async fn delete_cluster(
+    State(st): St,
+    p: Principal,
+    Path(server): Path<String>,
+) -> ApiResult<Json<Value>> {
+    for s in secrets_of_type(&st, "cluster").await? {
+        let d = decode(&s);
+        if d.get("server").map(String::as_str) == Some(server.as_str()) {
+            let proj = d.get("project").cloned().unwrap_or_default();
+            st.enforce(&p, "clusters", "delete", &scoped(&proj, &server))?;
+            Api::<Secret>::namespaced(st.client.clone(), &st.ns)
+                .delete(&s.name_any(), &DeleteParams::default())
+                .await?;
+            return Ok(Json(json!({})));
+        }
+    }
+    Err(ApiError::not_found(format!("cluster {server}")))
+}

@@ -1,0 +1,822 @@
+//! Application endpoints, the shared state, and the authentication
+//! extractor every protected handler takes.
+
+use crate::auth::{self, Principal};
+use crate::error::{ApiError, ApiResult};
+use crate::settings::Settings;
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, RawQuery, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use ferry_controller::Controller;
+use ferry_model::Application;
+use ferry_model::annotations::{REFRESH, RESOURCES_FINALIZER};
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub struct AppState {
+    pub client: Client,
+    pub ns: String,
+    pub ctl: Arc<Controller>,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<crate::metrics::ServerMetrics>,
+    /// Token bucket for webhooks: (tokens, last refill).
+    pub webhook_bucket: Mutex<(f64, Instant)>,
+}
+
+pub type St = State<Arc<AppState>>;
+
+impl FromRequestParts<Arc<AppState>> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> ApiResult<Principal> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthenticated(
+                    "no token: log in with `ferry login` or send Authorization: Bearer <token>",
+                )
+            })?;
+        auth::authenticate(&st.settings, &|p| st.ctl.app_project(p), token)
+    }
+}
+
+impl AppState {
+    /// Whether `p` may do `action` on `resource` `object`.
+    pub fn allowed(
+        &self,
+        p: &Principal,
+        resource: &str,
+        action: &str,
+        object: &str,
+    ) -> ApiResult<bool> {
+        let policy = self.settings.policy().map_err(ApiError::internal)?;
+        let policy = match &p.extra_policy {
+            Some(lines) => Arc::new(
+                policy
+                    .with_extra(&project_lines(&p.subject, lines))
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            ),
+            None => policy,
+        };
+        Ok(policy.enforce(&p.subjects(), resource, action, object))
+    }
+
+    pub fn enforce(
+        &self,
+        p: &Principal,
+        resource: &str,
+        action: &str,
+        object: &str,
+    ) -> ApiResult<()> {
+        if self.allowed(p, resource, action, object)? {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(resource, action, object))
+        }
+    }
+
+    pub fn dynamic<K: Resource<DynamicType = ()>>(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &self.ns, &ApiResource::erase::<K>(&()))
+    }
+
+    pub fn app(&self, name: &str) -> ApiResult<Arc<Application>> {
+        check_name(name)?;
+        self.ctl
+            .application(name)
+            .ok_or_else(|| ApiError::not_found(format!("application {name}")))
+    }
+}
+
+/// A project role's policy lines, keeping only those about the role itself
+/// and its own project: a role cannot grant itself another project.
+fn project_lines(subject: &str, lines: &str) -> String {
+    let project = subject.split(':').nth(1).unwrap_or_default();
+    lines
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            f.len() >= 5
+                && f[0] == "p"
+                && f[1] == subject
+                && (f[4].starts_with(&format!("{project}/")) || f[4] == project)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Kubernetes object names: what the API server would accept anyway, checked
+/// here so odd input never reaches a URL.
+pub fn check_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid name {name:?}: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+        )))
+    }
+}
+
+fn app_object(a: &Application) -> String {
+    format!("{}/{}", a.project(), a.name_any())
+}
+
+fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
+    raw.as_deref()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn labels_match(a: &Application, selector: &str) -> bool {
+    let labels = a.labels();
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .all(|term| {
+            if let Some((k, v)) = term.split_once("!=") {
+                labels.get(k.trim()).map(String::as_str) != Some(v.trim())
+            } else if let Some((k, v)) = term.split_once('=') {
+                let v = v.trim_start_matches('=');
+                labels.get(k.trim()).map(String::as_str) == Some(v.trim())
+            } else if let Some(k) = term.strip_prefix('!') {
+                !labels.contains_key(k.trim())
+            } else {
+                labels.contains_key(term)
+            }
+        })
+}
+
+pub async fn list_apps(
+    State(st): St,
+    p: Principal,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let pairs = query_pairs(&q);
+    let projects: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "project" || k == "projects")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let get = |k: &str| pairs.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
+    let repo = get("repo").map(|r| {
+        r.trim_end_matches('/')
+            .trim_end_matches(".git")
+            .to_lowercase()
+    });
+    let selector = get("selector").unwrap_or_default();
+    let cluster = get("cluster");
+    let mut items = Vec::new();
+    let mut apps = st.ctl.applications();
+    apps.sort_by_key(|a| a.name_any());
+    for a in apps {
+        if !projects.is_empty() && !projects.contains(&a.project()) {
+            continue;
+        }
+        if let Some(r) = &repo
+            && !a.sources().iter().any(|s| {
+                s.repo_url
+                    .trim_end_matches('/')
+                    .trim_end_matches(".git")
+                    .to_lowercase()
+                    == *r
+            })
+        {
+            continue;
+        }
+        if !labels_match(&a, selector) {
+            continue;
+        }
+        if let Some(c) = cluster {
+            let d = &a.spec.destination;
+            let hit = d.name.as_deref() == Some(c)
+                || d.server.as_deref() == Some(c)
+                || (c == ferry_model::IN_CLUSTER_NAME
+                    && d.server.as_deref() == Some(ferry_model::IN_CLUSTER_SERVER));
+            if !hit {
+                continue;
+            }
+        }
+        if st.allowed(&p, "applications", "get", &app_object(&a))? {
+            items.push(serde_json::to_value(&*a).map_err(|e| ApiError::internal(e.to_string()))?);
+        }
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize, Default)]
+pub struct GetQuery {
+    refresh: Option<String>,
+}
+
+pub async fn get_app(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+    Query(q): Query<GetQuery>,
+) -> ApiResult<Json<Value>> {
+    let a = st.app(&name)?;
+    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    if let Some(kind) = q.refresh.as_deref().filter(|r| !r.is_empty()) {
+        if kind != "normal" && kind != "hard" {
+            return Err(ApiError::bad_request("refresh must be normal or hard"));
+        }
+        let body = json!({ "metadata": { "annotations": { REFRESH: kind } } });
+        let o = st
+            .dynamic::<Application>()
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .await?;
+        return Ok(Json(serde_json::to_value(o).unwrap_or_default()));
+    }
+    Ok(Json(serde_json::to_value(&*a).unwrap_or_default()))
+}
+
+#[derive(Deserialize, Default)]
+pub struct UpsertQuery {
+    #[serde(default)]
+    upsert: Option<String>,
+}
+
+fn truthy(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|v| v == "true" || v == "1")
+}
+
+/// Checks an Application body and fills in what the server decides.
+fn prepare_app(
+    st: &AppState,
+    body: &Value,
+    name_from_path: Option<&str>,
+) -> ApiResult<(Value, Application)> {
+    let mut v = body.clone();
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the body must be an Application object",
+        ));
+    }
+    v["apiVersion"] = json!("argoproj.io/v1alpha1");
+    v["kind"] = json!("Application");
+    if let Some(n) = name_from_path {
+        match v.pointer("/metadata/name").and_then(Value::as_str) {
+            Some(b) if b != n => {
+                return Err(ApiError::bad_request(format!(
+                    "the body names application {b}, the path {n}"
+                )));
+            }
+            _ => {
+                if !v["metadata"].is_object() {
+                    v["metadata"] = json!({});
+                }
+                v["metadata"]["name"] = json!(n);
+            }
+        }
+    }
+    if !v["metadata"].is_object() {
+        return Err(ApiError::bad_request("metadata.name is required"));
+    }
+    v["metadata"]["namespace"] = json!(st.ns);
+    let app: Application = serde_json::from_value(v.clone())
+        .map_err(|e| ApiError::bad_request(format!("not a valid Application: {e}")))?;
+    check_name(&app.name_any())?;
+    if app.sources().is_empty() {
+        return Err(ApiError::bad_request(
+            "spec.source or spec.sources is required",
+        ));
+    }
+    if st.ctl.app_project(app.project()).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "application references project {} which does not exist",
+            app.project()
+        )));
+    }
+    Ok((v, app))
+}
+
+pub async fn create_app(
+    State(st): St,
+    p: Principal,
+    Query(q): Query<UpsertQuery>,
+    Json(body): Json<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (v, app) = prepare_app(&st, &body, None)?;
+    let name = app.name_any();
+    st.enforce(&p, "applications", "create", &app_object(&app))?;
+    let api = st.dynamic::<Application>();
+    match api.get_opt(&name).await? {
+        None => {
+            let obj: DynamicObject =
+                serde_json::from_value(v).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let o = api.create(&PostParams::default(), &obj).await?;
+            Ok((
+                StatusCode::OK,
+                Json(serde_json::to_value(o).unwrap_or_default()),
+            ))
+        }
+        Some(existing) => {
+            let same = existing.data.get("spec") == v.get("spec");
+            if same {
+                return Ok((
+                    StatusCode::OK,
+                    Json(serde_json::to_value(existing).unwrap_or_default()),
+                ));
+            }
+            if !truthy(&q.upsert) {
+                return Err(ApiError::bad_request(format!(
+                    "existing application spec is different; use upsert flag to force update (application {name})"
+                )));
+            }
+            let old_project = existing
+                .data
+                .pointer("/spec/project")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            st.enforce(
+                &p,
+                "applications",
+                "update",
+                &format!("{old_project}/{name}"),
+            )?;
+            st.enforce(&p, "applications", "update", &app_object(&app))?;
+            let o = replace_spec(&api, existing, &v).await?;
+            Ok((
+                StatusCode::OK,
+                Json(serde_json::to_value(o).unwrap_or_default()),
+            ))
+        }
+    }
+}
+
+/// Replaces spec (and labels/annotations/finalizers when given) of an
+/// existing object, keeping everything else, guarded by its resourceVersion.
+async fn replace_spec(
+    api: &Api<DynamicObject>,
+    mut existing: DynamicObject,
+    new: &Value,
+) -> ApiResult<DynamicObject> {
+    if let Some(spec) = new.get("spec") {
+        existing.data["spec"] = spec.clone();
+    }
+    if let Some(l) = new.pointer("/metadata/labels").and_then(Value::as_object) {
+        existing.metadata.labels = Some(
+            l.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect(),
+        );
+    }
+    if let Some(a) = new
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
+        existing.metadata.annotations = Some(
+            a.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect(),
+        );
+    }
+    if let Some(f) = new
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+    {
+        existing.metadata.finalizers = Some(
+            f.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+        );
+    }
+    let name = existing.name_any();
+    Ok(api
+        .replace(&name, &PostParams::default(), &existing)
+        .await?)
+}
+
+pub async fn update_app(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    check_name(&name)?;
+    let (v, app) = prepare_app(&st, &body, Some(&name))?;
+    let api = st.dynamic::<Application>();
+    let existing = api
+        .get_opt(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("application {name}")))?;
+    let old_project = existing
+        .data
+        .pointer("/spec/project")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    st.enforce(
+        &p,
+        "applications",
+        "update",
+        &format!("{old_project}/{name}"),
+    )?;
+    st.enforce(&p, "applications", "update", &app_object(&app))?;
+    let o = replace_spec(&api, existing, &v).await?;
+    Ok(Json(serde_json::to_value(o).unwrap_or_default()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteQuery {
+    cascade: Option<String>,
+    propagation_policy: Option<String>,
+}
+
+pub async fn delete_app(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<Json<Value>> {
+    let a = st.app(&name)?;
+    st.enforce(&p, "applications", "delete", &app_object(&a))?;
+    let cascade = q.cascade.as_deref().is_none_or(|c| c != "false");
+    let finalizer = match q.propagation_policy.as_deref().unwrap_or("foreground") {
+        "foreground" => RESOURCES_FINALIZER.to_string(),
+        "background" => format!("{RESOURCES_FINALIZER}/background"),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy {other:?}: use foreground or background"
+            )));
+        }
+    };
+    let mut finalizers: Vec<String> = a
+        .finalizers()
+        .iter()
+        .filter(|f| !f.starts_with(RESOURCES_FINALIZER))
+        .cloned()
+        .collect();
+    if cascade {
+        finalizers.push(finalizer);
+    }
+    let api = st.dynamic::<Application>();
+    let body = json!({ "metadata": { "finalizers": finalizers } });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+        .await?;
+    api.delete(&name, &DeleteParams::default()).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncBody {
+    #[serde(default)]
+    revision: Option<String>,
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    resources: Vec<SyncResource>,
+    #[serde(default)]
+    sync_options: Vec<String>,
+}
+
+#[derive(Deserialize, Default, serde::Serialize)]
+pub struct SyncResource {
+    #[serde(default)]
+    group: String,
+    kind: String,
+    #[serde(default)]
+    namespace: String,
+    name: String,
+}
+
+async fn start_operation(
+    st: &AppState,
+    a: &Application,
+    p: &Principal,
+    sync: Value,
+) -> ApiResult<Json<Value>> {
+    if a.operation.is_some() {
+        return Err(ApiError::conflict(format!(
+            "another operation is already in progress on application {}",
+            a.name_any()
+        )));
+    }
+    let body = json!({ "operation": { "sync": sync, "initiatedBy": { "username": p.subject } } });
+    let o = st
+        .dynamic::<Application>()
+        .patch(&a.name_any(), &PatchParams::default(), &Patch::Merge(&body))
+        .await?;
+    Ok(Json(serde_json::to_value(o).unwrap_or_default()))
+}
+
+pub async fn sync_app(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+    body: Option<Json<SyncBody>>,
+) -> ApiResult<Json<Value>> {
+    let a = st.app(&name)?;
+    st.enforce(&p, "applications", "sync", &app_object(&a))?;
+    let b = body.map(|Json(b)| b).unwrap_or_default();
+    let mut sync = json!({ "prune": b.prune, "dryRun": b.dry_run });
+    if let Some(r) = b.revision.filter(|r| !r.is_empty()) {
+        sync["revision"] = json!(r);
+    }
+    if !b.resources.is_empty() {
+        sync["resources"] = json!(b.resources);
+    }
+    if !b.sync_options.is_empty() {
+        sync["syncOptions"] = json!(b.sync_options);
+    }
+    start_operation(&st, &a, &p, sync).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackBody {
+    id: i64,
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn rollback_app(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+    Json(b): Json<RollbackBody>,
+) -> ApiResult<Json<Value>> {
+    let a = st.app(&name)?;
+    st.enforce(&p, "applications", "rollback", &app_object(&a))?;
+    if a.spec
+        .sync_policy
+        .as_ref()
+        .is_some_and(|s| s.automated.is_some())
+    {
+        return Err(ApiError::bad_request(format!(
+            "rollback cannot be initiated when auto-sync is enabled: `ferry app set {name} --sync-policy none` first"
+        )));
+    }
+    let history = a
+        .status
+        .as_ref()
+        .map(|s| s.history.clone())
+        .unwrap_or_default();
+    let h = history.iter().find(|h| h.id == b.id).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "application {name} does not have history id {}",
+            b.id
+        ))
+    })?;
+    let mut sync = json!({ "prune": b.prune, "dryRun": b.dry_run });
+    if let Some(r) = &h.revision {
+        sync["revision"] = json!(r);
+    }
+    if !h.revisions.is_empty() {
+        sync["revisions"] = json!(h.revisions);
+    }
+    if let Some(s) = &h.source {
+        sync["source"] = serde_json::to_value(s).unwrap_or_default();
+    }
+    if let Some(s) = &h.sources {
+        sync["sources"] = serde_json::to_value(s).unwrap_or_default();
+    }
+    start_operation(&st, &a, &p, sync).await
+}
+
+pub async fn managed_resources(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let a = st.app(&name)?;
+    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    let i = st
+        .ctl
+        .inspect(&a, None, true)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let items: Vec<Value> = i
+        .objects
+        .into_iter()
+        .map(|o| {
+            let modified = o.requires_pruning || o.target != o.live;
+            json!({
+                "group": o.group, "version": o.version, "kind": o.kind,
+                "namespace": o.namespace, "name": o.name,
+                "status": o.status, "health": o.health,
+                "requiresPruning": o.requires_pruning, "hook": o.hook,
+                "targetState": o.target, "liveState": o.live, "modified": modified,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items, "revisions": i.revisions })))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ManifestQuery {
+    revision: Option<String>,
+    source: Option<String>,
+}
+
+pub async fn manifests(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+    Query(q): Query<ManifestQuery>,
+) -> ApiResult<Json<Value>> {
+    let a = st.app(&name)?;
+    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    let live = match q.source.as_deref().unwrap_or("git") {
+        "git" => false,
+        "live" => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "source {other:?}: use git or live"
+            )));
+        }
+    };
+    let revision = q.revision.as_deref().filter(|r| !r.is_empty());
+    if let Some(r) = revision
+        && (r.starts_with('-')
+            || r.len() > 255
+            || r.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(ApiError::bad_request(format!("invalid revision {r:?}")));
+    }
+    let i = st
+        .ctl
+        .inspect(&a, revision, false)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let manifests: Vec<Value> = i
+        .objects
+        .into_iter()
+        .filter_map(|o| if live { o.live } else { o.desired })
+        .collect();
+    Ok(Json(
+        json!({ "revision": i.revisions.first(), "revisions": i.revisions, "manifests": manifests }),
+    ))
+}
+
+pub async fn resource_tree(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let a = st.app(&name)?;
+    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    let (client, _) = st
+        .ctl
+        .destination_client(&a)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let nodes = crate::tree::build(&client, &a).await?;
+    Ok(Json(json!({ "nodes": nodes })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsQuery {
+    resource_namespace: Option<String>,
+    resource_name: Option<String>,
+    #[serde(rename = "resourceUID")]
+    resource_uid: Option<String>,
+}
+
+pub async fn app_events(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Json<Value>> {
+    use k8s_openapi::api::core::v1::Event as KEvent;
+    let a = st.app(&name)?;
+    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    let (api, fields): (Api<KEvent>, String) =
+        match q.resource_name.as_deref().filter(|n| !n.is_empty()) {
+            None => (
+                Api::namespaced(st.client.clone(), &st.ns),
+                format!("involvedObject.kind=Application,involvedObject.name={name}"),
+            ),
+            Some(rname) => {
+                check_name(rname)?;
+                let rns = q.resource_namespace.clone().unwrap_or_default();
+                if !rns.is_empty() {
+                    check_name(&rns)?;
+                }
+                let managed = a.status.as_ref().is_some_and(|s| {
+                    s.resources
+                        .iter()
+                        .any(|r| r.name == rname && (rns.is_empty() || r.namespace == rns))
+                });
+                if !managed {
+                    return Err(ApiError::not_found(format!(
+                        "resource {rname} of application {name}"
+                    )));
+                }
+                let (client, _) = st
+                    .ctl
+                    .destination_client(&a)
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+                let mut f = format!("involvedObject.name={rname}");
+                if let Some(uid) = q.resource_uid.as_deref().filter(|u| !u.is_empty()) {
+                    if !uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                        return Err(ApiError::bad_request("invalid resourceUID"));
+                    }
+                    f.push_str(&format!(",involvedObject.uid={uid}"));
+                }
+                let api = if rns.is_empty() {
+                    Api::all(client)
+                } else {
+                    Api::namespaced(client, &rns)
+                };
+                (api, f)
+            }
+        };
+    let list = api
+        .list(&kube::api::ListParams::default().fields(&fields))
+        .await?;
+    let items: Vec<Value> = list
+        .items
+        .into_iter()
+        .map(|e| {
+            json!({
+                "type": e.type_, "reason": e.reason, "message": e.message, "count": e.count,
+                "firstTimestamp": e.first_timestamp, "lastTimestamp": e.last_timestamp,
+                "involvedObject": e.involved_object,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize, Default)]
+pub struct StreamQuery {
+    name: Option<String>,
+}
+
+pub async fn stream_apps(
+    State(st): St,
+    p: Principal,
+    Query(q): Query<StreamQuery>,
+) -> Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let rx = st.ctl.subscribe();
+    let stream = tokio_stream_from(rx).filter_map(move |a| {
+        let st = st.clone();
+        let p = p.clone();
+        let name = q.name.clone();
+        async move {
+            if name.as_deref().is_some_and(|n| n != a.name_any()) {
+                return None;
+            }
+            if !st
+                .allowed(&p, "applications", "get", &app_object(&a))
+                .unwrap_or(false)
+            {
+                return None;
+            }
+            let data = json!({ "type": "MODIFIED", "application": &*a }).to_string();
+            Some(Ok(Event::default().data(data)))
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A broadcast receiver as a stream; a slow reader skips what it missed.
+fn tokio_stream_from(
+    rx: tokio::sync::broadcast::Receiver<Arc<Application>>,
+) -> impl futures::Stream<Item = Arc<Application>> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(a) => return Some((a, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}

@@ -1,0 +1,671 @@
+//! The API server against the test environment's real API server: anonymous
+//! callers, RBAC roles, project-role tokens and their revocation, webhooks,
+//! and a scan of every response and log line for credentials.
+
+use hmac::{Hmac, Mac};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Everything the server logs, for the leak scan.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static LogBuf {
+    static LOGS: OnceLock<LogBuf> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = LogBuf::default();
+        let w = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,hyper=info,h2=info,tower=info",
+            ))
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .try_init();
+        buf
+    })
+}
+
+struct Server {
+    base: String,
+    metrics: String,
+    ns: String,
+    client: kube::Client,
+    http: reqwest::Client,
+    admin_password: String,
+    /// Every response body seen, for the leak scan.
+    seen: Arc<Mutex<String>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}
+
+impl Server {
+    async fn start(prefix: &str) -> Server {
+        logs();
+        let env = ferry_testenv::shared();
+        let client = env.cluster.client().await.unwrap();
+        let ns = env.cluster.create_namespace(&client, prefix).await.unwrap();
+        ferry_controller::install_crds(&client).await.unwrap();
+        // The default project, as the controller would create it.
+        let p = ferry_model::AppProject::default_project(&ns);
+        Api::<ferry_model::AppProject>::namespaced(client.clone(), &ns)
+            .patch("default", &PatchParams::apply("test"), &Patch::Apply(&p))
+            .await
+            .unwrap();
+        let cfg = ferry_server::ServerConfig {
+            namespace: ns.clone(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            cache_dir: std::env::temp_dir()
+                .join(format!("ferry-server-test-{}", std::process::id())),
+            plugin_dirs: vec![],
+        };
+        let (started, serve) = ferry_server::start(client.clone(), cfg).await.unwrap();
+        let admin_password = started
+            .initial_admin_password
+            .clone()
+            .expect("first start generates a password");
+        // The generated password is also in the initial-admin Secret.
+        let initial = Api::<Secret>::namespaced(client.clone(), &ns)
+            .get(ferry_server::INITIAL_ADMIN_SECRET)
+            .await
+            .unwrap();
+        assert_eq!(
+            initial.data.unwrap()["password"].0,
+            admin_password.as_bytes(),
+        );
+        Server {
+            base: format!("http://{}", started.addr),
+            metrics: format!("http://{}/metrics", started.metrics_addr.unwrap()),
+            ns,
+            client,
+            http: reqwest::Client::new(),
+            admin_password,
+            seen: Arc::default(),
+            _task: tokio::spawn(serve),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(m, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        self.seen.lock().unwrap().push_str(&text);
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn login(&self, user: &str, password: &str) -> String {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/api/v1/session",
+                None,
+                Some(json!({ "username": user, "password": password })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    async fn set_cm(&self, name: &str, data: Value) {
+        Api::<ConfigMap>::namespaced(self.client.clone(), &self.ns)
+            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&json!({
+                "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": name }, "data": data,
+            })))
+            .await
+            .unwrap();
+    }
+
+    async fn app(&self, name: &str, project: &str, repo: &str, revision: &str) {
+        let body = json!({
+            "metadata": { "name": name },
+            "spec": {
+                "project": project,
+                "source": { "repoURL": repo, "path": ".", "targetRevision": revision },
+                "destination": { "server": "https://kubernetes.default.svc", "namespace": "default" },
+            },
+        });
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.ns,
+            &kube::api::ApiResource::erase::<ferry_model::Application>(&()),
+        );
+        let mut b = body.clone();
+        b["apiVersion"] = json!("argoproj.io/v1alpha1");
+        b["kind"] = json!("Application");
+        api.patch(name, &PatchParams::apply("test"), &Patch::Apply(&b))
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the server's caches see `f` hold.
+    async fn eventually<F, Fut>(&self, what: &str, f: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn fill(path: &str) -> String {
+    path.replace("{name}", "app-x")
+        .replace("{project}", "default")
+        .replace("{role}", "ci")
+        .replace("{iat}", "1")
+        .replace("{repo}", "https%3A%2F%2Fexample.com%2Fr.git")
+        .replace("{server}", "https%3A%2F%2Fexample.com")
+}
+
+#[tokio::test]
+async fn anonymous_callers_and_bad_tokens_are_refused_everywhere() {
+    let s = Server::start("api-anon").await;
+    let ops = ferry_server::openapi::operations();
+    assert!(ops.len() >= 25, "{}", ops.len());
+    let mut checked = 0;
+    for (method, path, public) in ops {
+        if public {
+            continue;
+        }
+        let body = (method == "post" || method == "put").then(|| json!({}));
+        for token in [
+            None,
+            Some("not-a-jwt"),
+            Some("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2ln"),
+        ] {
+            let (status, v) = s
+                .call(&method.to_uppercase(), &fill(path), token, body.clone())
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}: {v}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 25);
+    // The OpenAPI document is public and lists every route.
+    let (status, doc) = s.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["paths"]["/api/v1/applications/{name}/sync"]["post"].is_object());
+    // A wrong password is refused without saying which part was wrong.
+    let (status, v) = s
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(json!({ "username": "admin", "password": "wrong" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(json!({ "username": "nobody", "password": "wrong" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn roles_tokens_revocation_and_no_leaks() {
+    let s = Server::start("api-rbac").await;
+    let admin = s.login("admin", &s.admin_password).await;
+    let (status, me) = s
+        .call("GET", "/api/v1/session/userinfo", Some(&admin), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["username"], "admin");
+
+    // A read-only account.
+    s.set_cm(
+        ferry_server::ARGOCD_CM,
+        json!({ "accounts.viewer": "login" }),
+    )
+    .await;
+    s.set_cm(
+        ferry_server::RBAC_CM,
+        json!({ "policy.default": "role:readonly" }),
+    )
+    .await;
+    let viewer_password = "viewer-pass-123";
+    s.eventually("viewer account visible", || async {
+        s.call("PUT", "/api/v1/account/password", Some(&admin), Some(json!({
+            "name": "viewer", "currentPassword": s.admin_password, "newPassword": viewer_password,
+        })))
+        .await
+        .0 == StatusCode::OK
+    })
+    .await;
+    let mut viewer = String::new();
+    s.eventually("viewer can log in", || {
+        let s = &s;
+        async move {
+            s.call(
+                "POST",
+                "/api/v1/session",
+                None,
+                Some(json!({ "username": "viewer", "password": viewer_password })),
+            )
+            .await
+            .0 == StatusCode::OK
+        }
+    })
+    .await;
+    viewer.push_str(&s.login("viewer", viewer_password).await);
+
+    // A project with a CI role that may sync only its own apps.
+    let (status, v) = s
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&admin),
+            Some(json!({
+                "metadata": { "name": "team-a" },
+                "spec": {
+                    "sourceRepos": ["*"],
+                    "destinations": [{ "server": "*", "namespace": "*" }],
+                    "roles": [{ "name": "ci", "policies": [
+                        "p, proj:team-a:ci, applications, get, team-a/*, allow",
+                        "p, proj:team-a:ci, applications, sync, team-a/*, allow",
+                        // A role cannot grant itself another project: ignored.
+                        "p, proj:team-a:ci, applications, sync, default/*, allow",
+                    ]}],
+                },
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    s.app(
+        "a-app",
+        "team-a",
+        "https://git.example.com/team-a.git",
+        "main",
+    )
+    .await;
+    s.app(
+        "d-app",
+        "default",
+        "https://git.example.com/other.git",
+        "main",
+    )
+    .await;
+    s.eventually("apps visible", || async {
+        let (_, v) = s
+            .call("GET", "/api/v1/applications", Some(&admin), None)
+            .await;
+        v["items"].as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+
+    // Read-only: can look, cannot sync.
+    let (status, v) = s
+        .call("GET", "/api/v1/applications/d-app", Some(&viewer), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = s
+        .call(
+            "POST",
+            "/api/v1/applications/d-app/sync",
+            Some(&viewer),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let (status, _) = s
+        .call("DELETE", "/api/v1/applications/d-app", Some(&viewer), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, tok) = s
+        .call(
+            "POST",
+            "/api/v1/projects/team-a/roles/ci/token",
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tok}");
+    let ci = tok["token"].as_str().unwrap().to_string();
+    let iat = tok["iat"].as_i64().unwrap();
+    // Syncs only its own project's apps. (It can still read the others:
+    // `policy.default` applies to every caller, project tokens included, as
+    // in Argo CD.)
+    let (_, list) = s.call("GET", "/api/v1/applications", Some(&ci), None).await;
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"a-app"), "{names:?}");
+    let (status, v) = s
+        .call(
+            "POST",
+            "/api/v1/applications/a-app/sync",
+            Some(&ci),
+            Some(json!({ "prune": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["operation"]["sync"]["prune"], true);
+    assert_eq!(v["operation"]["initiatedBy"]["username"], "proj:team-a:ci");
+    let (status, v) = s
+        .call(
+            "POST",
+            "/api/v1/applications/d-app/sync",
+            Some(&ci),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    // A second sync while one is pending is a conflict.
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/applications/a-app/sync",
+            Some(&ci),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // Revoked: the same token no longer works.
+    let (status, v) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/projects/team-a/roles/ci/token/{iat}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = s
+        .call("GET", "/api/v1/applications/a-app", Some(&ci), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("revoked"), "{v}");
+
+    // Credentials go in and never come out.
+    let repo_password = "repo-secret-password-42";
+    let (status, v) = s
+        .call("POST", "/api/v1/repositories", Some(&admin), Some(json!({
+            "repo": "https://git.example.com/team-a.git", "username": "git", "password": repo_password,
+        })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["hasCredentials"], true);
+    let bearer = "cluster-bearer-token-xyz";
+    let (status, v) = s
+        .call(
+            "POST",
+            "/api/v1/clusters",
+            Some(&admin),
+            Some(json!({
+                "name": "far", "server": "https://far.example.com:6443",
+                "config": { "bearerToken": bearer, "tlsClientConfig": { "insecure": true } },
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, repos) = s
+        .call("GET", "/api/v1/repositories", Some(&admin), None)
+        .await;
+    assert_eq!(repos["items"][0]["username"], "git");
+    let (_, clusters) = s.call("GET", "/api/v1/clusters", Some(&admin), None).await;
+    assert_eq!(clusters["items"].as_array().unwrap().len(), 2, "{clusters}");
+    let (status, _) = s
+        .call("GET", "/api/v1/repositories", Some(&viewer), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s
+        .call(
+            "DELETE",
+            "/api/v1/repositories/https%3A%2F%2Fgit.example.com%2Fteam-a.git",
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Changing a password ends the sessions that came before.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, v) = s
+        .call("PUT", "/api/v1/account/password", Some(&admin), Some(json!({
+            "name": "viewer", "currentPassword": s.admin_password, "newPassword": "viewer-pass-456",
+        })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    s.eventually("old viewer session refused", || async {
+        s.call("GET", "/api/v1/session/userinfo", Some(&viewer), None)
+            .await
+            .0
+            == StatusCode::UNAUTHORIZED
+    })
+    .await;
+
+    let logged = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    let responses = s.seen.lock().unwrap().clone();
+    assert!(logged.len() > 1000, "the server logged almost nothing?");
+    for (what, secret) in [
+        ("admin password", s.admin_password.as_str()),
+        ("viewer password", viewer_password),
+        ("repository password", repo_password),
+        ("cluster token", bearer),
+        ("admin token", admin.as_str()),
+        ("viewer token", viewer.as_str()),
+        ("project token", ci.as_str()),
+    ] {
+        assert!(!logged.contains(secret), "{what} in the logs");
+        if what.ends_with("password") || what == "cluster token" {
+            assert!(!responses.contains(secret), "{what} in a response");
+        }
+    }
+}
+
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+#[tokio::test]
+async fn webhooks_refresh_exactly_the_matching_apps() {
+    let s = Server::start("api-hook").await;
+    let secret = "hook-secret";
+    Api::<Secret>::namespaced(s.client.clone(), &s.ns)
+        .patch(
+            ferry_server::ARGOCD_SECRET,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "stringData": { "webhook.github.secret": secret } })),
+        )
+        .await
+        .unwrap();
+    let repo = "https://git.example.com/org/config";
+    s.app("on-main", "default", &format!("{repo}.git"), "main")
+        .await;
+    s.app("on-head", "default", repo, "HEAD").await;
+    s.app("on-dev", "default", repo, "dev").await;
+    s.app(
+        "other-repo",
+        "default",
+        "https://git.example.com/org/other.git",
+        "main",
+    )
+    .await;
+    let admin = s.login("admin", &s.admin_password).await;
+    s.eventually("apps visible", || async {
+        s.call("GET", "/api/v1/applications", Some(&admin), None)
+            .await
+            .1["items"]
+            .as_array()
+            .is_some_and(|a| a.len() == 4)
+    })
+    .await;
+    let body = serde_json::to_vec(&json!({
+        "ref": "refs/heads/main",
+        "before": "0000000000000000000000000000000000000000",
+        "after": "1111111111111111111111111111111111111111",
+        "repository": {
+            "html_url": "https://git.example.com/org/config",
+            "clone_url": "https://git.example.com/org/config.git",
+            "ssh_url": "git@git.example.com:org/config.git",
+            "default_branch": "main",
+        },
+        "commits": [{ "added": [], "modified": ["apps/a.yaml"], "removed": [] }],
+    }))
+    .unwrap();
+    let refreshed = || async {
+        let api: Api<ferry_model::Application> = Api::namespaced(s.client.clone(), &s.ns);
+        let mut out = Vec::new();
+        for a in api.list(&Default::default()).await.unwrap() {
+            if a.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|m| m.contains_key("argocd.argoproj.io/refresh"))
+            {
+                out.push(a.metadata.name.clone().unwrap());
+            }
+        }
+        out.sort();
+        out
+    };
+    let send = |sig: Option<String>| {
+        let body = body.clone();
+        let url = format!("{}/api/webhook", s.base);
+        let http = s.http.clone();
+        async move {
+            let mut req = http
+                .post(url)
+                .header("X-GitHub-Event", "push")
+                .header("Content-Type", "application/json")
+                .body(body);
+            if let Some(sig) = sig {
+                req = req.header("X-Hub-Signature-256", sig);
+            }
+            req.send().await.unwrap().status()
+        }
+    };
+    // Wait until the server has the secret (it reloads settings on change).
+    s.eventually("webhook secret loaded", || async {
+        send(Some(github_signature("not-the-secret", &body))).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(send(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(Some(github_signature("wrong", &body))).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        refreshed().await.is_empty(),
+        "a bad signature refreshed something"
+    );
+
+    let sent = Instant::now();
+    assert_eq!(
+        send(Some(github_signature(secret, &body))).await,
+        StatusCode::OK
+    );
+    assert_eq!(refreshed().await, ["on-head", "on-main"]);
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+
+    // Too big a body is refused before anything is read.
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let status = s
+        .http
+        .post(format!("{}/api/webhook", s.base))
+        .header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", github_signature(secret, &big))
+        .body(big)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Counted in the metrics, which live on their own listener.
+    let status = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let text = s
+        .http
+        .get(&s.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |labels: &str| {
+        text.lines()
+            .find(|l| l.starts_with("ferry_webhook_requests_total{") && l.contains(labels))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("result=\"bad_signature\"") >= 3.0, "{text}");
+    assert_eq!(count("result=\"refreshed\""), 1.0, "{text}");
+    assert!(
+        text.contains("ferry_api_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+}
