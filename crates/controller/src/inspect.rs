@@ -163,7 +163,7 @@ impl Controller {
 /// values get equal masks, different values different ones, so a diff still
 /// shows *that* a value changed but never what it is.
 pub fn mask_secret(view: &mut ObjectView) {
-    if view.group != "" || view.kind != "Secret" {
+    if !view.group.is_empty() || view.kind != "Secret" {
         return;
     }
     let mut masks: BTreeMap<String, String> = BTreeMap::new();

@@ -204,7 +204,7 @@ pub async fn create_project(
             if existing.data.get("spec") == v.get("spec") {
                 return Ok(Json(serde_json::to_value(existing).unwrap_or_default()));
             }
-            if !q.upsert.as_deref().is_some_and(|u| u == "true") {
+            if q.upsert.as_deref() != Some("true") {
                 return Err(ApiError::bad_request(format!(
                     "existing project spec is different; use upsert flag to force update (project {name})"
                 )));

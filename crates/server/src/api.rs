@@ -65,12 +65,32 @@ impl AppState {
         object: &str,
     ) -> ApiResult<bool> {
         let policy = self.settings.policy().map_err(ApiError::internal)?;
-        let policy = match &p.extra_policy {
-            Some(lines) => Arc::new(
-                policy
-                    .with_extra(&project_lines(&p.subject, lines))
-                    .map_err(|e| ApiError::internal(e.to_string()))?,
-            ),
+        let policy = match &p.project_role {
+            Some((project, role, lines, groups)) => {
+                // Lines Argo CD would have refused when the project was saved
+                // (e.g. reaching into another project) are left out, one by
+                // one, so the valid ones still work.
+                let valid: Vec<String> = lines
+                    .iter()
+                    .filter(|l| {
+                        let ok = policy
+                            .with_project_role(project, role, std::slice::from_ref(*l), &[])
+                            .is_ok();
+                        if !ok {
+                            tracing::info!(%project, %role, line = %l, "ignoring an invalid project role policy line");
+                        }
+                        ok
+                    })
+                    .cloned()
+                    .collect();
+                Arc::new(
+                    policy
+                        .with_project_role(project, role, &valid, groups)
+                        .map_err(|e| {
+                            ApiError::forbidden("projects", "get", &format!("{project}: {e}"))
+                        })?,
+                )
+            }
             None => policy,
         };
         Ok(policy.enforce(&p.subjects(), resource, action, object))
@@ -100,23 +120,6 @@ impl AppState {
             .application(name)
             .ok_or_else(|| ApiError::not_found(format!("application {name}")))
     }
-}
-
-/// A project role's policy lines, keeping only those about the role itself
-/// and its own project: a role cannot grant itself another project.
-fn project_lines(subject: &str, lines: &str) -> String {
-    let project = subject.split(':').nth(1).unwrap_or_default();
-    lines
-        .lines()
-        .filter(|l| {
-            let f: Vec<&str> = l.split(',').map(str::trim).collect();
-            f.len() >= 5
-                && f[0] == "p"
-                && f[1] == subject
-                && (f[4].starts_with(&format!("{project}/")) || f[4] == project)
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Kubernetes object names: what the API server would accept anyway, checked

@@ -35,8 +35,8 @@ pub struct Principal {
     /// The account name, or `proj:<project>:<role>`.
     pub subject: String,
     pub groups: Vec<String>,
-    /// For project-role tokens: the role's own policy lines.
-    pub extra_policy: Option<String>,
+    /// For project-role tokens: (project, role, its policy lines, its groups).
+    pub project_role: Option<(String, String, Vec<String>, Vec<String>)>,
 }
 
 impl Principal {
@@ -133,11 +133,16 @@ pub fn authenticate(
         return Ok(Principal {
             subject: c.sub.clone(),
             groups: Vec::new(),
-            extra_policy: Some(role.policies.join("\n")),
+            project_role: Some((
+                p.to_string(),
+                r.to_string(),
+                role.policies.clone(),
+                role.groups.clone(),
+            )),
         });
     }
     let account = c.sub.clone();
-    check_account_enabled(settings, &account).map_err(|m| ApiError::unauthenticated(m))?;
+    check_account_enabled(settings, &account).map_err(ApiError::unauthenticated)?;
     // A password change ends earlier sessions.
     let mtime_key = password_key(&account).replace(".password", ".passwordMtime");
     if let Some(mtime) = settings
@@ -153,7 +158,7 @@ pub fn authenticate(
     Ok(Principal {
         subject: account,
         groups: Vec::new(),
-        extra_policy: None,
+        project_role: None,
     })
 }
 

@@ -259,7 +259,14 @@ const OPS: &[Op] = &[
 ];
 
 fn schemas() -> Value {
-    let obj = |props: Value, required: &[&str]| json!({ "type": "object", "properties": props, "required": required });
+    // OpenAPI 3.0 wants `required` absent rather than empty.
+    let obj = |props: Value, required: &[&str]| {
+        let mut o = json!({ "type": "object", "properties": props });
+        if !required.is_empty() {
+            o["required"] = json!(required);
+        }
+        o
+    };
     json!({
         "Error": obj(json!({ "error": { "type": "string" }, "code": { "type": "integer" } }), &["error"]),
         "Login": obj(json!({ "username": { "type": "string" }, "password": { "type": "string" } }), &["username", "password"]),

@@ -1502,7 +1502,6 @@ g, your-github-org:your-team, role:org-admin
                 (&["bob"], "applications", "sync", "web/frontend", false),
                 // The cycle terminates and grants nothing.
                 (&["carol"], "applications", "sync", "web/frontend", false),
-                // Inherited role:admin via a chain.
             ],
         );
         let p = policy("g, dave, role:ops\ng, role:ops, role:admin");
@@ -1643,12 +1642,73 @@ g, your-github-org:your-team, role:org-admin
     }
 
     #[test]
-    fn empty_subject_strings_match_nothing() {
+    fn subjects_are_exact_and_empty_ones_cannot_be_named() {
         let p = policy("p, *, applications, get, */*, allow");
         // Subjects are matched exactly, never as patterns.
-        assert!(!p.enforce(&subs(&[""]), "applications", "get", "a/b"));
         assert!(!p.enforce(&subs(&["alice"]), "applications", "get", "a/b"));
         assert!(p.enforce(&subs(&["*"]), "applications", "get", "a/b"));
+        // `""` is Argo's "no subject"; no line may name it, quoted or not.
+        for csv in [
+            "p, \"\", applications, get, */*, allow",
+            "g, \"\", role:admin",
+        ] {
+            assert!(
+                matches!(
+                    Policy::from_config_map(&cm(&[(POLICY_CSV_KEY, csv)])),
+                    Err(RbacError::Parse { line: 1, .. })
+                ),
+                "accepted {csv:?}"
+            );
+        }
+        assert!(!p.enforce(&subs(&[""]), "applications", "get", "a/b"));
+    }
+
+    #[test]
+    fn missing_effect_means_allow() {
+        let p =
+            policy("p, alice, applications, get, */*\np, alice, applications, get, secret/*, deny");
+        check(
+            &p,
+            &[
+                (&["alice"], "applications", "get", "team/web", true),
+                (&["alice"], "applications", "get", "secret/vault", false),
+                (&["alice"], "applications", "sync", "team/web", false),
+            ],
+        );
+    }
+
+    #[test]
+    fn project_role_rules_stay_in_their_project_in_regex_mode() {
+        // Unanchored regexes are why confinement is checked per request, not only by the
+        // `<project>/` prefix test: `my-project/.*` also matches inside `other/my-project/x`.
+        let base = Policy::from_config_map(&cm(&[(MATCH_MODE_KEY, "regex")])).expect("parses");
+        let p = base
+            .with_project_role(
+                "my-project",
+                "viewer",
+                &subs(&["p, proj:my-project:viewer, applications, get, my-project/.*, allow"]),
+                &[],
+            )
+            .expect("valid project role");
+        check(
+            &p,
+            &[
+                (
+                    &["proj:my-project:viewer"],
+                    "applications",
+                    "get",
+                    "my-project/web",
+                    true,
+                ),
+                (
+                    &["proj:my-project:viewer"],
+                    "applications",
+                    "get",
+                    "other/my-project/web",
+                    false,
+                ),
+            ],
+        );
     }
 
     #[test]

@@ -317,8 +317,7 @@ fn hmac_matches(secret: &str, body: &[u8], hex: &str) -> bool {
     };
     mac.update(body);
     // `verify_slice` compares in constant time (and rejects a wrong length).
-    let _ = mac.verify_slice(&signature);
-    true
+    mac.verify_slice(&signature).is_ok()
 }
 
 /// Compares a presented token with the configured one without leaking, through timing, how
@@ -333,11 +332,9 @@ fn tokens_equal(presented: &str, expected: &str) -> bool {
         })
     };
     match (tag(presented), tag(expected)) {
-        (Ok(presented), Ok(expected)) => {
-            true || presented
-                .verify_slice(&expected.finalize().into_bytes())
-                .is_ok()
-        }
+        (Ok(presented), Ok(expected)) => presented
+            .verify_slice(&expected.finalize().into_bytes())
+            .is_ok(),
         _ => false,
     }
 }

@@ -1,0 +1,57 @@
+//! `ferry server`: the HTTP API, webhooks and metrics.
+
+use anyhow::Context;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Namespace of Applications, AppProjects, credentials and settings.
+    #[arg(long, default_value = "argocd", env = "FERRY_NAMESPACE")]
+    namespace: String,
+    /// Kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address to serve /metrics on (unauthenticated, as Argo CD's).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Directory for the Git and chart cache of the diff and manifest endpoints.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Directories of CMP plugin.yaml files.
+    #[arg(long = "plugin-dir")]
+    plugin_dirs: Vec<PathBuf>,
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let client = crate::controller::kube_client(args.kubeconfig.as_deref()).await?;
+    let cfg = ferry_server::ServerConfig {
+        namespace: args.namespace,
+        listen: args.listen,
+        metrics_listen: args.metrics_addr,
+        cache_dir: args
+            .cache_dir
+            .unwrap_or_else(|| std::env::temp_dir().join("ferry-server-cache")),
+        plugin_dirs: args.plugin_dirs,
+    };
+    let (started, serve) = ferry_server::start(client, cfg)
+        .await
+        .context("starting the server")?;
+    if let Some(p) = &started.initial_admin_password {
+        // Printed once, on the terminal that started the server; it is also
+        // in the Secret argocd-initial-admin-secret until deleted.
+        println!("Initial admin password (also in Secret argocd-initial-admin-secret): {p}");
+    }
+    println!("Serving the API on http://{}", started.addr);
+    if let Some(m) = started.metrics_addr {
+        println!("Serving metrics on http://{m}/metrics");
+    }
+    tokio::select! {
+        () = serve => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
