@@ -1,0 +1,226 @@
+//! The `ferry` CLI against a real `ferry server` and `ferry controller`:
+//! seed 002's `app create` command line, then the everyday app commands.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn ferry(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env("FERRY_CONFIG", config)
+        .env_remove("FERRY_SERVER")
+        .env_remove("FERRY_AUTH_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test]
+async fn seed_002_command_line_creates_an_app_that_syncs() {
+    let env = ferry_testenv::shared();
+    let client = env.cluster.client().await.unwrap();
+    let ns = env.cluster.create_namespace(&client, "cli").await.unwrap();
+    let dest = env.cluster.create_namespace(&client, "cli-dest").await.unwrap();
+    let kubeconfig = env.cluster.kubeconfig.to_str().unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("ferry-config");
+
+    // The repository and its credentials, as an Argo CD user declares them.
+    let repo = format!("avp-{}", std::process::id());
+    env.git.create_repo(&repo).unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("app")).unwrap();
+    for f in ["kustomization.yaml", "deployment.yaml", "service.yaml"] {
+        std::fs::copy(examples().join("avp").join(f), src.join("app").join(f)).unwrap();
+    }
+    env.git.commit_dir(&repo, &src, "avp app").unwrap();
+    let url = env.git.http_url(&repo);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "avp-repo", "labels": { "argocd.argoproj.io/secret-type": "repository" } },
+        "stringData": { "type": "git", "url": url, "username": env.git.user(), "password": env.git.password().expose() },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // The plugin seed 002 names, defined locally.
+    let plugin = std::fs::read_to_string(examples().join("plugins/avp-kustomize.yaml")).unwrap();
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": "cmp-avp-kustomize", "labels": { "ferry.dev/cmp-plugin": "true" } },
+        "data": { "plugin.yaml": plugin },
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+
+    let controller_log = work.path().join("controller.log");
+    let _controller = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["controller", "--namespace", &ns, "--no-leader-election", "--no-image-automation"])
+            .args(["--poll-seconds", "5", "--kubeconfig", &kubeconfig, "--log", "info"])
+            .arg("--cache-dir")
+            .arg(work.path().join("controller-cache"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&controller_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let server_log = work.path().join("server.log");
+    let mut server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["server", "--namespace", &ns, "--listen", "127.0.0.1:0", "--kubeconfig", &kubeconfig])
+            .args(["--log", "info"])
+            .arg("--cache-dir")
+            .arg(work.path().join("server-cache"))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&server_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // The server prints the generated admin password once, then its address.
+    let stdout = server.0.stdout.take().unwrap();
+    let (password, addr) = tokio::task::spawn_blocking(move || {
+        let mut password = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(p) = line.split("argocd-initial-admin-secret): ").nth(1) {
+                password = Some(p.trim().to_string());
+            }
+            if let Some(a) = line.strip_prefix("Serving the API on http://") {
+                return (password.expect("password printed before the address"), a.trim().to_string());
+            }
+        }
+        panic!("the server exited before serving");
+    })
+    .await
+    .unwrap();
+
+    let o = ferry(&config, &["login", &addr, "--plaintext", "--username", "admin", "--password", &password]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("logged in successfully"), "{}", text(&o));
+
+    // Seed 002, with only the program name changed.
+    let o = ferry(
+        &config,
+        &[
+            "app", "create", "myapp", "--repo", &url, "--path", "app", "--project", "default",
+            "--dest-name", "in-cluster", "--dest-namespace", &dest,
+            "--config-management-plugin=avp-kustomize", "--revision", "main",
+            "--plugin-env", "AVP_SECRET=x", "--plugin-env", &format!("APP_REPO={url}"),
+            "--plugin-env", "IMAGE_NAME=registry.local/team/app", "--plugin-env", "IMAGE_TAG=1.4.2",
+            "--sync-policy", "automated",
+            "--sync-option", "ApplyOutOfSyncOnly=true,ServerSideApply=true", "--upsert",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = ferry(&config, &["app", "wait", "myapp", "--health", "--sync", "--timeout", "150"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &dest);
+    let d = serde_json::to_value(deploys.get("avp-demo").await.unwrap()).unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.local/team/app:1.4.2"
+    );
+
+    // The app as the CLI shows it.
+    let o = ferry(&config, &["app", "get", "myapp", "-o", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let app: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(app["spec"]["source"]["plugin"]["name"], "avp-kustomize");
+    assert_eq!(app["status"]["sync"]["status"], "Synced");
+    let opts = app["spec"]["syncPolicy"]["syncOptions"].as_array().unwrap();
+    assert!(opts.iter().any(|o| o == "ServerSideApply=true"), "{opts:?}");
+    let o = ferry(&config, &["app", "list", "-o", "name"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "myapp", "{}", text(&o));
+    let o = ferry(&config, &["app", "list"]);
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(table.contains("NAME") && table.contains("Synced") && table.contains("Healthy"), "{table}");
+    let o = ferry(&config, &["app", "manifests", "myapp"]);
+    let m = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(m.contains("kind: Deployment") && m.contains("registry.local/team/app:1.4.2"), "{}", text(&o));
+    let o = ferry(&config, &["app", "history", "myapp"]);
+    assert!(String::from_utf8_lossy(&o.stdout).lines().count() >= 2, "{}", text(&o));
+    let o = ferry(&config, &["app", "resources", "myapp"]);
+    let r = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(r.contains("Deployment") && r.contains("Service"), "{}", text(&o));
+
+    // diff: 0 when in sync, 1 after a manual change, 2 on an error.
+    let o = ferry(&config, &["app", "diff", "myapp"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    deploys
+        .patch(
+            "avp-demo",
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "avp-demo" }, "spec": { "replicas": 3 } })),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = ferry(&config, &["app", "diff", "myapp"]);
+        if o.status.code() == Some(1) {
+            let out = String::from_utf8_lossy(&o.stdout).to_string();
+            assert!(out.contains("replicas") && out.contains("Deployment"), "{}", text(&o));
+            break;
+        }
+        assert!(Instant::now() < deadline, "diff never showed the change: {}", text(&o));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let o = ferry(&config, &["app", "diff", "no-such-app"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"), "{}", text(&o));
+
+    // A manual sync puts it back and reports the result.
+    let o = ferry(&config, &["app", "sync", "myapp", "--timeout", "120"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = ferry(&config, &["app", "diff", "myapp"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // Logged out, the CLI says what to do.
+    let o = ferry(&config, &["logout"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = ferry(&config, &["app", "list"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ferry login"), "{}", text(&o));
+
+    // No password or token in any log line.
+    let token_free = |p: &Path| std::fs::read_to_string(p).unwrap();
+    for log in [&controller_log, &server_log] {
+        let l = token_free(log);
+        assert!(!l.contains(&password), "admin password in {}", log.display());
+        assert!(!l.contains(env.git.password().expose()), "git password in {}", log.display());
+        assert!(!l.contains("eyJ"), "a JWT in {}", log.display());
+    }
+}
