@@ -12,9 +12,16 @@ use std::time::{Duration, Instant};
 pub const REPO: &str = "gitops-examples";
 const NAMESPACE: &str = "argocd";
 
-/// Pushes the examples, starts the controller, applies the Applications and
-/// waits until they are Synced and Healthy.
-pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// What the demo runs: the controller, the API server, and how to log in.
+pub struct Demo {
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub api: std::net::SocketAddr,
+    pub admin_password: Option<String>,
+}
+
+/// Pushes the examples, starts the controller, applies the Applications,
+/// waits until they are Synced and Healthy, and starts the API server.
+pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<Demo> {
     if !examples.join("apps").is_dir() {
         bail!(
             "{} has no apps/ directory; run from the repository root or pass --examples",
@@ -103,7 +110,23 @@ pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<tokio::task
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(task)
+    let (started, serve) = ferry_server::start(
+        client,
+        ferry_server::ServerConfig {
+            namespace: NAMESPACE.into(),
+            listen: "127.0.0.1:0".parse()?,
+            metrics_listen: None,
+            cache_dir: env.dir.join("ferry-server-cache"),
+            plugin_dirs: vec![],
+        },
+    )
+    .await
+    .context("starting the API server")?;
+    Ok(Demo {
+        tasks: vec![task, tokio::spawn(serve)],
+        api: started.addr,
+        admin_password: started.initial_admin_password,
+    })
 }
 
 fn print_table(apps: &[Application]) {

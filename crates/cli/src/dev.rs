@@ -46,14 +46,14 @@ async fn up(second_cluster: bool, demo: Option<std::path::PathBuf>) -> anyhow::R
     let controller = match demo {
         Some(examples) => {
             eprintln!("Starting Ferry and delivering the example Applications...");
-            let task = crate::demo::start(&env, &examples).await?;
-            print_demo_help(&env);
-            Some(task)
+            let demo = crate::demo::start(&env, &examples).await?;
+            print_demo_help(&env, &demo);
+            Some(demo.tasks)
         }
         None => None,
     };
     wait_for_shutdown().await;
-    if let Some(t) = controller {
+    for t in controller.into_iter().flatten() {
         t.abort();
     }
     eprintln!("Stopping and removing {} ...", env.dir.display());
@@ -127,7 +127,7 @@ fn print_summary(env: &TestEnv, ctrl_c_hint: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_demo_help(env: &TestEnv) {
+fn print_demo_help(env: &TestEnv, demo: &crate::demo::Demo) {
     let url = env.git.file_url(crate::demo::REPO);
     let kubeconfig = env.cluster.kubeconfig.display();
     let kubectl = env.tools.kubectl.display();
@@ -140,6 +140,18 @@ fn print_demo_help(env: &TestEnv) {
         "  KUBECONFIG={kubeconfig} {kubectl} -n staging get configmap message-app-config -o yaml -w"
     );
     println!("  KUBECONFIG={kubeconfig} {kubectl} -n argocd get applications -w");
+    println!();
+    println!("Or through Ferry's API and CLI (the admin password is shown once):");
+    let password = demo
+        .admin_password
+        .as_deref()
+        .unwrap_or("<in Secret argocd-initial-admin-secret>");
+    println!(
+        "  ferry login {} --plaintext --username admin --password {password}",
+        demo.api
+    );
+    println!("  ferry app list");
+    println!("  ferry app get message-app-staging");
     println!();
     println!("Press Ctrl-C to stop everything.");
 }

@@ -48,7 +48,11 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
     let env = ferry_testenv::shared();
     let client = env.cluster.client().await.unwrap();
     let ns = env.cluster.create_namespace(&client, "cli").await.unwrap();
-    let dest = env.cluster.create_namespace(&client, "cli-dest").await.unwrap();
+    let dest = env
+        .cluster
+        .create_namespace(&client, "cli-dest")
+        .await
+        .unwrap();
     let kubeconfig = env.cluster.kubeconfig.to_str().unwrap().to_string();
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("ferry-config");
@@ -87,8 +91,21 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
     let controller_log = work.path().join("controller.log");
     let _controller = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["controller", "--namespace", &ns, "--no-leader-election", "--no-image-automation"])
-            .args(["--poll-seconds", "5", "--kubeconfig", &kubeconfig, "--log", "info"])
+            .args([
+                "controller",
+                "--namespace",
+                &ns,
+                "--no-leader-election",
+                "--no-image-automation",
+            ])
+            .args([
+                "--poll-seconds",
+                "5",
+                "--kubeconfig",
+                &kubeconfig,
+                "--log",
+                "info",
+            ])
             .arg("--cache-dir")
             .arg(work.path().join("controller-cache"))
             .stdout(Stdio::null())
@@ -99,7 +116,15 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
     let server_log = work.path().join("server.log");
     let mut server = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["server", "--namespace", &ns, "--listen", "127.0.0.1:0", "--kubeconfig", &kubeconfig])
+            .args([
+                "server",
+                "--namespace",
+                &ns,
+                "--listen",
+                "127.0.0.1:0",
+                "--kubeconfig",
+                &kubeconfig,
+            ])
             .args(["--log", "info"])
             .arg("--cache-dir")
             .arg(work.path().join("server-cache"))
@@ -118,7 +143,10 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
                 password = Some(p.trim().to_string());
             }
             if let Some(a) = line.strip_prefix("Serving the API on http://") {
-                return (password.expect("password printed before the address"), a.trim().to_string());
+                return (
+                    password.expect("password printed before the address"),
+                    a.trim().to_string(),
+                );
             }
         }
         panic!("the server exited before serving");
@@ -126,26 +154,74 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
     .await
     .unwrap();
 
-    let o = ferry(&config, &["login", &addr, "--plaintext", "--username", "admin", "--password", &password]);
+    let o = ferry(
+        &config,
+        &[
+            "login",
+            &addr,
+            "--plaintext",
+            "--username",
+            "admin",
+            "--password",
+            &password,
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("logged in successfully"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("logged in successfully"),
+        "{}",
+        text(&o)
+    );
 
     // Seed 002, with only the program name changed.
     let o = ferry(
         &config,
         &[
-            "app", "create", "myapp", "--repo", &url, "--path", "app", "--project", "default",
-            "--dest-name", "in-cluster", "--dest-namespace", &dest,
-            "--config-management-plugin=avp-kustomize", "--revision", "main",
-            "--plugin-env", "AVP_SECRET=x", "--plugin-env", &format!("APP_REPO={url}"),
-            "--plugin-env", "IMAGE_NAME=registry.local/team/app", "--plugin-env", "IMAGE_TAG=1.4.2",
-            "--sync-policy", "automated",
-            "--sync-option", "ApplyOutOfSyncOnly=true,ServerSideApply=true", "--upsert",
+            "app",
+            "create",
+            "myapp",
+            "--repo",
+            &url,
+            "--path",
+            "app",
+            "--project",
+            "default",
+            "--dest-name",
+            "in-cluster",
+            "--dest-namespace",
+            &dest,
+            "--config-management-plugin=avp-kustomize",
+            "--revision",
+            "main",
+            "--plugin-env",
+            "AVP_SECRET=x",
+            "--plugin-env",
+            &format!("APP_REPO={url}"),
+            "--plugin-env",
+            "IMAGE_NAME=registry.local/team/app",
+            "--plugin-env",
+            "IMAGE_TAG=1.4.2",
+            "--sync-policy",
+            "automated",
+            "--sync-option",
+            "ApplyOutOfSyncOnly=true,ServerSideApply=true",
+            "--upsert",
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
 
-    let o = ferry(&config, &["app", "wait", "myapp", "--health", "--sync", "--timeout", "150"]);
+    let o = ferry(
+        &config,
+        &[
+            "app",
+            "wait",
+            "myapp",
+            "--health",
+            "--sync",
+            "--timeout",
+            "150",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), &dest);
     let d = serde_json::to_value(deploys.get("avp-demo").await.unwrap()).unwrap();
@@ -163,18 +239,38 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
     let opts = app["spec"]["syncPolicy"]["syncOptions"].as_array().unwrap();
     assert!(opts.iter().any(|o| o == "ServerSideApply=true"), "{opts:?}");
     let o = ferry(&config, &["app", "list", "-o", "name"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "myapp", "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "myapp",
+        "{}",
+        text(&o)
+    );
     let o = ferry(&config, &["app", "list"]);
     let table = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(table.contains("NAME") && table.contains("Synced") && table.contains("Healthy"), "{table}");
+    assert!(
+        table.contains("NAME") && table.contains("Synced") && table.contains("Healthy"),
+        "{table}"
+    );
     let o = ferry(&config, &["app", "manifests", "myapp"]);
     let m = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(m.contains("kind: Deployment") && m.contains("registry.local/team/app:1.4.2"), "{}", text(&o));
+    assert!(
+        m.contains("kind: Deployment") && m.contains("registry.local/team/app:1.4.2"),
+        "{}",
+        text(&o)
+    );
     let o = ferry(&config, &["app", "history", "myapp"]);
-    assert!(String::from_utf8_lossy(&o.stdout).lines().count() >= 2, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).lines().count() >= 2,
+        "{}",
+        text(&o)
+    );
     let o = ferry(&config, &["app", "resources", "myapp"]);
     let r = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(r.contains("Deployment") && r.contains("Service"), "{}", text(&o));
+    assert!(
+        r.contains("Deployment") && r.contains("Service"),
+        "{}",
+        text(&o)
+    );
 
     // diff: 0 when in sync, 1 after a manual change, 2 on an error.
     let o = ferry(&config, &["app", "diff", "myapp"]);
@@ -192,15 +288,27 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
         let o = ferry(&config, &["app", "diff", "myapp"]);
         if o.status.code() == Some(1) {
             let out = String::from_utf8_lossy(&o.stdout).to_string();
-            assert!(out.contains("replicas") && out.contains("Deployment"), "{}", text(&o));
+            assert!(
+                out.contains("replicas") && out.contains("Deployment"),
+                "{}",
+                text(&o)
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "diff never showed the change: {}", text(&o));
+        assert!(
+            Instant::now() < deadline,
+            "diff never showed the change: {}",
+            text(&o)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let o = ferry(&config, &["app", "diff", "no-such-app"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not found"),
+        "{}",
+        text(&o)
+    );
 
     // A manual sync puts it back and reports the result.
     let o = ferry(&config, &["app", "sync", "myapp", "--timeout", "120"]);
@@ -213,14 +321,26 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
     assert!(o.status.success(), "{}", text(&o));
     let o = ferry(&config, &["app", "list"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("ferry login"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("ferry login"),
+        "{}",
+        text(&o)
+    );
 
     // No password or token in any log line.
     let token_free = |p: &Path| std::fs::read_to_string(p).unwrap();
     for log in [&controller_log, &server_log] {
         let l = token_free(log);
-        assert!(!l.contains(&password), "admin password in {}", log.display());
-        assert!(!l.contains(env.git.password().expose()), "git password in {}", log.display());
+        assert!(
+            !l.contains(&password),
+            "admin password in {}",
+            log.display()
+        );
+        assert!(
+            !l.contains(env.git.password().expose()),
+            "git password in {}",
+            log.display()
+        );
         assert!(!l.contains("eyJ"), "a JWT in {}", log.display());
     }
 }

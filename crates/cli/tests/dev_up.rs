@@ -59,6 +59,7 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
     let stdout = child.0.stdout.take().unwrap();
     let mut kubeconfig: Option<PathBuf> = None;
     let mut dir: Option<PathBuf> = None;
+    let mut login: Option<Vec<String>> = None;
     let mut printed = String::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
@@ -72,6 +73,9 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
         }
         if let Some(p) = t.strip_prefix("all state, logs and credentials:") {
             dir = Some(PathBuf::from(p.trim()));
+        }
+        if let Some(args) = t.strip_prefix("ferry login ") {
+            login = Some(args.split_whitespace().map(str::to_string).collect());
         }
         if t.starts_with("Press Ctrl-C") {
             break;
@@ -104,6 +108,24 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
             "{line}"
         );
     }
+    // The printed login line works, and the CLI sees the demo's apps.
+    let login = login.unwrap_or_else(|| panic!("no login line in:\n{printed}"));
+    let cli_config = logs.path().join("ferry-config");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .env("FERRY_CONFIG", &cli_config)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let mut args = vec!["login"];
+    args.extend(login.iter().map(String::as_str));
+    let o = run(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["app", "list", "-o", "name"]);
+    let names = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(names.lines().any(|l| l == "message-app-staging"), "{names}");
     let cm = Api::<ConfigMap>::namespaced(client, "staging")
         .get("message-app-config")
         .await
