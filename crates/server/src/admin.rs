@@ -27,6 +27,14 @@ pub struct LoginBody {
 }
 
 pub async fn login(State(st): St, Json(b): Json<LoginBody>) -> ApiResult<Json<Value>> {
+    // Each check hashes with argon2 (memory-hard on purpose): bound how many
+    // run at once so a flood of logins cannot exhaust memory.
+    let _slot = st.login_slots.try_acquire().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too many logins at once; retry in a moment",
+        )
+    })?;
     let st2 = st.clone();
     // argon2 is deliberately slow: keep it off the async workers.
     let token =
@@ -210,7 +218,7 @@ pub async fn create_project(
                 )));
             }
             st.enforce(&p, "projects", "update", &name)?;
-            existing.data["spec"] = v["spec"].clone();
+            existing.data["spec"] = keep_tokens(&existing.data["spec"], &v["spec"]);
             Ok(Json(
                 serde_json::to_value(
                     api.replace(&name, &PostParams::default(), &existing)
@@ -220,6 +228,28 @@ pub async fn create_project(
             ))
         }
     }
+}
+
+/// A project update keeps the server's list of issued tokens for each role:
+/// a stale copy must not bring back a revoked token, nor drop a new one.
+/// Tokens are issued and revoked through their own endpoints.
+fn keep_tokens(old_spec: &Value, new_spec: &Value) -> Value {
+    let mut spec = new_spec.clone();
+    let old_roles = old_spec["roles"].as_array().cloned().unwrap_or_default();
+    if let Some(roles) = spec.get_mut("roles").and_then(Value::as_array_mut) {
+        for r in roles.iter_mut() {
+            let old = old_roles.iter().find(|o| o["name"] == r["name"]);
+            match old.and_then(|o| o.get("jwtTokens")) {
+                Some(t) => r["jwtTokens"] = t.clone(),
+                None => {
+                    if let Some(m) = r.as_object_mut() {
+                        m.remove("jwtTokens");
+                    }
+                }
+            }
+        }
+    }
+    spec
 }
 
 #[derive(Deserialize, Default)]
@@ -241,7 +271,7 @@ pub async fn update_project(
         .get_opt(&name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("project {name}")))?;
-    existing.data["spec"] = v["spec"].clone();
+    existing.data["spec"] = keep_tokens(&existing.data["spec"], &v["spec"]);
     Ok(Json(
         serde_json::to_value(
             api.replace(&name, &PostParams::default(), &existing)
@@ -303,6 +333,51 @@ fn role_index(
         .ok_or_else(|| ApiError::not_found(format!("role {role} in project {project}")))
 }
 
+/// Applies `ops` (built from a fresh read of the project) guarded by its
+/// resourceVersion, retrying when someone else wrote in between, so two
+/// concurrent token changes cannot overwrite each other.
+async fn patch_roles(
+    st: &AppState,
+    project: &str,
+    role: &str,
+    ops: impl Fn(usize, &Value) -> ApiResult<Vec<Value>>,
+) -> ApiResult<()> {
+    let api = st.dynamic::<AppProject>();
+    for _ in 0..5 {
+        let obj = api
+            .get_opt(project)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("project {project}")))?;
+        let rv = obj.metadata.resource_version.clone().unwrap_or_default();
+        let roles = obj.data["spec"]["roles"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let i = roles
+            .iter()
+            .position(|r| r["name"] == role)
+            .ok_or_else(|| ApiError::not_found(format!("role {role} in project {project}")))?;
+        let mut all = vec![
+            json!({ "op": "test", "path": "/metadata/resourceVersion", "value": rv }),
+            json!({ "op": "test", "path": format!("/spec/roles/{i}/name"), "value": role }),
+        ];
+        all.extend(ops(i, &roles[i])?);
+        let patch: json_patch::Patch = serde_json::from_value(Value::Array(all))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        match api
+            .patch(project, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 422 || e.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict(format!(
+        "project {project} kept changing; try again"
+    )))
+}
+
 pub async fn create_token(
     State(st): St,
     p: Principal,
@@ -311,29 +386,21 @@ pub async fn create_token(
 ) -> ApiResult<Json<Value>> {
     check_name(&project)?;
     st.enforce(&p, "projects", "update", &project)?;
-    let (i, r) = role_index(&st, &project, &role)?;
+    role_index(&st, &project, &role)?;
     let ttl = body
         .and_then(|Json(b)| b.expires_in)
         .filter(|s| *s > 0)
         .map(|s| Duration::from_secs(s.min(10 * 365 * 24 * 3600) as u64));
     let (token, claims) = auth::issue(&st.settings, &format!("proj:{project}:{role}"), ttl)?;
     let entry = json!({ "iat": claims.iat, "id": claims.jti, "exp": claims.exp });
-    let mut ops =
-        vec![json!({ "op": "test", "path": format!("/spec/roles/{i}/name"), "value": role })];
-    if r.jwt_tokens.is_empty() {
-        ops.push(
-            json!({ "op": "add", "path": format!("/spec/roles/{i}/jwtTokens"), "value": [entry] }),
-        );
-    } else {
-        ops.push(
-            json!({ "op": "add", "path": format!("/spec/roles/{i}/jwtTokens/-"), "value": entry }),
-        );
-    }
-    let patch: json_patch::Patch =
-        serde_json::from_value(Value::Array(ops)).map_err(|e| ApiError::internal(e.to_string()))?;
-    st.dynamic::<AppProject>()
-        .patch(&project, &PatchParams::default(), &Patch::<()>::Json(patch))
-        .await?;
+    patch_roles(&st, &project, &role, |i, r| {
+        Ok(vec![if r["jwtTokens"].is_array() {
+            json!({ "op": "add", "path": format!("/spec/roles/{i}/jwtTokens/-"), "value": entry })
+        } else {
+            json!({ "op": "add", "path": format!("/spec/roles/{i}/jwtTokens"), "value": [entry] })
+        }])
+    })
+    .await?;
     // Wait until the watch cache knows the token, so it works at once.
     for _ in 0..50 {
         if st.ctl.app_project(&project).is_some_and(|pr| {
@@ -351,34 +418,55 @@ pub async fn create_token(
     ))
 }
 
+#[derive(Deserialize, Default)]
+pub struct RevokeQuery {
+    /// Which token, when several were issued in the same second.
+    id: Option<String>,
+}
+
 pub async fn delete_token(
     State(st): St,
     p: Principal,
     Path((project, role, iat)): Path<(String, String, i64)>,
+    Query(q): Query<RevokeQuery>,
 ) -> ApiResult<Json<Value>> {
     check_name(&project)?;
     st.enforce(&p, "projects", "update", &project)?;
-    let (i, r) = role_index(&st, &project, &role)?;
-    let Some(j) = r.jwt_tokens.iter().position(|t| t.iat == iat) else {
-        return Err(ApiError::not_found(format!(
-            "token issued at {iat} for role {role}"
-        )));
-    };
-    let ops = json!([
-        { "op": "test", "path": format!("/spec/roles/{i}/jwtTokens/{j}/iat"), "value": iat },
-        { "op": "remove", "path": format!("/spec/roles/{i}/jwtTokens/{j}") },
-    ]);
-    let patch: json_patch::Patch =
-        serde_json::from_value(ops).map_err(|e| ApiError::internal(e.to_string()))?;
-    st.dynamic::<AppProject>()
-        .patch(&project, &PatchParams::default(), &Patch::<()>::Json(patch))
-        .await?;
+    role_index(&st, &project, &role)?;
+    let id = q.id.filter(|i| !i.is_empty());
+    patch_roles(&st, &project, &role, |i, r| {
+        let tokens = r["jwtTokens"].as_array().cloned().unwrap_or_default();
+        // Without an id, every token issued in that second goes (Argo CD
+        // names tokens by issued-at).
+        let mut doomed: Vec<usize> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| {
+                t["iat"].as_i64() == Some(iat)
+                    && id.as_deref().is_none_or(|id| t["id"].as_str() == Some(id))
+            })
+            .map(|(j, _)| j)
+            .collect();
+        if doomed.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "token issued at {iat} for role {role}"
+            )));
+        }
+        doomed.reverse();
+        Ok(doomed
+            .into_iter()
+            .map(|j| json!({ "op": "remove", "path": format!("/spec/roles/{i}/jwtTokens/{j}") }))
+            .collect())
+    })
+    .await?;
     for _ in 0..50 {
         if st.ctl.app_project(&project).is_some_and(|pr| {
-            !pr.spec
-                .roles
-                .iter()
-                .any(|x| x.name == role && x.jwt_tokens.iter().any(|t| t.iat == iat))
+            !pr.spec.roles.iter().any(|x| {
+                x.name == role
+                    && x.jwt_tokens.iter().any(|t| {
+                        t.iat == iat && id.as_deref().is_none_or(|id| t.id.as_deref() == Some(id))
+                    })
+            })
         }) {
             break;
         }
@@ -424,7 +512,7 @@ fn repo_view(d: &BTreeMap<String, String>) -> Value {
     .iter()
     .any(|k| d.get(*k).is_some_and(|v| !v.is_empty()));
     json!({
-        "repo": d.get("url"), "type": d.get("type").cloned().unwrap_or_else(|| "git".into()),
+        "repo": d.get("url").map(|u| without_userinfo(u)), "type": d.get("type").cloned().unwrap_or_else(|| "git".into()),
         "name": d.get("name"), "project": d.get("project"), "username": d.get("username"),
         "insecure": d.get("insecure").is_some_and(|v| v == "true"),
         "hasCredentials": has,
@@ -475,8 +563,15 @@ fn secret_name(prefix: &str, key: &str) -> String {
     )
 }
 
+/// Creates the Secret, or with `upsert` replaces it. Replacing needs
+/// `update` on the existing object (its own project) as well, and never
+/// touches a Secret that is not of this type.
+#[allow(clippy::too_many_arguments)]
 async fn upsert_secret(
     st: &AppState,
+    p: &Principal,
+    resource: &str,
+    key_field: &str,
     name: &str,
     kind: &str,
     data: BTreeMap<String, String>,
@@ -497,12 +592,38 @@ async fn upsert_secret(
                 )));
             }
             let mut existing = api.get(name).await?;
+            if existing.labels().get(SECRET_TYPE_LABEL).map(String::as_str) != Some(kind) {
+                return Err(ApiError::conflict(format!(
+                    "Secret {name} exists and is not a {kind} Secret; remove it first"
+                )));
+            }
+            let old = decode(&existing);
+            let old_project = old.get("project").cloned().unwrap_or_default();
+            let what = old.get(key_field).cloned().unwrap_or_default();
+            st.enforce(p, resource, "update", &scoped(&old_project, &what))?;
+            let new_project = data.get("project").cloned().unwrap_or_default();
+            st.enforce(p, resource, "update", &scoped(&new_project, &what))?;
             existing.data = None;
             existing.string_data = s.string_data;
             api.replace(name, &PostParams::default(), &existing).await?;
             Ok(())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A URL with any user info removed: credentials belong in the fields
+/// made for them, and are never sent back.
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find('/').unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
     }
 }
 
@@ -544,6 +665,9 @@ pub async fn create_repo(
     let view = repo_view(&d);
     upsert_secret(
         &st,
+        &p,
+        "repositories",
+        "url",
         &secret_name("repo", &url),
         "repository",
         d,
@@ -656,6 +780,9 @@ pub async fn create_cluster(
     let view = cluster_view(&d);
     upsert_secret(
         &st,
+        &p,
+        "clusters",
+        "server",
         &secret_name("cluster", &server),
         "cluster",
         d,

@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::ServerMetrics>,
     /// Token bucket for webhooks: (tokens, last refill).
     pub webhook_bucket: Mutex<(f64, Instant)>,
+    /// Concurrent password checks allowed.
+    pub login_slots: tokio::sync::Semaphore,
 }
 
 pub type St = State<Arc<AppState>>;
@@ -302,6 +304,20 @@ fn prepare_app(
         return Err(ApiError::bad_request("metadata.name is required"));
     }
     v["metadata"]["namespace"] = json!(st.ns);
+    // Only what a user may declare: an operation goes through /sync (and
+    // its RBAC check), status is the controller's.
+    if let Some(o) = v.as_object_mut() {
+        o.remove("operation");
+        o.remove("status");
+    }
+    if let Some(m) = v["metadata"].as_object_mut() {
+        m.retain(|k, _| {
+            matches!(
+                k.as_str(),
+                "name" | "namespace" | "labels" | "annotations" | "finalizers"
+            )
+        });
+    }
     let app: Application = serde_json::from_value(v.clone())
         .map_err(|e| ApiError::bad_request(format!("not a valid Application: {e}")))?;
     check_name(&app.name_any())?;
@@ -544,6 +560,25 @@ pub async fn sync_app(
     let b = body.map(|Json(b)| b).unwrap_or_default();
     let mut sync = json!({ "prune": b.prune, "dryRun": b.dry_run });
     if let Some(r) = b.revision.filter(|r| !r.is_empty()) {
+        let target = a
+            .sources()
+            .first()
+            .map(|s| s.revision().to_string())
+            .unwrap_or_default();
+        let same = r == target || (target.is_empty() && r == "HEAD");
+        if !same {
+            // Syncing something other than what the spec tracks is an override.
+            st.enforce(&p, "applications", "override", &app_object(&a))?;
+            if a.spec
+                .sync_policy
+                .as_ref()
+                .is_some_and(|s| s.automated.is_some())
+            {
+                return Err(ApiError::bad_request(format!(
+                    "cannot sync to {r}: auto-sync is set to {target}; turn it off first (`ferry app set {name} --sync-policy none`)"
+                )));
+            }
+        }
         sync["revision"] = json!(r);
     }
     if !b.resources.is_empty() {
@@ -726,20 +761,24 @@ pub async fn app_events(
             ),
             Some(rname) => {
                 check_name(rname)?;
-                let rns = q.resource_namespace.clone().unwrap_or_default();
-                if !rns.is_empty() {
-                    check_name(&rns)?;
+                let asked = q.resource_namespace.clone().unwrap_or_default();
+                if !asked.is_empty() {
+                    check_name(&asked)?;
                 }
-                let managed = a.status.as_ref().is_some_and(|s| {
-                    s.resources
-                        .iter()
-                        .any(|r| r.name == rname && (rns.is_empty() || r.namespace == rns))
-                });
-                if !managed {
-                    return Err(ApiError::not_found(format!(
-                        "resource {rname} of application {name}"
-                    )));
-                }
+                // The namespace comes from what the app manages, so events of
+                // same-named objects elsewhere are never looked at.
+                let rns = a
+                    .status
+                    .as_ref()
+                    .and_then(|s| {
+                        s.resources
+                            .iter()
+                            .find(|r| r.name == rname && (asked.is_empty() || r.namespace == asked))
+                            .map(|r| r.namespace.clone())
+                    })
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!("resource {rname} of application {name}"))
+                    })?;
                 let (client, _) = st
                     .ctl
                     .destination_client(&a)
@@ -785,27 +824,45 @@ pub struct StreamQuery {
 pub async fn stream_apps(
     State(st): St,
     p: Principal,
+    headers: axum::http::HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let rx = st.ctl.subscribe();
-    let stream = tokio_stream_from(rx).filter_map(move |a| {
-        let st = st.clone();
-        let p = p.clone();
-        let name = q.name.clone();
-        async move {
-            if name.as_deref().is_some_and(|n| n != a.name_any()) {
-                return None;
+    let st2 = st.clone();
+    let stream = tokio_stream_from(rx)
+        // A token revoked, expired or outdated while streaming ends the stream.
+        .take_while(move |_| {
+            let ok = auth::authenticate(&st2.settings, &|x| st2.ctl.app_project(x), &token).is_ok();
+            async move { ok }
+        })
+        .filter_map(move |a| {
+            let st = st.clone();
+            let p = p.clone();
+            let name = q.name.clone();
+            async move {
+                if name.as_deref().is_some_and(|n| n != a.name_any()) {
+                    return None;
+                }
+                if !st
+                    .allowed(&p, "applications", "get", &app_object(&a))
+                    .unwrap_or(false)
+                {
+                    return None;
+                }
+                let data = json!({ "type": "MODIFIED", "application": &*a }).to_string();
+                Some(Ok(Event::default().data(data)))
             }
-            if !st
-                .allowed(&p, "applications", "get", &app_object(&a))
-                .unwrap_or(false)
-            {
-                return None;
-            }
-            let data = json!({ "type": "MODIFIED", "application": &*a }).to_string();
-            Some(Ok(Event::default().data(data)))
-        }
-    });
+        });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

@@ -124,7 +124,16 @@ pub fn authenticate(
             .ok_or_else(|| {
                 ApiError::unauthenticated(format!("role {r} of project {p} no longer exists"))
             })?;
-        if !role.jwt_tokens.iter().any(|t| t.iat == c.iat) {
+        // The issued-at names the token (as in Argo CD); the id tells apart
+        // two issued in the same second.
+        let listed = role.jwt_tokens.iter().any(|t| {
+            t.iat == c.iat
+                && match (&t.id, &c.jti) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        });
+        if !listed {
             return Err(ApiError::unauthenticated(format!(
                 "token issued at {} for {} has been revoked",
                 c.iat, c.sub
@@ -145,15 +154,18 @@ pub fn authenticate(
     check_account_enabled(settings, &account).map_err(ApiError::unauthenticated)?;
     // A password change ends earlier sessions.
     let mtime_key = password_key(&account).replace(".password", ".passwordMtime");
-    if let Some(mtime) = settings
-        .secret()
-        .get(&mtime_key)
-        .and_then(|m| m.trim().parse::<k8s_openapi::jiff::Timestamp>().ok())
-        && c.iat < mtime.as_second()
-    {
-        return Err(ApiError::unauthenticated(
-            "the password changed since this session began: log in again",
-        ));
+    if let Some(raw) = settings.secret().get(&mtime_key) {
+        // Unreadable means unknown: refuse rather than let old sessions in.
+        let newer = raw
+            .trim()
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .map(|m| c.iat < m.as_second())
+            .unwrap_or(true);
+        if newer {
+            return Err(ApiError::unauthenticated(
+                "the password changed since this session began: log in again",
+            ));
+        }
     }
     Ok(Principal {
         subject: account,
@@ -230,22 +242,28 @@ fn password_matches(hash: &str, password: &str) -> bool {
 /// of failure, so it does not tell which accounts exist.
 pub fn login(settings: &Settings, username: &str, password: &str) -> ApiResult<String> {
     let refused = || ApiError::unauthenticated("invalid username or password");
-    let (_, enabled, caps) = accounts(settings)
-        .into_iter()
-        .find(|a| a.0 == username)
-        .ok_or_else(refused)?;
-    if !enabled || !caps.iter().any(|c| c == "login") {
-        return Err(refused());
-    }
-    let hash = settings
-        .secret()
-        .get(&password_key(username))
-        .cloned()
-        .ok_or_else(refused)?;
-    if !password_matches(&hash, password) {
+    let account = accounts(settings).into_iter().find(|a| a.0 == username);
+    let hash = settings.secret().get(&password_key(username)).cloned();
+    let usable = account
+        .as_ref()
+        .is_some_and(|(_, enabled, caps)| *enabled && caps.iter().any(|c| c == "login"));
+    // Always pay for one hash, so timing does not tell which accounts exist.
+    let matches = match hash.as_deref() {
+        Some(h) if usable => password_matches(h, password),
+        _ => {
+            let _ = password_matches(dummy_hash(), password);
+            false
+        }
+    };
+    if !matches {
         return Err(refused());
     }
     Ok(issue(settings, username, Some(SESSION_TTL))?.0)
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("ferry-dummy-password").unwrap_or_default())
 }
 
 pub fn verify_password(settings: &Settings, account: &str, password: &str) -> bool {

@@ -36,20 +36,6 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    {
-        let mut b = st.webhook_bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * RATE).min(BURST);
-        b.1 = now;
-        if b.0 < 1.0 {
-            st.metrics.webhook("unknown", "rate_limited");
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many webhook deliveries; retry later",
-            ));
-        }
-        b.0 -= 1.0;
-    }
     let h: BTreeMap<String, String> = headers
         .iter()
         .filter_map(|(k, v)| {
@@ -82,6 +68,23 @@ pub async fn receive(
             return Err(ApiError::bad_request(e.to_string()));
         }
     };
+    // Limit verified deliveries only: unsigned junk cannot use up the
+    // budget of real pushes (it is refused before any work anyway).
+    {
+        let mut b = st.webhook_bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * RATE).min(BURST);
+        b.1 = now;
+        if b.0 < 1.0 {
+            st.metrics
+                .webhook(provider_name(event.provider), "rate_limited");
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many webhook deliveries; retry later",
+            ));
+        }
+        b.0 -= 1.0;
+    }
     let provider = provider_name(event.provider);
     let Some(branch) = event.branch.clone().filter(|_| !event.tag) else {
         st.metrics.webhook(provider, "ignored");

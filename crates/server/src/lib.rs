@@ -195,6 +195,7 @@ pub async fn start(
         settings,
         metrics: metrics.clone(),
         webhook_bucket: Mutex::new((40.0, Instant::now())),
+        login_slots: tokio::sync::Semaphore::new(4),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

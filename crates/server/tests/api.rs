@@ -227,6 +227,42 @@ async fn anonymous_callers_and_bad_tokens_are_refused_everywhere() {
         checked += 1;
     }
     assert!(checked >= 25);
+    // Forged tokens: no algorithm, a wrong key, a wrong issuer, expired. The
+    // real key signing a good token works, so the refusals are about what
+    // they claim to be.
+    let key = Api::<Secret>::namespaced(s.client.clone(), &s.ns)
+        .get(ferry_server::ARGOCD_SECRET)
+        .await
+        .unwrap()
+        .data
+        .unwrap()["server.secretkey"]
+        .0
+        .clone();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let b64 = |v: &Value| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.to_string());
+    let sign = |header: Value, claims: Value, key: &[u8]| {
+        let msg = format!("{}.{}", b64(&header), b64(&claims));
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(msg.as_bytes());
+        let sig = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, mac.finalize().into_bytes());
+        format!("{msg}.{sig}")
+    };
+    let hs = json!({ "alg": "HS256", "typ": "JWT" });
+    let good = json!({ "iss": "ferry", "sub": "admin", "iat": now, "exp": now + 600 });
+    let forged = [
+        ("alg none", format!("{}.{}.", b64(&json!({ "alg": "none" })), b64(&good))),
+        ("wrong key", sign(hs.clone(), good.clone(), b"not-the-key")),
+        ("wrong issuer", sign(hs.clone(), json!({ "iss": "argocd", "sub": "admin", "iat": now }), &key)),
+        ("expired", sign(hs.clone(), json!({ "iss": "ferry", "sub": "admin", "iat": now - 100, "exp": now - 10 }), &key)),
+        ("unknown account", sign(hs.clone(), json!({ "iss": "ferry", "sub": "ghost", "iat": now }), &key)),
+    ];
+    for (what, t) in &forged {
+        let (status, v) = s.call("GET", "/api/v1/applications", Some(t), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {v}");
+    }
+    let (status, v) = s.call("GET", "/api/v1/applications", Some(&sign(hs, good, &key)), None).await;
+    assert_eq!(status, StatusCode::OK, "a correctly signed token: {v}");
+
     // The OpenAPI document is public and lists every route.
     let (status, doc) = s.call("GET", "/api/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
@@ -415,6 +451,38 @@ async fn roles_tokens_revocation_and_no_leaks() {
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
+
+    // Two tokens issued back to back (likely in the same second): revoking
+    // one by its id leaves the other working.
+    let (_, t1) = s.call("POST", "/api/v1/projects/team-a/roles/ci/token", Some(&admin), Some(json!({}))).await;
+    let (_, t2) = s.call("POST", "/api/v1/projects/team-a/roles/ci/token", Some(&admin), Some(json!({}))).await;
+    let (status, v) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/projects/team-a/roles/ci/token/{}?id={}", t1["iat"], t1["id"].as_str().unwrap()),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, _) = s.call("GET", "/api/v1/applications/a-app", Some(t1["token"].as_str().unwrap()), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = s.call("GET", "/api/v1/applications/a-app", Some(t2["token"].as_str().unwrap()), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // An operation or status in a create body is not taken: syncing needs
+    // the sync endpoint and its permission.
+    let (status, v) = s
+        .call("POST", "/api/v1/applications", Some(&admin), Some(json!({
+            "metadata": { "name": "sneaky" },
+            "spec": { "project": "default", "source": { "repoURL": "https://git.example.com/x.git", "path": "." },
+                      "destination": { "server": "https://kubernetes.default.svc", "namespace": "default" } },
+            "operation": { "sync": { "prune": true } },
+            "status": { "history": [{ "id": 9, "revision": "deadbeef" }] },
+        })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(v.get("operation").is_none() && v.get("status").is_none(), "{v}");
 
     // Revoked: the same token no longer works.
     let (status, v) = s
