@@ -238,29 +238,71 @@ async fn anonymous_callers_and_bad_tokens_are_refused_everywhere() {
         .unwrap()["server.secretkey"]
         .0
         .clone();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let b64 = |v: &Value| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.to_string());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let b64 = |v: &Value| {
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            v.to_string(),
+        )
+    };
     let sign = |header: Value, claims: Value, key: &[u8]| {
         let msg = format!("{}.{}", b64(&header), b64(&claims));
         let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
         mac.update(msg.as_bytes());
-        let sig = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, mac.finalize().into_bytes());
+        let sig = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            mac.finalize().into_bytes(),
+        );
         format!("{msg}.{sig}")
     };
     let hs = json!({ "alg": "HS256", "typ": "JWT" });
     let good = json!({ "iss": "ferry", "sub": "admin", "iat": now, "exp": now + 600 });
     let forged = [
-        ("alg none", format!("{}.{}.", b64(&json!({ "alg": "none" })), b64(&good))),
+        (
+            "alg none",
+            format!("{}.{}.", b64(&json!({ "alg": "none" })), b64(&good)),
+        ),
         ("wrong key", sign(hs.clone(), good.clone(), b"not-the-key")),
-        ("wrong issuer", sign(hs.clone(), json!({ "iss": "argocd", "sub": "admin", "iat": now }), &key)),
-        ("expired", sign(hs.clone(), json!({ "iss": "ferry", "sub": "admin", "iat": now - 100, "exp": now - 10 }), &key)),
-        ("unknown account", sign(hs.clone(), json!({ "iss": "ferry", "sub": "ghost", "iat": now }), &key)),
+        (
+            "wrong issuer",
+            sign(
+                hs.clone(),
+                json!({ "iss": "argocd", "sub": "admin", "iat": now }),
+                &key,
+            ),
+        ),
+        (
+            "expired",
+            sign(
+                hs.clone(),
+                json!({ "iss": "ferry", "sub": "admin", "iat": now - 100, "exp": now - 10 }),
+                &key,
+            ),
+        ),
+        (
+            "unknown account",
+            sign(
+                hs.clone(),
+                json!({ "iss": "ferry", "sub": "ghost", "iat": now }),
+                &key,
+            ),
+        ),
     ];
     for (what, t) in &forged {
         let (status, v) = s.call("GET", "/api/v1/applications", Some(t), None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {v}");
     }
-    let (status, v) = s.call("GET", "/api/v1/applications", Some(&sign(hs, good, &key)), None).await;
+    let (status, v) = s
+        .call(
+            "GET",
+            "/api/v1/applications",
+            Some(&sign(hs, good, &key)),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "a correctly signed token: {v}");
 
     // The OpenAPI document is public and lists every route.
@@ -454,20 +496,52 @@ async fn roles_tokens_revocation_and_no_leaks() {
 
     // Two tokens issued back to back (likely in the same second): revoking
     // one by its id leaves the other working.
-    let (_, t1) = s.call("POST", "/api/v1/projects/team-a/roles/ci/token", Some(&admin), Some(json!({}))).await;
-    let (_, t2) = s.call("POST", "/api/v1/projects/team-a/roles/ci/token", Some(&admin), Some(json!({}))).await;
+    let (_, t1) = s
+        .call(
+            "POST",
+            "/api/v1/projects/team-a/roles/ci/token",
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await;
+    let (_, t2) = s
+        .call(
+            "POST",
+            "/api/v1/projects/team-a/roles/ci/token",
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await;
     let (status, v) = s
         .call(
             "DELETE",
-            &format!("/api/v1/projects/team-a/roles/ci/token/{}?id={}", t1["iat"], t1["id"].as_str().unwrap()),
+            &format!(
+                "/api/v1/projects/team-a/roles/ci/token/{}?id={}",
+                t1["iat"],
+                t1["id"].as_str().unwrap()
+            ),
             Some(&admin),
             None,
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let (status, _) = s.call("GET", "/api/v1/applications/a-app", Some(t1["token"].as_str().unwrap()), None).await;
+    let (status, _) = s
+        .call(
+            "GET",
+            "/api/v1/applications/a-app",
+            Some(t1["token"].as_str().unwrap()),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = s.call("GET", "/api/v1/applications/a-app", Some(t2["token"].as_str().unwrap()), None).await;
+    let (status, _) = s
+        .call(
+            "GET",
+            "/api/v1/applications/a-app",
+            Some(t2["token"].as_str().unwrap()),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
 
     // An operation or status in a create body is not taken: syncing needs
@@ -482,7 +556,10 @@ async fn roles_tokens_revocation_and_no_leaks() {
         })))
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    assert!(v.get("operation").is_none() && v.get("status").is_none(), "{v}");
+    assert!(
+        v.get("operation").is_none() && v.get("status").is_none(),
+        "{v}"
+    );
 
     // Revoked: the same token no longer works.
     let (status, v) = s
@@ -824,4 +901,331 @@ async fn openapi_document_validates_and_fuzzing_finds_no_server_errors() {
         "schemathesis found problems:\n{report}"
     );
     assert!(report.contains("passed"), "{report}");
+}
+
+#[tokio::test]
+async fn live_views_filters_rollback_and_metrics_with_a_controller() {
+    let s = Server::start("api-live").await;
+    let env = ferry_testenv::shared();
+    let dest = env
+        .cluster
+        .create_namespace(&s.client, "api-live-dest")
+        .await
+        .unwrap();
+    let cfg = ferry_controller::Config {
+        namespace: s.ns.clone(),
+        cache_dir: std::env::temp_dir().join(format!("ferry-server-live-{}", std::process::id())),
+        poll_interval: Duration::from_secs(3),
+        leader_election: false,
+        image_namespace: Some(s.ns.clone()),
+        identity: s.ns.clone(),
+        ..ferry_controller::Config::default()
+    };
+    let c = s.client.clone();
+    let _controller = AbortOnDrop(tokio::spawn(async move {
+        let _ = ferry_controller::run(c, cfg).await;
+    }));
+
+    // The message-app of seed 003 plus a Secret, whose value must never show.
+    let in_git = "s3cr3t-in-git-123";
+    let root =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/message-app");
+    let work = tempfile::tempdir().unwrap();
+    for f in ["configmap.yaml", "deployment.yaml", "service.yaml"] {
+        std::fs::copy(root.join(f), work.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        work.path().join("secret.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-secret\nstringData:\n  token: {in_git}\n"),
+    )
+    .unwrap();
+    let repo = format!("api-live-{}", std::process::id());
+    env.git.create_repo(&repo).unwrap();
+    let first = env.git.commit_dir(&repo, work.path(), "first").unwrap();
+    let url = env.git.http_url(&repo);
+    let admin = s.login("admin", &s.admin_password).await;
+    let (status, v) = s
+        .call(
+            "POST",
+            "/api/v1/repositories",
+            Some(&admin),
+            Some(json!({
+                "repo": url, "username": env.git.user(), "password": env.git.password().expose(),
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = s
+        .call("POST", "/api/v1/applications", Some(&admin), Some(json!({
+            "metadata": { "name": "live", "labels": { "team": "x" } },
+            "spec": {
+                "project": "default",
+                "source": { "repoURL": url, "path": ".", "targetRevision": "main" },
+                "destination": { "server": "https://kubernetes.default.svc", "namespace": dest },
+                "syncPolicy": { "automated": {} },
+            },
+        })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let synced_at = |rev: String| {
+        let s = &s;
+        let admin = admin.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let (_, a) = s
+                    .call("GET", "/api/v1/applications/live", Some(&admin), None)
+                    .await;
+                if a["status"]["sync"]["status"] == "Synced"
+                    && a["status"]["health"]["status"] == "Healthy"
+                    && a["status"]["sync"]["revision"] == rev.as_str()
+                {
+                    return a;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "never synced at {rev}: {}",
+                    a["status"]
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    synced_at(first.clone()).await;
+
+    // Filters.
+    for (query, expect) in [
+        ("project=default", true),
+        ("project=nope", false),
+        (
+            &*format!("repo={}", url.replace(':', "%3A").replace('/', "%2F")),
+            true,
+        ),
+        ("repo=https%3A%2F%2Felsewhere.example%2Fr.git", false),
+        ("selector=team%3Dx", true),
+        ("selector=team%3Dy", false),
+        ("cluster=in-cluster", true),
+        ("cluster=far", false),
+    ] {
+        let (_, v) = s
+            .call(
+                "GET",
+                &format!("/api/v1/applications?{query}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        let found = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["metadata"]["name"] == "live");
+        assert_eq!(found, expect, "{query}");
+    }
+
+    // The resource tree reaches the Pods through their ReplicaSet.
+    let (status, tree) = s
+        .call(
+            "GET",
+            "/api/v1/applications/live/resource-tree",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tree}");
+    let nodes = tree["nodes"].as_array().unwrap();
+    let kinds: Vec<&str> = nodes.iter().map(|n| n["kind"].as_str().unwrap()).collect();
+    for k in [
+        "Deployment",
+        "ReplicaSet",
+        "Pod",
+        "Service",
+        "ConfigMap",
+        "Secret",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    let pod = nodes.iter().find(|n| n["kind"] == "Pod").unwrap();
+    assert_eq!(pod["parentRefs"][0]["kind"], "ReplicaSet", "{pod}");
+
+    // Manifests from Git and live, and the diff: Secret values masked.
+    let (status, m) = s
+        .call(
+            "GET",
+            "/api/v1/applications/live/manifests",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    assert_eq!(m["revision"], first.as_str());
+    let git_secret = m["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Secret")
+        .unwrap()
+        .clone();
+    assert!(
+        git_secret["stringData"]["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("++++"),
+        "{git_secret}"
+    );
+    let (status, m) = s
+        .call(
+            "GET",
+            "/api/v1/applications/live/manifests?source=live",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    assert_eq!(m["manifests"].as_array().unwrap().len(), 4, "{m}");
+    let (status, d) = s
+        .call(
+            "GET",
+            "/api/v1/applications/live/managed-resources",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    assert!(
+        d["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["modified"] == false),
+        "{d}"
+    );
+    let (status, ev) = s
+        .call(
+            "GET",
+            &format!(
+                "/api/v1/applications/live/events?resourceName=message-app&resourceNamespace={dest}"
+            ),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ev}");
+    assert!(ev["items"].is_array());
+    let (status, _) = s
+        .call(
+            "GET",
+            "/api/v1/applications/live/events?resourceName=not-managed",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A new commit, a hard refresh, then a rollback to the first deploy.
+    std::fs::write(
+        work.path().join("configmap.yaml"),
+        std::fs::read_to_string(root.join("configmap.yaml"))
+            .unwrap()
+            .replace("Hello from Ferry", "Second"),
+    )
+    .unwrap();
+    let second = env.git.commit_dir(&repo, work.path(), "second").unwrap();
+    let (status, _) = s
+        .call(
+            "GET",
+            "/api/v1/applications/live?refresh=hard",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let a = synced_at(second.clone()).await;
+    assert_eq!(a["status"]["history"].as_array().unwrap().len(), 2);
+    let (status, v) = s
+        .call(
+            "POST",
+            "/api/v1/applications/live/rollback",
+            Some(&admin),
+            Some(json!({ "id": 0 })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "rollback with auto-sync on: {v}"
+    );
+    let mut spec = a["spec"].clone();
+    spec.as_object_mut().unwrap().remove("syncPolicy");
+    let (status, v) = s
+        .call(
+            "PUT",
+            "/api/v1/applications/live",
+            Some(&admin),
+            Some(
+                json!({ "metadata": { "name": "live", "labels": { "team": "x" } }, "spec": spec }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = s
+        .call(
+            "POST",
+            "/api/v1/applications/live/rollback",
+            Some(&admin),
+            Some(json!({ "id": 0 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &dest);
+    s.eventually("the first message back", || async {
+        cms.get("message-app-config")
+            .await
+            .ok()
+            .and_then(|c| c.data)
+            .is_some_and(|d| d["MESSAGE"] == "Hello from Ferry")
+    })
+    .await;
+
+    // The controller's metrics reach the server's listener (same process).
+    let text = s
+        .http
+        .get(&s.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ferry_app_reconcile_total ") && !l.ends_with(" 0")),
+        "{text}"
+    );
+    assert!(
+        text.contains("ferry_app_sync_total{phase=\"Succeeded\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ferry_git_request_duration_seconds_count{request_type=\"ls-remote\"}"),
+        "{text}"
+    );
+
+    let responses = s.seen.lock().unwrap().clone();
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, in_git);
+    for secret in [in_git, b64.as_str(), env.git.password().expose()] {
+        assert!(!responses.contains(secret), "{secret} in a response");
+    }
+    let logged = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    for secret in [in_git, b64.as_str(), env.git.password().expose()] {
+        assert!(!logged.contains(secret), "{secret} in the logs");
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
