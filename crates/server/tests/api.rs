@@ -901,6 +901,11 @@ async fn openapi_document_validates_and_fuzzing_finds_no_server_errors() {
         "schemathesis found problems:\n{report}"
     );
     assert!(report.contains("passed"), "{report}");
+    // The summary, for whoever runs this with --nocapture.
+    let lines: Vec<&str> = report.lines().collect();
+    for l in &lines[lines.len().saturating_sub(25)..] {
+        println!("schemathesis: {l}");
+    }
 }
 
 #[tokio::test]
