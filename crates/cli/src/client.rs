@@ -231,6 +231,8 @@ pub fn resolve(opts: &ClientOpts, cfg: &Config) -> Result<Target> {
     if server.is_empty() {
         bail!("empty server address: pass --server host:port");
     }
+    // A context's token only ever goes to the server it was issued by.
+    let ctx = ctx.filter(|c| normalize_server(&c.server).0 == server);
     let plaintext = scheme_plain.unwrap_or(opts.plaintext || ctx.is_some_and(|c| c.plaintext));
     Ok(Target {
         server,
@@ -578,6 +580,16 @@ mod tests {
             ..ClientOpts::default()
         };
         assert!(resolve(&opts, &cfg).is_err());
+
+        // A named context with another --server: its token stays home.
+        let opts = ClientOpts {
+            context: Some("prod".into()),
+            server: Some("evil.example.com".into()),
+            ..ClientOpts::default()
+        };
+        let t = resolve(&opts, &cfg).unwrap();
+        assert_eq!(t.server, "evil.example.com");
+        assert_eq!(t.token, None);
     }
 
     #[test]

@@ -141,15 +141,16 @@ fn print_demo_help(env: &TestEnv, demo: &crate::demo::Demo) {
     );
     println!("  KUBECONFIG={kubeconfig} {kubectl} -n argocd get applications -w");
     println!();
-    println!("Or through Ferry's API and CLI (the admin password is shown once):");
-    let password = demo
-        .admin_password
-        .as_deref()
-        .unwrap_or("<in Secret argocd-initial-admin-secret>");
-    println!(
-        "  ferry login {} --plaintext --username admin --password {password}",
-        demo.api
-    );
+    println!("Or through Ferry's API and CLI:");
+    match demo.admin_password.as_deref() {
+        Some(p) => println!(
+            "  admin password (shown once; also in Secret argocd-initial-admin-secret): {p}"
+        ),
+        None => println!("  admin password: in Secret argocd-initial-admin-secret"),
+    }
+    // Typed at the prompt rather than on the command line, where shell
+    // history and `ps` would keep it.
+    println!("  ferry login {} --plaintext --username admin", demo.api);
     println!("  ferry app list");
     println!("  ferry app get message-app-staging");
     println!();

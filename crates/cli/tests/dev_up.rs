@@ -60,6 +60,7 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
     let mut kubeconfig: Option<PathBuf> = None;
     let mut dir: Option<PathBuf> = None;
     let mut login: Option<Vec<String>> = None;
+    let mut password: Option<String> = None;
     let mut printed = String::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
@@ -76,6 +77,9 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
         }
         if let Some(args) = t.strip_prefix("ferry login ") {
             login = Some(args.split_whitespace().map(str::to_string).collect());
+        }
+        if let Some(p) = t.split("argocd-initial-admin-secret): ").nth(1) {
+            password = Some(p.trim().to_string());
         }
         if t.starts_with("Press Ctrl-C") {
             break;
@@ -111,10 +115,12 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
     // The printed login line works, and the CLI sees the demo's apps.
     let login = login.unwrap_or_else(|| panic!("no login line in:\n{printed}"));
     let cli_config = logs.path().join("ferry-config");
+    let password = password.unwrap_or_else(|| panic!("no admin password line in:\n{printed}"));
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(args)
             .env("FERRY_CONFIG", &cli_config)
+            .env("FERRY_PASSWORD", &password)
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap()
