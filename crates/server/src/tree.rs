@@ -49,8 +49,16 @@ pub async fn build(client: &Client, app: &Application) -> ApiResult<Vec<Value>> 
     let mut nodes = Vec::new();
     let mut uids: HashMap<String, (String, String, String, String)> = HashMap::new();
     let mut namespaces = BTreeSet::new();
+    // One discovery lookup per kind, not per object.
+    type Found = Option<(ApiResource, ApiCapabilities)>;
+    let mut kinds: HashMap<(String, String, String), Found> = HashMap::new();
     for r in &resources {
-        let Some((ar, caps)) = resolve(client, &r.group, &r.version, &r.kind).await else {
+        let key = (r.group.clone(), r.version.clone(), r.kind.clone());
+        if !kinds.contains_key(&key) {
+            let found = resolve(client, &r.group, &r.version, &r.kind).await;
+            kinds.insert(key.clone(), found);
+        }
+        let Some((ar, caps)) = kinds.get(&key).cloned().flatten() else {
             continue;
         };
         let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
@@ -97,11 +105,14 @@ pub async fn build(client: &Client, app: &Application) -> ApiResult<Vec<Value>> 
     }
     // Owned objects, found level by level (Deployment → ReplicaSet → Pod).
     let mut children: Vec<(DynamicObject, ApiResource)> = Vec::new();
+    let mut child_kinds = Vec::new();
+    for (g, v, k) in CHILD_KINDS {
+        if let Some((ar, _)) = resolve(client, g, v, k).await {
+            child_kinds.push(ar);
+        }
+    }
     for ns in &namespaces {
-        for (g, v, k) in CHILD_KINDS {
-            let Some((ar, _)) = resolve(client, g, v, k).await else {
-                continue;
-            };
+        for ar in &child_kinds {
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
             if let Ok(list) = api.list(&ListParams::default()).await {
                 children.extend(list.items.into_iter().map(|o| (o, ar.clone())));
