@@ -113,7 +113,7 @@ pub async fn build(client: &Client, app: &Application) -> ApiResult<Vec<Value>> 
     }
     for ns in &namespaces {
         for ar in &child_kinds {
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
             if let Ok(list) = api.list(&ListParams::default()).await {
                 children.extend(list.items.into_iter().map(|o| (o, ar.clone())));
             }
