@@ -98,6 +98,9 @@ impl Controller {
         let mut st = old.clone();
         let op = app.operation.clone();
         let mut next = self.poll_delay(name);
+        // Set when a Running operation state was written mid-pass: the final
+        // status write must expect that resourceVersion.
+        let mut running_rv: Option<String> = None;
 
         let cmp = self
             .compare(&app, op.as_ref(), refresh_requested, hard)
@@ -176,6 +179,11 @@ impl Controller {
                                 _ => 0,
                             };
                             tracing::info!(app = %name, "sync started");
+                            // Argo CD shows a sync in progress as phase
+                            // Running; users and tools (`app wait
+                            // --operation`) watch for it.
+                            running_rv =
+                                self.write_running(&app, &operation, started.clone()).await;
                             let mut outcome = self.sync(&app, &c, &operation, prune, dry_run).await;
                             tracing::info!(app = %name, ok = outcome.succeeded, message = %outcome.message, "sync finished");
                             let applied = std::mem::take(&mut outcome.applied);
@@ -250,6 +258,14 @@ impl Controller {
                 })
                 .inc();
         }
+        let app = match running_rv {
+            Some(rv) => {
+                let mut a = app;
+                a.metadata.resource_version = Some(rv);
+                a
+            }
+            None => app,
+        };
         if let Err(e) = self
             .write_status(&app, &old, st, ran_op, refresh_requested)
             .await
@@ -1309,6 +1325,53 @@ impl Controller {
             wave_timeout: self.cfg.wave_timeout,
         };
         sync::run(req).await
+    }
+
+    /// Records that a sync is under way (`operationState.phase: Running`),
+    /// guarded by the resourceVersion this pass read. Returns the new
+    /// resourceVersion, or None when the write did not happen (then the
+    /// final write proceeds as before).
+    async fn write_running(
+        &self,
+        app: &Application,
+        operation: &Operation,
+        started: Time,
+    ) -> Option<String> {
+        let state = OperationState {
+            operation: operation.clone(),
+            phase: "Running".into(),
+            message: "syncing".into(),
+            started_at: Some(started),
+            ..OperationState::default()
+        };
+        let ops = json!([
+            { "op": "test", "path": "/metadata/resourceVersion", "value": app.resource_version() },
+            { "op": "add", "path": "/status", "value": app.status.clone().unwrap_or_default() },
+            { "op": "add", "path": "/status/operationState", "value": state },
+        ]);
+        let patch: json_patch::Patch = serde_json::from_value(ops).ok()?;
+        let api: Api<Application> =
+            Api::namespaced(self.client.clone(), &app.namespace().unwrap_or_default());
+        match api
+            .patch(
+                &app.name_any(),
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
+            .await
+        {
+            Ok(updated) => {
+                let rv = updated.resource_version();
+                if let Ok(mut w) = self.written.lock() {
+                    w.insert(app.name_any(), updated);
+                }
+                rv
+            }
+            Err(e) => {
+                tracing::debug!(app = %app.name_any(), error = %e, "could not record the running sync");
+                None
+            }
+        }
     }
 
     async fn write_status(

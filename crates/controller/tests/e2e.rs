@@ -334,6 +334,21 @@ async fn waves_and_hooks_run_in_order() {
         json!({ "spec": { "syncPolicy": { "automated": {} } } }),
     ))
     .await;
+    // The hooks and waves take a while: the sync shows as Running meanwhile.
+    let running = h
+        .wait_app("waves", "the sync to show as Running", |a| {
+            op_phase(a) == "Running" || op_phase(a) == "Succeeded"
+        })
+        .await;
+    assert_eq!(op_phase(&running), "Running", "never saw the Running phase");
+    assert!(
+        running
+            .status
+            .as_ref()
+            .and_then(|s| s.operation_state.as_ref())
+            .and_then(|o| o.started_at.as_ref())
+            .is_some()
+    );
     let a = h
         .wait_app("waves", "the sync to succeed", |a| {
             op_phase(a) == "Succeeded"
