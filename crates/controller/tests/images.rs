@@ -320,33 +320,6 @@ async fn a_pushed_tag_becomes_one_commit_and_rolls_the_deployment() {
     assert_eq!(env.git.head(&repo).unwrap(), head);
 }
 
-/// Installs a server hook that, the first time it runs, moves `main` to a
-/// commit of its own, as a concurrent pusher would. It lets the push
-/// proceed; git's receive-pack then refuses it (the ref is not where the
-/// pusher expected), with git's own message.
-fn race_next_push(repo: &str) {
-    let git_dir = shared_env().git.root.join(format!("{repo}.git"));
-    let hook = git_dir.join("hooks/pre-receive");
-    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
-    let script = format!(
-        r#"#!/bin/sh
-set -e
-once="{dir}/race-once"
-[ -e "$once" ] || exit 0
-rm -f "$once"
-env -i PATH="$PATH" HOME=/nonexistent GIT_DIR="{dir}" \
-  GIT_AUTHOR_NAME=someone GIT_AUTHOR_EMAIL=s@x GIT_COMMITTER_NAME=someone GIT_COMMITTER_EMAIL=s@x \
-  sh -c 'tree=$(git rev-parse main^{{tree}}); c=$(echo concurrent | git commit-tree -p main "$tree"); git update-ref refs/heads/main "$c"'
-exit 0
-"#,
-        dir = git_dir.display()
-    );
-    std::fs::write(&hook, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(git_dir.join("race-once"), "").unwrap();
-}
-
 #[tokio::test]
 async fn bad_credentials_patterns_markers_and_rejected_pushes_are_reported() {
     let h = harness("imgerr").await;
@@ -411,7 +384,7 @@ async fn bad_credentials_patterns_markers_and_rejected_pushes_are_reported() {
     // A working policy, a marker naming a policy that does not exist, and a
     // server that refuses the first push.
     seed_policy(&h, "svc", "svc", PATTERN).await;
-    race_next_push(&repo);
+    shared_env().git.move_main_during_next_push(&repo).unwrap();
     automation(&h, "4s", "{{range .Updated.Images}}{{println .}}{{end}}").await;
     let (_, reason, msg) = h
         .eventually("push rejection reported", || async {

@@ -682,18 +682,31 @@ pub async fn delete_repo(
     p: Principal,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    for s in secrets_of_type(&st, "repository").await? {
+    delete_credential(&st, &p, "repository", "repositories", "url", &repo).await
+}
+
+/// Deletes the `kind` Secret whose `key_field` is `value`, with `delete` on
+/// `resource` for its project.
+async fn delete_credential(
+    st: &AppState,
+    p: &Principal,
+    kind: &str,
+    resource: &str,
+    key_field: &str,
+    value: &str,
+) -> ApiResult<Json<Value>> {
+    for s in secrets_of_type(st, kind).await? {
         let d = decode(&s);
-        if d.get("url").map(String::as_str) == Some(repo.as_str()) {
+        if d.get(key_field).map(String::as_str) == Some(value) {
             let proj = d.get("project").cloned().unwrap_or_default();
-            st.enforce(&p, "repositories", "delete", &scoped(&proj, &repo))?;
+            st.enforce(p, resource, "delete", &scoped(&proj, value))?;
             Api::<Secret>::namespaced(st.client.clone(), &st.ns)
                 .delete(&s.name_any(), &DeleteParams::default())
                 .await?;
             return Ok(Json(json!({})));
         }
     }
-    Err(ApiError::not_found(format!("repository {repo}")))
+    Err(ApiError::not_found(format!("{kind} {value}")))
 }
 
 fn cluster_view(d: &BTreeMap<String, String>) -> Value {
@@ -797,16 +810,5 @@ pub async fn delete_cluster(
     p: Principal,
     Path(server): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    for s in secrets_of_type(&st, "cluster").await? {
-        let d = decode(&s);
-        if d.get("server").map(String::as_str) == Some(server.as_str()) {
-            let proj = d.get("project").cloned().unwrap_or_default();
-            st.enforce(&p, "clusters", "delete", &scoped(&proj, &server))?;
-            Api::<Secret>::namespaced(st.client.clone(), &st.ns)
-                .delete(&s.name_any(), &DeleteParams::default())
-                .await?;
-            return Ok(Json(json!({})));
-        }
-    }
-    Err(ApiError::not_found(format!("cluster {server}")))
+    delete_credential(&st, &p, "cluster", "clusters", "server", &server).await
 }

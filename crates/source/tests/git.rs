@@ -784,35 +784,6 @@ async fn secrets_never_reach_messages_arguments_or_disk() {
     );
 }
 
-/// Installs a pre-receive hook on the server repository that, the first
-/// time it runs, moves `main` to a new commit of its own, as a concurrent
-/// pusher would between our fetch and our push. The hook lets the push
-/// proceed; git itself then refuses it, as the branch is no longer where
-/// the pusher said it was.
-fn race_next_push(repo: &str) {
-    let git_dir = env().git.root.join(format!("{repo}.git"));
-    let hook = git_dir.join("hooks/pre-receive");
-    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
-    let script = format!(
-        r#"#!/bin/sh
-set -e
-once="{dir}/race-once"
-[ -e "$once" ] || exit 0
-rm -f "$once"
-# Outside the push's quarantine, as a concurrent pusher would be.
-env -i PATH="$PATH" HOME=/nonexistent GIT_DIR="{dir}" \
-  GIT_AUTHOR_NAME=someone GIT_AUTHOR_EMAIL=s@x GIT_COMMITTER_NAME=someone GIT_COMMITTER_EMAIL=s@x \
-  sh -c 'tree=$(git rev-parse main^{{tree}}); c=$(echo concurrent | git commit-tree -p main "$tree"); git update-ref refs/heads/main "$c"'
-exit 0
-"#,
-        dir = git_dir.display()
-    );
-    std::fs::write(&hook, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(git_dir.join("race-once"), "").unwrap();
-}
-
 fn server_log(repo: &str) -> Vec<String> {
     let git_dir = env().git.root.join(format!("{repo}.git"));
     let out = std::process::Command::new("git")
@@ -872,7 +843,7 @@ async fn worktree_commits_pushes_and_survives_a_rejected_push() {
 
     // The server refuses the next push; the error says why, and the retry
     // starts from the remote's new tip, so the change lands exactly once.
-    race_next_push(&repo);
+    env().git.move_main_during_next_push(&repo).unwrap();
     let tree = cache
         .worktree("ns/auto", &url, Some(&creds), "main", "main")
         .await

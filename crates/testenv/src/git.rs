@@ -346,6 +346,39 @@ http {{
         result
     }
 
+    /// Makes the next push to `repo` race with another writer: a one-shot
+    /// pre-receive hook moves `main` to a new commit by "someone" (message
+    /// "concurrent") before the pushed update lands, as a concurrent pusher
+    /// would between a client's fetch and its push. The hook lets the push
+    /// proceed; git's receive-pack then refuses it itself, since `main` is no
+    /// longer where the pusher said.
+    pub fn move_main_during_next_push(&self, repo: &str) -> Result<()> {
+        let git_dir = self.root.join(format!("{repo}.git"));
+        let hook = git_dir.join("hooks/pre-receive");
+        let hooks = git_dir.join("hooks");
+        std::fs::create_dir_all(&hooks).ctx(|| format!("creating {}", hooks.display()))?;
+        let script = format!(
+            r#"#!/bin/sh
+set -e
+once="{dir}/race-once"
+[ -e "$once" ] || exit 0
+rm -f "$once"
+# Outside the push's quarantine, as a concurrent pusher would be.
+env -i PATH="$PATH" HOME=/nonexistent GIT_DIR="{dir}" \
+  GIT_AUTHOR_NAME=someone GIT_AUTHOR_EMAIL=s@x GIT_COMMITTER_NAME=someone GIT_COMMITTER_EMAIL=s@x \
+  sh -c 'tree=$(git rev-parse main^{{tree}}); c=$(echo concurrent | git commit-tree -p main "$tree"); git update-ref refs/heads/main "$c"'
+exit 0
+"#,
+            dir = git_dir.display()
+        );
+        std::fs::write(&hook, script).ctx(|| format!("writing {}", hook.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+            .ctx(|| format!("making {} executable", hook.display()))?;
+        let once = git_dir.join("race-once");
+        std::fs::write(&once, "").ctx(|| format!("writing {}", once.display()))
+    }
+
     /// The commit `main` of `repo` points at.
     pub fn head(&self, repo: &str) -> Result<String> {
         let path = self.root.join(format!("{repo}.git"));
