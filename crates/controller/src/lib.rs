@@ -415,15 +415,7 @@ impl Controller {
     /// Ferry just pushed to `url`: forget resolved revisions of it and
     /// re-check the Applications reading it, instead of waiting for a poll.
     pub(crate) fn repo_pushed(&self, url: &str) {
-        let same = |u: &str| {
-            let norm = |s: &str| {
-                s.trim()
-                    .trim_end_matches('/')
-                    .trim_end_matches(".git")
-                    .to_ascii_lowercase()
-            };
-            norm(u) == norm(url)
-        };
+        let same = |u: &str| ferry_source::same_repo(u, url);
         if let Ok(mut m) = self.resolved.lock() {
             m.retain(|(u, _), _| !same(u));
         }

@@ -486,6 +486,32 @@ fn decode(s: &Secret) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Repository and cluster credentials are Secrets handled alike; what
+/// differs is named here once.
+struct CredKind {
+    /// The `argocd.argoproj.io/secret-type` label value.
+    secret_type: &'static str,
+    /// The RBAC resource.
+    resource: &'static str,
+    /// The data key that identifies one (and names it in RBAC objects).
+    key_field: &'static str,
+    name_prefix: &'static str,
+}
+
+const REPOSITORY: CredKind = CredKind {
+    secret_type: "repository",
+    resource: "repositories",
+    key_field: "url",
+    name_prefix: "repo",
+};
+
+const CLUSTER: CredKind = CredKind {
+    secret_type: "cluster",
+    resource: "clusters",
+    key_field: "server",
+    name_prefix: "cluster",
+};
+
 async fn secrets_of_type(st: &AppState, kind: &str) -> ApiResult<Vec<Secret>> {
     let lp = ListParams::default().labels(&format!("{SECRET_TYPE_LABEL}={kind}"));
     Ok(Api::<Secret>::namespaced(st.client.clone(), &st.ns)
@@ -521,7 +547,7 @@ fn repo_view(d: &BTreeMap<String, String>) -> Value {
 
 pub async fn list_repos(State(st): St, p: Principal) -> ApiResult<Json<Value>> {
     let mut items = Vec::new();
-    for s in secrets_of_type(&st, "repository").await? {
+    for s in secrets_of_type(&st, REPOSITORY.secret_type).await? {
         let d = decode(&s);
         let Some(url) = d.get("url") else { continue };
         let proj = d.get("project").cloned().unwrap_or_default();
@@ -563,23 +589,21 @@ fn secret_name(prefix: &str, key: &str) -> String {
     )
 }
 
-/// Creates the Secret, or with `upsert` replaces it. Replacing needs
-/// `update` on the existing object (its own project) as well, and never
-/// touches a Secret that is not of this type.
-#[allow(clippy::too_many_arguments)]
+/// Creates the Secret for `key` (a repository URL or cluster server), or
+/// with `upsert` replaces it. Replacing needs `update` on the existing
+/// object (its own project) as well, and never touches a Secret of another type.
 async fn upsert_secret(
     st: &AppState,
     p: &Principal,
-    resource: &str,
-    key_field: &str,
-    name: &str,
-    kind: &str,
+    kind: &CredKind,
+    key: &str,
     data: BTreeMap<String, String>,
     upsert: bool,
 ) -> ApiResult<()> {
+    let name = secret_name(kind.name_prefix, key);
     let api = Api::<Secret>::namespaced(st.client.clone(), &st.ns);
     let s: Secret = serde_json::from_value(json!({
-        "metadata": { "name": name, "labels": { SECRET_TYPE_LABEL: kind } },
+        "metadata": { "name": name, "labels": { SECRET_TYPE_LABEL: kind.secret_type } },
         "stringData": data,
     }))
     .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -588,24 +612,29 @@ async fn upsert_secret(
         Err(kube::Error::Api(e)) if e.code == 409 => {
             if !upsert {
                 return Err(ApiError::conflict(format!(
-                    "{kind} already exists; use upsert to replace it"
+                    "{} already exists; use upsert to replace it",
+                    kind.secret_type
                 )));
             }
-            let mut existing = api.get(name).await?;
-            if existing.labels().get(SECRET_TYPE_LABEL).map(String::as_str) != Some(kind) {
+            let mut existing = api.get(&name).await?;
+            if existing.labels().get(SECRET_TYPE_LABEL).map(String::as_str)
+                != Some(kind.secret_type)
+            {
                 return Err(ApiError::conflict(format!(
-                    "Secret {name} exists and is not a {kind} Secret; remove it first"
+                    "Secret {name} exists and is not a {} Secret; remove it first",
+                    kind.secret_type
                 )));
             }
             let old = decode(&existing);
             let old_project = old.get("project").cloned().unwrap_or_default();
-            let what = old.get(key_field).cloned().unwrap_or_default();
-            st.enforce(p, resource, "update", &scoped(&old_project, &what))?;
+            let what = old.get(kind.key_field).cloned().unwrap_or_default();
+            st.enforce(p, kind.resource, "update", &scoped(&old_project, &what))?;
             let new_project = data.get("project").cloned().unwrap_or_default();
-            st.enforce(p, resource, "update", &scoped(&new_project, &what))?;
+            st.enforce(p, kind.resource, "update", &scoped(&new_project, &what))?;
             existing.data = None;
             existing.string_data = s.string_data;
-            api.replace(name, &PostParams::default(), &existing).await?;
+            api.replace(&name, &PostParams::default(), &existing)
+                .await?;
             Ok(())
         }
         Err(e) => Err(e.into()),
@@ -666,10 +695,8 @@ pub async fn create_repo(
     upsert_secret(
         &st,
         &p,
-        "repositories",
-        "url",
-        &secret_name("repo", &url),
-        "repository",
+        &REPOSITORY,
+        &url,
         d,
         q.upsert.as_deref() == Some("true"),
     )
@@ -682,31 +709,28 @@ pub async fn delete_repo(
     p: Principal,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    delete_credential(&st, &p, "repository", "repositories", "url", &repo).await
+    delete_credential(&st, &p, &REPOSITORY, &repo).await
 }
 
-/// Deletes the `kind` Secret whose `key_field` is `value`, with `delete` on
-/// `resource` for its project.
+/// Deletes the credential Secret for `key`, with `delete` on its project.
 async fn delete_credential(
     st: &AppState,
     p: &Principal,
-    kind: &str,
-    resource: &str,
-    key_field: &str,
-    value: &str,
+    kind: &CredKind,
+    key: &str,
 ) -> ApiResult<Json<Value>> {
-    for s in secrets_of_type(st, kind).await? {
+    for s in secrets_of_type(st, kind.secret_type).await? {
         let d = decode(&s);
-        if d.get(key_field).map(String::as_str) == Some(value) {
+        if d.get(kind.key_field).map(String::as_str) == Some(key) {
             let proj = d.get("project").cloned().unwrap_or_default();
-            st.enforce(p, resource, "delete", &scoped(&proj, value))?;
+            st.enforce(p, kind.resource, "delete", &scoped(&proj, key))?;
             Api::<Secret>::namespaced(st.client.clone(), &st.ns)
                 .delete(&s.name_any(), &DeleteParams::default())
                 .await?;
             return Ok(Json(json!({})));
         }
     }
-    Err(ApiError::not_found(format!("{kind} {value}")))
+    Err(ApiError::not_found(format!("{} {key}", kind.secret_type)))
 }
 
 fn cluster_view(d: &BTreeMap<String, String>) -> Value {
@@ -727,7 +751,7 @@ pub async fn list_clusters(State(st): St, p: Principal) -> ApiResult<Json<Value>
     if st.allowed(&p, "clusters", "get", ferry_model::IN_CLUSTER_SERVER)? {
         items.push(json!({ "name": ferry_model::IN_CLUSTER_NAME, "server": ferry_model::IN_CLUSTER_SERVER, "namespaces": [], "config": { "tlsClientConfig": { "insecure": false } } }));
     }
-    for s in secrets_of_type(&st, "cluster").await? {
+    for s in secrets_of_type(&st, CLUSTER.secret_type).await? {
         let d = decode(&s);
         let Some(server) = d.get("server") else {
             continue;
@@ -794,10 +818,8 @@ pub async fn create_cluster(
     upsert_secret(
         &st,
         &p,
-        "clusters",
-        "server",
-        &secret_name("cluster", &server),
-        "cluster",
+        &CLUSTER,
+        &server,
         d,
         q.upsert.as_deref() == Some("true"),
     )
@@ -810,5 +832,5 @@ pub async fn delete_cluster(
     p: Principal,
     Path(server): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    delete_credential(&st, &p, "cluster", "clusters", "server", &server).await
+    delete_credential(&st, &p, &CLUSTER, &server).await
 }

@@ -66,8 +66,35 @@ impl AppState {
         action: &str,
         object: &str,
     ) -> ApiResult<bool> {
-        let policy = self.settings.policy().map_err(ApiError::internal)?;
-        let policy = match &p.project_role {
+        // A project-role token acts inside its own project only, whatever
+        // the global policy grants everyone (as Argo CD confines them).
+        if let Some((project, ..)) = &p.project_role
+            && !(object == project || object.starts_with(&format!("{project}/")))
+        {
+            return Ok(false);
+        }
+        Ok(self
+            .policy_for(p)?
+            .enforce(&p.subjects(), resource, action, object))
+    }
+
+    /// The policy `p` is judged by: the settings' policy, plus a project
+    /// role's own lines. Built once per request, and again only if the
+    /// settings changed meanwhile (a long-lived stream).
+    fn policy_for(&self, p: &Principal) -> ApiResult<auth::PolicyRef> {
+        // A broken policy denies everything, with the reason.
+        let base = self.settings.policy().map_err(|e| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("the RBAC policy cannot be used, so nothing is allowed: {e}"),
+            )
+        })?;
+        if let Some((built_from, effective)) = p.policy.get()
+            && Arc::ptr_eq(built_from, &base)
+        {
+            return Ok(effective.clone());
+        }
+        let effective = match &p.project_role {
             Some((project, role, lines, groups)) => {
                 // Lines Argo CD would have refused when the project was saved
                 // (e.g. reaching into another project) are left out, one by
@@ -75,7 +102,7 @@ impl AppState {
                 let valid: Vec<String> = lines
                     .iter()
                     .filter(|l| {
-                        let ok = policy
+                        let ok = base
                             .with_project_role(project, role, std::slice::from_ref(*l), &[])
                             .is_ok();
                         if !ok {
@@ -86,16 +113,16 @@ impl AppState {
                     .cloned()
                     .collect();
                 Arc::new(
-                    policy
-                        .with_project_role(project, role, &valid, groups)
+                    base.with_project_role(project, role, &valid, groups)
                         .map_err(|e| {
                             ApiError::forbidden("projects", "get", &format!("{project}: {e}"))
                         })?,
                 )
             }
-            None => policy,
+            None => base.clone(),
         };
-        Ok(policy.enforce(&p.subjects(), resource, action, object))
+        let _ = p.policy.set((base, effective.clone()));
+        Ok(effective)
     }
 
     pub fn enforce(
@@ -189,11 +216,7 @@ pub async fn list_apps(
         .map(|(_, v)| v.as_str())
         .collect();
     let get = |k: &str| pairs.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
-    let repo = get("repo").map(|r| {
-        r.trim_end_matches('/')
-            .trim_end_matches(".git")
-            .to_lowercase()
-    });
+    let repo = get("repo");
     let selector = get("selector").unwrap_or_default();
     let cluster = get("cluster");
     let mut items = Vec::new();
@@ -203,14 +226,11 @@ pub async fn list_apps(
         if !projects.is_empty() && !projects.contains(&a.project()) {
             continue;
         }
-        if let Some(r) = &repo
-            && !a.sources().iter().any(|s| {
-                s.repo_url
-                    .trim_end_matches('/')
-                    .trim_end_matches(".git")
-                    .to_lowercase()
-                    == *r
-            })
+        if let Some(r) = repo
+            && !a
+                .sources()
+                .iter()
+                .any(|s| ferry_source::same_repo(&s.repo_url, r))
         {
             continue;
         }
@@ -399,32 +419,17 @@ async fn replace_spec(
     if let Some(spec) = new.get("spec") {
         existing.data["spec"] = spec.clone();
     }
-    if let Some(l) = new.pointer("/metadata/labels").and_then(Value::as_object) {
-        existing.metadata.labels = Some(
-            l.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect(),
-        );
+    // Labels, annotations and finalizers are taken when the body gives them.
+    let meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+        serde_json::from_value(new["metadata"].clone()).unwrap_or_default();
+    if meta.labels.is_some() {
+        existing.metadata.labels = meta.labels;
     }
-    if let Some(a) = new
-        .pointer("/metadata/annotations")
-        .and_then(Value::as_object)
-    {
-        existing.metadata.annotations = Some(
-            a.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect(),
-        );
+    if meta.annotations.is_some() {
+        existing.metadata.annotations = meta.annotations;
     }
-    if let Some(f) = new
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-    {
-        existing.metadata.finalizers = Some(
-            f.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-        );
+    if meta.finalizers.is_some() {
+        existing.metadata.finalizers = meta.finalizers;
     }
     let name = existing.name_any();
     Ok(api

@@ -37,7 +37,12 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// For project-role tokens: (project, role, its policy lines, its groups).
     pub project_role: Option<(String, String, Vec<String>, Vec<String>)>,
+    /// The policy this caller is judged by, built once per request (a list
+    /// checks every item): (the settings' policy it was built from, result).
+    pub policy: std::sync::OnceLock<(PolicyRef, PolicyRef)>,
 }
+
+pub type PolicyRef = std::sync::Arc<crate::rbac::Policy>;
 
 impl Principal {
     pub fn subjects(&self) -> Vec<String> {
@@ -148,6 +153,7 @@ pub fn authenticate(
                 role.policies.clone(),
                 role.groups.clone(),
             )),
+            policy: Default::default(),
         });
     }
     let account = c.sub.clone();
@@ -171,6 +177,7 @@ pub fn authenticate(
         subject: account,
         groups: Vec::new(),
         project_role: None,
+        policy: Default::default(),
     })
 }
 

@@ -26,7 +26,7 @@ mod write;
 
 pub use creds::{RepoCredentials, RepoSecret, SecretKind, credentials_for};
 pub use error::SourceError;
-pub use url::scrub_url;
+pub use url::{same_repo, scrub_url};
 pub use write::{CommitAuthor, PushOutcome, Worktree};
 
 use exec::{Redactor, run, run_raw};

@@ -228,6 +228,12 @@ pub(crate) fn normalize_for_equality(url: &str) -> String {
     normalize_for_match(t).trim_end_matches('/').to_string()
 }
 
+/// Whether two spellings name the same repository, by Argo CD's rules
+/// (case, `.git`, trailing `/`, `ssh://` and scp-like forms).
+pub fn same_repo(a: &str, b: &str) -> bool {
+    normalize_for_equality(a) == normalize_for_equality(b)
+}
+
 /// The name of a repository's cache directory: one per repository however
 /// its URL is spelled (host case, trailing `/` or `.git`, credentials), but
 /// keeping path case, as some servers treat paths case-sensitively.
