@@ -154,18 +154,14 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
     .await
     .unwrap();
 
-    let o = ferry(
-        &config,
-        &[
-            "login",
-            &addr,
-            "--plaintext",
-            "--username",
-            "admin",
-            "--password",
-            &password,
-        ],
-    );
+    // The password goes in through the environment, never a command line.
+    let o = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["login", &addr, "--plaintext", "--username", "admin"])
+        .env("FERRY_CONFIG", &config)
+        .env("FERRY_PASSWORD", &password)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("logged in successfully"),

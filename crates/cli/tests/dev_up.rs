@@ -64,9 +64,16 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
     let mut printed = String::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
-        printed.push_str(&line);
-        printed.push('\n');
         let t = line.trim();
+        if let Some(p) = t.split("argocd-initial-admin-secret): ").nth(1) {
+            password = Some(p.trim().to_string());
+        }
+        // What a failing assertion shows never carries the password.
+        match &password {
+            Some(p) => printed.push_str(&line.replace(p.as_str(), "***")),
+            None => printed.push_str(&line),
+        }
+        printed.push('\n');
         if let Some(p) = t.strip_prefix("KUBECONFIG=")
             && kubeconfig.is_none()
         {
@@ -77,9 +84,6 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
         }
         if let Some(args) = t.strip_prefix("ferry login ") {
             login = Some(args.split_whitespace().map(str::to_string).collect());
-        }
-        if let Some(p) = t.split("argocd-initial-admin-secret): ").nth(1) {
-            password = Some(p.trim().to_string());
         }
         if t.starts_with("Press Ctrl-C") {
             break;
