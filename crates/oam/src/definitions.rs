@@ -8,13 +8,22 @@ use crate::{ComponentDefinition, OamError, TraitDefinition};
 
 /// Built-in definitions, `(file, yaml)`; see `crates/oam/definitions/`.
 const BUILTIN: &[(&str, &str)] = &[
-    ("webservice.yaml", include_str!("../definitions/webservice.yaml")),
+    (
+        "webservice.yaml",
+        include_str!("../definitions/webservice.yaml"),
+    ),
     ("worker.yaml", include_str!("../definitions/worker.yaml")),
-    ("k8s-objects.yaml", include_str!("../definitions/k8s-objects.yaml")),
+    (
+        "k8s-objects.yaml",
+        include_str!("../definitions/k8s-objects.yaml"),
+    ),
     ("raw.yaml", include_str!("../definitions/raw.yaml")),
     ("scaler.yaml", include_str!("../definitions/scaler.yaml")),
     ("labels.yaml", include_str!("../definitions/labels.yaml")),
-    ("annotations.yaml", include_str!("../definitions/annotations.yaml")),
+    (
+        "annotations.yaml",
+        include_str!("../definitions/annotations.yaml"),
+    ),
     ("env.yaml", include_str!("../definitions/env.yaml")),
     ("ingress.yaml", include_str!("../definitions/ingress.yaml")),
 ];

@@ -74,8 +74,8 @@ impl Engine {
         let _guard = self.state.try_enter();
         let result = self.call_template(file, template, parameter, context)?;
         let norm = self.snippet("<ferry component result>", COMPONENT_RESULT)?;
-        let out = call(norm, &[("result", result)]).map_err(|e| format_error(&e))?;
-        manifest(&out)
+        let out = call(norm, &[("result", result)]).map_err(|e| format_error(&e, file))?;
+        manifest(&out, file)
     }
 
     /// Evaluates a trait `template` and merges its `patch` into `workload`; returns
@@ -91,9 +91,12 @@ impl Engine {
         let _guard = self.state.try_enter();
         let result = self.call_template(file, template, parameter, context)?;
         let merge = self.snippet("<ferry trait merge>", TRAIT_RESULT)?;
-        let out = call(merge, &[("workload", to_val(workload)?), ("result", result)])
-            .map_err(|e| format_error(&e))?;
-        manifest(&out)
+        let out = call(
+            merge,
+            &[("workload", to_val(workload)?), ("result", result)],
+        )
+        .map_err(|e| format_error(&e, file))?;
+        manifest(&out, file)
     }
 
     /// Evaluates a status expression (`healthPolicy` / `customStatus`), manifested as JSON.
@@ -106,13 +109,13 @@ impl Engine {
     ) -> Result<Value, EvalError> {
         let _guard = self.state.try_enter();
         let result = self.call_template(file, code, parameter, context)?;
-        manifest(&result)
+        manifest(&result, file)
     }
 
     fn snippet(&self, file: &str, code: &str) -> Result<Val, EvalError> {
         self.state
             .evaluate_snippet(file, code)
-            .map_err(|e| format_error(&e))
+            .map_err(|e| format_error(&e, file))
     }
 
     fn call_template(
@@ -125,14 +128,20 @@ impl Engine {
         let template = self.snippet(file, template)?;
         call(
             template,
-            &[("parameter", to_val(parameter)?), ("context", to_val(context)?)],
+            &[
+                ("parameter", to_val(parameter)?),
+                ("context", to_val(context)?),
+            ],
         )
-        .map_err(|e| format_error(&e))
+        .map_err(|e| format_error(&e, file))
     }
 }
 
 /// Calls `f` with named arguments (jrsonnet's top-level-argument mechanism); a non-function
 /// value is returned as it is.
+// IStr hashes by its interned pointer, which the interner never changes; jrsonnet's own
+// `apply_tla` takes this map type.
+#[allow(clippy::mutable_key_type)]
 fn call(f: Val, args: &[(&str, Val)]) -> Result<Val, JrError> {
     let args: HashMap<IStr, TlaArg> = args
         .iter()
@@ -148,12 +157,34 @@ fn to_val(v: &Value) -> Result<Val, EvalError> {
     })
 }
 
-fn manifest(v: &Val) -> Result<Value, EvalError> {
-    let json = v.manifest(JsonFormat::minify()).map_err(|e| format_error(&e))?;
+fn manifest(v: &Val, file: &str) -> Result<Value, EvalError> {
+    let json = v
+        .manifest(JsonFormat::minify())
+        .map_err(|e| format_error(&e, file))?;
     serde_json::from_str(&json).map_err(|e| EvalError {
         location: None,
         message: format!("jsonnet produced invalid JSON: {e}"),
     })
+}
+
+/// `a.b.c` from the innermost-first `field <c> ...` trace frames.
+fn field_path(e: &JrError) -> Option<String> {
+    let mut fields: Vec<&str> = e
+        .trace()
+        .0
+        .iter()
+        .filter_map(|el| {
+            el.desc
+                .strip_prefix("field <")?
+                .split_once('>')
+                .map(|(f, _)| f)
+        })
+        .collect();
+    if fields.is_empty() {
+        return None;
+    }
+    fields.reverse();
+    Some(fields.join("."))
 }
 
 fn span_location(span: &Span) -> String {
@@ -163,7 +194,11 @@ fn span_location(span: &Span) -> String {
     format!("{path}:{}:{}", loc.line, loc.column)
 }
 
-pub fn format_error(e: &JrError) -> EvalError {
+/// Formats a jrsonnet error. `file` names the template, for errors whose frames carry no
+/// span: jrsonnet 0.5.0-pre98 attaches spans to calls, field/element access, `error` and
+/// `assert`, but not to operator type errors (`1 + {}`); for those the location is the
+/// template file plus the field path being manifested (`output.spec.replicas`).
+pub fn format_error(e: &JrError, file: &str) -> EvalError {
     let mut location = None;
     let message = match e.error() {
         ErrorKind::ImportSyntaxError { error, .. } => {
@@ -189,7 +224,8 @@ pub fn format_error(e: &JrError) -> EvalError {
                 .trace()
                 .0
                 .iter()
-                .find_map(|el| el.location.as_ref().map(span_location));
+                .find_map(|el| el.location.as_ref().map(span_location))
+                .or_else(|| field_path(e).map(|p| format!("{file} (field {p})")));
             let format = CompactFormat {
                 resolver: PathResolver::FileName,
                 max_trace: 20,

@@ -93,13 +93,13 @@ fn render_component(
         component: component.name.clone(),
         trait_type: None,
     };
-    let def = defs.component(&component.type_name).ok_or_else(|| {
-        OamError::UnknownComponentType {
-            component: component.name.clone(),
-            type_name: component.type_name.clone(),
-            known: defs.component_names(),
-        }
-    })?;
+    let def =
+        defs.component(&component.type_name)
+            .ok_or_else(|| OamError::UnknownComponentType {
+                component: component.name.clone(),
+                type_name: component.type_name.clone(),
+                known: defs.component_names(),
+            })?;
     // Resolve every trait before evaluating anything, so a typo fails fast.
     let mut traits = Vec::with_capacity(component.traits.len());
     for t in &component.traits {
@@ -210,7 +210,9 @@ pub fn evaluate_status(
                 return Err(OamError::TemplateResult {
                     site: site.clone(),
                     definition: definition.to_owned(),
-                    reason: format!("healthPolicy must return {{isHealth: bool}}, got isHealth = {other:?}"),
+                    reason: format!(
+                        "healthPolicy must return {{isHealth: bool}}, got isHealth = {other:?}"
+                    ),
                 });
             }
         },
@@ -327,7 +329,9 @@ fn finish(app: &Application, component: &Component, r: &mut Rendered) {
     if !labels.is_object() {
         *labels = Value::Object(Map::new());
     }
-    let Value::Object(labels) = labels else { return };
+    let Value::Object(labels) = labels else {
+        return;
+    };
     let mut set = |k: &str, v: &str| {
         labels.insert(k.to_owned(), Value::String(v.to_owned()));
     };

@@ -48,7 +48,9 @@ fn is_type(v: &Value, t: &str) -> Option<bool> {
         "object" => v.is_object(),
         "number" => v.is_number(),
         "integer" => match v {
-            Value::Number(n) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0),
+            Value::Number(n) => {
+                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+            }
             _ => false,
         },
         _ => return None,
@@ -80,7 +82,11 @@ fn check(schema: &Value, value: &mut Value, path: &mut String) -> Result<(), Vio
         if !ok {
             return fail(
                 path,
-                format!("expected {}, got {}", allowed.join(" or "), type_name(value)),
+                format!(
+                    "expected {}, got {}",
+                    allowed.join(" or "),
+                    type_name(value)
+                ),
             );
         }
     }
@@ -98,7 +104,10 @@ fn check(schema: &Value, value: &mut Value, path: &mut String) -> Result<(), Vio
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                 && (items.len() as u64) < min
             {
-                return fail(path, format!("expected at least {min} items, got {}", items.len()));
+                return fail(
+                    path,
+                    format!("expected at least {min} items, got {}", items.len()),
+                );
             }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter_mut().enumerate() {
@@ -120,7 +129,10 @@ fn check_object(
     path: &mut String,
 ) -> Result<(), Violation> {
     let empty = Map::new();
-    let props = schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let props = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
 
     for (name, prop_schema) in props {
         if !obj.contains_key(name)
@@ -198,17 +210,24 @@ mod tests {
         let e = run(schema.clone(), json!({})).unwrap_err();
         assert_eq!(e.reason, "missing required field `image`");
         let e = run(schema.clone(), json!({"image": "x", "pull": "Sometimes"})).unwrap_err();
-        assert_eq!((e.path.as_str(), e.reason.as_str()), (".pull", "\"Sometimes\" is not one of \"Always\", \"Never\""));
+        assert_eq!(
+            (e.path.as_str(), e.reason.as_str()),
+            (".pull", "\"Sometimes\" is not one of \"Always\", \"Never\"")
+        );
         let e = run(schema, json!({"image": "x", "imag": "y"})).unwrap_err();
         assert_eq!(e.reason, "unknown field `imag`; allowed: image, pull");
     }
 
     #[test]
     fn maps_and_type_lists() {
-        let schema = json!({"type": "object", "additionalProperties": {"type": ["string", "null"]}});
+        let schema =
+            json!({"type": "object", "additionalProperties": {"type": ["string", "null"]}});
         assert!(run(schema.clone(), json!({"a": "b", "c": null})).is_ok());
         let e = run(schema, json!({"a": 1})).unwrap_err();
-        assert_eq!((e.path.as_str(), e.reason.as_str()), (".a", "expected string or null, got integer"));
+        assert_eq!(
+            (e.path.as_str(), e.reason.as_str()),
+            (".a", "expected string or null, got integer")
+        );
         assert!(run(json!({"type": "integer"}), json!(3.0)).is_ok());
         assert!(run(json!({"type": "integer"}), json!(3.5)).is_err());
     }
