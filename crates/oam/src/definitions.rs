@@ -18,6 +18,7 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../definitions/k8s-objects.yaml"),
     ),
     ("raw.yaml", include_str!("../definitions/raw.yaml")),
+    ("task.yaml", include_str!("../definitions/task.yaml")),
     ("scaler.yaml", include_str!("../definitions/scaler.yaml")),
     ("labels.yaml", include_str!("../definitions/labels.yaml")),
     (
@@ -26,6 +27,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
     ("env.yaml", include_str!("../definitions/env.yaml")),
     ("ingress.yaml", include_str!("../definitions/ingress.yaml")),
+    ("sidecar.yaml", include_str!("../definitions/sidecar.yaml")),
+    ("expose.yaml", include_str!("../definitions/expose.yaml")),
 ];
 
 /// Component and trait definitions by type name.
@@ -41,8 +44,8 @@ impl Definitions {
         Self::default()
     }
 
-    /// The built-in definitions (webservice, worker, k8s-objects, raw; scaler, labels,
-    /// annotations, env, ingress).
+    /// The built-in definitions (webservice, worker, task, k8s-objects, raw; scaler, labels,
+    /// annotations, env, ingress, sidecar, expose).
     pub fn builtin() -> Result<Self, OamError> {
         let mut defs = Self::new();
         for (file, yaml) in BUILTIN {
@@ -58,7 +61,8 @@ impl Definitions {
             name: source.to_owned(),
             reason,
         };
-        let v: Value = serde_saphyr::from_str(yaml).map_err(|e| bad(e.to_string()))?;
+        let v: Value = serde_saphyr::from_str_with_options(yaml, crate::yaml_options())
+            .map_err(|e| bad(e.to_string()))?;
         self.add_value(v).map_err(|e| match e {
             OamError::Definition { reason, .. } => bad(reason),
             other => other,

@@ -70,6 +70,10 @@ pub enum OamError {
     #[error("definition {name}: {reason}")]
     Definition { name: String, reason: String },
 
+    /// An Application that does not parse.
+    #[error("application: {0}")]
+    Application(String),
+
     /// Two components share a name.
     #[error("application: component name `{0}` is used twice")]
     DuplicateComponent(String),

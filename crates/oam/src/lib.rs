@@ -47,6 +47,19 @@ pub const LABEL_WORKLOAD_TYPE: &str = "workload.oam.dev/type";
 pub const LABEL_TRAIT_TYPE: &str = "trait.oam.dev/type";
 pub const LABEL_TRAIT_RESOURCE: &str = "trait.oam.dev/resource";
 
+/// YAML 1.2 booleans only (`y`, `on`, `no` stay strings), as Kubernetes reads them.
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.strict_booleans = true;
+    o
+}
+
+/// Parses an Application from YAML or JSON.
+pub fn parse_application(yaml: &str) -> Result<Application, OamError> {
+    serde_saphyr::from_str_with_options(yaml, yaml_options())
+        .map_err(|e| OamError::Application(e.to_string()))
+}
+
 /// The `context` a component's templates see (traits also get `output` and `outputs`).
 pub fn component_context(app: &Application, component: &Component) -> Value {
     let namespace = app.metadata.namespace.as_deref().unwrap_or("default");

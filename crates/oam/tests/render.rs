@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ferry_oam::{Application, Definitions, OamError, Rendered, render};
+use ferry_oam::{Application, Definitions, OamError, Rendered, parse_application, render};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> String {
@@ -13,7 +13,7 @@ fn fixture(name: &str) -> String {
 }
 
 fn app(yaml: &str) -> Application {
-    serde_saphyr::from_str(yaml).expect("application parses")
+    parse_application(yaml).expect("application parses")
 }
 
 fn as_json(rendered: &[Rendered]) -> Value {
@@ -221,7 +221,7 @@ fn unknown_component_type_names_it_and_lists_known() {
     );
     assert_eq!(
         err.to_string(),
-        "component `c`: unknown component type `websrvice`; known types: k8s-objects, raw, webservice, worker"
+        "component `c`: unknown component type `websrvice`; known types: k8s-objects, raw, task, webservice, worker"
     );
 }
 
@@ -234,7 +234,7 @@ fn unknown_trait_type_names_it_and_lists_known() {
     let err = render(&a, &defs).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "component `c`: unknown trait type `autoscaler`; known traits: annotations, env, ingress, labels, scaler"
+        "component `c`: unknown trait type `autoscaler`; known traits: annotations, env, expose, ingress, labels, scaler, sidecar"
     );
 }
 
@@ -440,4 +440,99 @@ fn webservice_health_and_custom_status() {
     .unwrap();
     assert!(!h.healthy);
     assert_eq!(h.message.as_deref(), Some("Ready:1/2"));
+}
+
+#[test]
+fn task_with_sidecar_and_expose() {
+    let defs = Definitions::builtin().unwrap();
+    let a = app(r#"
+metadata: {name: a}
+spec:
+  components:
+    - name: job
+      type: task
+      properties: {image: busybox, count: 3, cmd: [sh, -c, "echo hi"]}
+      traits:
+        - type: sidecar
+          properties: {name: log, image: fluentbit, volumes: [{name: logs, path: /var/log}]}
+    - name: web
+      type: worker
+      properties: {image: nginx}
+      traits:
+        - type: sidecar
+          properties: {name: proxy, image: envoy}
+        - type: expose
+          properties: {port: [80, 443]}
+"#);
+    let out = render(&a, &defs).unwrap();
+    let job = &out[0].object;
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(
+        (
+            job["spec"]["parallelism"].clone(),
+            job["spec"]["completions"].clone()
+        ),
+        (json!(3), json!(3))
+    );
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    let names: Vec<&str> = job["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["job", "log"],
+        "sidecar appended with `containers+:`"
+    );
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][1]["volumeMounts"],
+        json!([{"name": "logs", "mountPath": "/var/log"}])
+    );
+    let web = &out[1].object;
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let svc = &out[2];
+    assert_eq!(
+        (svc.trait_type.as_deref(), svc.output.as_deref()),
+        (Some("expose"), Some("service"))
+    );
+    assert_eq!(
+        svc.object["spec"]["ports"],
+        json!([{"name": "port-80", "port": 80, "targetPort": 80}, {"name": "port-443", "port": 443, "targetPort": 443}])
+    );
+}
+
+#[test]
+fn sidecar_name_clash_is_an_assertion_with_location() {
+    let defs = Definitions::builtin().unwrap();
+    let a = app(
+        "metadata: {name: a}\nspec: {components: [{name: w, type: worker, properties: {image: x}, traits: [{type: sidecar, properties: {name: w, image: y}}]}]}",
+    );
+    let err = render(&a, &defs).unwrap_err().to_string();
+    assert!(
+        err.contains("sidecar: the pod already has a container named w"),
+        "{err}"
+    );
+    assert!(
+        err.contains("at traitdefinition/sidecar.jsonnet:4:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn yaml_1_1_booleans_stay_strings() {
+    // `image: y` is the string "y" (YAML 1.2, as Kubernetes reads it), not `true`.
+    let a = app(
+        "metadata: {name: a}\nspec: {components: [{name: w, type: worker, properties: {image: y}}]}",
+    );
+    assert_eq!(a.spec.components[0].properties["image"], "y");
+    let err = parse_application("spec: [").unwrap_err();
+    assert!(matches!(err, OamError::Application(_)), "{err}");
 }
