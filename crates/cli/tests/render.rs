@@ -84,6 +84,20 @@ data:
   mode: '0644'
 ";
 
+/// Replaces the built-in `labels` trait: also labels the workload with `context.namespace`.
+const NS_LABELS_TRAIT: &str = r#"apiVersion: core.oam.dev/v1beta1
+kind: TraitDefinition
+metadata:
+  name: labels
+spec:
+  schematic:
+    jsonnet:
+      template: |
+        function(parameter, context) {
+          patch: { metadata+: { labels+: parameter + { ns: context.namespace } } },
+        }
+"#;
+
 #[test]
 fn my_app_matches_golden_byte_for_byte() {
     let got = ok(&ferry(&["-f", &my_app()]));
@@ -144,7 +158,7 @@ fn plain_manifests_pass_through_and_directories_are_read_sorted() {
                            "data": {"key": "value", "mode": "0644"}})
     );
     assert!(
-        got.starts_with("---\napiVersion: v1\nkind: ConfigMap\n"),
+        got.starts_with("---\napiVersion: v1\ndata:\n"),
         "no header on passthrough:\n{got}"
     );
 }
@@ -237,22 +251,7 @@ fn plugin_mode_renders_the_current_directory_plainly() {
     std::fs::write(dir.path().join("config.yaml"), CONFIGMAP).unwrap();
     std::fs::write(dir.path().join(".git/junk.yaml"), "not: [valid").unwrap();
     // A definition in the repo, used by the app: the namespace shows up in context.
-    std::fs::write(
-        dir.path().join("apps/labels.yaml"),
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: TraitDefinition
-metadata:
-  name: labels
-spec:
-  schematic:
-    jsonnet:
-      template: |
-        function(parameter, context) {
-          patch: { metadata+: { labels+: parameter + { ns: context.namespace } } },
-        }
-"#,
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("apps/labels.yaml"), NS_LABELS_TRAIT).unwrap();
     let env = [
         ("ARGOCD_APP_NAMESPACE", "shop"),
         ("ARGOCD_APP_NAME", "web"),
@@ -272,4 +271,83 @@ spec:
     std::fs::write(dir.path().join("apps/web/app.yaml"), app).unwrap();
     let d = docs(&ok(&ferry_in(Some(dir.path()), &["--plugin"], None, &env)));
     assert_eq!(d[0]["metadata"]["labels"]["ns"], "default");
+}
+
+/// The example plugin, run by Ferry's own CMP support (as the controller does):
+/// the generate command gets ARGOCD_APP_NAMESPACE from the destination.
+#[test]
+fn example_oam_plugin_runs_under_ferrys_cmp_support() {
+    use ferry_model::{ApplicationSource, PluginSource};
+    use ferry_render::{PluginConfig, RenderInput, RenderTools};
+
+    let repo = tempfile::tempdir().unwrap();
+    let app_dir = repo.path().join("apps/web");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    let app = std::fs::read_to_string(my_app())
+        .unwrap()
+        .replace("  namespace: default\n", "");
+    std::fs::write(app_dir.join("app.yaml"), app).unwrap();
+    std::fs::write(app_dir.join("config.yaml"), CONFIGMAP).unwrap();
+    std::fs::write(app_dir.join("labels-def.yaml"), NS_LABELS_TRAIT).unwrap();
+    // Not under the app's path: not rendered.
+    std::fs::write(
+        repo.path().join("other.yaml"),
+        CONFIGMAP.replace("plain", "other"),
+    )
+    .unwrap();
+
+    let yaml = std::fs::read_to_string(root().join("examples/plugins/oam.yaml")).unwrap();
+    let mut plugin = PluginConfig::from_yaml(&yaml).unwrap();
+    assert_eq!(plugin.full_name(), "oam-v1.0");
+    assert_eq!(plugin.generate.command, ["ferry", "render", "--plugin"]);
+    plugin.generate.command[0] = env!("CARGO_BIN_EXE_ferry").into();
+    let plugins = [plugin];
+    let tools = RenderTools {
+        helm: "helm".into(),
+        kustomize: "kustomize".into(),
+    };
+    let refs = Default::default();
+    // By name, and by discovery (an empty `plugin: {}`).
+    for name in [Some("oam-v1.0".to_string()), None] {
+        let source = ApplicationSource {
+            repo_url: "https://git.example.com/org/repo.git".into(),
+            path: Some("apps/web".into()),
+            target_revision: Some("main".into()),
+            plugin: Some(PluginSource {
+                name: name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let out = ferry_render::render(&RenderInput {
+            app_name: "web",
+            app_namespace: "shop",
+            source: &source,
+            repo_root: repo.path(),
+            revision: "0123456789abcdef0123456789abcdef01234567",
+            refs: &refs,
+            kube_version: "1.34.0",
+            api_versions: &[],
+            plugins: &plugins,
+            tools: &tools,
+            timeout: std::time::Duration::from_secs(60),
+        })
+        .unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        let kinds: Vec<&str> = out
+            .objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["Deployment", "Ingress", "Service", "ConfigMap"],
+            "{name:?}"
+        );
+        // ARGOCD_APP_NAMESPACE (the destination) became context.namespace.
+        assert_eq!(
+            out.objects[0]["metadata"]["labels"]["ns"], "shop",
+            "{name:?}"
+        );
+        assert_eq!(out.objects[3]["metadata"]["name"], "plain");
+    }
 }
