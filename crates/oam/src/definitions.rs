@@ -29,6 +29,35 @@ const BUILTIN: &[(&str, &str)] = &[
     ("ingress.yaml", include_str!("../definitions/ingress.yaml")),
     ("sidecar.yaml", include_str!("../definitions/sidecar.yaml")),
     ("expose.yaml", include_str!("../definitions/expose.yaml")),
+    ("daemon.yaml", include_str!("../definitions/daemon.yaml")),
+    (
+        "cron-task.yaml",
+        include_str!("../definitions/cron-task.yaml"),
+    ),
+    ("gateway.yaml", include_str!("../definitions/gateway.yaml")),
+    ("storage.yaml", include_str!("../definitions/storage.yaml")),
+    (
+        "resource.yaml",
+        include_str!("../definitions/resource.yaml"),
+    ),
+    (
+        "affinity.yaml",
+        include_str!("../definitions/affinity.yaml"),
+    ),
+    ("hpa.yaml", include_str!("../definitions/hpa.yaml")),
+    ("command.yaml", include_str!("../definitions/command.yaml")),
+    (
+        "init-container.yaml",
+        include_str!("../definitions/init-container.yaml"),
+    ),
+    (
+        "json-patch.yaml",
+        include_str!("../definitions/json-patch.yaml"),
+    ),
+    (
+        "json-merge-patch.yaml",
+        include_str!("../definitions/json-merge-patch.yaml"),
+    ),
 ];
 
 /// Component and trait definitions by type name.
@@ -44,8 +73,9 @@ impl Definitions {
         Self::default()
     }
 
-    /// The built-in definitions (webservice, worker, task, k8s-objects, raw; scaler, labels,
-    /// annotations, env, ingress, sidecar, expose).
+    /// The built-in definitions (webservice, worker, task, cron-task, daemon, k8s-objects, raw;
+    /// scaler, labels, annotations, env, ingress, gateway, sidecar, expose, storage, resource,
+    /// affinity, hpa, command, init-container, json-patch, json-merge-patch).
     pub fn builtin() -> Result<Self, OamError> {
         let mut defs = Self::new();
         for (file, yaml) in BUILTIN {

@@ -66,6 +66,14 @@ pub enum OamError {
         reason: String,
     },
 
+    /// A Rust-side trait (`spec.schematic.builtin`, e.g. `json-patch`) failed.
+    #[error("{site}: {definition}: {reason}")]
+    Builtin {
+        site: Site,
+        definition: String,
+        reason: String,
+    },
+
     /// A definition object could not be read.
     #[error("definition {name}: {reason}")]
     Definition { name: String, reason: String },

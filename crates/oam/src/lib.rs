@@ -128,7 +128,11 @@ fn render_component(
 
     let definition = format!("ComponentDefinition/{}", component.type_name);
     let schematic = jsonnet_schematic(&def.spec.schematic, &definition)?;
-    let parameter = check_properties(&component.properties, schematic, &site)?;
+    let parameter = check_properties(
+        &component.properties,
+        schematic.parameter_schema.as_ref(),
+        &site,
+    )?;
     let mut context = component_context(app, component);
     let file = format!("{}.jsonnet", definition.to_lowercase());
     let result = engine
@@ -153,8 +157,15 @@ fn render_component(
             trait_type: Some(t.type_name.clone()),
         };
         let definition = format!("TraitDefinition/{}", t.type_name);
+        if let Some(builtin) = &tdef.spec.schematic.builtin {
+            let schema = tdef.spec.schematic.parameter_schema.as_ref();
+            let parameter = check_properties(&t.properties, schema, &site)?;
+            workload = apply_builtin(builtin, &parameter, workload, &site, &definition)?;
+            continue;
+        }
         let schematic = jsonnet_schematic(&tdef.spec.schematic, &definition)?;
-        let parameter = check_properties(&t.properties, schematic, &site)?;
+        let parameter =
+            check_properties(&t.properties, schematic.parameter_schema.as_ref(), &site)?;
         if let Value::Object(ctx) = &mut context {
             ctx.insert("output".into(), workload.clone());
             ctx.insert("outputs".into(), Value::Object(all_outputs.clone()));
@@ -248,6 +259,11 @@ fn jsonnet_schematic<'a>(
     schematic.jsonnet.as_ref().ok_or_else(|| {
         let has = if schematic.cue.is_some() {
             "only a CUE template (spec.schematic.cue), which Ferry cannot evaluate"
+        } else if let Some(b) = &schematic.builtin {
+            return OamError::Definition {
+                name: definition.to_owned(),
+                reason: format!("spec.schematic.builtin `{b}` is only supported on traits"),
+            };
         } else if schematic.helm.is_some() || schematic.kube.is_some() {
             "a helm/kube schematic, which Ferry does not support"
         } else {
@@ -260,16 +276,46 @@ fn jsonnet_schematic<'a>(
     })
 }
 
+/// A trait evaluated in Rust (`spec.schematic.builtin`): returns the patched workload.
+///
+/// `json-patch` applies `parameter.operations` (RFC 6902) to the workload. Jsonnet has no JSON
+/// Pointer or patch operations, so this one cannot be a template.
+fn apply_builtin(
+    builtin: &str,
+    parameter: &Value,
+    mut workload: Value,
+    site: &Site,
+    definition: &str,
+) -> Result<Value, OamError> {
+    let bad = |reason: String| OamError::Builtin {
+        site: site.clone(),
+        definition: definition.to_owned(),
+        reason,
+    };
+    match builtin {
+        "json-patch" => {
+            let ops = parameter.get("operations").cloned().unwrap_or(Value::Null);
+            let patch: json_patch::Patch = serde_json::from_value(ops)
+                .map_err(|e| bad(format!("properties.operations: {e}")))?;
+            json_patch::patch(&mut workload, &patch).map_err(|e| bad(format!("json-patch {e}")))?;
+            Ok(workload)
+        }
+        other => Err(bad(format!(
+            "unknown spec.schematic.builtin `{other}`; known: json-patch"
+        ))),
+    }
+}
+
 fn check_properties(
     properties: &Value,
-    schematic: &JsonnetSchematic,
+    parameter_schema: Option<&Value>,
     site: &Site,
 ) -> Result<Value, OamError> {
     let mut value = match properties {
         Value::Null => Value::Object(Map::new()),
         v => v.clone(),
     };
-    if let Some(schema) = &schematic.parameter_schema {
+    if let Some(schema) = parameter_schema {
         schema::validate(schema, &mut value).map_err(|v| OamError::Schema {
             site: site.clone(),
             path: v.path,

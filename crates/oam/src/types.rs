@@ -130,6 +130,13 @@ pub struct Schematic {
     pub helm: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube: Option<Value>,
+    /// A trait evaluated in Rust instead of Jsonnet; only `json-patch` (RFC 6902) exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
+    /// JSON Schema of `parameter` for a `builtin` schematic (Jsonnet ones carry theirs in
+    /// `jsonnet.parameterSchema`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_schema: Option<Value>,
 }
 
 /// `spec.schematic.jsonnet`: the template and the JSON Schema of its `parameter`.

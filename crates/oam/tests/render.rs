@@ -221,7 +221,7 @@ fn unknown_component_type_names_it_and_lists_known() {
     );
     assert_eq!(
         err.to_string(),
-        "component `c`: unknown component type `websrvice`; known types: k8s-objects, raw, task, webservice, worker"
+        "component `c`: unknown component type `websrvice`; known types: cron-task, daemon, k8s-objects, raw, task, webservice, worker"
     );
 }
 
@@ -234,7 +234,7 @@ fn unknown_trait_type_names_it_and_lists_known() {
     let err = render(&a, &defs).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "component `c`: unknown trait type `autoscaler`; known traits: annotations, env, expose, ingress, labels, scaler, sidecar"
+        "component `c`: unknown trait type `autoscaler`; known traits: affinity, annotations, command, env, expose, gateway, hpa, ingress, init-container, json-merge-patch, json-patch, labels, resource, scaler, sidecar, storage"
     );
 }
 
