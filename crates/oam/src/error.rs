@@ -85,4 +85,20 @@ pub enum OamError {
     /// Two components share a name.
     #[error("application: component name `{0}` is used twice")]
     DuplicateComponent(String),
+
+    /// A workflow that cannot run: bad properties, unknown step references, bad `if`.
+    #[error("workflow: {0}")]
+    Workflow(String),
+
+    /// A workflow step type that is neither built in nor declared by the caller.
+    #[error("workflow step `{step}`: unknown step type `{type_name}`; known types: {}", known.join(", "))]
+    UnknownStepType {
+        step: String,
+        type_name: String,
+        known: Vec<String>,
+    },
+
+    /// `dependsOn` between components (or workflow steps) loops.
+    #[error("{what} dependsOn cycle: {}", cycle.join(" -> "))]
+    DependencyCycle { what: String, cycle: Vec<String> },
 }

@@ -13,6 +13,7 @@ mod engine;
 mod error;
 pub mod schema;
 mod types;
+pub mod workflow;
 
 use std::collections::BTreeSet;
 
