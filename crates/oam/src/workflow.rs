@@ -83,11 +83,19 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepKind {
     /// Apply all components (in [`component_order`]) with the listed policies.
-    Deploy { policies: Vec<String> },
-    ApplyComponent { component: String },
+    Deploy {
+        policies: Vec<String>,
+    },
+    ApplyComponent {
+        component: String,
+    },
     /// Without a duration: wait for resume. With one: resume by itself.
-    Suspend { duration: Option<Duration> },
-    StepGroup { sub_steps: Vec<Step> },
+    Suspend {
+        duration: Option<Duration>,
+    },
+    StepGroup {
+        sub_steps: Vec<Step>,
+    },
     Notification,
     /// A step type the caller declared it can execute (a WorkflowStepDefinition).
     Other(String),
@@ -154,7 +162,7 @@ impl Expr {
         }
     }
 
-    fn eval(&self, lookup: &dyn Fn(&str) -> Option<(Phase, Option<String>)>) -> bool {
+    fn eval(&self, lookup: &dyn Fn(&str) -> Option<PhaseReason>) -> bool {
         match self {
             Expr::Lit(b) => *b,
             Expr::Not(e) => !e.eval(lookup),
@@ -178,6 +186,9 @@ impl Expr {
         }
     }
 }
+
+/// A step's phase and `reason`, as an `if` reads them.
+type PhaseReason = (Phase, Option<String>);
 
 /// Phase of a step (`status.workflow.steps[].phase`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,10 +281,18 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn succeeded(step: &str) -> Outcome {
-        Outcome { step: step.into(), succeeded: true, message: None }
+        Outcome {
+            step: step.into(),
+            succeeded: true,
+            message: None,
+        }
     }
     pub fn failed(step: &str, message: &str) -> Outcome {
-        Outcome { step: step.into(), succeeded: false, message: Some(message.into()) }
+        Outcome {
+            step: step.into(),
+            succeeded: false,
+            message: Some(message.into()),
+        }
     }
 }
 
@@ -283,10 +302,21 @@ impl Outcome {
 pub enum Action {
     /// Apply the components (in this order, each after the ones before it are healthy, see
     /// [`component_order`]) and report success once they are healthy.
-    Apply { step: String, components: Vec<String>, policies: Vec<String> },
-    Notify { step: String, properties: Value },
+    Apply {
+        step: String,
+        components: Vec<String>,
+        policies: Vec<String>,
+    },
+    Notify {
+        step: String,
+        properties: Value,
+    },
     /// A caller-declared step type.
-    Run { step: String, type_name: String, properties: Value },
+    Run {
+        step: String,
+        type_name: String,
+        properties: Value,
+    },
     /// Call `advance` again at this unix time (a suspend's duration or a timeout ends).
     WaitUntil(u64),
 }
@@ -311,7 +341,12 @@ impl Plan {
             .iter()
             .map(|s| convert_step(s, extra_types, true))
             .collect::<Result<Vec<_>, _>>()?;
-        let plan = Plan { steps, mode, sub_mode, implicit: false };
+        let plan = Plan {
+            steps,
+            mode,
+            sub_mode,
+            implicit: false,
+        };
         plan.check()?;
         Ok(plan)
     }
@@ -349,10 +384,10 @@ impl Plan {
         check_level(&self.steps, self.mode)?;
         let mut res = Ok(());
         visit(&self.steps, &mut |s| {
-            if let StepKind::StepGroup { sub_steps } = &s.kind {
-                if res.is_ok() {
-                    res = check_level(sub_steps, self.sub_mode);
-                }
+            if let StepKind::StepGroup { sub_steps } = &s.kind
+                && res.is_ok()
+            {
+                res = check_level(sub_steps, self.sub_mode);
             }
         });
         res
@@ -371,8 +406,11 @@ fn visit(steps: &[Step], f: &mut dyn FnMut(&Step)) {
 /// Dependencies of each step on its own level: `dependsOn`, the steps its `if` reads, and in
 /// StepByStep mode the step before it.
 fn level_deps(steps: &[Step], mode: Mode) -> Vec<Vec<usize>> {
-    let index: HashMap<&str, usize> =
-        steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
     steps
         .iter()
         .enumerate()
@@ -381,8 +419,10 @@ fn level_deps(steps: &[Step], mode: Mode) -> Vec<Vec<usize>> {
             if let Condition::Expr(e) = &s.condition {
                 e.steps(&mut refs);
             }
-            let mut deps: BTreeSet<usize> =
-                refs.iter().filter_map(|r| index.get(r.as_str()).copied()).collect();
+            let mut deps: BTreeSet<usize> = refs
+                .iter()
+                .filter_map(|r| index.get(r.as_str()).copied())
+                .collect();
             if mode == Mode::StepByStep && i > 0 {
                 deps.insert(i - 1);
             }
@@ -394,8 +434,10 @@ fn level_deps(steps: &[Step], mode: Mode) -> Vec<Vec<usize>> {
 fn check_level(steps: &[Step], mode: Mode) -> Result<(), OamError> {
     let deps = level_deps(steps, mode);
     let names: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
-    let edges: Vec<Vec<String>> =
-        deps.iter().map(|d| d.iter().map(|&j| names[j].clone()).collect()).collect();
+    let edges: Vec<Vec<String>> = deps
+        .iter()
+        .map(|d| d.iter().map(|&j| names[j].clone()).collect())
+        .collect();
     layers(&names, &edges, "step").map(|_| ())
 }
 
@@ -405,7 +447,12 @@ fn check_level(steps: &[Step], mode: Mode) -> Result<(), OamError> {
 /// the component's `dependsOn`. Run as a DAG.
 fn implicit_steps(app: &Application) -> Vec<Step> {
     let of_type = |t: &str| -> Vec<String> {
-        app.spec.policies.iter().filter(|p| p.type_name == t).map(|p| p.name.clone()).collect()
+        app.spec
+            .policies
+            .iter()
+            .filter(|p| p.type_name == t)
+            .map(|p| p.name.clone())
+            .collect()
     };
     let (topologies, overrides) = (of_type("topology"), of_type("override"));
     let step = |name: String, kind: StepKind, depends_on: Vec<String>| Step {
@@ -427,13 +474,21 @@ fn implicit_steps(app: &Application) -> Vec<Step> {
             .collect();
     }
     if !overrides.is_empty() {
-        return vec![step("deploy".into(), StepKind::Deploy { policies: overrides }, vec![])];
+        return vec![step(
+            "deploy".into(),
+            StepKind::Deploy {
+                policies: overrides,
+            },
+            vec![],
+        )];
     }
     app.spec
         .components
         .iter()
         .map(|c| {
-            let kind = StepKind::ApplyComponent { component: c.name.clone() };
+            let kind = StepKind::ApplyComponent {
+                component: c.name.clone(),
+            };
             step(c.name.clone(), kind, c.depends_on.clone())
         })
         .collect()
@@ -456,15 +511,23 @@ fn convert_step(s: &WorkflowStep, extra: &[&str], top: bool) -> Result<Step, Oam
             StepKind::Deploy { policies }
         }
         "apply-component" => match prop("component").and_then(Value::as_str) {
-            Some(c) => StepKind::ApplyComponent { component: c.into() },
+            Some(c) => StepKind::ApplyComponent {
+                component: c.into(),
+            },
             None => return Err(bad("properties.component: expected a component name".into())),
         },
         "suspend" => match prop("duration") {
             None | Some(Value::Null) => StepKind::Suspend { duration: None },
             Some(Value::String(d)) => StepKind::Suspend {
-                duration: Some(parse_duration(d).map_err(|e| bad(format!("properties.duration: {e}")))?),
+                duration: Some(
+                    parse_duration(d).map_err(|e| bad(format!("properties.duration: {e}")))?,
+                ),
             },
-            Some(_) => return Err(bad("properties.duration: expected a duration such as `30s`".into())),
+            Some(_) => {
+                return Err(bad(
+                    "properties.duration: expected a duration such as `30s`".into(),
+                ));
+            }
         },
         "step-group" => {
             if !top {
@@ -491,7 +554,10 @@ fn convert_step(s: &WorkflowStep, extra: &[&str], top: bool) -> Result<Step, Oam
         }
     };
     if !s.sub_steps.is_empty() && !matches!(kind, StepKind::StepGroup { .. }) {
-        return Err(bad(format!("subSteps are only allowed on a step-group, not on `{}`", s.type_name)));
+        return Err(bad(format!(
+            "subSteps are only allowed on a step-group, not on `{}`",
+            s.type_name
+        )));
     }
     let condition = match s.if_expr.as_deref().map(str::trim) {
         None | Some("") => Condition::Default,
@@ -526,13 +592,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     let mut total = 0f64;
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
         if n == 0 {
             return Err(err());
         }
         let value: f64 = rest[..n].parse().map_err(|_| err())?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = match &rest[..u] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -624,7 +694,11 @@ impl Parser {
         }
     }
     fn expect(&mut self, sym: &'static str) -> Result<(), String> {
-        if self.eat(sym) { Ok(()) } else { Err(format!("expected `{sym}`")) }
+        if self.eat(sym) {
+            Ok(())
+        } else {
+            Err(format!("expected `{sym}`"))
+        }
     }
     fn or(&mut self) -> Result<Expr, String> {
         let mut e = self.and()?;
@@ -694,7 +768,11 @@ impl Parser {
                 };
                 self.pos += 1;
                 let p = Phase::parse(&p).ok_or_else(|| format!("unknown phase `{p}`"))?;
-                if eq { StatusTest::PhaseEq(p) } else { StatusTest::PhaseNe(p) }
+                if eq {
+                    StatusTest::PhaseEq(p)
+                } else {
+                    StatusTest::PhaseNe(p)
+                }
             }
             f => return Err(format!("unknown status field `{f}`")),
         };
@@ -713,7 +791,10 @@ impl Parser {
 
 /// Parses a step's `if` (everything but `always`).
 pub fn parse_expr(s: &str) -> Result<Expr, String> {
-    let mut p = Parser { toks: tokenize(s)?, pos: 0 };
+    let mut p = Parser {
+        toks: tokenize(s)?,
+        pos: 0,
+    };
     let e = p.or()?;
     if p.pos != p.toks.len() {
         return Err(format!("unexpected {:?}", p.toks[p.pos]));
@@ -728,13 +809,25 @@ pub fn parse_expr(s: &str) -> Result<Expr, String> {
 /// layer, declaration order. An unknown dependency or a cycle is an error naming it.
 pub fn component_order(app: &Application) -> Result<Vec<Vec<String>>, OamError> {
     let names: Vec<String> = app.spec.components.iter().map(|c| c.name.clone()).collect();
-    let deps: Vec<Vec<String>> = app.spec.components.iter().map(|c| c.depends_on.clone()).collect();
+    let deps: Vec<Vec<String>> = app
+        .spec
+        .components
+        .iter()
+        .map(|c| c.depends_on.clone())
+        .collect();
     layers(&names, &deps, "component")
 }
 
-fn layers(names: &[String], deps: &[Vec<String>], what: &str) -> Result<Vec<Vec<String>>, OamError> {
-    let index: HashMap<&str, usize> =
-        names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+fn layers(
+    names: &[String],
+    deps: &[Vec<String>],
+    what: &str,
+) -> Result<Vec<Vec<String>>, OamError> {
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
     let mut edges: Vec<Vec<usize>> = vec![];
     for (i, ds) in deps.iter().enumerate() {
         let mut e = vec![];
@@ -770,11 +863,19 @@ fn layers(names: &[String], deps: &[Vec<String>], what: &str) -> Result<Vec<Vec<
         let mut path = vec![start];
         let mut cur = start;
         loop {
-            let next = edges[cur].iter().copied().find(|&j| layer_of[j].is_none()).unwrap_or(cur);
+            let next = edges[cur]
+                .iter()
+                .copied()
+                .find(|&j| layer_of[j].is_none())
+                .unwrap_or(cur);
             if let Some(pos) = path.iter().position(|&p| p == next) {
-                let mut cycle: Vec<String> = path[pos..].iter().map(|&p| names[p].clone()).collect();
+                let mut cycle: Vec<String> =
+                    path[pos..].iter().map(|&p| names[p].clone()).collect();
                 cycle.push(names[next].clone());
-                return Err(OamError::DependencyCycle { what: what.to_string(), cycle });
+                return Err(OamError::DependencyCycle {
+                    what: what.to_string(),
+                    cycle,
+                });
             }
             path.push(next);
             cur = next;
@@ -866,7 +967,11 @@ pub fn advance(
     now: u64,
     resume: bool,
 ) -> (State, Vec<Action>) {
-    let mut state = if prev.matches(plan) { prev.clone() } else { State::new(plan) };
+    let mut state = if prev.matches(plan) {
+        prev.clone()
+    } else {
+        State::new(plan)
+    };
     if state.finished {
         return (state, vec![]);
     }
@@ -874,7 +979,13 @@ pub fn advance(
         Ok(l) => l.into_iter().flatten().collect(),
         Err(_) => app.spec.components.iter().map(|c| c.name.clone()).collect(),
     };
-    let mut ctx = Ctx { app_components: &order, now, resume, actions: vec![], any_failed: false };
+    let mut ctx = Ctx {
+        app_components: &order,
+        now,
+        resume,
+        actions: vec![],
+        any_failed: false,
+    };
 
     for o in outcomes {
         set_outcome(&mut state.steps, o, now);
@@ -885,7 +996,14 @@ pub fn advance(
     loop {
         ctx.any_failed = any_failed(&state.steps);
         let snapshot = phases(&state.steps);
-        let changed = step_level(&plan.steps, &mut state.steps, plan.mode, plan.sub_mode, &snapshot, &mut ctx);
+        let changed = step_level(
+            &plan.steps,
+            &mut state.steps,
+            plan.mode,
+            plan.sub_mode,
+            &snapshot,
+            &mut ctx,
+        );
         if !changed {
             break;
         }
@@ -922,7 +1040,11 @@ fn set_outcome(steps: &mut [StepStatus], o: &Outcome, now: u64) -> bool {
     for s in steps {
         if s.name == o.step {
             if s.phase == Phase::Running && s.sub_steps.is_empty() && s.type_name != "step-group" {
-                s.phase = if o.succeeded { Phase::Succeeded } else { Phase::Failed };
+                s.phase = if o.succeeded {
+                    Phase::Succeeded
+                } else {
+                    Phase::Failed
+                };
                 s.message = o.message.clone();
                 s.reason = (!o.succeeded).then(|| "Execute".to_string());
                 s.last_execute_time = Some(now);
@@ -937,10 +1059,12 @@ fn set_outcome(steps: &mut [StepStatus], o: &Outcome, now: u64) -> bool {
 }
 
 fn any_failed(steps: &[StepStatus]) -> bool {
-    steps.iter().any(|s| s.phase == Phase::Failed || any_failed(&s.sub_steps))
+    steps
+        .iter()
+        .any(|s| s.phase == Phase::Failed || any_failed(&s.sub_steps))
 }
 
-fn phases(steps: &[StepStatus]) -> BTreeMap<String, (Phase, Option<String>)> {
+fn phases(steps: &[StepStatus]) -> BTreeMap<String, PhaseReason> {
     let mut m = BTreeMap::new();
     for s in steps {
         m.insert(s.name.clone(), (s.phase, s.reason.clone()));
@@ -949,7 +1073,13 @@ fn phases(steps: &[StepStatus]) -> BTreeMap<String, (Phase, Option<String>)> {
     m
 }
 
-fn finish(st: &mut StepStatus, phase: Phase, reason: Option<&str>, message: Option<String>, now: u64) {
+fn finish(
+    st: &mut StepStatus,
+    phase: Phase,
+    reason: Option<&str>,
+    message: Option<String>,
+    now: u64,
+) {
     st.phase = phase;
     st.reason = reason.map(String::from);
     st.message = message;
@@ -975,7 +1105,11 @@ fn time_out(st: &mut StepStatus, timeout: Duration, now: u64) {
 }
 
 fn fmt_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{:?}", d) }
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:?}", d)
+    }
 }
 
 /// One pass over one level. Returns whether anything changed.
@@ -984,7 +1118,7 @@ fn step_level(
     st: &mut [StepStatus],
     mode: Mode,
     sub_mode: Mode,
-    snapshot: &BTreeMap<String, (Phase, Option<String>)>,
+    snapshot: &BTreeMap<String, PhaseReason>,
     ctx: &mut Ctx<'_>,
 ) -> bool {
     let deps = level_deps(steps, mode);
@@ -993,25 +1127,37 @@ fn step_level(
         let step = &steps[i];
         // Running or suspending: timeouts, suspend ends, group completion.
         if matches!(st[i].phase, Phase::Running | Phase::Suspending) {
-            if let Some(t) = step.timeout {
-                if ctx.now >= deadline(st[i].first_execute_time, t) {
-                    time_out(&mut st[i], t, ctx.now);
-                    ctx.any_failed = true;
-                    changed = true;
-                    continue;
-                }
+            if let Some(t) = step.timeout
+                && ctx.now >= deadline(st[i].first_execute_time, t)
+            {
+                time_out(&mut st[i], t, ctx.now);
+                ctx.any_failed = true;
+                changed = true;
+                continue;
             }
             match &step.kind {
                 StepKind::Suspend { duration } => {
-                    let elapsed = duration.is_some_and(|d| ctx.now >= deadline(st[i].first_execute_time, d));
+                    let elapsed =
+                        duration.is_some_and(|d| ctx.now >= deadline(st[i].first_execute_time, d));
                     if ctx.resume || elapsed {
-                        let msg = if elapsed && !ctx.resume { None } else { Some("resumed".to_string()) };
+                        let msg = if elapsed && !ctx.resume {
+                            None
+                        } else {
+                            Some("resumed".to_string())
+                        };
                         finish(&mut st[i], Phase::Succeeded, None, msg, ctx.now);
                         changed = true;
                     }
                 }
                 StepKind::StepGroup { sub_steps } => {
-                    changed |= step_level(sub_steps, &mut st[i].sub_steps, sub_mode, sub_mode, snapshot, ctx);
+                    changed |= step_level(
+                        sub_steps,
+                        &mut st[i].sub_steps,
+                        sub_mode,
+                        sub_mode,
+                        snapshot,
+                        ctx,
+                    );
                     if st[i].sub_steps.iter().all(|s| s.phase.is_done()) {
                         let failed: Vec<&str> = st[i]
                             .sub_steps
@@ -1023,7 +1169,13 @@ fn step_level(
                             finish(&mut st[i], Phase::Succeeded, None, None, ctx.now);
                         } else {
                             let msg = format!("sub-steps failed: {}", failed.join(", "));
-                            finish(&mut st[i], Phase::Failed, Some("Execute"), Some(msg), ctx.now);
+                            finish(
+                                &mut st[i],
+                                Phase::Failed,
+                                Some("Execute"),
+                                Some(msg),
+                                ctx.now,
+                            );
                             ctx.any_failed = true;
                         }
                         changed = true;
@@ -1138,7 +1290,12 @@ mod rfc3339 {
     pub fn format(t: u64) -> String {
         let (y, m, d) = civil((t / 86_400) as i64);
         let s = t % 86_400;
-        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        )
     }
 
     pub fn parse(s: &str) -> Option<u64> {
@@ -1162,8 +1319,11 @@ mod rfc3339 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         let v: Option<String> = Option::deserialize(d)?;
-        v.map(|s| parse(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 time `{s}`"))))
-            .transpose()
+        v.map(|s| {
+            parse(&s)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 time `{s}`")))
+        })
+        .transpose()
     }
 }
 

@@ -13,7 +13,9 @@ fn plan(a: &Application) -> Plan {
 }
 
 fn phase(s: &State, name: &str) -> Phase {
-    s.step(name).unwrap_or_else(|| panic!("no step {name}")).phase
+    s.step(name)
+        .unwrap_or_else(|| panic!("no step {name}"))
+        .phase
 }
 
 fn applied(actions: &[Action]) -> Vec<String> {
@@ -57,20 +59,33 @@ fn sequential_steps_run_one_after_another() {
     let a = r.go(&[], 100, false);
     assert_eq!(
         a,
-        vec![Action::Apply { step: "s1".into(), components: vec!["db".into()], policies: vec![] }]
+        vec![Action::Apply {
+            step: "s1".into(),
+            components: vec!["db".into()],
+            policies: vec![]
+        }]
     );
     assert_eq!(phase(&r.state, "s1"), Phase::Running);
     assert_eq!(phase(&r.state, "s2"), Phase::Pending);
     assert_eq!(r.state.app_phase, AppPhase::RunningWorkflow);
     // Nothing new without an outcome.
     assert!(r.go(&[], 101, false).is_empty());
-    assert_eq!(applied(&r.go(&[Outcome::succeeded("s1")], 102, false)), vec!["s2"]);
-    assert_eq!(applied(&r.go(&[Outcome::succeeded("s2")], 103, false)), vec!["s3"]);
+    assert_eq!(
+        applied(&r.go(&[Outcome::succeeded("s1")], 102, false)),
+        vec!["s2"]
+    );
+    assert_eq!(
+        applied(&r.go(&[Outcome::succeeded("s2")], 103, false)),
+        vec!["s3"]
+    );
     assert!(r.go(&[Outcome::succeeded("s3")], 104, false).is_empty());
     assert!(r.state.finished && !r.state.terminated);
     assert_eq!(r.state.app_phase, AppPhase::Running);
     let s1 = r.state.step("s1").unwrap();
-    assert_eq!((s1.first_execute_time, s1.last_execute_time), (Some(100), Some(102)));
+    assert_eq!(
+        (s1.first_execute_time, s1.last_execute_time),
+        (Some(100), Some(102))
+    );
 }
 
 #[test]
@@ -81,12 +96,18 @@ fn default_if_skips_after_failure_and_always_runs() {
     r.go(&[], 0, false);
     let a = r.go(&[Outcome::failed("s1", "image pull failed")], 5, false);
     assert_eq!(phase(&r.state, "s1"), Phase::Failed);
-    assert_eq!(r.state.step("s1").unwrap().message.as_deref(), Some("image pull failed"));
+    assert_eq!(
+        r.state.step("s1").unwrap().message.as_deref(),
+        Some("image pull failed")
+    );
     assert_eq!(phase(&r.state, "s2"), Phase::Skipped);
     assert_eq!(phase(&r.state, "notify"), Phase::Running);
     assert_eq!(
         a,
-        vec![Action::Notify { step: "notify".into(), properties: serde_json::json!({"slack": {"url": {"value": "u"}}}) }]
+        vec![Action::Notify {
+            step: "notify".into(),
+            properties: serde_json::json!({"slack": {"url": {"value": "u"}}})
+        }]
     );
     r.go(&[Outcome::succeeded("notify")], 6, false);
     assert_eq!(phase(&r.state, "notify"), Phase::Succeeded);
@@ -121,13 +142,18 @@ fn depends_on_waits_for_dependencies_in_dag_mode() {
     assert_eq!(applied(&r.go(&[], 0, false)), vec!["a", "b"]);
     assert!(applied(&r.go(&[Outcome::succeeded("a")], 1, false)).is_empty());
     assert_eq!(phase(&r.state, "c"), Phase::Pending);
-    assert_eq!(applied(&r.go(&[Outcome::succeeded("b")], 2, false)), vec!["c"]);
+    assert_eq!(
+        applied(&r.go(&[Outcome::succeeded("b")], 2, false)),
+        vec!["c"]
+    );
 }
 
 #[test]
 fn depends_on_in_step_by_step_mode_and_failed_dependency_skips() {
     // s3 comes first but depends on s2; StepByStep also chains s2 after s3 -> cycle.
-    let a = app("  workflow:\n    steps:\n    - {name: s3, type: suspend, dependsOn: [s2]}\n    - {name: s2, type: suspend}\n");
+    let a = app(
+        "  workflow:\n    steps:\n    - {name: s3, type: suspend, dependsOn: [s2]}\n    - {name: s2, type: suspend}\n",
+    );
     let err = Plan::from_application(&a, &[]).unwrap_err().to_string();
     assert!(err.contains("step dependsOn cycle"), "{err}");
 
@@ -151,7 +177,10 @@ fn timeout_fails_a_running_step() {
     assert_eq!(phase(&r.state, "s1"), Phase::Running);
     let a = r.go(&[], 1060, false);
     let s1 = r.state.step("s1").unwrap();
-    assert_eq!((s1.phase, s1.reason.as_deref()), (Phase::Failed, Some(REASON_TIMEOUT)));
+    assert_eq!(
+        (s1.phase, s1.reason.as_deref()),
+        (Phase::Failed, Some(REASON_TIMEOUT))
+    );
     assert_eq!(s1.message.as_deref(), Some("step timed out after 60s"));
     assert_eq!(phase(&r.state, "s2"), Phase::Skipped);
     assert_eq!(applied(&a), vec!["t"]);
@@ -226,7 +255,11 @@ fn step_group_fails_when_a_sub_step_fails() {
     let mut r = Run::new(GROUP);
     r.go(&[], 0, false);
     r.go(&[Outcome::succeeded("s1")], 1, false);
-    r.go(&[Outcome::failed("g1", "bad"), Outcome::succeeded("g2")], 2, false);
+    r.go(
+        &[Outcome::failed("g1", "bad"), Outcome::succeeded("g2")],
+        2,
+        false,
+    );
     let g = r.state.step("g").unwrap();
     assert_eq!(g.phase, Phase::Failed);
     assert_eq!(g.message.as_deref(), Some("sub-steps failed: g1"));
@@ -235,10 +268,19 @@ fn step_group_fails_when_a_sub_step_fails() {
 
 #[test]
 fn step_group_sub_steps_step_by_step_mode() {
-    let mut r = Run::new(&GROUP.replace("    steps:\n", "    mode: {subSteps: StepByStep}\n    steps:\n"));
+    let mut r = Run::new(&GROUP.replace(
+        "    steps:\n",
+        "    mode: {subSteps: StepByStep}\n    steps:\n",
+    ));
     r.go(&[], 0, false);
-    assert_eq!(applied(&r.go(&[Outcome::succeeded("s1")], 1, false)), vec!["g1"]);
-    assert_eq!(applied(&r.go(&[Outcome::succeeded("g1")], 2, false)), vec!["g2"]);
+    assert_eq!(
+        applied(&r.go(&[Outcome::succeeded("s1")], 1, false)),
+        vec!["g1"]
+    );
+    assert_eq!(
+        applied(&r.go(&[Outcome::succeeded("g1")], 2, false)),
+        vec!["g2"]
+    );
 }
 
 #[test]
@@ -246,22 +288,47 @@ fn implicit_workflow_applies_each_component_after_its_dependencies() {
     let mut r = Run::new("");
     assert!(r.plan.implicit);
     assert_eq!(r.plan.mode, Mode::Dag);
-    let names: Vec<_> = r.plan.steps.iter().map(|s| (s.name.as_str(), s.kind.type_name())).collect();
-    assert_eq!(names, vec![("db", "apply-component"), ("api", "apply-component"), ("web", "apply-component")]);
+    let names: Vec<_> = r
+        .plan
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.kind.type_name()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("db", "apply-component"),
+            ("api", "apply-component"),
+            ("web", "apply-component")
+        ]
+    );
     assert_eq!(applied(&r.go(&[], 0, false)), vec!["db"]);
-    assert_eq!(applied(&r.go(&[Outcome::succeeded("db")], 1, false)), vec!["api"]);
-    assert_eq!(applied(&r.go(&[Outcome::succeeded("api")], 2, false)), vec!["web"]);
+    assert_eq!(
+        applied(&r.go(&[Outcome::succeeded("db")], 1, false)),
+        vec!["api"]
+    );
+    assert_eq!(
+        applied(&r.go(&[Outcome::succeeded("api")], 2, false)),
+        vec!["web"]
+    );
     r.go(&[Outcome::succeeded("web")], 3, false);
     assert_eq!(r.state.app_phase, AppPhase::Running);
 }
 
 #[test]
 fn implicit_workflow_with_topology_and_override_policies_is_deploy_steps() {
-    let mut a = app("  policies:\n  - {name: prod, type: topology, properties: {clusters: [p]}}\n  - {name: big, type: override}\n");
+    let mut a = app(
+        "  policies:\n  - {name: prod, type: topology, properties: {clusters: [p]}}\n  - {name: big, type: override}\n",
+    );
     let p = plan(&a);
     assert_eq!(p.steps.len(), 1);
     assert_eq!(p.steps[0].name, "deploy-prod");
-    assert_eq!(p.steps[0].kind, StepKind::Deploy { policies: vec!["big".into(), "prod".into()] });
+    assert_eq!(
+        p.steps[0].kind,
+        StepKind::Deploy {
+            policies: vec!["big".into(), "prod".into()]
+        }
+    );
     let (_, actions) = advance(&p, &a, &State::new(&p), &[], 0, false);
     assert_eq!(
         actions,
@@ -278,7 +345,9 @@ fn implicit_workflow_with_topology_and_override_policies_is_deploy_steps() {
 
 #[test]
 fn unknown_step_type_is_an_error_naming_it() {
-    let a = app("  workflow:\n    steps:\n    - {name: s1, type: apply-componnet, properties: {component: db}}\n");
+    let a = app(
+        "  workflow:\n    steps:\n    - {name: s1, type: apply-componnet, properties: {component: db}}\n",
+    );
     let err = Plan::from_application(&a, &[]).unwrap_err().to_string();
     assert_eq!(
         err,
@@ -290,18 +359,37 @@ fn unknown_step_type_is_an_error_naming_it() {
     let (_, actions) = advance(&p, &a, &State::new(&p), &[], 0, false);
     assert_eq!(
         actions,
-        vec![Action::Run { step: "s1".into(), type_name: "webhook".into(), properties: serde_json::json!({"url": "u"}) }]
+        vec![Action::Run {
+            step: "s1".into(),
+            type_name: "webhook".into(),
+            properties: serde_json::json!({"url": "u"})
+        }]
     );
 }
 
 #[test]
 fn bad_workflows_are_errors() {
     let cases = [
-        ("    - {name: s1, type: suspend, dependsOn: [nope]}\n", "step `s1` refers to unknown step `nope`"),
-        ("    - {name: s1, type: suspend, if: inputs.x == \"y\"}\n", "`inputs` is not supported"),
-        ("    - {name: s1, type: suspend, timeout: 5 minutes}\n", "invalid duration"),
-        ("    - {name: s1, type: suspend}\n    - {name: s1, type: suspend}\n", "step name `s1` is used twice"),
-        ("    - {name: s1, type: apply-component}\n", "properties.component"),
+        (
+            "    - {name: s1, type: suspend, dependsOn: [nope]}\n",
+            "step `s1` refers to unknown step `nope`",
+        ),
+        (
+            "    - {name: s1, type: suspend, if: inputs.x == \"y\"}\n",
+            "`inputs` is not supported",
+        ),
+        (
+            "    - {name: s1, type: suspend, timeout: 5 minutes}\n",
+            "invalid duration",
+        ),
+        (
+            "    - {name: s1, type: suspend}\n    - {name: s1, type: suspend}\n",
+            "step name `s1` is used twice",
+        ),
+        (
+            "    - {name: s1, type: apply-component}\n",
+            "properties.component",
+        ),
     ];
     for (steps, want) in cases {
         let a = app(&format!("  workflow:\n    steps:\n{steps}"));
@@ -324,14 +412,22 @@ fn state_serialises_with_kubevela_field_names() {
             "firstExecuteTime": "2022-06-24T16:51:43Z", "lastExecuteTime": "2022-06-24T16:51:43Z",
         })
     );
-    assert_eq!(v["steps"][1]["subSteps"][0], serde_json::json!({"name": "g1", "type": "apply-component", "phase": "pending"}));
+    assert_eq!(
+        v["steps"][1]["subSteps"][0],
+        serde_json::json!({"name": "g1", "type": "apply-component", "phase": "pending"})
+    );
     let back: State = serde_json::from_value(v).unwrap();
     assert_eq!(back, r.state);
 }
 
 #[test]
 fn rfc3339_round_trips() {
-    for t in [0, 951_782_400 /* 2000-02-29 */, 1_656_089_503, 4_102_444_799] {
+    for t in [
+        0,
+        951_782_400, /* 2000-02-29 */
+        1_656_089_503,
+        4_102_444_799,
+    ] {
         assert_eq!(rfc3339::parse(&rfc3339::format(t)), Some(t));
     }
     assert_eq!(rfc3339::format(951_782_400), "2000-02-29T00:00:00Z");
@@ -352,12 +448,18 @@ fn a_changed_plan_starts_over() {
 #[test]
 fn component_order_layers_and_cycles() {
     let a = app("");
-    assert_eq!(component_order(&a).unwrap(), vec![vec!["db"], vec!["api"], vec!["web"]]);
+    assert_eq!(
+        component_order(&a).unwrap(),
+        vec![vec!["db"], vec!["api"], vec!["web"]]
+    );
     let a = parse_application(
         "spec:\n  components:\n  - {name: a, type: w}\n  - {name: b, type: w}\n  - {name: c, type: w, dependsOn: [a, b]}\n",
     )
     .unwrap();
-    assert_eq!(component_order(&a).unwrap(), vec![vec!["a", "b"], vec!["c"]]);
+    assert_eq!(
+        component_order(&a).unwrap(),
+        vec![vec!["a", "b"], vec!["c"]]
+    );
     let a = parse_application(
         "spec:\n  components:\n  - {name: x, type: w}\n  - {name: a, type: w, dependsOn: [c]}\n  - {name: b, type: w, dependsOn: [a]}\n  - {name: c, type: w, dependsOn: [b]}\n",
     )
@@ -366,7 +468,8 @@ fn component_order_layers_and_cycles() {
         component_order(&a).unwrap_err().to_string(),
         "component dependsOn cycle: a -> c -> b -> a"
     );
-    let a = parse_application("spec:\n  components:\n  - {name: a, type: w, dependsOn: [zz]}\n").unwrap();
+    let a = parse_application("spec:\n  components:\n  - {name: a, type: w, dependsOn: [zz]}\n")
+        .unwrap();
     assert_eq!(
         component_order(&a).unwrap_err().to_string(),
         "workflow: component `a` depends on unknown component `zz`"
