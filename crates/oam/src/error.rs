@@ -98,6 +98,10 @@ pub enum OamError {
         known: Vec<String>,
     },
 
+    /// An application policy (`spec.policies[]`) that is invalid or cannot be satisfied.
+    #[error("policy `{policy}`: {reason}")]
+    Policy { policy: String, reason: String },
+
     /// `dependsOn` between components (or workflow steps) loops.
     #[error("{what} dependsOn cycle: {}", cycle.join(" -> "))]
     DependencyCycle { what: String, cycle: Vec<String> },

@@ -11,6 +11,7 @@
 mod definitions;
 mod engine;
 mod error;
+pub mod policy;
 pub mod schema;
 mod types;
 pub mod workflow;
