@@ -438,6 +438,9 @@ fn selector_ands_given_lists_and_needs_one() {
         "no workload.oam.dev/type on trait outputs"
     );
     assert!(!ResourceSelector::default().matches(&workload()));
+    // A missing label never matches, not even an empty string in the list.
+    let s: ResourceSelector = serde_json::from_value(json!({"traitTypes": [""]})).unwrap();
+    assert!(!s.matches(&workload()));
 }
 
 #[test]
