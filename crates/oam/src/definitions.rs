@@ -54,6 +54,11 @@ const BUILTIN: &[(&str, &str)] = &[
         "json-patch.yaml",
         include_str!("../definitions/json-patch.yaml"),
     ),
+    ("helm.yaml", include_str!("../definitions/helm.yaml")),
+    (
+        "kustomize.yaml",
+        include_str!("../definitions/kustomize.yaml"),
+    ),
     (
         "json-merge-patch.yaml",
         include_str!("../definitions/json-merge-patch.yaml"),
@@ -73,7 +78,8 @@ impl Definitions {
         Self::default()
     }
 
-    /// The built-in definitions (webservice, worker, task, cron-task, daemon, k8s-objects, raw;
+    /// The built-in definitions (webservice, worker, task, cron-task, daemon, k8s-objects, raw,
+    /// helm and kustomize (source components);
     /// scaler, labels, annotations, env, ingress, gateway, sidecar, expose, storage, resource,
     /// affinity, hpa, command, init-container, json-patch, json-merge-patch).
     pub fn builtin() -> Result<Self, OamError> {

@@ -13,6 +13,7 @@ mod engine;
 mod error;
 pub mod policy;
 pub mod schema;
+pub mod sources;
 mod types;
 pub mod workflow;
 
@@ -22,6 +23,7 @@ use serde_json::{Map, Value, json};
 
 pub use definitions::Definitions;
 pub use error::{OamError, Site};
+pub use sources::{SourceComponent, SourceSpec, source_component, sources};
 pub use types::*;
 
 /// One rendered Kubernetes object.
@@ -82,6 +84,9 @@ pub fn component_context(app: &Application, component: &Component) -> Value {
 
 /// Renders every component of `app`: its workload, its `outputs`, then each trait's `outputs`,
 /// in Application order. Pure: no I/O, no cluster access.
+///
+/// Source components (`helm`, `kustomize`: definitions with `spec.schematic.builtin: source`)
+/// are validated and emit nothing; [`sources`] gives what the caller fetches for them.
 pub fn render(app: &Application, defs: &Definitions) -> Result<Vec<Rendered>, OamError> {
     let mut seen = BTreeSet::new();
     for c in &app.spec.components {
@@ -115,6 +120,10 @@ fn render_component(
                 type_name: component.type_name.clone(),
                 known: defs.component_names(),
             })?;
+    if sources::is_source_definition(def) {
+        sources::source_spec(component, def)?;
+        return Ok(());
+    }
     // Resolve every trait before evaluating anything, so a typo fails fast.
     let mut traits = Vec::with_capacity(component.traits.len());
     for t in &component.traits {
@@ -264,7 +273,9 @@ fn jsonnet_schematic<'a>(
         } else if let Some(b) = &schematic.builtin {
             return OamError::Definition {
                 name: definition.to_owned(),
-                reason: format!("spec.schematic.builtin `{b}` is only supported on traits"),
+                reason: format!(
+                    "spec.schematic.builtin `{b}` is only supported on traits (components: `source`)"
+                ),
             };
         } else if schematic.helm.is_some() || schematic.kube.is_some() {
             "a helm/kube schematic, which Ferry does not support"
@@ -308,7 +319,7 @@ fn apply_builtin(
     }
 }
 
-fn check_properties(
+pub(crate) fn check_properties(
     properties: &Value,
     parameter_schema: Option<&Value>,
     site: &Site,

@@ -225,7 +225,7 @@ fn builtin_schematic_on_a_component_is_refused() {
     let err = render(&app, &defs).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "definition ComponentDefinition/x: spec.schematic.builtin `json-patch` is only supported on traits"
+        "definition ComponentDefinition/x: spec.schematic.builtin `json-patch` is only supported on traits (components: `source`)"
     );
 }
 

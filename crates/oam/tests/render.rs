@@ -221,7 +221,7 @@ fn unknown_component_type_names_it_and_lists_known() {
     );
     assert_eq!(
         err.to_string(),
-        "component `c`: unknown component type `websrvice`; known types: cron-task, daemon, k8s-objects, raw, task, webservice, worker"
+        "component `c`: unknown component type `websrvice`; known types: cron-task, daemon, helm, k8s-objects, kustomize, raw, task, webservice, worker"
     );
 }
 
