@@ -8,6 +8,7 @@ mod dev;
 mod image;
 mod login;
 mod output;
+mod render;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
         #[command(subcommand)]
         command: image::ImageCommand,
     },
+    /// Render KubeVela (OAM) Applications into Kubernetes manifests, offline.
+    Render(render::RenderArgs),
     /// Log in to a ferry server
     Login(login::LoginArgs),
     /// Log out: forget the token of a context
@@ -88,6 +91,7 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Command::Render(args) => render::run(args),
         Command::Login(args) => login::login(args).await,
         Command::Logout(args) => login::logout(args),
         Command::Account { opts, command } => login::account(opts, command).await,

@@ -1,0 +1,254 @@
+//! `ferry render`: renders KubeVela (OAM) Applications offline into Kubernetes
+//! manifests, as `vela dry-run` does, and passes every other manifest through.
+//! With `--plugin` it is a config management plugin's `generate` command.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ferry_oam::{Application, Definitions, OamError, Rendered};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    /// Input file, directory (its *.yaml and *.yml files, sorted) or `-` for
+    /// stdin; repeatable. ComponentDefinitions and TraitDefinitions found here are
+    /// added to the built-in ones; other non-OAM documents are printed unchanged.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    files: Vec<String>,
+    /// Directory (or file) of extra ComponentDefinitions/TraitDefinitions; repeatable.
+    /// Later definitions replace earlier ones of the same name.
+    #[arg(
+        short = 'd',
+        long = "definitions",
+        visible_alias = "definition",
+        value_name = "DIR"
+    )]
+    definitions: Vec<PathBuf>,
+    /// Namespace for Applications without metadata.namespace (`context.namespace`).
+    /// In --plugin mode it defaults to $ARGOCD_APP_NAMESPACE.
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Config management plugin mode: render every *.yaml/*.yml under the current
+    /// directory (recursively, sorted, hidden directories skipped) and print plain
+    /// YAML documents without header comments.
+    #[arg(long, conflicts_with = "files")]
+    plugin: bool,
+}
+
+/// One parsed input document and the file it came from.
+struct Doc {
+    origin: String,
+    value: Value,
+}
+
+pub fn run(args: RenderArgs) -> Result<()> {
+    let out = render_to_string(&args)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn render_to_string(args: &RenderArgs) -> Result<String> {
+    let inputs: Vec<(String, String)> = if args.plugin {
+        let mut files = Vec::new();
+        collect_yaml(Path::new("."), true, &mut files)?;
+        read_files(&files)?
+    } else {
+        if args.files.is_empty() {
+            bail!("no input: give -f FILE|DIR|- (or --plugin to render the current directory)");
+        }
+        let mut inputs = Vec::new();
+        for f in &args.files {
+            if f == "-" {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading stdin")?;
+                inputs.push(("<stdin>".to_string(), text));
+            } else {
+                let p = Path::new(f);
+                if p.is_dir() {
+                    let mut files = Vec::new();
+                    collect_yaml(p, false, &mut files)?;
+                    inputs.extend(read_files(&files)?);
+                } else {
+                    inputs.extend(read_files(&[p.to_path_buf()])?);
+                }
+            }
+        }
+        inputs
+    };
+    let namespace = args.namespace.clone().or_else(|| {
+        args.plugin
+            .then(|| std::env::var("ARGOCD_APP_NAMESPACE").ok())
+            .flatten()
+            .filter(|s| !s.is_empty())
+    });
+
+    let mut defs = Definitions::builtin().context("built-in OAM definitions")?;
+    for d in &args.definitions {
+        let mut files = Vec::new();
+        if d.is_dir() {
+            collect_yaml(d, true, &mut files)?;
+        } else {
+            files.push(d.clone());
+        }
+        for doc in parse(&read_files(&files)?)? {
+            match definition_kind(&doc.value) {
+                Some(true) => add_definition(&mut defs, doc)?,
+                // Workflow-step and policy definitions: nothing here uses them.
+                Some(false) => {}
+                None => bail!(
+                    "{}: {} is not a ComponentDefinition or TraitDefinition",
+                    doc.origin,
+                    describe(&doc.value)
+                ),
+            }
+        }
+    }
+
+    // Definitions in the inputs apply to every Application in them, wherever they
+    // appear; they are consumed, not printed (Ferry, not KubeVela, evaluates them).
+    let docs = parse(&inputs)?;
+    let mut rest = Vec::with_capacity(docs.len());
+    for doc in docs {
+        match definition_kind(&doc.value) {
+            Some(true) => add_definition(&mut defs, doc)?,
+            Some(false) => {}
+            None => rest.push(doc),
+        }
+    }
+
+    let mut out = String::new();
+    for doc in rest {
+        if !is_oam_application(&doc.value) {
+            push_doc(&mut out, None, &doc.value)?;
+            continue;
+        }
+        let mut app: Application = serde_json::from_value(doc.value)
+            .map_err(|e| OamError::Application(e.to_string()))
+            .with_context(|| doc.origin.clone())?;
+        if app
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            app.metadata.namespace = namespace.clone();
+        }
+        let rendered = ferry_oam::render(&app, &defs).with_context(|| doc.origin.clone())?;
+        for r in &rendered {
+            let header = (!args.plugin).then(|| header(&app.metadata.name, r));
+            push_doc(&mut out, header.as_deref(), &r.object)?;
+        }
+    }
+    Ok(out)
+}
+
+/// `vela dry-run`'s comment lines (pkg/appfile/dryrun/dryrun.go, PrintDryRun):
+/// `# Application(app) -- Component(c)`, then for an object other than the
+/// workload `## From the trait <type>` or `## From the auxiliary workload`.
+fn header(app: &str, r: &Rendered) -> String {
+    let mut h = format!("# Application({app}) -- Component({})\n", r.component);
+    match (&r.trait_type, &r.output) {
+        (Some(t), _) => h.push_str(&format!("## From the trait {t}\n")),
+        (None, Some(_)) => h.push_str("## From the auxiliary workload\n"),
+        (None, None) => {}
+    }
+    h
+}
+
+fn push_doc(out: &mut String, header: Option<&str>, v: &Value) -> Result<()> {
+    out.push_str("---\n");
+    if let Some(h) = header {
+        out.push_str(h);
+    }
+    let yaml = serde_saphyr::to_string(v)?;
+    out.push_str(&yaml);
+    if !yaml.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(())
+}
+
+fn is_oam_application(v: &Value) -> bool {
+    v.get("kind").and_then(Value::as_str) == Some("Application")
+        && v.get("apiVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.starts_with("core.oam.dev/"))
+}
+
+/// `Some(true)` for a Component/TraitDefinition, `Some(false)` for another
+/// `core.oam.dev` definition kind (policy, workflow step, workload), `None` otherwise.
+fn definition_kind(v: &Value) -> Option<bool> {
+    let api = v.get("apiVersion").and_then(Value::as_str)?;
+    let kind = v.get("kind").and_then(Value::as_str)?;
+    if !api.starts_with("core.oam.dev/") || !kind.ends_with("Definition") {
+        return None;
+    }
+    Some(kind == "ComponentDefinition" || kind == "TraitDefinition")
+}
+
+fn add_definition(defs: &mut Definitions, doc: Doc) -> Result<()> {
+    defs.add_value(doc.value)
+        .with_context(|| doc.origin.clone())
+}
+
+fn describe(v: &Value) -> String {
+    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("?");
+    format!(
+        "{}/{} {}",
+        s("/apiVersion"),
+        s("/kind"),
+        s("/metadata/name")
+    )
+}
+
+fn parse(inputs: &[(String, String)]) -> Result<Vec<Doc>> {
+    let mut docs = Vec::new();
+    for (origin, text) in inputs {
+        let values = ferry_render::parse_manifests(text, origin)?;
+        docs.extend(values.into_iter().map(|value| Doc {
+            origin: origin.clone(),
+            value,
+        }));
+    }
+    Ok(docs)
+}
+
+fn read_files(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    files
+        .iter()
+        .map(|p| {
+            let name = p.strip_prefix("./").unwrap_or(p).display().to_string();
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Ok((name, text))
+        })
+        .collect()
+}
+
+/// The *.yaml/*.yml files in `dir`, sorted by path; with `recursive`, also in
+/// its subdirectories (hidden ones such as `.git` skipped).
+fn collect_yaml(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading directory {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading directory {}", dir.display()))?;
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if p.is_dir() {
+            if recursive && !name.starts_with('.') {
+                collect_yaml(&p, true, out)?;
+            }
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}

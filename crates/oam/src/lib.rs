@@ -1,0 +1,420 @@
+//! oam: renders KubeVela (OAM) Applications into Kubernetes objects from Jsonnet component and trait definitions.
+//!
+//! KubeVela writes definition templates in CUE; Ferry reads them from
+//! `spec.schematic.jsonnet.template` and evaluates them with jrsonnet. A template is
+//! `function(parameter, context)`; a component's returns `{ output, outputs }`, a trait's
+//! `{ patch, outputs }`, and `patch` is merged into the workload with Jsonnet's `+` (so
+//! `spec+: { replicas: 3 }` patches, `spec: {...}` replaces). Properties are validated and
+//! defaulted against the JSON Schema in `spec.schematic.jsonnet.parameterSchema` first.
+//! See `docs/oam.md`.
+
+mod definitions;
+mod engine;
+mod error;
+pub mod policy;
+pub mod schema;
+pub mod sources;
+mod types;
+pub mod workflow;
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+pub use definitions::Definitions;
+pub use error::{OamError, Site};
+pub use sources::{SourceComponent, SourceSpec, source_component, sources};
+pub use types::*;
+
+/// One rendered Kubernetes object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// Component name.
+    pub component: String,
+    /// Trait type that produced this object (from its `outputs`); `None` for the component's.
+    pub trait_type: Option<String>,
+    /// Key in `outputs`; `None` for the workload (`output`).
+    pub output: Option<String>,
+    pub object: Value,
+}
+
+/// Health of one component or trait, from its definition's `spec.status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub healthy: bool,
+    pub message: Option<String>,
+}
+
+pub const LABEL_APP: &str = "app.oam.dev/name";
+pub const LABEL_COMPONENT: &str = "app.oam.dev/component";
+pub const LABEL_WORKLOAD_TYPE: &str = "workload.oam.dev/type";
+pub const LABEL_TRAIT_TYPE: &str = "trait.oam.dev/type";
+pub const LABEL_TRAIT_RESOURCE: &str = "trait.oam.dev/resource";
+
+/// YAML 1.2 booleans only (`y`, `on`, `no` stay strings), as Kubernetes reads them.
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.strict_booleans = true;
+    o
+}
+
+/// Parses an Application from YAML or JSON.
+pub fn parse_application(yaml: &str) -> Result<Application, OamError> {
+    serde_saphyr::from_str_with_options(yaml, yaml_options())
+        .map_err(|e| OamError::Application(e.to_string()))
+}
+
+/// The `context` a component's templates see (traits also get `output` and `outputs`).
+pub fn component_context(app: &Application, component: &Component) -> Value {
+    let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
+    let num = app.metadata.generation.unwrap_or(1).max(1);
+    json!({
+        "appName": app.metadata.name,
+        "appNamespace": namespace,
+        "namespace": namespace,
+        "name": component.name,
+        "componentType": component.type_name,
+        "appRevision": format!("{}-v{num}", app.metadata.name),
+        "appRevisionNum": num,
+        "revision": format!("{}-v{num}", component.name),
+        "appLabels": app.metadata.labels,
+        "appAnnotations": app.metadata.annotations,
+    })
+}
+
+/// Renders every component of `app`: its workload, its `outputs`, then each trait's `outputs`,
+/// in Application order. Pure: no I/O, no cluster access.
+///
+/// Source components (`helm`, `kustomize`: definitions with `spec.schematic.builtin: source`)
+/// are validated and emit nothing; [`sources`] gives what the caller fetches for them.
+pub fn render(app: &Application, defs: &Definitions) -> Result<Vec<Rendered>, OamError> {
+    let mut seen = BTreeSet::new();
+    for c in &app.spec.components {
+        if !seen.insert(c.name.as_str()) {
+            return Err(OamError::DuplicateComponent(c.name.clone()));
+        }
+    }
+    let engine = engine::Engine::new();
+    let mut out = Vec::new();
+    for component in &app.spec.components {
+        render_component(&engine, app, component, defs, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn render_component(
+    engine: &engine::Engine,
+    app: &Application,
+    component: &Component,
+    defs: &Definitions,
+    out: &mut Vec<Rendered>,
+) -> Result<(), OamError> {
+    let site = Site {
+        component: component.name.clone(),
+        trait_type: None,
+    };
+    let def =
+        defs.component(&component.type_name)
+            .ok_or_else(|| OamError::UnknownComponentType {
+                component: component.name.clone(),
+                type_name: component.type_name.clone(),
+                known: defs.component_names(),
+            })?;
+    if sources::is_source_definition(def) {
+        sources::source_spec(component, def)?;
+        return Ok(());
+    }
+    // Resolve every trait before evaluating anything, so a typo fails fast.
+    let mut traits = Vec::with_capacity(component.traits.len());
+    for t in &component.traits {
+        let tdef = defs
+            .trait_def(&t.type_name)
+            .ok_or_else(|| OamError::UnknownTraitType {
+                component: component.name.clone(),
+                type_name: t.type_name.clone(),
+                known: defs.trait_names(),
+            })?;
+        traits.push((t, tdef));
+    }
+
+    let definition = format!("ComponentDefinition/{}", component.type_name);
+    let schematic = jsonnet_schematic(&def.spec.schematic, &definition)?;
+    let parameter = check_properties(
+        &component.properties,
+        schematic.parameter_schema.as_ref(),
+        &site,
+    )?;
+    let mut context = component_context(app, component);
+    let file = format!("{}.jsonnet", definition.to_lowercase());
+    let result = engine
+        .component(&file, &schematic.template, &parameter, &context)
+        .map_err(|e| template_error(&site, &definition, e))?;
+    let (mut workload, outputs) = split(result, "output", &site, &definition)?;
+
+    let mut all_outputs = outputs.clone();
+    let mut rendered_outputs: Vec<Rendered> = outputs
+        .into_iter()
+        .map(|(name, object)| Rendered {
+            component: component.name.clone(),
+            trait_type: None,
+            output: Some(name),
+            object,
+        })
+        .collect();
+
+    for (t, tdef) in traits {
+        let site = Site {
+            component: component.name.clone(),
+            trait_type: Some(t.type_name.clone()),
+        };
+        let definition = format!("TraitDefinition/{}", t.type_name);
+        if let Some(builtin) = &tdef.spec.schematic.builtin {
+            let schema = tdef.spec.schematic.parameter_schema.as_ref();
+            let parameter = check_properties(&t.properties, schema, &site)?;
+            workload = apply_builtin(builtin, &parameter, workload, &site, &definition)?;
+            continue;
+        }
+        let schematic = jsonnet_schematic(&tdef.spec.schematic, &definition)?;
+        let parameter =
+            check_properties(&t.properties, schematic.parameter_schema.as_ref(), &site)?;
+        if let Value::Object(ctx) = &mut context {
+            ctx.insert("output".into(), workload.clone());
+            ctx.insert("outputs".into(), Value::Object(all_outputs.clone()));
+        }
+        let file = format!("{}.jsonnet", definition.to_lowercase());
+        let result = engine
+            .trait_(&file, &schematic.template, &parameter, &context, &workload)
+            .map_err(|e| template_error(&site, &definition, e))?;
+        let (patched, outputs) = split(result, "workload", &site, &definition)?;
+        workload = patched;
+        for (name, object) in outputs {
+            all_outputs.insert(name.clone(), object.clone());
+            rendered_outputs.push(Rendered {
+                component: component.name.clone(),
+                trait_type: Some(t.type_name.clone()),
+                output: Some(name),
+                object,
+            });
+        }
+    }
+
+    let mut workload = Rendered {
+        component: component.name.clone(),
+        trait_type: None,
+        output: None,
+        object: workload,
+    };
+    finish(app, component, &mut workload);
+    out.push(workload);
+    for mut r in rendered_outputs {
+        finish(app, component, &mut r);
+        out.push(r);
+    }
+    Ok(())
+}
+
+/// Evaluates a definition's `spec.status` against live objects: `context` is
+/// [`component_context`] plus `output` (the live workload) and `outputs` (live outputs by name).
+/// A definition without `healthPolicy` is healthy.
+pub fn evaluate_status(
+    definition: &str,
+    status: Option<&StatusSpec>,
+    parameter: &Value,
+    context: &Value,
+    site: &Site,
+) -> Result<Health, OamError> {
+    let engine = engine::Engine::new();
+    let Some(status) = status else {
+        return Ok(Health {
+            healthy: true,
+            message: None,
+        });
+    };
+    let eval = |code: &str, what: &str, field: &str| -> Result<Option<Value>, OamError> {
+        let file = format!("{}.{what}.jsonnet", definition.to_lowercase());
+        let v = engine
+            .status(&file, code, parameter, context)
+            .map_err(|e| template_error(site, definition, e))?;
+        Ok(v.get(field).cloned())
+    };
+    let healthy = match &status.health_policy {
+        None => true,
+        Some(code) => match eval(code, "healthPolicy", "isHealth")? {
+            Some(Value::Bool(b)) => b,
+            other => {
+                return Err(OamError::TemplateResult {
+                    site: site.clone(),
+                    definition: definition.to_owned(),
+                    reason: format!(
+                        "healthPolicy must return {{isHealth: bool}}, got isHealth = {other:?}"
+                    ),
+                });
+            }
+        },
+    };
+    let message = match &status.custom_status {
+        None => None,
+        Some(code) => match eval(code, "customStatus", "message")? {
+            Some(Value::String(s)) => Some(s),
+            None | Some(Value::Null) => None,
+            Some(other) => Some(other.to_string()),
+        },
+    };
+    Ok(Health { healthy, message })
+}
+
+fn jsonnet_schematic<'a>(
+    schematic: &'a Schematic,
+    definition: &str,
+) -> Result<&'a JsonnetSchematic, OamError> {
+    schematic.jsonnet.as_ref().ok_or_else(|| {
+        let has = if schematic.cue.is_some() {
+            "only a CUE template (spec.schematic.cue), which Ferry cannot evaluate"
+        } else if let Some(b) = &schematic.builtin {
+            return OamError::Definition {
+                name: definition.to_owned(),
+                reason: format!(
+                    "spec.schematic.builtin `{b}` is only supported on traits (components: `source`)"
+                ),
+            };
+        } else if schematic.helm.is_some() || schematic.kube.is_some() {
+            "a helm/kube schematic, which Ferry does not support"
+        } else {
+            "no template"
+        };
+        OamError::Definition {
+            name: definition.to_owned(),
+            reason: format!("needs spec.schematic.jsonnet.template, has {has}"),
+        }
+    })
+}
+
+/// A trait evaluated in Rust (`spec.schematic.builtin`): returns the patched workload.
+///
+/// `json-patch` applies `parameter.operations` (RFC 6902) to the workload. Jsonnet has no JSON
+/// Pointer or patch operations, so this one cannot be a template.
+fn apply_builtin(
+    builtin: &str,
+    parameter: &Value,
+    mut workload: Value,
+    site: &Site,
+    definition: &str,
+) -> Result<Value, OamError> {
+    let bad = |reason: String| OamError::Builtin {
+        site: site.clone(),
+        definition: definition.to_owned(),
+        reason,
+    };
+    match builtin {
+        "json-patch" => {
+            let ops = parameter.get("operations").cloned().unwrap_or(Value::Null);
+            let patch: json_patch::Patch = serde_json::from_value(ops)
+                .map_err(|e| bad(format!("properties.operations: {e}")))?;
+            json_patch::patch(&mut workload, &patch).map_err(|e| bad(format!("json-patch {e}")))?;
+            Ok(workload)
+        }
+        other => Err(bad(format!(
+            "unknown spec.schematic.builtin `{other}`; known: json-patch"
+        ))),
+    }
+}
+
+pub(crate) fn check_properties(
+    properties: &Value,
+    parameter_schema: Option<&Value>,
+    site: &Site,
+) -> Result<Value, OamError> {
+    let mut value = match properties {
+        Value::Null => Value::Object(Map::new()),
+        v => v.clone(),
+    };
+    if let Some(schema) = parameter_schema {
+        schema::validate(schema, &mut value).map_err(|v| OamError::Schema {
+            site: site.clone(),
+            path: v.path,
+            reason: v.reason,
+        })?;
+    }
+    Ok(value)
+}
+
+fn template_error(site: &Site, definition: &str, e: engine::EvalError) -> OamError {
+    OamError::Template {
+        site: site.clone(),
+        definition: definition.to_owned(),
+        location: e.location,
+        message: e.message,
+    }
+}
+
+/// Splits a normalised `{<main>, outputs}` result.
+fn split(
+    result: Value,
+    main: &str,
+    site: &Site,
+    definition: &str,
+) -> Result<(Value, Map<String, Value>), OamError> {
+    let bad = |reason: String| OamError::TemplateResult {
+        site: site.clone(),
+        definition: definition.to_owned(),
+        reason,
+    };
+    let Value::Object(mut m) = result else {
+        return Err(bad("result is not an object".into()));
+    };
+    let main_v = m.remove(main).unwrap_or(Value::Null);
+    let outputs = match m.remove("outputs") {
+        Some(Value::Object(o)) => o,
+        None => Map::new(),
+        Some(other) => return Err(bad(format!("`outputs` is not an object: {other}"))),
+    };
+    for (name, o) in &outputs {
+        if !o.is_object() {
+            return Err(bad(format!("outputs.{name} is not an object")));
+        }
+    }
+    Ok((main_v, outputs))
+}
+
+/// Fills in `metadata.name` and the OAM ownership labels.
+fn finish(app: &Application, component: &Component, r: &mut Rendered) {
+    let Value::Object(obj) = &mut r.object else {
+        return;
+    };
+    let meta = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    let Value::Object(meta) = meta else { return };
+    if meta.get("name").and_then(Value::as_str).is_none() {
+        let name = match &r.output {
+            None => component.name.clone(),
+            Some(o) => format!("{}-{o}", component.name),
+        };
+        meta.insert("name".into(), Value::String(name));
+    }
+    let labels = meta
+        .entry("labels")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !labels.is_object() {
+        *labels = Value::Object(Map::new());
+    }
+    let Value::Object(labels) = labels else {
+        return;
+    };
+    let mut set = |k: &str, v: &str| {
+        labels.insert(k.to_owned(), Value::String(v.to_owned()));
+    };
+    set(LABEL_APP, &app.metadata.name);
+    set(LABEL_COMPONENT, &component.name);
+    match (&r.trait_type, &r.output) {
+        (None, None) => set(LABEL_WORKLOAD_TYPE, &component.type_name),
+        (Some(t), Some(o)) => {
+            set(LABEL_TRAIT_TYPE, t);
+            set(LABEL_TRAIT_RESOURCE, o);
+        }
+        _ => {}
+    }
+}

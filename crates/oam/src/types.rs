@@ -1,0 +1,215 @@
+//! `core.oam.dev/v1beta1` types: Application, ComponentDefinition, TraitDefinition.
+//!
+//! Only what rendering reads is typed; everything else is kept as JSON (`serde_json::Value`)
+//! or ignored, so newer KubeVela fields do not break parsing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The slice of `metadata` rendering uses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+}
+
+/// `core.oam.dev/v1beta1` Application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Application {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: Metadata,
+    pub spec: ApplicationSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationSpec {
+    #[serde(default)]
+    pub components: Vec<Component>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Policy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Workflow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Component {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Checked against the definition's parameter schema; `null`/absent is `{}`.
+    #[serde(default)]
+    pub properties: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traits: Vec<ComponentTrait>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Workflow data passing (`inputs`/`outputs`), kept as read.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub inputs: Value,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub outputs: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentTrait {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    #[serde(default)]
+    pub properties: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    #[serde(default)]
+    pub properties: Value,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workflow {
+    #[serde(default)]
+    pub steps: Vec<WorkflowStep>,
+    /// `mode: {steps: DAG|StepByStep, subSteps: ...}`, kept as read.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub mode: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowStep {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    #[serde(default)]
+    pub properties: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    pub if_expr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub_steps: Vec<WorkflowStep>,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub inputs: Value,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub outputs: Value,
+}
+
+/// `spec.schematic`. KubeVela uses `cue.template`; Ferry reads `jsonnet` (the others are kept
+/// so a definition can carry both and an error can say which one it has).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Schematic {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonnet: Option<JsonnetSchematic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cue: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<Value>,
+    /// A trait evaluated in Rust instead of Jsonnet; only `json-patch` (RFC 6902) exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
+    /// JSON Schema of `parameter` for a `builtin` schematic (Jsonnet ones carry theirs in
+    /// `jsonnet.parameterSchema`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_schema: Option<Value>,
+}
+
+/// `spec.schematic.jsonnet`: the template and the JSON Schema of its `parameter`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JsonnetSchematic {
+    /// Jsonnet source: `function(parameter, context) { output: ..., outputs: ... }` for a
+    /// component, `function(parameter, context) { patch: ..., outputs: ... }` for a trait.
+    pub template: String,
+    /// JSON Schema of `parameter`; absent means anything goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_schema: Option<Value>,
+}
+
+/// `spec.status`: Jsonnet `function(parameter, context)` expressions, evaluated against live
+/// objects (`context.output`, `context.outputs`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusSpec {
+    /// Returns `{ isHealth: bool }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_policy: Option<String>,
+    /// Returns `{ message: string }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_status: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentDefinition {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: ComponentDefinitionSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentDefinitionSpec {
+    /// `workload: {definition: {apiVersion, kind}, type}`, kept as read.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub workload: Value,
+    #[serde(default)]
+    pub schematic: Schematic,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraitDefinition {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: TraitDefinitionSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraitDefinitionSpec {
+    /// Read, not enforced yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applies_to_workloads: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts_with: Vec<String>,
+    #[serde(default)]
+    pub pod_disruptive: bool,
+    #[serde(default)]
+    pub schematic: Schematic,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusSpec>,
+}

@@ -1,0 +1,366 @@
+//! Golden and error tests for the built-in definitions added after the first spike:
+//! components `daemon`, `cron-task`; traits `gateway`, `storage`, `resource`, `affinity`, `hpa`,
+//! `command`, `init-container`, `json-patch` (Rust-side), `json-merge-patch`.
+
+use std::path::PathBuf;
+
+use ferry_oam::{Definitions, OamError, Rendered, parse_application, render};
+use serde_json::{Value, json};
+
+fn dir(sub: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(sub)
+}
+
+fn render_yaml(yaml: &str) -> Result<Vec<Rendered>, OamError> {
+    render(
+        &parse_application(yaml).expect("application parses"),
+        &Definitions::builtin().unwrap(),
+    )
+}
+
+fn render_fixture(name: &str) -> Vec<Rendered> {
+    let p = dir("fixtures").join(name);
+    let yaml = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    render_yaml(&yaml).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Byte-for-byte comparison with `tests/golden/<name>` (pretty JSON, keys sorted, trailing
+/// newline); `UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, rendered: &[Rendered]) {
+    let got: Vec<Value> = rendered
+        .iter()
+        .map(|r| json!({"component": r.component, "trait": r.trait_type, "output": r.output, "object": r.object}))
+        .collect();
+    let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
+    let p = dir("golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&p, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert!(
+        text == want,
+        "rendered output differs from {}; got:\n{text}",
+        p.display()
+    );
+}
+
+fn one_trait(component: &str, trait_type: &str, props: &str) -> Result<Vec<Rendered>, OamError> {
+    render_yaml(&format!(
+        "metadata: {{name: a}}\nspec: {{components: [{{name: c, {component}, traits: [{{type: {trait_type}, properties: {props}}}]}}]}}"
+    ))
+}
+
+const WEB: &str = "type: webservice, properties: {image: x}";
+
+#[test]
+fn daemon_and_cron_task_with_pod_traits_match_golden() {
+    let out = render_fixture("builtins-workloads.yaml");
+    golden("builtins-workloads.json", &out);
+
+    let kinds: Vec<&str> = out
+        .iter()
+        .map(|r| r.object["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["DaemonSet", "Service", "CronJob"]);
+    let pod = &out[0].object["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["command"], json!(["/agent"]));
+    assert_eq!(
+        c["args"],
+        json!(["--port=9100"]),
+        "delArgs removed, addArgs appended"
+    );
+    assert_eq!(c["resources"]["limits"]["memory"], "128Mi");
+    assert_eq!(
+        c["volumeMounts"],
+        json!([{"name": "workdir", "mountPath": "/etc/agent"}])
+    );
+    assert_eq!(
+        pod["initContainers"][0]["volumeMounts"][0]["mountPath"],
+        "/init"
+    );
+    assert_eq!(pod["volumes"], json!([{"name": "workdir", "emptyDir": {}}]));
+    assert!(
+        pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            .is_object()
+    );
+    assert_eq!(pod["tolerations"][0]["operator"], "Exists");
+
+    let cron = &out[2].object;
+    assert_eq!(
+        cron["apiVersion"], "batch/v1beta1",
+        "Kubernetes 1.20 serves CronJob as v1beta1"
+    );
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let job_pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(job_pod["restartPolicy"], "OnFailure");
+    assert_eq!(
+        job_pod["containers"][0]["resources"]["requests"],
+        json!({"cpu": 2, "memory": "1Gi"})
+    );
+    assert_eq!(
+        job_pod["volumes"],
+        json!([{"name": "scratch", "emptyDir": {"medium": "Memory"}}])
+    );
+}
+
+#[test]
+fn webservice_with_gateway_storage_hpa_and_patches_matches_golden() {
+    let out = render_fixture("builtins-traits.yaml");
+    golden("builtins-traits.json", &out);
+
+    let names: Vec<(Option<&str>, Option<&str>)> = out
+        .iter()
+        .map(|r| (r.trait_type.as_deref(), r.output.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (None, None),
+            (Some("gateway"), Some("ingress")),
+            (Some("gateway"), Some("service")),
+            (Some("storage"), Some("configmap-shop-config")),
+            (Some("storage"), Some("pvc-cache")),
+            (Some("hpa"), Some("hpa")),
+        ]
+    );
+    let deploy = &out[0].object;
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["image"], "ghcr.io/example/frontend:2.0.1",
+        "json-patch replace"
+    );
+    assert_eq!(
+        c["ports"][2],
+        json!({"containerPort": 7000, "name": "debug"}),
+        "json-patch add /-"
+    );
+    assert!(
+        deploy["spec"].get("strategy").is_none(),
+        "json-merge-patch null removed what json-patch added"
+    );
+    assert_eq!(deploy["spec"]["revisionHistoryLimit"], 3);
+    assert_eq!(deploy["metadata"]["annotations"]["owner"], "shop-team");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        60
+    );
+    assert_eq!(c["volumeMounts"].as_array().unwrap().len(), 5);
+
+    let ingress = &out[1].object;
+    assert_eq!(
+        ingress["spec"]["tls"],
+        json!([{"hosts": ["shop.example.com"], "secretName": "shop-tls"}])
+    );
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    let hpa = &out[5].object;
+    assert_eq!(
+        hpa["apiVersion"], "autoscaling/v2beta2",
+        "Kubernetes 1.20 has no autoscaling/v2"
+    );
+    assert_eq!(
+        hpa["spec"]["metrics"][1]["resource"]["target"],
+        json!({"type": "AverageValue", "averageValue": 512})
+    );
+}
+
+#[test]
+fn json_merge_patch_can_delete_a_top_level_field() {
+    let out = one_trait(
+        WEB,
+        "json-merge-patch",
+        "{spec: {replicas: 4}, status: null}",
+    )
+    .unwrap();
+    assert_eq!(out[0].object["spec"]["replicas"], 4);
+    // `status` was never there; deleting an absent field is a no-op...
+    let out = one_trait(WEB, "json-merge-patch", "{metadata: null}").unwrap();
+    // ...and a deleted top-level field is gone (the renderer then re-adds metadata.name/labels).
+    assert_eq!(
+        out[0].object["metadata"],
+        json!({"name": "c", "labels": {
+        "app.oam.dev/name": "a", "app.oam.dev/component": "c", "workload.oam.dev/type": "webservice"}})
+    );
+    let out = one_trait(WEB, "json-merge-patch", "{spec: null}").unwrap();
+    assert!(out[0].object.get("spec").is_none());
+}
+
+#[test]
+fn json_patch_failure_names_the_operation() {
+    let err = one_trait(
+        WEB,
+        "json-patch",
+        "{operations: [{op: add, path: /spec/replicas, value: 2}, {op: test, path: /spec/replicas, value: 3}]}",
+    )
+    .unwrap_err();
+    assert!(matches!(err, OamError::Builtin { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "component `c`, trait `json-patch`: TraitDefinition/json-patch: json-patch operation '/1' failed at path '/spec/replicas': value did not match"
+    );
+    let err = one_trait(
+        WEB,
+        "json-patch",
+        "{operations: [{op: frobnicate, path: /x}]}",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"component `c`, trait `json-patch`: properties.operations[0].op: "frobnicate" is not one of "add", "remove", "replace", "move", "copy", "test""#
+    );
+}
+
+#[test]
+fn builtin_schematic_on_a_component_is_refused() {
+    let mut defs = Definitions::builtin().unwrap();
+    defs.add_yaml(
+        "x.yaml",
+        "apiVersion: core.oam.dev/v1beta1\nkind: ComponentDefinition\nmetadata: {name: x}\nspec: {schematic: {builtin: json-patch}}",
+    )
+    .unwrap();
+    let app =
+        parse_application("metadata: {name: a}\nspec: {components: [{name: c, type: x}]}").unwrap();
+    let err = render(&app, &defs).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "definition ComponentDefinition/x: spec.schematic.builtin `json-patch` is only supported on traits (components: `source`)"
+    );
+}
+
+#[test]
+fn schema_violations_of_new_builtins() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "type: cron-task, properties: {image: x}",
+            "scaler",
+            "{replicas: 1}",
+            "component `c`: properties: missing required field `schedule`",
+        ),
+        (
+            "type: cron-task, properties: {image: x, schedule: '* * * * *', concurrencyPolicy: Sometimes}",
+            "scaler",
+            "{replicas: 1}",
+            r#"component `c`: properties.concurrencyPolicy: "Sometimes" is not one of "Allow", "Forbid", "Replace""#,
+        ),
+        (
+            "type: daemon, properties: {image: x, replicas: 3}",
+            "scaler",
+            "{replicas: 1}",
+            "component `c`: properties.replicas: unknown field `replicas`; allowed: addRevisionLabel, annotations, args, cmd, cpu, env, exposeType, image, imagePullPolicy, imagePullSecrets, labels, livenessProbe, memory, port, ports, readinessProbe",
+        ),
+        (
+            WEB,
+            "gateway",
+            "{domain: d, http: {/: http}}",
+            "component `c`, trait `gateway`: properties.http./: expected integer, got string",
+        ),
+        (
+            WEB,
+            "storage",
+            "{pvc: [{name: data}]}",
+            "component `c`, trait `storage`: properties.pvc[0]: missing required field `mountPath`",
+        ),
+        (
+            WEB,
+            "storage",
+            "{emptyDir: [{name: e, mountPath: /e, medium: Disk}]}",
+            r#"component `c`, trait `storage`: properties.emptyDir[0].medium: "Disk" is not one of "", "Memory""#,
+        ),
+        (
+            WEB,
+            "resource",
+            "{cpu: [1]}",
+            "component `c`, trait `resource`: properties.cpu: expected number or string, got array",
+        ),
+        (
+            WEB,
+            "affinity",
+            "{tolerations: [{key: k, operator: Maybe}]}",
+            r#"component `c`, trait `affinity`: properties.tolerations[0].operator: "Maybe" is not one of "Equal", "Exists""#,
+        ),
+        (
+            WEB,
+            "affinity",
+            "{podAffinity: {required: [{labelSelector: {}}]}}",
+            "component `c`, trait `affinity`: properties.podAffinity.required[0]: missing required field `topologyKey`",
+        ),
+        (
+            WEB,
+            "hpa",
+            "{cpu: {type: Percent}}",
+            r#"component `c`, trait `hpa`: properties.cpu.type: "Percent" is not one of "Utilization", "AverageValue""#,
+        ),
+        (
+            WEB,
+            "command",
+            "{command: /bin/sh}",
+            "component `c`, trait `command`: properties.command: expected array, got string",
+        ),
+        (
+            WEB,
+            "init-container",
+            "{name: i, image: busybox}",
+            "component `c`, trait `init-container`: properties: missing required field `appMountPath`",
+        ),
+        (
+            WEB,
+            "json-merge-patch",
+            "[1]",
+            "component `c`, trait `json-merge-patch`: properties: expected object, got array",
+        ),
+        (
+            WEB,
+            "json-patch",
+            "{}",
+            "component `c`, trait `json-patch`: properties: missing required field `operations`",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (component, t, props, want) in cases {
+        let got = one_trait(component, t, props)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        if got != *want {
+            wrong.push(format!(
+                "{component} / {t} {props}:\n  got:  {got}\n  want: {want}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn pod_trait_assertions_have_messages() {
+    let err = one_trait(WEB, "command", "{args: [a], addArgs: [b]}").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("command: args cannot be combined with addArgs/delArgs"),
+        "{err}"
+    );
+    let err = one_trait(WEB, "hpa", "{min: 5, max: 2}").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("hpa: min (5) is greater than max (2)"),
+        "{err}"
+    );
+    let err = one_trait(
+        WEB,
+        "storage",
+        "{emptyDir: [{name: v, mountPath: /a}, {name: v, mountPath: /b}]}",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("storage: volume names must be unique"),
+        "{err}"
+    );
+    let err = one_trait(WEB, "gateway", "{http: {/: 80}, secretName: s}").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("gateway: secretName needs a domain"),
+        "{err}"
+    );
+}
