@@ -5,6 +5,7 @@ mod images;
 mod inspect;
 pub mod leader;
 pub mod metrics;
+pub mod oam;
 mod queue;
 mod reconcile;
 
@@ -54,6 +55,10 @@ pub struct Config {
     /// Watch image automation objects in this namespace only (Flux's
     /// `--watch-all-namespaces=false`); all namespaces when `None`.
     pub image_namespace: Option<String>,
+    /// Serve KubeVela's core.oam.dev Applications and definitions.
+    pub oam: bool,
+    /// Serve OAM Applications of this namespace only; all namespaces when `None`.
+    pub oam_namespace: Option<String>,
 }
 
 impl Default for Config {
@@ -72,6 +77,8 @@ impl Default for Config {
             install_crds: true,
             image_automation: true,
             image_namespace: None,
+            oam: true,
+            oam_namespace: None,
         }
     }
 }
@@ -122,6 +129,8 @@ pub struct Controller {
     pub(crate) written: Mutex<HashMap<String, Application>>,
     pub(crate) triggers: tokio::sync::mpsc::UnboundedSender<Trigger>,
     pub(crate) queue: queue::Queue,
+    /// KubeVela Applications to reconcile, as `namespace/name`.
+    pub(crate) oam_queue: queue::Queue,
     /// Every Application change the watch sees (the API server streams them).
     pub(crate) app_events: tokio::sync::broadcast::Sender<Arc<Application>>,
 }
@@ -194,6 +203,7 @@ impl Controller {
             written: Mutex::new(HashMap::new()),
             triggers: tx,
             queue: queue::Queue::default(),
+            oam_queue: queue::Queue::default(),
             app_events: tokio::sync::broadcast::channel(256).0,
         });
 
@@ -313,6 +323,10 @@ impl Controller {
         let ctl2 = ctl.clone();
         tasks.0.push(tokio::spawn(async move {
             while let Some((_cluster, instance)) = rx.recv().await {
+                if let Some((ns, name)) = oam::parse_instance(&instance) {
+                    ctl2.oam_queue.add(&format!("{ns}/{name}"));
+                    continue;
+                }
                 let name = match instance.split_once('_') {
                     Some((app_ns, name)) if app_ns == ctl2.cfg.namespace => name.to_string(),
                     Some(_) => continue,
@@ -342,6 +356,11 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     let (ctl, tasks) = Controller::watch(client.clone(), cfg.clone()).await?;
     let _images = if cfg.image_automation {
         Some(images::Images::start(client.clone(), ctl.clone()).await)
+    } else {
+        None
+    };
+    let _oam = if cfg.oam {
+        Some(oam::Oam::start(client.clone(), ctl.clone()).await)
     } else {
         None
     };
@@ -442,6 +461,7 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut all = vec![crds::application_crd(), crds::appproject_crd()];
     all.extend(crds::flux_crds());
+    all.extend(crds::oam_crds());
     for crd in all {
         let name = crd["metadata"]["name"]
             .as_str()

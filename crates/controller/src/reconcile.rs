@@ -298,7 +298,7 @@ impl Controller {
 
     /// Credentials for a repository URL; ssh host keys come from Argo CD's
     /// known-hosts ConfigMap unless the Secret names its own.
-    fn credentials(&self, url: &str) -> Option<ferry_source::RepoCredentials> {
+    pub(crate) fn credentials(&self, url: &str) -> Option<ferry_source::RepoCredentials> {
         let mut creds = ferry_source::credentials_for(url, &self.repo_secrets());
         let known = self
             .known_hosts
@@ -415,7 +415,7 @@ impl Controller {
         Ok(sha)
     }
 
-    fn plugins(&self) -> Vec<ferry_render::PluginConfig> {
+    pub(crate) fn plugins(&self) -> Vec<ferry_render::PluginConfig> {
         let mut out = Vec::new();
         for cm in self.plugin_maps.state() {
             for text in cm.data.clone().unwrap_or_default().values() {

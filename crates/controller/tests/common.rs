@@ -53,6 +53,8 @@ pub async fn harness(prefix: &str) -> Harness {
         identity: ns.clone(),
         // Each test's controller handles image automation in its own namespace only.
         image_namespace: Some(ns.clone()),
+        // ... and KubeVela Applications in its destination namespace only.
+        oam_namespace: Some(dest.clone()),
         ..ferry_controller::Config::default()
     };
     let c = client.clone();

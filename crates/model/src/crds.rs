@@ -101,6 +101,50 @@ pub fn flux_crds() -> Vec<serde_json::Value> {
     ]
 }
 
+/// KubeVela's `core.oam.dev/v1beta1` Application and the definitions platform teams apply.
+pub fn oam_crds() -> Vec<serde_json::Value> {
+    let oam = ("core.oam.dev", "v1beta1", true);
+    let app_columns = serde_json::json!([
+        { "name": "Component", "type": "string", "jsonPath": ".spec.components[*].name" },
+        { "name": "Type", "type": "string", "jsonPath": ".spec.components[*].type" },
+        { "name": "Phase", "type": "string", "jsonPath": ".status.status" },
+        { "name": "Healthy", "type": "boolean", "jsonPath": ".status.services[*].healthy" },
+        { "name": "Status", "type": "string", "jsonPath": ".status.services[*].message" },
+        { "name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp" },
+    ]);
+    let defs = |plural: &str, kind: &str, short: &[&str]| {
+        crd(
+            oam,
+            plural,
+            kind,
+            &format!("{kind}List"),
+            short,
+            serde_json::json!([
+                { "name": "Description", "type": "string", "jsonPath": ".metadata.annotations.definition\\.oam\\.dev/description" },
+                { "name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp" },
+            ]),
+        )
+    };
+    vec![
+        crd(
+            oam,
+            "applications",
+            "Application",
+            "ApplicationList",
+            &[],
+            app_columns,
+        ),
+        defs("componentdefinitions", "ComponentDefinition", &["comp"]),
+        defs("traitdefinitions", "TraitDefinition", &["trait"]),
+        defs(
+            "workflowstepdefinitions",
+            "WorkflowStepDefinition",
+            &["workflowstep"],
+        ),
+        defs("policydefinitions", "PolicyDefinition", &["def-policy"]),
+    ]
+}
+
 fn crd(
     (group, version, status_subresource): GroupVersion,
     plural: &str,

@@ -319,6 +319,21 @@ fn apply_builtin(
     }
 }
 
+/// `properties` as a definition's templates and status expressions see them: schema defaults
+/// filled in. Invalid properties come back as given ([`render`] reports them).
+pub fn parameter(schematic: &Schematic, properties: &Value) -> Value {
+    let schema = schematic
+        .jsonnet
+        .as_ref()
+        .and_then(|j| j.parameter_schema.as_ref())
+        .or(schematic.parameter_schema.as_ref());
+    let site = Site {
+        component: String::new(),
+        trait_type: None,
+    };
+    check_properties(properties, schema, &site).unwrap_or_else(|_| properties.clone())
+}
+
 pub(crate) fn check_properties(
     properties: &Value,
     parameter_schema: Option<&Value>,

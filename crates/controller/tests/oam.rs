@@ -1,0 +1,704 @@
+//! KubeVela Applications end to end: rendered by the built-in definitions, applied by the
+//! controller, healthy on the test environment's clusters.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/oam")
+        .join(name)
+}
+
+fn yaml(s: &str) -> Value {
+    serde_saphyr::from_str(s).unwrap()
+}
+
+fn oam_apps(h: &Harness) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        h.client.clone(),
+        &h.dest,
+        &ferry_controller::oam::api_resource("Application"),
+    )
+}
+
+/// Creates or updates a KubeVela Application in the test's destination namespace.
+async fn apply_oam(h: &Harness, mut app: Value) {
+    app["metadata"]["namespace"] = json!(h.dest);
+    let name = app["metadata"]["name"].as_str().unwrap().to_string();
+    oam_apps(h)
+        .patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&app),
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until `f` accepts the Application (as JSON); panics with its status.
+async fn wait_oam(h: &Harness, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let app = oam_apps(h)
+            .get_opt(name)
+            .await
+            .unwrap()
+            .map(|a| serde_json::to_value(a).unwrap());
+        if let Some(a) = &app
+            && f(a)
+        {
+            return a.clone();
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {name}: {what}; status: {}",
+                serde_json::to_string_pretty(&app.map(|a| a["status"].clone())).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn phase(a: &Value) -> &str {
+    a.pointer("/status/status")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+fn step_phase<'a>(a: &'a Value, step: &str) -> &'a str {
+    let steps = a
+        .pointer("/status/workflow/steps")
+        .and_then(Value::as_array);
+    steps
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == step)
+        .and_then(|s| s["phase"].as_str())
+        .unwrap_or_default()
+}
+
+fn all_healthy(a: &Value) -> bool {
+    a.pointer("/status/services")
+        .and_then(Value::as_array)
+        .is_some_and(|s| {
+            !s.is_empty()
+                && s.iter().all(|x| {
+                    x["healthy"] == true
+                        && x["traits"]
+                            .as_array()
+                            .is_none_or(|t| t.iter().all(|t| t["healthy"] == true))
+                })
+        })
+}
+
+fn running_healthy(a: &Value) -> bool {
+    phase(a) == "running" && all_healthy(a)
+}
+
+fn condition_message(a: &Value, type_: &str) -> String {
+    a.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_ && c["status"] == "False")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn get_opt<K>(client: &kube::Client, ns: &str, name: &str) -> Option<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_builtin_type_and_trait_renders_as_the_golden_file_then_runs_healthy() {
+    let text = std::fs::read_to_string(fixture("builtins.yaml")).unwrap();
+    // Golden: the rendering alone, before any cluster is involved.
+    let app = ferry_oam::parse_application(&text).unwrap();
+    let defs = ferry_oam::Definitions::builtin().unwrap();
+    let rendered: Vec<Value> = ferry_oam::render(&app, &defs)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            json!({"component": r.component, "trait": r.trait_type, "output": r.output, "object": r.object})
+        })
+        .collect();
+    let got = serde_json::to_string_pretty(&rendered).unwrap() + "\n";
+    let golden = fixture("builtins.golden.json");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap();
+    assert!(
+        got == want,
+        "rendering differs from {}; run with UPDATE_GOLDEN=1 and review the diff",
+        golden.display()
+    );
+    let types: std::collections::BTreeSet<String> = app
+        .spec
+        .components
+        .iter()
+        .flat_map(|c| {
+            std::iter::once(c.type_name.clone()).chain(c.traits.iter().map(|t| t.type_name.clone()))
+        })
+        .collect();
+    for t in [
+        "webservice",
+        "worker",
+        "task",
+        "cron-task",
+        "daemon",
+        "k8s-objects",
+        "raw",
+        "scaler",
+        "labels",
+        "annotations",
+        "env",
+        "ingress",
+        "gateway",
+        "sidecar",
+        "storage",
+        "json-patch",
+        "json-merge-patch",
+        "hpa",
+        "resource",
+        "command",
+        "affinity",
+        "init-container",
+        "expose",
+    ] {
+        assert!(types.contains(t), "fixture lacks {t}");
+    }
+
+    // Applied: the storage trait's claim binds to a volume of its class.
+    let h = harness("oam-builtins").await;
+    h.apply(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": format!("{}-pv", h.dest)},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "ferry-e2e", "hostPath": {"path": "/tmp/ferry-e2e"},
+            "persistentVolumeReclaimPolicy": "Delete",
+        },
+    }))
+    .await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "web-secret"}, "stringData": {"password": "s3cret-e2e-value"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(h.client.clone(), &h.dest)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    apply_oam(&h, yaml(&text)).await;
+    let a = wait_oam(&h, "builtins", "running and healthy", running_healthy).await;
+    let services = a["status"]["services"].as_array().unwrap();
+    assert_eq!(services.len(), 8, "one entry per component: {services:?}");
+    let web = services.iter().find(|s| s["name"] == "web").unwrap();
+    assert_eq!(web["traits"].as_array().unwrap().len(), 10);
+    assert_eq!(web["workloadDefinition"]["kind"], "Deployment");
+
+    // What the rendering said is what the cluster runs.
+    let dep: Deployment = get_opt(&h.client, &h.dest, "web").await.unwrap();
+    let spec = dep.spec;
+    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(spec.revision_history_limit, Some(3));
+    let pod = spec.template;
+    let labels = pod.metadata.as_ref().unwrap().labels.clone().unwrap();
+    assert_eq!(labels["patched"], "json-patch");
+    assert_eq!(labels["team"], "shop");
+    let containers = pod.spec.unwrap().containers;
+    assert_eq!(containers.len(), 2, "web and the proxy sidecar");
+    let env = containers[0].env.clone().unwrap();
+    assert!(env.iter().any(|e| e.name == "EXTRA"));
+    assert!(
+        env.iter()
+            .any(|e| e.name == "DB_PASSWORD" && e.value_from.is_some() && e.value.is_none())
+    );
+    for name in ["web", "web-ingress", "web-gateway", "api"] {
+        assert!(
+            get_opt::<Service>(&h.client, &h.dest, name).await.is_some(),
+            "service {name}"
+        );
+    }
+    let cm: ConfigMap = get_opt(&h.client, &h.dest, "legacy").await.unwrap();
+    assert_eq!(cm.data.unwrap()["kept"], "for raw");
+    let applied = a["status"]["appliedResources"].as_array().unwrap();
+    for kind in [
+        "Deployment",
+        "Service",
+        "Ingress",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "Job",
+        "CronJob",
+        "DaemonSet",
+        "HorizontalPodAutoscaler",
+    ] {
+        assert!(
+            applied.iter().any(|r| r["kind"] == kind),
+            "{kind} in appliedResources"
+        );
+    }
+    // The status never carries a Secret's value.
+    assert!(!a.to_string().contains("s3cret-e2e-value"));
+
+    // A component removed from the Application is deleted; the rest stays.
+    let mut smaller = yaml(&text);
+    let comps = smaller["spec"]["components"].as_array_mut().unwrap();
+    comps.retain(|c| c["name"] != "legacy");
+    apply_oam(&h, smaller).await;
+    h.eventually("legacy ConfigMap deleted", || async {
+        get_opt::<ConfigMap>(&h.client, &h.dest, "legacy")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        get_opt::<ConfigMap>(&h.client, &h.dest, "settings")
+            .await
+            .is_some()
+    );
+
+    // Deleting the Application deletes what it created.
+    oam_apps(&h)
+        .delete("builtins", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.eventually("web Deployment deleted with its Application", || async {
+        get_opt::<Deployment>(&h.client, &h.dest, "web")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+/// A webhook receiver: every request body it gets.
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let got2 = got.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            loop {
+                let n = s.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len = text[..i]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= i + 4 + len {
+                        got2.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).to_string());
+                        break;
+                    }
+                }
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test]
+async fn workflow_suspends_until_resumed_then_times_out_runs_if_steps_and_notifies() {
+    let h = harness("oam-flow").await;
+    let (url, got) = webhook_receiver().await;
+    let app = yaml(&format!(
+        r#"
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{name: flow}}
+spec:
+  components:
+    - {{name: first, type: webservice, properties: {{image: registry.local/first:1}}}}
+    - {{name: second, type: webservice, properties: {{image: registry.local/second:1}}}}
+    - name: slow
+      type: webservice
+      properties: {{image: registry.local/slow:1, annotations: {{testenv.ferry.dev/not-ready: "true"}}}}
+    - name: rescue
+      type: k8s-objects
+      properties: {{objects: [{{apiVersion: v1, kind: ConfigMap, metadata: {{name: rescue}}, data: {{a: b}}}}]}}
+    - name: never
+      type: k8s-objects
+      properties: {{objects: [{{apiVersion: v1, kind: ConfigMap, metadata: {{name: never}}, data: {{a: b}}}}]}}
+  workflow:
+    steps:
+      - {{name: deploy-first, type: apply-component, properties: {{component: first}}}}
+      - {{name: approve, type: suspend}}
+      - {{name: deploy-second, type: apply-component, properties: {{component: second}}}}
+      - {{name: deploy-slow, type: apply-component, timeout: 5s, properties: {{component: slow}}}}
+      - name: on-timeout
+        type: apply-component
+        if: status["deploy-slow"].timeout
+        properties: {{component: rescue}}
+      - {{name: skipped, type: apply-component, properties: {{component: never}}}}
+      - name: notify
+        type: notification
+        if: always
+        properties:
+          webhook:
+            url: {{value: "{url}"}}
+            message: {{text: "flow finished"}}
+"#
+    ));
+    apply_oam(&h, app).await;
+    let a = wait_oam(&h, "flow", "suspended at approve", |a| {
+        phase(a) == "workflowSuspending" && step_phase(a, "approve") == "suspending"
+    })
+    .await;
+    assert_eq!(step_phase(&a, "deploy-first"), "succeeded");
+    let first: Deployment = get_opt(&h.client, &h.dest, "first").await.unwrap();
+    // Suspended: nothing after the suspend step runs, however long we wait.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        get_opt::<Deployment>(&h.client, &h.dest, "second")
+            .await
+            .is_none()
+    );
+    let a = oam_apps(&h).get("flow").await.unwrap();
+    assert_eq!(
+        phase(&serde_json::to_value(&a).unwrap()),
+        "workflowSuspending"
+    );
+
+    // Resume (what `ferry workflow resume` and the API's resume do).
+    let patch =
+        json!({"metadata": {"annotations": {ferry_controller::oam::RESUME_ANNOTATION: "now"}}});
+    oam_apps(&h)
+        .patch("flow", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let a = wait_oam(&h, "flow", "workflow over", |a| {
+        a.pointer("/status/workflow/finished") == Some(&json!(true))
+    })
+    .await;
+    let second: Deployment = get_opt(&h.client, &h.dest, "second").await.unwrap();
+    assert!(
+        second.metadata.creation_timestamp.unwrap().0
+            >= first.metadata.creation_timestamp.unwrap().0
+    );
+    assert_eq!(step_phase(&a, "approve"), "succeeded");
+    assert_eq!(step_phase(&a, "deploy-second"), "succeeded");
+    assert_eq!(step_phase(&a, "deploy-slow"), "failed");
+    let slow = a["status"]["workflow"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "deploy-slow")
+        .unwrap();
+    assert_eq!(slow["reason"], "Timeout", "{slow}");
+    assert_eq!(step_phase(&a, "on-timeout"), "succeeded");
+    assert_eq!(step_phase(&a, "skipped"), "skipped");
+    assert_eq!(step_phase(&a, "notify"), "succeeded");
+    assert!(
+        get_opt::<ConfigMap>(&h.client, &h.dest, "rescue")
+            .await
+            .is_some()
+    );
+    assert!(
+        get_opt::<ConfigMap>(&h.client, &h.dest, "never")
+            .await
+            .is_none()
+    );
+    assert_ne!(
+        phase(&a),
+        "running",
+        "a failed step ends the workflow as failed"
+    );
+    let bodies = got.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&bodies[0]).unwrap(),
+        json!({"text": "flow finished"})
+    );
+    // The resume request was consumed.
+    let a = oam_apps(&h).get("flow").await.unwrap();
+    assert!(
+        !a.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(ferry_controller::oam::RESUME_ANNOTATION)
+    );
+}
+
+#[tokio::test]
+async fn depends_on_waits_for_a_healthy_dependency() {
+    let h = harness("oam-deps").await;
+    let app = |ready: bool| {
+        let ann = if ready {
+            json!({})
+        } else {
+            json!({"testenv.ferry.dev/not-ready": "true"})
+        };
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "deps"},
+            "spec": {"components": [
+                {"name": "api", "type": "webservice", "dependsOn": ["db"],
+                 "properties": {"image": "registry.local/api:1"}},
+                {"name": "db", "type": "webservice",
+                 "properties": {"image": "registry.local/db:1", "annotations": ann}},
+            ]},
+        })
+    };
+    apply_oam(&h, app(false)).await;
+    let a = wait_oam(&h, "deps", "db deployed, waiting", |a| {
+        a.pointer("/status/services")
+            .and_then(Value::as_array)
+            .is_some_and(|s| s.iter().any(|x| x["name"] == "db" && x["healthy"] == false))
+    })
+    .await;
+    assert_eq!(phase(&a), "runningWorkflow");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        get_opt::<Deployment>(&h.client, &h.dest, "db")
+            .await
+            .is_some()
+    );
+    assert!(
+        get_opt::<Deployment>(&h.client, &h.dest, "api")
+            .await
+            .is_none(),
+        "api must wait for db to be healthy"
+    );
+    // Fixing db in the Application lets the workflow go on.
+    apply_oam(&h, app(true)).await;
+    wait_oam(&h, "deps", "running and healthy", running_healthy).await;
+    let db: Deployment = get_opt(&h.client, &h.dest, "db").await.unwrap();
+    let api: Deployment = get_opt(&h.client, &h.dest, "api").await.unwrap();
+    assert!(db.status.unwrap().available_replicas == Some(1));
+    assert!(
+        api.metadata.creation_timestamp.unwrap().0 >= db.metadata.creation_timestamp.unwrap().0
+    );
+}
+
+#[tokio::test]
+async fn topology_and_override_deploy_to_both_clusters() {
+    let h = harness("oam-topo").await;
+    let c2 = h.env.cluster2();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "edge", "labels": {"argocd.argoproj.io/secret-type": "cluster", "region": "edge"}},
+        "stringData": {
+            "name": "edge",
+            "server": c2.server,
+            "config": json!({ "bearerToken": c2.admin_token().expose(), "tlsClientConfig": { "caData": ferry_controller::b64(&c2.ca_pem) } }).to_string(),
+        },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(h.client.clone(), &h.ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let remote_ns = format!("{}-edge", h.dest);
+    let app = json!({
+        "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+        "metadata": {"name": "spread"},
+        "spec": {
+            "components": [{"name": "hello", "type": "webservice",
+                "properties": {"image": "registry.local/hello:1"},
+                "traits": [{"type": "scaler", "properties": {"replicas": 1}}]}],
+            "policies": [
+                {"name": "hub", "type": "topology", "properties": {"clusters": ["local"]}},
+                {"name": "edges", "type": "topology",
+                 "properties": {"clusterLabelSelector": {"region": "edge"}, "namespace": remote_ns}},
+                {"name": "edge-tuning", "type": "override", "properties": {"components": [
+                    {"name": "hello", "properties": {"image": "registry.local/hello:edge"},
+                     "traits": [{"type": "scaler", "properties": {"replicas": 2}}]}]}},
+            ],
+            "workflow": {"steps": [
+                {"name": "deploy-hub", "type": "deploy", "properties": {"policies": ["hub"]}},
+                {"name": "deploy-edge", "type": "deploy", "properties": {"policies": ["edges", "edge-tuning"]}},
+            ]},
+        },
+    });
+    apply_oam(&h, app).await;
+    let a = wait_oam(&h, "spread", "running and healthy", running_healthy).await;
+    let services = a["status"]["services"].as_array().unwrap();
+    assert_eq!(services.len(), 2, "{services:?}");
+    assert!(
+        services
+            .iter()
+            .any(|s| s["cluster"] == "edge" && s["namespace"] == remote_ns.as_str())
+    );
+    let local: Deployment = get_opt(&h.client, &h.dest, "hello").await.unwrap();
+    let client2 = c2.client().await.unwrap();
+    let edge: Deployment = get_opt(&client2, &remote_ns, "hello").await.unwrap();
+    let image = |d: &Deployment| {
+        d.spec.template.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(image(&local), "registry.local/hello:1");
+    assert_eq!(local.spec.replicas, Some(1));
+    assert_eq!(image(&edge), "registry.local/hello:edge");
+    assert_eq!(edge.spec.replicas, Some(2));
+    assert_eq!(edge.status.unwrap().available_replicas, Some(2));
+    // Not on the hub under the edge namespace, not on the edge under the hub's.
+    assert!(
+        get_opt::<Deployment>(&h.client, &remote_ns, "hello")
+            .await
+            .is_none()
+    );
+    assert!(
+        get_opt::<Deployment>(&client2, &h.dest, "hello")
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_trait_definition_applied_at_runtime_changes_the_rendering() {
+    let h = harness("oam-defs").await;
+    let app = json!({
+        "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+        "metadata": {"name": "custom"},
+        "spec": {"components": [{"name": "svc", "type": "webservice",
+            "properties": {"image": "registry.local/svc:1"},
+            "traits": [{"type": "stamp", "properties": {"value": "one"}}]}]},
+    });
+    apply_oam(&h, app).await;
+    let a = wait_oam(&h, "custom", "unknown trait reported", |a| {
+        condition_message(a, "Rendered").contains("unknown trait type `stamp`")
+    })
+    .await;
+    assert_eq!(phase(&a), "rendering");
+    assert!(
+        get_opt::<Deployment>(&h.client, &h.dest, "svc")
+            .await
+            .is_none()
+    );
+
+    let def = |label: &str| {
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "TraitDefinition",
+            "metadata": {"name": "stamp", "namespace": h.dest},
+            "spec": {"schematic": {"jsonnet": {
+                "parameterSchema": {"type": "object", "required": ["value"],
+                    "properties": {"value": {"type": "string"}}},
+                "template": format!("function(parameter, context) {{ patch: {{ metadata+: {{ labels+: {{ '{label}': parameter.value }} }} }} }}"),
+            }}},
+        })
+    };
+    h.apply(def("stamp")).await;
+    wait_oam(&h, "custom", "running and healthy", running_healthy).await;
+    let d: Deployment = get_opt(&h.client, &h.dest, "svc").await.unwrap();
+    assert_eq!(d.metadata.labels.unwrap()["stamp"], "one");
+
+    // A new version of the definition re-renders the app: no restart, no app change.
+    h.apply(def("stamped-by")).await;
+    h.eventually("label from the new definition", || async {
+        let d: Deployment = get_opt(&h.client, &h.dest, "svc").await?;
+        (d.metadata.labels?.get("stamped-by").map(String::as_str) == Some("one")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_applications_get_clear_errors_and_nothing_applied() {
+    let h = harness("oam-errors").await;
+    // A definition whose template does not compile.
+    h.apply(json!({
+        "apiVersion": "core.oam.dev/v1beta1", "kind": "ComponentDefinition",
+        "metadata": {"name": "broken", "namespace": h.dest},
+        "spec": {"schematic": {"jsonnet": {
+            "template": "function(parameter, context)\n  { output: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: context.name } data: {} } }\n",
+        }}},
+    }))
+    .await;
+    let cases = [
+        (
+            "unknown-type",
+            json!({"name": "c", "type": "webservise", "properties": {"image": "x"}}),
+            vec!["unknown component type `webservise`", "webservice"],
+        ),
+        (
+            "bad-props",
+            json!({"name": "c", "type": "webservice", "properties": {"image": "x", "ports": [{"port": "http"}]}}),
+            vec!["component `c`", "properties.ports[0].port", "integer"],
+        ),
+        (
+            "bad-template",
+            json!({"name": "c", "type": "broken"}),
+            vec!["broken", ":2:"],
+        ),
+    ];
+    for (name, component, _) in &cases {
+        apply_oam(
+            &h,
+            json!({
+                "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+                "metadata": {"name": name},
+                "spec": {"components": [component]},
+            }),
+        )
+        .await;
+    }
+    for (name, _, wants) in &cases {
+        let a = wait_oam(&h, name, "a Rendered error", |a| {
+            !condition_message(a, "Rendered").is_empty()
+        })
+        .await;
+        let msg = condition_message(&a, "Rendered");
+        for w in wants {
+            assert!(msg.contains(w), "{name}: `{msg}` should contain `{w}`");
+        }
+        assert_eq!(phase(&a), "rendering");
+        assert!(
+            a.pointer("/status/appliedResources").is_none(),
+            "{name}: nothing applied"
+        );
+    }
+    assert!(
+        get_opt::<Deployment>(&h.client, &h.dest, "c")
+            .await
+            .is_none()
+    );
+    assert!(
+        get_opt::<ConfigMap>(&h.client, &h.dest, "c")
+            .await
+            .is_none()
+    );
+}
