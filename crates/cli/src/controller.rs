@@ -43,6 +43,12 @@ pub struct ControllerArgs {
     /// Serve image automation objects in this namespace only (default: all namespaces).
     #[arg(long)]
     image_namespace: Option<String>,
+    /// Do not serve KubeVela's core.oam.dev Applications.
+    #[arg(long)]
+    no_oam: bool,
+    /// Serve KubeVela Applications in this namespace only (default: all namespaces).
+    #[arg(long)]
+    oam_namespace: Option<String>,
     /// Address to serve /metrics on (reconciles, syncs, Git and render durations).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -87,6 +93,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         wave_timeout: Duration::from_secs(args.wave_timeout_seconds),
         image_automation: !args.no_image_automation,
         image_namespace: args.image_namespace,
+        oam: !args.no_oam,
+        oam_namespace: args.oam_namespace,
         ..ferry_controller::Config::default()
     };
     let _metrics = match args.metrics_addr {

@@ -10,6 +10,7 @@ mod login;
 mod output;
 mod render;
 mod server;
+mod vela;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -46,6 +47,15 @@ enum Command {
     },
     /// Render KubeVela (OAM) Applications into Kubernetes manifests, offline.
     Render(render::RenderArgs),
+    /// List KubeVela (OAM) Applications: one row per component.
+    Ls(vela::LsArgs),
+    /// Show a KubeVela (OAM) Application: about, workflow steps, services.
+    Status(vela::StatusArgs),
+    /// Operate a KubeVela (OAM) Application's workflow.
+    Workflow {
+        #[command(subcommand)]
+        command: vela::WorkflowCommand,
+    },
     /// Log in to a ferry server
     Login(login::LoginArgs),
     /// Log out: forget the token of a context
@@ -92,6 +102,9 @@ async fn main() -> ExitCode {
             };
         }
         Command::Render(args) => render::run(args),
+        Command::Ls(args) => vela::ls(args).await,
+        Command::Status(args) => vela::status(args).await,
+        Command::Workflow { command } => vela::workflow(command).await,
         Command::Login(args) => login::login(args).await,
         Command::Logout(args) => login::logout(args),
         Command::Account { opts, command } => login::account(opts, command).await,

@@ -1008,7 +1008,11 @@ impl Oam {
             let conn = match self.conn(&t.placement.cluster).await {
                 Ok(c) => c,
                 Err(e) => {
-                    return self.failure(key, step, format!("cluster {}: {e}", t.placement.cluster));
+                    return self.failure(
+                        key,
+                        step,
+                        format!("cluster {}: {e}", t.placement.cluster),
+                    );
                 }
             };
             if let Some(ns) = &t.placement.namespace

@@ -311,7 +311,14 @@ fn helm(component: &Component, m: &Props<'_>) -> Result<SourceSpec, OamError> {
             })
             .unwrap_or_default(),
         values_object: m.p.get("values").cloned(),
-        release_name: m.str("/releaseName"),
+        // Flux's HelmRelease default: `<targetNamespace>-<name>`, or the name, where KubeVela
+        // names the HelmRelease after the component.
+        release_name: m.str("/releaseName").or_else(|| {
+            Some(match m.str("/targetNamespace") {
+                Some(ns) => format!("{ns}-{}", component.name),
+                None => component.name.clone(),
+            })
+        }),
         ..Default::default()
     };
     if helm != HelmSource::default() {

@@ -109,6 +109,7 @@ fn seed_001_mysql_helm_component() {
                         "replicaCount": 1,
                         "orchestrator": {"persistence": {"enabled": false}}
                     })),
+                    release_name: Some("mysql-controller".into()),
                     ..Default::default()
                 }),
                 ..Default::default()

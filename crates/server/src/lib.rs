@@ -12,6 +12,7 @@ mod auth;
 mod error;
 mod hooks;
 pub mod metrics;
+mod oam;
 pub mod openapi;
 pub mod rbac;
 mod settings;
@@ -106,6 +107,12 @@ fn router(state: Arc<api::AppState>) -> Router {
                 .delete(api::delete_app),
         )
         .route("/api/v1/applications/{name}/sync", post(api::sync_app))
+        .route("/api/v1/oam/applications", get(oam::list))
+        .route("/api/v1/oam/applications/{namespace}/{name}", get(oam::get))
+        .route(
+            "/api/v1/oam/applications/{namespace}/{name}/resume",
+            post(oam::resume),
+        )
         .route(
             "/api/v1/applications/{name}/rollback",
             post(api::rollback_app),

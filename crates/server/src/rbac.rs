@@ -107,6 +107,7 @@ p, role:readonly, projects, get, *, allow
 p, role:readonly, accounts, get, *, allow
 p, role:readonly, gpgkeys, get, *, allow
 p, role:readonly, logs, get, */*, allow
+p, role:readonly, oam-applications, get, */*, allow
 
 p, role:admin, applications, create, */*, allow
 p, role:admin, applications, update, */*, allow
@@ -116,6 +117,7 @@ p, role:admin, applications, delete/*, */*, allow
 p, role:admin, applications, sync, */*, allow
 p, role:admin, applications, override, */*, allow
 p, role:admin, applications, action/*, */*, allow
+p, role:admin, oam-applications, sync, */*, allow
 p, role:admin, applicationsets, get, */*, allow
 p, role:admin, applicationsets, create, */*, allow
 p, role:admin, applicationsets, update, */*, allow
