@@ -192,6 +192,12 @@ async fn seed_001_gitops_with_kubevela_applications() {
     std::fs::create_dir_all(&listener_dir).unwrap();
     let chart_url = serve(listener_dir.clone()).await;
     chart_repo(work.path(), &chart_url);
+    // The application image: the tag my-app.yaml starts with, in the test registry.
+    let image_repo = format!("fogdong/test-fog-{}", std::process::id());
+    let image = format!("{}/{image_repo}", env.registry.host);
+    env.registry
+        .push_image(&image_repo, "master-cba5605f-1632714412")
+        .unwrap();
     let repo = format!("kubevela-gitops-{}", std::process::id());
     env.git.create_repo(&repo).unwrap();
     let git_url = env.git.http_url(&repo);
@@ -207,7 +213,8 @@ async fn seed_001_gitops_with_kubevela_applications() {
         let content = std::fs::read_to_string(seed.join(rel))
             .unwrap()
             .replace("<git-repo-url>", &git_url)
-            .replace("<chart-repo-url>", &chart_url);
+            .replace("<chart-repo-url>", &chart_url)
+            .replace("<image>", &image);
         files.push((rel, content));
     }
     let write_all = |files: &[(&str, String)]| {
@@ -227,10 +234,20 @@ async fn seed_001_gitops_with_kubevela_applications() {
             json!({"username": env.git.user(), "password": env.git.password().expose()}),
         ),
         ("mysql-secret", json!({"ROOT_PASSWORD": "seed-001-root-pw"})),
+        (
+            "imagesecret",
+            json!({".dockerconfigjson": env.registry.docker_config_json().unwrap()}),
+        ),
     ] {
-        let s: Secret =
-            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
-                .unwrap();
+        let type_ = if name == "imagesecret" {
+            "kubernetes.io/dockerconfigjson"
+        } else {
+            "Opaque"
+        };
+        let s: Secret = serde_json::from_value(
+            json!({"metadata": {"name": name}, "type": type_, "stringData": data}),
+        )
+        .unwrap();
         Api::<Secret>::namespaced(client.clone(), "default")
             .create(&PostParams::default(), &s)
             .await
@@ -250,7 +267,6 @@ async fn seed_001_gitops_with_kubevela_applications() {
                 "--namespace",
                 &argocd_ns,
                 "--no-leader-election",
-                "--no-image-automation",
                 "--kubeconfig",
                 &kubeconfig,
                 "--log",
@@ -284,22 +300,35 @@ async fn seed_001_gitops_with_kubevela_applications() {
         ),
     );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let ls = eventually(
-        "every app running and healthy in `ferry ls`",
-        180,
-        async || {
-            let o = ferry(&kubeconfig, &["ls"]);
-            let out = String::from_utf8_lossy(&o.stdout).to_string();
-            let rows: Vec<&str> = out.lines().skip(1).collect();
-            (o.status.success()
-                && rows.len() == 5
-                && rows
-                    .iter()
-                    .all(|r| r.contains(" running ") && r.contains(" healthy ")))
-            .then_some(out)
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let ls = loop {
+        let o = ferry(&kubeconfig, &["ls"]);
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        let rows: Vec<&str> = out.lines().skip(1).collect();
+        if o.status.success()
+            && rows.len() == 5
+            && rows
+                .iter()
+                .all(|r| r.contains(" running ") && r.contains(" healthy "))
+        {
+            break out;
+        }
+        if Instant::now() > deadline {
+            let apps = kubectl(
+                &kubeconfig,
+                &["get", "applications.core.oam.dev", "-A", "-o", "yaml"],
+            );
+            let logs = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+            panic!(
+                "timed out waiting for every app running and healthy in `ferry ls`:\n{}\n{}\ncontroller log tail:\n{}",
+                text(&o),
+                String::from_utf8_lossy(&apps.stdout),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     println!("{ls}");
     let lines: Vec<&str> = ls.lines().collect();
     let cols = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
@@ -415,6 +444,45 @@ async fn seed_001_gitops_with_kubevela_applications() {
         (port_of(&i) == Some(8089)).then_some(())
     })
     .await;
+
+    // Delivery for end developers: CI pushes a new image; the bot commits it to the marker
+    // in apps/my-app.yaml, and the next pull rolls my-server out with it.
+    let dep_image = async || {
+        deployments
+            .get("my-server")
+            .await
+            .ok()?
+            .spec
+            .template
+            .spec?
+            .containers[0]
+            .image
+            .clone()
+    };
+    assert_eq!(
+        dep_image().await.unwrap(),
+        format!("{image}:master-cba5605f-1632714412")
+    );
+    env.registry
+        .push_image(&image_repo, "master-abc1234-1700000000")
+        .unwrap();
+    let want = format!("{image}:master-abc1234-1700000000");
+    eventually("my-server on the new image", 120, async || {
+        (dep_image().await? == want).then_some(())
+    })
+    .await;
+    let log_out = Command::new("git")
+        .arg("--git-dir")
+        .arg(env.git.root.join(format!("{repo}.git")))
+        .args(["log", "-1", "--format=%an%n%B", "main"])
+        .output()
+        .unwrap();
+    let last = String::from_utf8_lossy(&log_out.stdout).to_string();
+    assert!(
+        last.starts_with("kubevelabot\nUpdate image automatically.\nImage: "),
+        "{last}"
+    );
+    assert!(last.contains(&want), "{last}");
 
     // Nothing printed the database password or the Git password.
     let logs = std::fs::read_to_string(&log).unwrap();

@@ -260,8 +260,8 @@ impl Oam {
     }
 
     fn definitions(&self, namespace: &str) -> (Definitions, Vec<(String, String)>, u64) {
-        let mut defs = match Definitions::builtin() {
-            Ok(d) => d,
+        let mut defs = match ferry_oam::sources::builtin_definitions() {
+            Ok(d) => d.clone(),
             Err(e) => {
                 tracing::error!(error = %e, "built-in definitions do not parse");
                 Definitions::new()
@@ -415,6 +415,12 @@ impl Oam {
             next = next.min(spec.poll_interval.max(Duration::from_secs(1)));
             match self.fetch_source(&key, ns, &app, spec).await {
                 Ok(objs) => {
+                    let extra = ferry_oam::image_automation_objects(spec);
+                    let objs = if extra.is_empty() {
+                        objs
+                    } else {
+                        Arc::new(objs.iter().cloned().chain(extra).collect())
+                    };
                     source_objects.insert(spec.component.clone(), objs);
                 }
                 Err(msg) => {

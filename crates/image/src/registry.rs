@@ -215,6 +215,21 @@ pub async fn scan_paged(
     Ok(tags)
 }
 
+/// Registries on the loopback interface speak plain HTTP, as Docker and containerd assume
+/// (127.0.0.0/8 is an insecure registry by default there): a registry on the same machine
+/// has no certificate to offer.
+fn loopback(registry: &str) -> bool {
+    let host = match registry.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => registry,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 async fn list_all(
     image: &ImageName,
     creds: Option<&RegistryCredentials>,
@@ -237,7 +252,7 @@ async fn list_all(
         }
     };
     let config = ClientConfig {
-        protocol: if insecure {
+        protocol: if insecure || loopback(&image.registry) {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
@@ -299,6 +314,29 @@ pub fn latest_tags(tags: &[String]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn loopback_registries_are_plain_http() {
+        for r in [
+            "localhost:5000",
+            "127.0.0.1:34143",
+            "127.1.2.3",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(loopback(r), "{r}");
+        }
+        for r in [
+            "docker.io",
+            "ghcr.io",
+            "10.0.0.1:5000",
+            "registry.local:5000",
+            "localhost.example.com",
+        ] {
+            assert!(!loopback(r), "{r}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -23,7 +23,9 @@ use serde_json::{Map, Value, json};
 
 pub use definitions::Definitions;
 pub use error::{OamError, Site};
-pub use sources::{SourceComponent, SourceSpec, source_component, sources};
+pub use sources::{
+    SourceComponent, SourceSpec, image_automation_objects, source_component, sources,
+};
 pub use types::*;
 
 /// One rendered Kubernetes object.

@@ -116,8 +116,8 @@ pub fn is_source_definition(def: &ComponentDefinition) -> bool {
     def.spec.schematic.builtin.as_deref() == Some(BUILTIN_SOURCE)
 }
 
-/// The built-in definitions, parsed once, for [`source_component`].
-fn builtin_definitions() -> Result<&'static Definitions, OamError> {
+/// The built-in definitions, parsed once (callers clone them to add their own).
+pub fn builtin_definitions() -> Result<&'static Definitions, OamError> {
     static DEFS: OnceLock<Result<Definitions, String>> = OnceLock::new();
     DEFS.get_or_init(|| Definitions::builtin().map_err(|e| e.to_string()))
         .as_ref()
@@ -451,4 +451,102 @@ fn image_automation(
         commit_message: s("/commitMessage"),
         interval,
     })
+}
+
+/// Flux's duration form (`1m0s`-like strings are not needed: whole seconds are valid Go durations).
+fn go_duration(d: Duration) -> String {
+    format!("{}s", d.as_secs().max(1))
+}
+
+/// The Flux objects a kustomize component with `imageRepository` asks for, as KubeVela's
+/// kustomize definition writes them (each named after the component): a GitRepository for the
+/// component's repository, an ImageRepository, an ImagePolicy, and an ImageUpdateAutomation
+/// that commits the policy's choice to the `# {"$imagepolicy": "<ns>:<component>"}` markers
+/// under the component's path. Empty for other components. Ferry serves these kinds itself.
+pub fn image_automation_objects(spec: &SourceSpec) -> Vec<Value> {
+    use serde_json::json;
+    let SourceComponent::Kustomize {
+        image_automation: Some(ia),
+        ..
+    } = &spec.kind
+    else {
+        return Vec::new();
+    };
+    let name = &spec.component;
+    let interval = go_duration(ia.interval);
+    let branch = spec
+        .source
+        .target_revision
+        .clone()
+        .filter(|b| !b.is_empty() && b != "HEAD")
+        .unwrap_or_else(|| "main".into());
+    let mut repo = json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": "GitRepository",
+        "metadata": {"name": name},
+        "spec": {"url": spec.source.repo_url, "interval": interval, "ref": {"branch": branch}},
+    });
+    if let Some(s) = &spec.secret_ref {
+        repo["spec"]["secretRef"] = json!({"name": s});
+    }
+    let mut image = json!({
+        "apiVersion": "image.toolkit.fluxcd.io/v1",
+        "kind": "ImageRepository",
+        "metadata": {"name": name},
+        "spec": {"image": ia.image, "interval": interval},
+    });
+    if let Some(s) = &ia.secret_ref {
+        image["spec"]["secretRef"] = json!({"name": s});
+    }
+    let order = |o: &SortOrder| match o {
+        SortOrder::Asc => "asc",
+        SortOrder::Desc => "desc",
+    };
+    let choice = match &ia.policy {
+        ImagePolicyChoice::Numerical { order: o } => json!({"numerical": {"order": order(o)}}),
+        ImagePolicyChoice::Alphabetical { order: o } => {
+            json!({"alphabetical": {"order": order(o)}})
+        }
+        ImagePolicyChoice::Semver { range } => json!({"semver": {"range": range}}),
+    };
+    let mut policy = json!({
+        "apiVersion": "image.toolkit.fluxcd.io/v1",
+        "kind": "ImagePolicy",
+        "metadata": {"name": name},
+        "spec": {"imageRepositoryRef": {"name": name}, "policy": choice},
+    });
+    if let Some(f) = &ia.filter_tags {
+        let mut ft = serde_json::Map::new();
+        if let Some(p) = &f.pattern {
+            ft.insert("pattern".into(), json!(p));
+        }
+        if let Some(e) = &f.extract {
+            ft.insert("extract".into(), json!(e));
+        }
+        policy["spec"]["filterTags"] = Value::Object(ft);
+    }
+    let message = match &ia.commit_message {
+        Some(m) => format!("Update image automatically.\n{m}"),
+        None => "Update image automatically.".to_string(),
+    };
+    let path = spec.source.path.clone().unwrap_or_else(|| ".".into());
+    let update = json!({
+        "apiVersion": "image.toolkit.fluxcd.io/v1",
+        "kind": "ImageUpdateAutomation",
+        "metadata": {"name": name},
+        "spec": {
+            "interval": interval,
+            "sourceRef": {"kind": "GitRepository", "name": name},
+            "git": {
+                "checkout": {"ref": {"branch": branch}},
+                "commit": {
+                    "author": {"name": "kubevelabot", "email": "kubevelabot@users.noreply.github.com"},
+                    "messageTemplate": message,
+                },
+                "push": {"branch": branch},
+            },
+            "update": {"path": path, "strategy": "Setters"},
+        },
+    });
+    vec![repo, image, policy, update]
 }

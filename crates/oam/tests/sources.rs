@@ -325,3 +325,53 @@ fn kustomize_target_namespace_and_unsupported_fields() {
         "{e}"
     );
 }
+
+#[test]
+fn seed_001_image_repository_becomes_flux_objects_named_after_the_component() {
+    let spec = source_component(&component(APPS, "apps")).unwrap().unwrap();
+    let objs = ferry_oam::image_automation_objects(&spec);
+    let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "GitRepository",
+            "ImageRepository",
+            "ImagePolicy",
+            "ImageUpdateAutomation"
+        ]
+    );
+    assert!(objs.iter().all(|o| o["metadata"]["name"] == "apps"));
+    assert_eq!(
+        objs[0]["spec"],
+        json!({"url": "https://github.com/example/KubeVela-GitOps-App-Demo", "interval": "60s",
+               "ref": {"branch": "main"}, "secretRef": {"name": "git-secret"}})
+    );
+    assert_eq!(
+        objs[1]["spec"],
+        json!({"image": "registry.example.com/demo/app", "interval": "60s", "secretRef": {"name": "imagesecret"}})
+    );
+    assert_eq!(
+        objs[2]["spec"],
+        json!({"imageRepositoryRef": {"name": "apps"}, "policy": {"numerical": {"order": "asc"}},
+               "filterTags": {"pattern": "^master-[a-f0-9]+-(?P<ts>[0-9]+)", "extract": "$ts"}})
+    );
+    let u = &objs[3]["spec"];
+    assert_eq!(
+        u["sourceRef"],
+        json!({"kind": "GitRepository", "name": "apps"})
+    );
+    assert_eq!(u["git"]["push"]["branch"], "main");
+    assert_eq!(
+        u["git"]["commit"]["messageTemplate"],
+        "Update image automatically.\nImage: {{range .Updated.Images}}{{println .}}{{end}}"
+    );
+    assert_eq!(
+        u["update"],
+        json!({"path": "./apps", "strategy": "Setters"})
+    );
+    // Without imageRepository (or for helm) there is nothing to add.
+    let mysql = source_component(&component(MYSQL, "mysql-controller"))
+        .unwrap()
+        .unwrap();
+    assert!(ferry_oam::image_automation_objects(&mysql).is_empty());
+}
