@@ -484,6 +484,52 @@ async fn seed_001_gitops_with_kubevela_applications() {
     );
     assert!(last.contains(&want), "{last}");
 
+    // A workflow suspended for approval, resumed from the CLI.
+    let gate = src.join("gate.yaml");
+    std::fs::write(
+        &gate,
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: gate
+spec:
+  components:
+    - {name: gated, type: webservice, properties: {image: registry.local/gated:1}}
+  workflow:
+    steps:
+      - {name: approve, type: suspend}
+      - {name: deploy, type: deploy}
+"#,
+    )
+    .unwrap();
+    let o = kubectl(&kubeconfig, &["apply", "-f", gate.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    eventually("gate suspended", 60, async || {
+        let o = ferry(&kubeconfig, &["status", "gate"]);
+        String::from_utf8_lossy(&o.stdout)
+            .contains("Status:       workflowSuspending")
+            .then_some(())
+    })
+    .await;
+    assert!(deployments.get_opt("gated").await.unwrap().is_none());
+    let o = ferry(&kubeconfig, &["workflow", "resume", "gate"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Successfully resumed workflow: gate"));
+    eventually("gate running", 60, async || {
+        let o = ferry(&kubeconfig, &["status", "gate"]);
+        String::from_utf8_lossy(&o.stdout)
+            .contains("Status:       running")
+            .then_some(())
+    })
+    .await;
+    assert!(deployments.get_opt("gated").await.unwrap().is_some());
+    let o = ferry(&kubeconfig, &["workflow", "resume", "gate"]);
+    assert!(
+        !o.status.success(),
+        "resuming a running workflow is an error"
+    );
+    assert!(text(&o).contains("is not suspended"), "{}", text(&o));
+
     // Nothing printed the database password or the Git password.
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(!logs.contains("seed-001-root-pw"));

@@ -4,7 +4,7 @@
 
 use hmac::{Hmac, Mac};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -192,6 +192,7 @@ impl Server {
 
 fn fill(path: &str) -> String {
     path.replace("{name}", "app-x")
+        .replace("{namespace}", "default")
         .replace("{project}", "default")
         .replace("{role}", "ci")
         .replace("{iat}", "1")
@@ -440,6 +441,82 @@ async fn roles_tokens_revocation_and_no_leaks() {
         .call("DELETE", "/api/v1/applications/d-app", Some(&viewer), None)
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // KubeVela Applications: readonly may look, only admin may resume, and only a suspended one.
+    let oam_api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        s.client.clone(),
+        &s.ns,
+        &ferry_controller::oam::api_resource("Application"),
+    );
+    for (name, phase) in [
+        ("paused", "workflowSuspending"),
+        ("busy", "runningWorkflow"),
+    ] {
+        let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": { "name": name },
+            "spec": { "components": [{ "name": "c", "type": "webservice", "properties": { "image": "x" } }] },
+        }))
+        .unwrap();
+        oam_api.create(&PostParams::default(), &obj).await.unwrap();
+        oam_api
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": { "status": phase, "workflow": { "suspend": phase == "workflowSuspending" } } })),
+            )
+            .await
+            .unwrap();
+    }
+    let paused = format!("/api/v1/oam/applications/{}/paused", s.ns);
+    let (status, v) = s.call("GET", &paused, Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"]["status"], "workflowSuspending");
+    let (status, v) = s
+        .call(
+            "GET",
+            &format!("/api/v1/oam/applications?namespace={}", s.ns),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(2), "{v}");
+    let resume = format!("{paused}/resume");
+    let (status, _) = s.call("POST", &resume, Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, v) = s.call("POST", &resume, Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let anns = oam_api
+        .get("paused")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert_eq!(
+        anns.get(ferry_controller::oam::RESUME_ANNOTATION)
+            .map(String::as_str),
+        Some("admin")
+    );
+    let (status, v) = s
+        .call(
+            "POST",
+            &format!("/api/v1/oam/applications/{}/busy/resume", s.ns),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    let (status, _) = s
+        .call(
+            "GET",
+            &format!("/api/v1/oam/applications/{}/nope", s.ns),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     let (status, tok) = s
         .call(
