@@ -462,6 +462,7 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
     let mut all = vec![crds::application_crd(), crds::appproject_crd()];
     all.extend(crds::flux_crds());
     all.extend(crds::oam_crds());
+    let mut names = Vec::new();
     for crd in all {
         let name = crd["metadata"]["name"]
             .as_str()
@@ -493,7 +494,10 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
                 }
             }
         }
-        // Wait until the API server serves it.
+        names.push(name);
+    }
+    // Wait until the API server serves them all (they are established concurrently).
+    for name in names {
         for _ in 0..100 {
             let established = api
                 .get_opt(&name)
@@ -531,7 +535,9 @@ async fn argocd_controller_running(client: &Client) -> bool {
         .unwrap_or(false)
 }
 
-async fn ensure_default_project(client: &Client, ns: &str) -> Result<(), Error> {
+/// Creates the `default` AppProject when missing (the controller and the API server both do,
+/// as Argo CD's do, so an app created right after either starts finds it).
+pub async fn ensure_default_project(client: &Client, ns: &str) -> Result<(), Error> {
     let api: Api<AppProject> = Api::namespaced(client.clone(), ns);
     if api.get_opt("default").await?.is_none() {
         let p = AppProject::default_project(ns);

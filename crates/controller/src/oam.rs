@@ -167,6 +167,15 @@ impl Service {
     }
 }
 
+/// What an apply must respect besides the rendered object.
+struct ApplyCtx {
+    /// This app's tracking instance.
+    instance: String,
+    apply_once: Option<policy::ApplyOnce>,
+    shared: Option<policy::SharedResource>,
+    stage: policy::ApplyStage,
+}
+
 enum Progress {
     Done,
     Waiting(String),
@@ -449,6 +458,16 @@ impl Oam {
             desired.insert(step.clone(), v);
         }
 
+        let policy_of = |t: &str| app.spec.policies.iter().find(|p| p.type_name == t);
+        let mut ctx = ApplyCtx {
+            instance: instance(ns, name),
+            apply_once: policy_of("apply-once")
+                .and_then(|p| policy::ApplyOnce::from_policy(p).ok()),
+            shared: policy_of("shared-resource")
+                .and_then(|p| policy::SharedResource::from_policy(p).ok()),
+            stage: policy::ApplyStage::Update,
+        };
+
         // 3. Workflow.
         let restarted =
             old_status.get("observedGeneration").and_then(Value::as_i64) != Some(generation);
@@ -488,7 +507,7 @@ impl Oam {
                     continue;
                 }
                 match self
-                    .progress(&key, &app, &step, &desired, &prepared, &mut services)
+                    .progress(&key, &app, &step, &desired, &prepared, &ctx, &mut services)
                     .await
                 {
                     Progress::Done => outcomes.push(Outcome::succeeded(&step)),
@@ -569,8 +588,10 @@ impl Oam {
                     continue;
                 }
                 if done && state.finished {
+                    // Drift correction of the same revision: KubeVela's state keep.
+                    ctx.stage = policy::ApplyStage::StateKeep;
                     let _ = self
-                        .progress(&key, &app, name_, &desired, &prepared, &mut services)
+                        .progress(&key, &app, name_, &desired, &prepared, &ctx, &mut services)
                         .await;
                 }
                 for (t, objs) in desired.get(name_).map(Vec::as_slice).unwrap_or(&[]) {
@@ -1004,6 +1025,7 @@ impl Oam {
         step: &str,
         desired: &HashMap<String, Vec<(Target, Vec<Desired>)>>,
         prepared: &Prepared,
+        ctx: &ApplyCtx,
         services: &mut BTreeMap<(String, String, String), Service>,
     ) -> Progress {
         let Some(targets) = desired.get(step) else {
@@ -1035,7 +1057,7 @@ impl Oam {
                     .collect();
                 layer_objs.sort_by_key(|d| plan::kind_rank(&d.key.kind));
                 for d in &layer_objs {
-                    if let Err(e) = self.ensure(key, &conn, &t.placement.cluster, d).await {
+                    if let Err(e) = self.ensure(key, &conn, &t.placement.cluster, d, ctx).await {
                         return self.failure(key, step, format!("{}: {e}", d.key));
                     }
                 }
@@ -1168,6 +1190,7 @@ impl Oam {
         conn: &ClusterConn,
         cluster: &str,
         d: &Desired,
+        ctx: &ApplyCtx,
     ) -> Result<(), String> {
         let want = hash_of(&d.object.to_string());
         let resolved = conn.resolve(&d.api_version, &d.key.kind).await.ok();
@@ -1188,10 +1211,46 @@ impl Oam {
                 return Ok(());
             }
         }
+        // Another application's object: shared only when a shared-resource policy says so,
+        // and then the first owner writes it (KubeVela's semantics).
+        let owner = live
+            .as_ref()
+            .and_then(|l| l.pointer("/metadata/annotations"))
+            .and_then(|a| a.get(TRACKING_ID))
+            .and_then(Value::as_str)
+            .and_then(tracking::parse_tracking_id)
+            .map(|(inst, _)| inst)
+            .filter(|inst| *inst != ctx.instance);
+        if let Some(owner) = owner {
+            if ctx
+                .shared
+                .as_ref()
+                .is_some_and(|p| policy::is_shared(p, &d.object))
+            {
+                return Ok(());
+            }
+            let who = parse_instance(&owner)
+                .map(|(n, a)| format!("application {n}/{a}"))
+                .unwrap_or_else(|| format!("Argo CD application {owner}"));
+            return Err(format!(
+                "already managed by {who}; share it with a shared-resource policy"
+            ));
+        }
+        let desired = match &ctx.apply_once {
+            Some(p) => {
+                let paths = policy::apply_once_paths(p, &d.object, ctx.stage);
+                match policy::keep_live_fields(&d.object, live.as_ref(), &paths) {
+                    Some(v) => v,
+                    // `*`: the object exists and is left alone.
+                    None => return Ok(()),
+                }
+            }
+            None => d.object.clone(),
+        };
         let res = sync::Resource {
             key: d.key.clone(),
             resolved: resolved.clone(),
-            desired: d.object.clone(),
+            desired,
             hook: plan::HookKind::None,
             options: SyncOptions::default(),
             out_of_sync: true,

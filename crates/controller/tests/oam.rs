@@ -702,3 +702,89 @@ async fn bad_applications_get_clear_errors_and_nothing_applied() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn apply_once_keeps_live_replicas_and_shared_resource_lets_two_apps_share() {
+    let h = harness("oam-policies").await;
+    // apply-once: the replicas someone scaled to stay; other drift is corrected.
+    apply_oam(
+        &h,
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "once"},
+            "spec": {
+                "components": [{"name": "once", "type": "webservice",
+                    "properties": {"image": "registry.local/once:1"},
+                    "traits": [{"type": "scaler", "properties": {"replicas": 1}}]}],
+                "policies": [{"name": "keep-replicas", "type": "apply-once", "properties": {
+                    "enable": true,
+                    "rules": [{"selector": {"resourceTypes": ["Deployment"]},
+                               "strategy": {"path": ["spec.replicas"]}}]}}],
+            },
+        }),
+    )
+    .await;
+    wait_oam(&h, "once", "running and healthy", running_healthy).await;
+    let deployments: Api<Deployment> = Api::namespaced(h.client.clone(), &h.dest);
+    let patch = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [
+        {"name": "once", "image": "registry.local/once:hacked"}]}}}});
+    deployments
+        .patch(
+            "once",
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(&json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "once"}, "spec": patch["spec"],
+            })),
+        )
+        .await
+        .unwrap();
+    h.eventually("image drift corrected", || async {
+        let d = deployments.get("once").await.ok()?;
+        let image = d.spec.template.spec?.containers[0].image.clone()?;
+        (image == "registry.local/once:1").then_some(())
+    })
+    .await;
+    let d = deployments.get("once").await.unwrap();
+    assert_eq!(
+        d.spec.replicas,
+        Some(3),
+        "apply-once keeps the live replicas"
+    );
+
+    // shared-resource: a second app may share a ConfigMap only when its policy says so.
+    let cm_app = |name: &str, shared: bool| {
+        let mut app = json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": name},
+            "spec": {"components": [{"name": "conf", "type": "k8s-objects", "properties": {"objects": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared-conf"},
+                 "data": {"writer": name}}]}}]},
+        });
+        if shared {
+            app["spec"]["policies"] = json!([{"name": "share", "type": "shared-resource",
+                "properties": {"rules": [{"selector": {"resourceTypes": ["ConfigMap"]}}]}}]);
+        }
+        app
+    };
+    apply_oam(&h, cm_app("first", false)).await;
+    wait_oam(&h, "first", "running", running_healthy).await;
+    apply_oam(&h, cm_app("sharer", true)).await;
+    apply_oam(&h, cm_app("intruder", false)).await;
+    wait_oam(&h, "sharer", "running", running_healthy).await;
+    let a = wait_oam(&h, "intruder", "workflow failed", |a| {
+        phase(a) == "workflowTerminated"
+    })
+    .await;
+    let msg = a.to_string();
+    assert!(
+        msg.contains(&format!("already managed by application {}/first", h.dest)),
+        "{msg}"
+    );
+    let cm: ConfigMap = get_opt(&h.client, &h.dest, "shared-conf").await.unwrap();
+    assert_eq!(
+        cm.data.unwrap()["writer"],
+        "first",
+        "the first owner writes"
+    );
+}

@@ -773,3 +773,117 @@ pub fn is_shared(policy: &SharedResource, object: &Value) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Splits KubeVela's field path (`spec.template.spec.containers[0].image`) into keys and indices.
+fn path_segments(path: &str) -> Vec<Result<String, usize>> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (key, rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            out.push(Ok(key.to_string()));
+        }
+        for idx in rest.split('[').filter(|s| !s.is_empty()) {
+            match idx.trim_end_matches(']').parse::<usize>() {
+                Ok(n) => out.push(Err(n)),
+                Err(_) => out.push(Ok(idx.trim_end_matches(']').to_string())),
+            }
+        }
+    }
+    out
+}
+
+fn get_path<'a>(v: &'a Value, path: &[Result<String, usize>]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |cur, seg| match seg {
+        Ok(k) => cur.get(k.as_str()),
+        Err(i) => cur.get(*i),
+    })
+}
+
+fn set_path(v: &mut Value, path: &[Result<String, usize>], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for seg in parents {
+        let next = match seg {
+            Ok(k) => cur.get_mut(k.as_str()),
+            Err(i) => cur.get_mut(*i),
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    match last {
+        Ok(k) => {
+            if let Some(o) = cur.as_object_mut() {
+                o.insert(k.clone(), value);
+            }
+        }
+        Err(i) => {
+            if let Some(slot) = cur.get_mut(*i) {
+                *slot = value;
+            }
+        }
+    }
+}
+
+/// What to apply for `desired` given the live object and the apply-once `paths`: `None` = leave
+/// the object alone (`*` and it exists); otherwise `desired` with each path's live value
+/// copied in, so the live value wins. Paths the live object lacks keep the rendered value.
+pub fn keep_live_fields(desired: &Value, live: Option<&Value>, paths: &[String]) -> Option<Value> {
+    let Some(live) = live else {
+        return Some(desired.clone());
+    };
+    if paths.iter().any(|p| p == "*") {
+        return None;
+    }
+    let mut out = desired.clone();
+    for p in paths {
+        let segs = path_segments(p);
+        if let Some(v) = get_path(live, &segs) {
+            set_path(&mut out, &segs, v.clone());
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod keep_live_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn live_values_win_for_the_listed_paths_only() {
+        let desired = json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [{"image": "a:2"}]}}}});
+        let live = json!({"spec": {"replicas": 5, "template": {"spec": {"containers": [{"image": "a:1"}]}}}});
+        let out = keep_live_fields(&desired, Some(&live), &["spec.replicas".into()]).unwrap();
+        assert_eq!(out["spec"]["replicas"], 5);
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"][0]["image"],
+            "a:2"
+        );
+        let out = keep_live_fields(
+            &desired,
+            Some(&live),
+            &["spec.template.spec.containers[0].image".into()],
+        )
+        .unwrap();
+        assert_eq!(out["spec"]["replicas"], 1);
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"][0]["image"],
+            "a:1"
+        );
+        assert_eq!(keep_live_fields(&desired, Some(&live), &["*".into()]), None);
+        assert_eq!(
+            keep_live_fields(&desired, None, &["*".into()]),
+            Some(desired.clone())
+        );
+        // A path the live object lacks keeps the rendered value.
+        let out = keep_live_fields(&desired, Some(&json!({})), &["spec.replicas".into()]).unwrap();
+        assert_eq!(out, desired);
+    }
+}

@@ -172,6 +172,9 @@ pub async fn start(
     cfg: ServerConfig,
 ) -> Result<(Started, impl std::future::Future<Output = ()>), ServerError> {
     let initial = auth::bootstrap(&client, &cfg.namespace).await?;
+    ferry_controller::ensure_default_project(&client, &cfg.namespace)
+        .await
+        .map_err(|e| ServerError::Setup(format!("default project: {e}")))?;
     let (settings, mut tasks) = settings::Settings::start(&client, &cfg.namespace)
         .await
         .map_err(ServerError::Setup)?;
