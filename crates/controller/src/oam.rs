@@ -169,6 +169,8 @@ impl Service {
 
 /// What an apply must respect besides the rendered object.
 struct ApplyCtx {
+    /// `namespace/name`: the memo key.
+    key: String,
     /// This app's tracking instance.
     instance: String,
     apply_once: Option<policy::ApplyOnce>,
@@ -460,6 +462,7 @@ impl Oam {
 
         let policy_of = |t: &str| app.spec.policies.iter().find(|p| p.type_name == t);
         let mut ctx = ApplyCtx {
+            key: key.clone(),
             instance: instance(ns, name),
             apply_once: policy_of("apply-once")
                 .and_then(|p| policy::ApplyOnce::from_policy(p).ok()),
@@ -507,7 +510,7 @@ impl Oam {
                     continue;
                 }
                 match self
-                    .progress(&key, &app, &step, &desired, &prepared, &ctx, &mut services)
+                    .progress(&app, &step, &desired, &prepared, &ctx, &mut services)
                     .await
                 {
                     Progress::Done => outcomes.push(Outcome::succeeded(&step)),
@@ -591,7 +594,7 @@ impl Oam {
                     // Drift correction of the same revision: KubeVela's state keep.
                     ctx.stage = policy::ApplyStage::StateKeep;
                     let _ = self
-                        .progress(&key, &app, name_, &desired, &prepared, &ctx, &mut services)
+                        .progress(&app, name_, &desired, &prepared, &ctx, &mut services)
                         .await;
                 }
                 for (t, objs) in desired.get(name_).map(Vec::as_slice).unwrap_or(&[]) {
@@ -1020,7 +1023,6 @@ impl Oam {
     /// and reports whether every component is healthy on every target.
     async fn progress(
         &self,
-        key: &str,
         app: &ferry_oam::Application,
         step: &str,
         desired: &HashMap<String, Vec<(Target, Vec<Desired>)>>,
@@ -1028,6 +1030,7 @@ impl Oam {
         ctx: &ApplyCtx,
         services: &mut BTreeMap<(String, String, String), Service>,
     ) -> Progress {
+        let key = ctx.key.as_str();
         let Some(targets) = desired.get(step) else {
             return Progress::Done;
         };
@@ -1051,10 +1054,38 @@ impl Oam {
                 return self.failure(key, step, format!("namespace {ns}: {e}"));
             }
             'layers: for layer in &t.layers {
-                let mut layer_objs: Vec<&Desired> = objs
+                let mut layer_objs: Vec<Desired> = objs
                     .iter()
                     .filter(|d| layer.contains(&d.component))
+                    .cloned()
                     .collect();
+                // Components reading other components' outputs render now, from live values.
+                for c in layer {
+                    let Some(component) = t.components.iter().find(|x| &x.name == c) else {
+                        continue;
+                    };
+                    if component.inputs.as_array().is_none_or(|a| a.is_empty()) {
+                        continue;
+                    }
+                    // The producer may be deployed by another step (the implicit workflow has
+                    // one per component): look in every step's objects for this cluster.
+                    let here: Vec<&Desired> = desired
+                        .values()
+                        .flatten()
+                        .filter(|(o, _)| o.placement == t.placement)
+                        .flat_map(|(_, d)| d.iter())
+                        .collect();
+                    match self
+                        .resolve_inputs(app, t, &here, component, &conn, &prepared.defs)
+                        .await
+                    {
+                        Ok(fresh) => {
+                            layer_objs.retain(|d| &d.component != c);
+                            layer_objs.extend(fresh);
+                        }
+                        Err(e) => return self.failure(key, step, e),
+                    }
+                }
                 layer_objs.sort_by_key(|d| plan::kind_rank(&d.key.kind));
                 for d in &layer_objs {
                     if let Err(e) = self.ensure(key, &conn, &t.placement.cluster, d, ctx).await {
@@ -1066,7 +1097,8 @@ impl Oam {
                     let Some(component) = t.components.iter().find(|x| &x.name == c) else {
                         continue;
                     };
-                    let mine: Vec<&Desired> = objs.iter().filter(|d| &d.component == c).collect();
+                    let mine: Vec<&Desired> =
+                        layer_objs.iter().filter(|d| &d.component == c).collect();
                     let svc = self
                         .component_health(
                             app,
@@ -1107,6 +1139,87 @@ impl Oam {
         } else {
             Progress::Waiting(waiting.join("; "))
         }
+    }
+
+    /// Renders `component` with its `inputs` filled from the live outputs of the components
+    /// that declare them (on the same target).
+    async fn resolve_inputs(
+        &self,
+        app: &ferry_oam::Application,
+        t: &Target,
+        objs: &[&Desired],
+        component: &ferry_oam::Component,
+        conn: &ClusterConn,
+        defs: &Definitions,
+    ) -> Result<Vec<Desired>, String> {
+        let mut c = component.clone();
+        for input in component.inputs.as_array().into_iter().flatten() {
+            let from = input
+                .get("from")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let key = input
+                .get("parameterKey")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            // Overrides may have changed the producer on this target; else the app's own.
+            let found = t
+                .components
+                .iter()
+                .chain(&app.spec.components)
+                .find_map(|p| {
+                    let o = p
+                        .outputs
+                        .as_array()?
+                        .iter()
+                        .find(|o| o.get("name").and_then(Value::as_str) == Some(from))?;
+                    Some((p.name.clone(), o.get("valueFrom")?.as_str()?.to_string()))
+                });
+            let Some((producer, expr)) = found else {
+                return Err(format!(
+                    "component `{}`: input `{from}`: no component has an output of that name",
+                    component.name
+                ));
+            };
+            if key.is_empty() {
+                return Err(format!(
+                    "component `{}`: input `{from}` needs a parameterKey",
+                    component.name
+                ));
+            }
+            let mut output = json!({});
+            let mut outputs = serde_json::Map::new();
+            for d in objs
+                .iter()
+                .filter(|d| d.component == producer && d.trait_type.is_none())
+            {
+                let live = match conn.resolve(&d.api_version, &d.key.kind).await {
+                    Ok(r) => conn.live(&r, &d.key.namespace, &d.key.name).await?,
+                    Err(e) => return Err(sync::api_message(&e)),
+                };
+                let live = live.unwrap_or_else(|| d.object.clone());
+                match &d.output {
+                    None => output = live,
+                    Some(n) => {
+                        outputs.insert(n.clone(), live);
+                    }
+                }
+            }
+            let v = ferry_oam::value_from(&producer, &expr, &output, &Value::Object(outputs))
+                .map_err(|e| e.to_string())?;
+            ferry_oam::set_parameter(&mut c.properties, key, v);
+        }
+        c.depends_on.clear();
+        let mut a = app.clone();
+        a.spec.components = vec![c.clone()];
+        let rendered = ferry_oam::render(&a, defs).map_err(|e| e.to_string())?;
+        let one = Target {
+            placement: t.placement.clone(),
+            layers: Vec::new(),
+            components: vec![c],
+            rendered,
+        };
+        self.place(app, &one, &HashMap::new()).await
     }
 
     /// A topology's namespace is created when missing, as KubeVela does.
@@ -1632,6 +1745,8 @@ fn prepare(
     defs: Definitions,
     clusters: &[ClusterInfo],
 ) -> Result<Prepared, String> {
+    let with_inputs = ferry_oam::with_input_dependencies(app);
+    let app = &with_inputs;
     let plan = Plan::from_application(app, &[]).map_err(|e| e.to_string())?;
     // The whole app renders (and validates) even when a step deploys only part of it.
     ferry_oam::render(app, &defs).map_err(|e| e.to_string())?;

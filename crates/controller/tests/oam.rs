@@ -788,3 +788,34 @@ async fn apply_once_keeps_live_replicas_and_shared_resource_lets_two_apps_share(
         "the first owner writes"
     );
 }
+
+#[tokio::test]
+async fn inputs_take_values_from_another_components_live_outputs() {
+    let h = harness("oam-io").await;
+    apply_oam(
+        &h,
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "io"},
+            "spec": {"components": [
+                {"name": "api", "type": "webservice",
+                 "properties": {"image": "registry.local/api:1", "env": [{"name": "DB_ADDR", "value": "unset"}]},
+                 "inputs": [{"from": "db-addr", "parameterKey": "env[0].value"}]},
+                {"name": "db", "type": "webservice",
+                 "properties": {"image": "registry.local/db:1", "ports": [{"port": 5432, "expose": true}]},
+                 "outputs": [{"name": "db-addr",
+                              "valueFrom": "outputs.webserviceExpose.spec.clusterIP + \":5432\""}]},
+            ]},
+        }),
+    )
+    .await;
+    wait_oam(&h, "io", "running and healthy", running_healthy).await;
+    let svc: Service = get_opt(&h.client, &h.dest, "db").await.unwrap();
+    let ip = svc.spec.unwrap().cluster_ip.unwrap();
+    let api: Deployment = get_opt(&h.client, &h.dest, "api").await.unwrap();
+    let env = api.spec.template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert_eq!(env[0].value.as_deref(), Some(format!("{ip}:5432").as_str()));
+}

@@ -321,6 +321,122 @@ fn apply_builtin(
     }
 }
 
+/// KubeVela's component `outputs[].valueFrom`: an expression over the component's `output`
+/// (its workload) and `outputs` (by name), such as `output.metadata.name` or
+/// `"http://" + outputs.service.spec.clusterIP`. CUE and Jsonnet read these forms alike;
+/// Ferry evaluates the expression as Jsonnet, against the live objects.
+pub fn value_from(
+    component: &str,
+    expr: &str,
+    output: &Value,
+    outputs: &Value,
+) -> Result<Value, OamError> {
+    let engine = engine::Engine::new();
+    let code = format!(
+        "function(parameter, context)\n  local output = context.output;\n  local outputs = context.outputs;\n  {{ v: ({expr}) }}\n"
+    );
+    let site = Site {
+        component: component.to_owned(),
+        trait_type: None,
+    };
+    let v = engine
+        .status(
+            &format!("{component}.valueFrom.jsonnet"),
+            &code,
+            &Value::Null,
+            &json!({"output": output, "outputs": outputs}),
+        )
+        .map_err(|e| template_error(&site, "valueFrom", e))?;
+    Ok(v.get("v").cloned().unwrap_or(Value::Null))
+}
+
+/// Sets `value` at KubeVela's `parameterKey` (`image`, `env[0].value`, `a.b`) in `properties`,
+/// creating objects on the way; an index past the end of a list appends.
+pub fn set_parameter(properties: &mut Value, key: &str, value: Value) {
+    let mut segs: Vec<Result<String, usize>> = Vec::new();
+    for part in key.split('.') {
+        let (k, rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !k.is_empty() {
+            segs.push(Ok(k.to_string()));
+        }
+        for i in rest.split('[').filter(|x| !x.is_empty()) {
+            let i = i.trim_end_matches(']');
+            match i.parse::<usize>() {
+                Ok(n) => segs.push(Err(n)),
+                Err(_) => segs.push(Ok(i.to_string())),
+            }
+        }
+    }
+    let mut cur = properties;
+    for (n, seg) in segs.iter().enumerate() {
+        let last = n + 1 == segs.len();
+        let next_is_index = matches!(segs.get(n + 1), Some(Err(_)));
+        let fresh = || if next_is_index { json!([]) } else { json!({}) };
+        match seg {
+            Ok(k) => {
+                if !cur.is_object() {
+                    *cur = json!({});
+                }
+                let Some(o) = cur.as_object_mut() else { return };
+                if last {
+                    o.insert(k.clone(), value);
+                    return;
+                }
+                cur = o.entry(k.clone()).or_insert_with(fresh);
+            }
+            Err(i) => {
+                if !cur.is_array() {
+                    *cur = json!([]);
+                }
+                let Some(a) = cur.as_array_mut() else { return };
+                let i = (*i).min(a.len());
+                if i == a.len() {
+                    a.push(if last { Value::Null } else { fresh() });
+                }
+                if last {
+                    a[i] = value;
+                    return;
+                }
+                cur = &mut a[i];
+            }
+        }
+    }
+}
+
+/// `app` with every component that reads another's `outputs` through `inputs` depending on
+/// it, as KubeVela orders them.
+pub fn with_input_dependencies(app: &Application) -> Application {
+    let mut out = app.clone();
+    let producers: Vec<(String, String)> = app
+        .spec
+        .components
+        .iter()
+        .flat_map(|c| {
+            c.outputs
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o.get("name").and_then(Value::as_str))
+                .map(|n| (n.to_string(), c.name.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for c in out.spec.components.iter_mut() {
+        for input in c.inputs.as_array().into_iter().flatten() {
+            let Some(from) = input.get("from").and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some((_, p)) = producers.iter().find(|(n, _)| n == from)
+                && *p != c.name
+                && !c.depends_on.contains(p)
+            {
+                c.depends_on.push(p.clone());
+            }
+        }
+    }
+    out
+}
+
 /// `properties` as a definition's templates and status expressions see them: schema defaults
 /// filled in. Invalid properties come back as given ([`render`] reports them).
 pub fn parameter(schematic: &Schematic, properties: &Value) -> Value {
@@ -433,5 +549,56 @@ fn finish(app: &Application, component: &Component, r: &mut Rendered) {
             set(LABEL_TRAIT_RESOURCE, o);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod io_tests {
+    use super::*;
+
+    #[test]
+    fn parameter_keys_create_what_is_missing() {
+        let mut p = json!({"image": "x", "env": [{"name": "A", "value": "1"}]});
+        set_parameter(&mut p, "env[0].value", json!("2"));
+        set_parameter(&mut p, "env[1]", json!({"name": "B", "value": "3"}));
+        set_parameter(&mut p, "labels.tier", json!("db"));
+        assert_eq!(
+            p,
+            json!({"image": "x", "labels": {"tier": "db"},
+                   "env": [{"name": "A", "value": "2"}, {"name": "B", "value": "3"}]})
+        );
+    }
+
+    #[test]
+    fn value_from_reads_the_output_and_outputs() {
+        let out = json!({"metadata": {"name": "db"}});
+        let outs = json!({"service": {"spec": {"clusterIP": "10.0.0.7"}}});
+        assert_eq!(
+            value_from("db", "output.metadata.name", &out, &outs).unwrap(),
+            json!("db")
+        );
+        assert_eq!(
+            value_from(
+                "db",
+                "\"http://\" + outputs.service.spec.clusterIP",
+                &out,
+                &outs
+            )
+            .unwrap(),
+            json!("http://10.0.0.7")
+        );
+        let e = value_from("db", "output.spec.nope", &out, &outs).unwrap_err();
+        assert!(e.to_string().contains("db"), "{e}");
+    }
+
+    #[test]
+    fn inputs_add_dependencies_on_their_producers() {
+        let app = parse_application(
+            "metadata: {name: a}\nspec: {components: [{name: api, type: webservice, inputs: [{from: host, parameterKey: 'env[0].value'}]}, {name: db, type: webservice, outputs: [{name: host, valueFrom: output.metadata.name}]}]}",
+        )
+        .unwrap();
+        let with = with_input_dependencies(&app);
+        assert_eq!(with.spec.components[0].depends_on, vec!["db".to_string()]);
+        assert!(with.spec.components[1].depends_on.is_empty());
     }
 }
