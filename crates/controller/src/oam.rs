@@ -425,6 +425,22 @@ impl Oam {
         for spec in &prepared.sources {
             next = next.min(spec.poll_interval.max(Duration::from_secs(1)));
             match self.fetch_source(&key, ns, &app, spec).await {
+                // An empty render is far more often a broken path or chart than an intent to
+                // delete everything (Argo CD's allowEmpty is off by default too).
+                Ok(objs) if objs.is_empty() => {
+                    let msg = format!(
+                        "component `{}`: {} rendered no objects; refusing to apply or prune",
+                        spec.component,
+                        spec.source
+                            .path
+                            .as_deref()
+                            .or(spec.source.chart.as_deref())
+                            .unwrap_or(".")
+                    );
+                    self.write_error(ns, name, &old_status, generation, "Rendered", &msg)
+                        .await;
+                    return Some(next);
+                }
                 Ok(objs) => {
                     let extra = ferry_oam::image_automation_objects(spec);
                     let objs = if extra.is_empty() {
@@ -619,6 +635,18 @@ impl Oam {
             .cloned()
             .unwrap_or_default();
         let mut gc_errors = Vec::new();
+        // kustomize components with `prune: false` leave what left Git in place.
+        let unpruned: HashSet<String> = prepared
+            .sources
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.kind,
+                    ferry_oam::SourceComponent::Kustomize { prune: false, .. }
+                )
+            })
+            .map(|s| s.component.clone())
+            .collect();
         if all_ok {
             let gc = app
                 .spec
@@ -633,7 +661,10 @@ impl Oam {
                 if kept.contains(&(cluster.clone(), k.clone())) {
                     continue;
                 }
-                match self.collect(&key, &cluster, &k, &av, gc.as_ref()).await {
+                match self
+                    .collect(&key, &cluster, &k, &av, gc.as_ref(), &unpruned)
+                    .await
+                {
                     Ok(true) => {}
                     Ok(false) => applied_refs.push(r.clone()),
                     Err(e) => {
@@ -1530,6 +1561,7 @@ impl Oam {
         k: &ObjectKey,
         api_version: &str,
         gc: Option<&policy::GarbageCollect>,
+        unpruned: &HashSet<String>,
     ) -> Result<bool, String> {
         let conn = self.conn(cluster).await?;
         let Ok(resolved) = conn.resolve(api_version, &k.kind).await else {
@@ -1553,6 +1585,14 @@ impl Oam {
         if let Some(gc) = gc
             && policy::gc_strategy(gc, &live) != policy::GcStrategy::OnAppUpdate
         {
+            return Ok(false);
+        }
+        let component = live
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(ferry_oam::LABEL_COMPONENT))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if unpruned.contains(component) {
             return Ok(false);
         }
         sync::delete(&conn, Some(&resolved), k, "foreground").await?;

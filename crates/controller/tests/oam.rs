@@ -819,3 +819,85 @@ async fn inputs_take_values_from_another_components_live_outputs() {
         .unwrap();
     assert_eq!(env[0].value.as_deref(), Some(format!("{ip}:5432").as_str()));
 }
+
+#[tokio::test]
+async fn kustomize_components_pull_prune_unless_told_not_to_and_refuse_an_empty_render() {
+    let h = harness("oam-kustomize").await;
+    let cm = |n: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {n}\ndata:\n  k: v\n")
+    };
+    let (a, b, c, d, e) = (cm("a"), cm("b"), cm("c"), cm("d"), cm("e"));
+    let repo = new_repo(
+        "oam-kustomize",
+        &[
+            ("pruned/a.yaml", a.as_str()),
+            ("pruned/b.yaml", b.as_str()),
+            ("kept/c.yaml", c.as_str()),
+            ("kept/d.yaml", d.as_str()),
+        ],
+    );
+    let url = h.env.git.file_url(&repo);
+    let app = |name: &str, path: &str, prune: bool| {
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": name},
+            "spec": {"components": [{"name": name, "type": "kustomize", "properties": {
+                "url": url, "git": {"branch": "main"}, "path": path,
+                "pullInterval": "2s", "prune": prune}}]},
+        })
+    };
+    apply_oam(&h, app("pruned", "./pruned", true)).await;
+    apply_oam(&h, app("kept", "./kept", false)).await;
+    wait_oam(&h, "pruned", "running", running_healthy).await;
+    wait_oam(&h, "kept", "running", running_healthy).await;
+    for n in ["a", "b", "c", "d"] {
+        assert!(
+            get_opt::<ConfigMap>(&h.client, &h.dest, n).await.is_some(),
+            "{n}"
+        );
+    }
+    // b and d leave Git (e arrives): b is pruned, d is kept.
+    commit(
+        &repo,
+        &[
+            ("pruned/a.yaml", a.as_str()),
+            ("kept/c.yaml", c.as_str()),
+            ("kept/e.yaml", e.as_str()),
+        ],
+    );
+    h.eventually("b pruned and e applied", || async {
+        let b_gone = get_opt::<ConfigMap>(&h.client, &h.dest, "b")
+            .await
+            .is_none();
+        let e_here = get_opt::<ConfigMap>(&h.client, &h.dest, "e")
+            .await
+            .is_some();
+        (b_gone && e_here).then_some(())
+    })
+    .await;
+    assert!(
+        get_opt::<ConfigMap>(&h.client, &h.dest, "d")
+            .await
+            .is_some(),
+        "prune: false keeps what left Git"
+    );
+    // A render that comes back empty is an error, never a reason to delete.
+    commit(
+        &repo,
+        &[
+            ("pruned/kustomization.yaml", "resources: []\n"),
+            ("kept/c.yaml", c.as_str()),
+        ],
+    );
+    let app = wait_oam(&h, "pruned", "empty render refused", |a| {
+        condition_message(a, "Rendered").contains("rendered no objects")
+    })
+    .await;
+    assert_eq!(phase(&app), "rendering");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        get_opt::<ConfigMap>(&h.client, &h.dest, "a")
+            .await
+            .is_some()
+    );
+}
