@@ -101,7 +101,7 @@ async fn main() -> ExitCode {
                 }
             };
         }
-        Command::Render(args) => render::run(args),
+        Command::Render(args) => render::run(args).await,
         Command::Ls(args) => vela::ls(args).await,
         Command::Status(args) => vela::status(args).await,
         Command::Workflow { command } => vela::workflow(command).await,

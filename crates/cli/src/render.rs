@@ -34,6 +34,11 @@ pub struct RenderArgs {
     /// YAML documents without header comments.
     #[arg(long, conflicts_with = "files")]
     plugin: bool,
+    /// Also fetch and render helm and kustomize components (Git and chart repositories,
+    /// with the `helm` and `kustomize` binaries), as the controller does. Always on with
+    /// --plugin; otherwise such components print a comment saying what they would fetch.
+    #[arg(long)]
+    fetch: bool,
 }
 
 /// One parsed input document and the file it came from.
@@ -42,15 +47,15 @@ struct Doc {
     value: Value,
 }
 
-pub fn run(args: RenderArgs) -> Result<()> {
-    let out = render_to_string(&args)?;
+pub async fn run(args: RenderArgs) -> Result<()> {
+    let out = render_to_string(&args).await?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(out.as_bytes())?;
     stdout.flush()?;
     Ok(())
 }
 
-fn render_to_string(args: &RenderArgs) -> Result<String> {
+async fn render_to_string(args: &RenderArgs) -> Result<String> {
     let inputs: Vec<(String, String)> = if args.plugin {
         let mut files = Vec::new();
         collect_yaml(Path::new("."), true, &mut files)?;
@@ -140,12 +145,112 @@ fn render_to_string(args: &RenderArgs) -> Result<String> {
             app.metadata.namespace = namespace.clone();
         }
         let rendered = ferry_oam::render(&app, &defs).with_context(|| doc.origin.clone())?;
-        for r in &rendered {
-            let header = (!args.plugin).then(|| header(&app.metadata.name, r));
-            push_doc(&mut out, header.as_deref(), &r.object)?;
+        let sources = ferry_oam::sources(&app, &defs).with_context(|| doc.origin.clone())?;
+        // In component order, as vela dry-run prints them.
+        for c in &app.spec.components {
+            if let Some(spec) = sources.iter().find(|s| s.component == c.name) {
+                let what = describe_source(spec);
+                let head = format!(
+                    "# Application({}) -- Component({})\n## From {what}\n",
+                    app.metadata.name, c.name
+                );
+                if !(args.fetch || args.plugin) {
+                    out.push_str(&format!(
+                        "---\n# Application({}) -- Component({})\n## {what}: fetched at deploy time (--fetch renders it here)\n",
+                        app.metadata.name, c.name
+                    ));
+                    continue;
+                }
+                let app_ns = app
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into());
+                let objs = fetch_source(spec, &app.metadata.name, &app_ns)
+                    .await
+                    .with_context(|| format!("{}: component `{}`", doc.origin, c.name))?;
+                for o in objs
+                    .iter()
+                    .chain(&ferry_oam::image_automation_objects(spec))
+                {
+                    let h = (!args.plugin).then_some(head.as_str());
+                    push_doc(&mut out, h, o)?;
+                }
+                continue;
+            }
+            for r in rendered.iter().filter(|r| r.component == c.name) {
+                let header = (!args.plugin).then(|| header(&app.metadata.name, r));
+                push_doc(&mut out, header.as_deref(), &r.object)?;
+            }
         }
     }
     Ok(out)
+}
+
+fn describe_source(spec: &ferry_oam::SourceSpec) -> String {
+    let s = &spec.source;
+    let url = ferry_source::scrub_url(&s.repo_url);
+    match (&s.chart, &s.path) {
+        (Some(chart), _) => format!(
+            "the helm chart {chart} {} of {url}",
+            s.target_revision.as_deref().unwrap_or("(latest)")
+        ),
+        (None, Some(path)) => format!(
+            "{path} of {url} at {}",
+            s.target_revision.as_deref().unwrap_or("HEAD")
+        ),
+        (None, None) => url,
+    }
+}
+
+/// What the controller's source pipeline renders for a helm or kustomize component: the
+/// same `ferry-source` fetch and `ferry-render` tools, without credentials (git's own
+/// configuration applies) and without a cluster to ask for its version.
+async fn fetch_source(
+    spec: &ferry_oam::SourceSpec,
+    app_name: &str,
+    app_namespace: &str,
+) -> Result<Vec<Value>> {
+    let tools = ferry_render::RenderTools::locate()?;
+    let cache_dir = std::env::var_os("FERRY_RENDER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("ferry-render-cache"));
+    let cache = ferry_source::SourceCache::new(cache_dir)?;
+    let s = &spec.source;
+    let (dir, revision) = if s.is_helm_repo() {
+        let chart = s.chart.clone().unwrap_or_default();
+        let version = s.target_revision.clone().unwrap_or_default();
+        cache
+            .helm_chart(&tools.helm, &s.repo_url, &chart, &version, None)
+            .await?
+    } else {
+        let sha = cache.resolve(&s.repo_url, s.revision(), None).await?;
+        let dir = cache.checkout(&s.repo_url, &sha, None).await?;
+        (dir, sha)
+    };
+    let ns = spec
+        .destination_namespace
+        .clone()
+        .unwrap_or_else(|| app_namespace.to_string());
+    let (source, app_name) = (s.clone(), app_name.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        let refs = std::collections::BTreeMap::new();
+        ferry_render::render(&ferry_render::RenderInput {
+            app_name: &app_name,
+            app_namespace: &ns,
+            source: &source,
+            repo_root: &dir,
+            revision: &revision,
+            refs: &refs,
+            kube_version: "",
+            api_versions: &[],
+            plugins: &[],
+            tools: &tools,
+            timeout: std::time::Duration::from_secs(90),
+        })
+    })
+    .await??;
+    Ok(out.objects)
 }
 
 /// `vela dry-run`'s comment lines (pkg/appfile/dryrun/dryrun.go, PrintDryRun):

@@ -351,3 +351,103 @@ fn example_oam_plugin_runs_under_ferrys_cmp_support() {
         assert_eq!(out.objects[3]["metadata"]["name"], "plain");
     }
 }
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn fetch_renders_helm_from_git_and_kustomize_components_like_the_controller() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    let write = |rel: &str, text: &str| {
+        let p = repo.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "deploy/kustomization.yaml",
+        "resources: [cm.yaml]\nnamePrefix: site-\ncommonLabels: {tier: web}\n",
+    );
+    write(
+        "deploy/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {color: blue}\n",
+    );
+    write(
+        "charts/demo/Chart.yaml",
+        "apiVersion: v2\nname: demo\nversion: 0.1.0\n",
+    );
+    write("charts/demo/values.yaml", "replicas: 1\n");
+    write(
+        "charts/demo/templates/deploy.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}-demo\n  namespace: {{ .Release.Namespace }}\nspec:\n  replicas: {{ .Values.replicas }}\n  selector: {matchLabels: {app: demo}}\n  template:\n    metadata: {labels: {app: demo}}\n    spec: {containers: [{name: demo, image: registry.local/demo:1}]}\n",
+    );
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "init"]);
+    let url = format!("file://{}", repo.display());
+    let app = work.path().join("app.yaml");
+    std::fs::write(
+        &app,
+        format!(
+            r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{name: sources, namespace: shop}}
+spec:
+  components:
+    - name: site
+      type: kustomize
+      properties: {{url: "{url}", git: {{branch: main}}, path: ./deploy}}
+    - name: chart
+      type: helm
+      properties:
+        repoType: git
+        url: "{url}"
+        git: {{branch: main}}
+        chart: ./charts/demo
+        releaseName: shop
+        values: {{replicas: 2}}
+    - name: extra
+      type: k8s-objects
+      properties: {{objects: [{{apiVersion: v1, kind: ConfigMap, metadata: {{name: extra}}}}]}}
+"#
+        ),
+    )
+    .unwrap();
+    let cache = work.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let app_path = app.to_str().unwrap();
+    let fetched = ok(&ferry_in(
+        None,
+        &["-f", app_path, "--fetch"],
+        None,
+        &[("FERRY_RENDER_CACHE", cache)],
+    ))
+    .replace(&url, "<repo>");
+    let golden = root().join("crates/cli/tests/golden/sources-fetched.yaml");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &fetched).unwrap();
+    }
+    assert_eq!(fetched, std::fs::read_to_string(&golden).unwrap());
+    assert!(fetched.contains("name: site-settings"));
+    assert!(fetched.contains("name: shop-demo"));
+    assert!(fetched.contains("replicas: 2"));
+
+    // Offline, the source components say what they would fetch; the rest still renders.
+    let offline = ok(&ferry_in(
+        None,
+        &["-f", app_path],
+        None,
+        &[("FERRY_RENDER_CACHE", cache)],
+    ));
+    assert!(offline.contains("## ./deploy of"), "{offline}");
+    assert!(offline.contains("fetched at deploy time"), "{offline}");
+    assert!(offline.contains("name: extra"), "{offline}");
+    assert!(!offline.contains("site-settings"), "{offline}");
+}
