@@ -120,8 +120,17 @@ struct Memo {
     outcomes: Vec<Outcome>,
     /// (cluster, key) -> (desired hash, live generation or resourceVersion after our apply).
     applied: HashMap<(String, ObjectKey), (u64, String)>,
-    /// step -> consecutive apply failures
-    failures: HashMap<String, u32>,
+    /// step -> (consecutive passes with an apply error, the last such pass)
+    failures: HashMap<String, (u32, u64)>,
+    /// Passes run so far: failures count once per pass, however many rounds it has.
+    pass: u64,
+    /// Notification steps sent for the current generation (at most once each, unless the
+    /// controller restarts with the step still running: then it is sent again).
+    notified: HashSet<String>,
+    /// The status our last write produced and the resourceVersion it got: newer than the
+    /// watch cache until the cache catches up, so a quick next pass does not act on the
+    /// state before it (and, say, send a notification twice).
+    written: Option<(u64, Value)>,
 }
 
 pub(crate) struct Oam {
@@ -175,7 +184,11 @@ struct ApplyCtx {
     instance: String,
     apply_once: Option<policy::ApplyOnce>,
     shared: Option<policy::SharedResource>,
+    take_over: Option<policy::SharedResource>,
     stage: policy::ApplyStage,
+    /// (group, kind) -> namespaced, of the CRDs this app itself brings.
+    crds: HashMap<(String, String), bool>,
+    defs: Arc<Definitions>,
 }
 
 enum Progress {
@@ -257,6 +270,13 @@ impl Oam {
         for _ in 0..ctl.cfg.workers.clamp(1, 4) {
             let oam = oam.clone();
             tasks.push(tokio::spawn(async move {
+                // A pass before the definitions are listed would render with the built-ins
+                // alone and could collect what a platform definition renders.
+                for s in [&oam.apps, &oam.comp_defs, &oam.trait_defs] {
+                    if s.wait_until_ready().await.is_err() {
+                        return;
+                    }
+                }
                 loop {
                     let key = oam.ctl.oam_queue.next().await;
                     let next = oam.reconcile(&key).await;
@@ -270,7 +290,29 @@ impl Oam {
         crate::TaskGuard(tasks)
     }
 
-    fn definitions(&self, namespace: &str) -> (Definitions, Vec<(String, String)>, u64) {
+    /// Which cluster definitions an app in `namespace` sees, as a hash of their versions:
+    /// cheap, so a pass whose inputs did not change skips building the registry.
+    fn definitions_version(&self, namespace: &str) -> u64 {
+        let mut versions: Vec<(String, String, String, bool)> = Vec::new();
+        for ns in [SYSTEM_NAMESPACE, namespace] {
+            for (store, comp) in [(&self.comp_defs, true), (&self.trait_defs, false)] {
+                for o in store.state() {
+                    if o.namespace().as_deref() == Some(ns) {
+                        versions.push((
+                            ns.to_string(),
+                            o.name_any(),
+                            o.resource_version().unwrap_or_default(),
+                            comp,
+                        ));
+                    }
+                }
+            }
+        }
+        versions.sort();
+        hash_of(&versions)
+    }
+
+    fn definitions(&self, namespace: &str) -> (Definitions, Vec<(String, String)>) {
         let mut defs = match ferry_oam::sources::builtin_definitions() {
             Ok(d) => d.clone(),
             Err(e) => {
@@ -279,7 +321,6 @@ impl Oam {
             }
         };
         let mut broken = Vec::new();
-        let mut versions: Vec<(String, String, String)> = Vec::new();
         // KubeVela's lookup: the app's namespace wins over vela-system.
         for ns in [SYSTEM_NAMESPACE, namespace] {
             for store in [&self.comp_defs, &self.trait_defs] {
@@ -290,11 +331,6 @@ impl Oam {
                     .collect();
                 objs.sort_by_key(|o| o.name_any());
                 for o in objs {
-                    versions.push((
-                        ns.to_string(),
-                        o.name_any(),
-                        o.resource_version().unwrap_or_default(),
-                    ));
                     let mut v = serde_json::to_value(&*o).unwrap_or(Value::Null);
                     let kind = if std::ptr::eq(store, &self.comp_defs) {
                         "ComponentDefinition"
@@ -311,7 +347,7 @@ impl Oam {
                 break;
             }
         }
-        (defs, broken, hash_of(&versions))
+        (defs, broken)
     }
 
     fn cluster_infos(&self) -> Vec<ClusterInfo> {
@@ -381,7 +417,24 @@ impl Oam {
     async fn reconcile_app(&self, ns: &str, name: &str, obj: &DynamicObject) -> Option<Duration> {
         let key = format!("{ns}/{name}");
         let raw = serde_json::to_value(obj).unwrap_or(Value::Null);
-        let old_status = raw.get("status").cloned().unwrap_or(Value::Null);
+        let store_rv = obj
+            .resource_version()
+            .and_then(|r| r.parse::<u64>().ok())
+            .unwrap_or(0);
+        let old_status = {
+            let mut m = self.memo.lock().ok();
+            let e = m.as_mut().map(|m| m.entry(key.clone()).or_default());
+            match e {
+                Some(e) => {
+                    e.pass += 1;
+                    match &e.written {
+                        Some((rv, st)) if *rv > store_rv => st.clone(),
+                        _ => raw.get("status").cloned().unwrap_or(Value::Null),
+                    }
+                }
+                None => raw.get("status").cloned().unwrap_or(Value::Null),
+            }
+        };
         if obj.metadata.deletion_timestamp.is_some() {
             return self.finalize(ns, name, obj, &old_status).await;
         }
@@ -458,13 +511,39 @@ impl Oam {
                 }
             }
         }
+        // Kinds whose CRD this app brings itself may not be served yet.
+        let mut crd_scopes: HashMap<(String, String), bool> = HashMap::new();
+        {
+            let mut note = |o: &Value| {
+                if o["kind"] == "CustomResourceDefinition"
+                    && let (Some(g), Some(k)) = (
+                        o.pointer("/spec/group").and_then(Value::as_str),
+                        o.pointer("/spec/names/kind").and_then(Value::as_str),
+                    )
+                {
+                    let namespaced =
+                        o.pointer("/spec/scope").and_then(Value::as_str) != Some("Cluster");
+                    crd_scopes.insert((g.to_string(), k.to_string()), namespaced);
+                }
+            };
+            source_objects
+                .values()
+                .flat_map(|v| v.iter())
+                .for_each(&mut note);
+            prepared
+                .targets
+                .values()
+                .flatten()
+                .flat_map(|t| t.rendered.iter())
+                .for_each(|r| note(&r.object));
+        }
         // Place and label every object of every step now: a bad object stops the app before
         // anything is applied.
         let mut desired: HashMap<String, Vec<(Target, Vec<Desired>)>> = HashMap::new();
         for (step, targets) in &prepared.targets {
             let mut v = Vec::new();
             for t in targets {
-                match self.place(&app, t, &source_objects).await {
+                match self.place(&app, t, &source_objects, &crd_scopes).await {
                     Ok(d) => v.push((t.clone(), d)),
                     Err(msg) => {
                         self.write_error(ns, name, &old_status, generation, "Rendered", &msg)
@@ -484,7 +563,11 @@ impl Oam {
                 .and_then(|p| policy::ApplyOnce::from_policy(p).ok()),
             shared: policy_of("shared-resource")
                 .and_then(|p| policy::SharedResource::from_policy(p).ok()),
+            take_over: policy_of("take-over")
+                .and_then(|p| policy::SharedResource::take_over_from_policy(p).ok()),
             stage: policy::ApplyStage::Update,
+            crds: crd_scopes,
+            defs: prepared.defs.clone(),
         };
 
         // 3. Workflow.
@@ -502,6 +585,7 @@ impl Oam {
             let e = m.entry(key.clone()).or_default();
             e.outcomes.clear();
             e.failures.clear();
+            e.notified.clear();
         }
         let mut state = prev;
         let mut services: BTreeMap<(String, String, String), Service> = BTreeMap::new();
@@ -519,6 +603,20 @@ impl Oam {
                 else {
                     continue;
                 };
+                if kind == StepKind::Notification {
+                    // Running with no outcome on record: this process never sent it (a
+                    // restart or a new leader). Send it now.
+                    let sent =
+                        self.memo.lock().ok().is_some_and(|m| {
+                            m.get(&key).is_some_and(|e| e.notified.contains(&step))
+                        });
+                    if !sent && let Some(st) = find_step(&prepared.plan.steps, &step) {
+                        let props = st.properties.clone();
+                        let o = self.run_notification(&key, ns, &step, &props).await;
+                        outcomes.push(o);
+                    }
+                    continue;
+                }
                 if !matches!(
                     kind,
                     StepKind::Deploy { .. } | StepKind::ApplyComponent { .. }
@@ -547,10 +645,7 @@ impl Oam {
                 match a {
                     Action::Apply { .. } => started_any = true,
                     Action::Notify { step, properties } => {
-                        let outcome = match self.notify(ns, &properties).await {
-                            Ok(()) => Outcome::succeeded(&step),
-                            Err(m) => Outcome::failed(&step, &m),
-                        };
+                        let outcome = self.run_notification(&key, ns, &step, &properties).await;
                         self.push_outcome(&key, outcome);
                         started_any = true;
                     }
@@ -581,13 +676,6 @@ impl Oam {
             {
                 s.message = Some(m.clone());
             }
-        }
-        if resume {
-            let patch = json!({"metadata": {"annotations": {RESUME_ANNOTATION: null}}});
-            let _ = self
-                .api(ns)
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await;
         }
 
         // 4. A finished workflow keeps its objects as declared (drift is re-applied) and its
@@ -713,7 +801,15 @@ impl Oam {
             "appliedResources": applied_refs,
             "conditions": conditions,
         });
-        self.write_status(ns, name, &old_status, status).await;
+        let written = self.write_status(ns, name, &old_status, status).await;
+        // The request is consumed only once the state it produced is stored.
+        if resume && written {
+            let patch = json!({"metadata": {"annotations": {RESUME_ANNOTATION: null}}});
+            let _ = self
+                .api(ns)
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+        }
         if matches!(state.app_phase, workflow::AppPhase::RunningWorkflow)
             || (state.finished && !healthy)
         {
@@ -734,7 +830,7 @@ impl Oam {
         app: &ferry_oam::Application,
         ns: &str,
     ) -> Result<Arc<Prepared>, String> {
-        let (defs, broken, defs_version) = self.definitions(ns);
+        let defs_version = self.definitions_version(ns);
         let clusters = self.cluster_infos();
         let cluster_key: Vec<(String, Vec<(String, String)>)> = clusters
             .iter()
@@ -762,10 +858,14 @@ impl Oam {
         {
             return Ok(p);
         }
+        let (defs, broken) = self.definitions(ns);
         let app2 = app.clone();
         // Jsonnet values are not Send: the whole render runs on one blocking thread.
-        let out = tokio::task::spawn_blocking(move || prepare(&app2, defs, &clusters))
+        let timeout = self.ctl.cfg.render_timeout;
+        let task = tokio::task::spawn_blocking(move || prepare(&app2, defs, &clusters));
+        let out = tokio::time::timeout(timeout, task)
             .await
+            .map_err(|_| format!("rendering took longer than {}s", timeout.as_secs()))?
             .map_err(|e| format!("render task failed: {e}"))?;
         let p = match out {
             Ok(p) => Arc::new(p),
@@ -811,9 +911,11 @@ impl Oam {
         {
             return Ok(objs.clone());
         }
+        // Only the app's own secretRef: Argo CD's repository credentials belong to its
+        // projects, which KubeVela Applications are not part of.
         let creds = match &spec.secret_ref {
             Some(secret) => Some(self.secret_credentials(ns, secret).await?),
-            None => self.ctl.credentials(&spec.source.repo_url),
+            None => None,
         };
         let tools = self.ctl.tools.clone()?;
         let s = &spec.source;
@@ -945,6 +1047,7 @@ impl Oam {
         app: &ferry_oam::Application,
         t: &Target,
         sources: &HashMap<String, Arc<Vec<Value>>>,
+        crds: &HashMap<(String, String), bool>,
     ) -> Result<Vec<Desired>, String> {
         let app_ns = app
             .metadata
@@ -981,9 +1084,17 @@ impl Oam {
                 .unwrap_or_default();
             let namespaced = match conn.resolve(&api_version, &kind).await {
                 Ok(r) => r.namespaced,
-                // A kind whose CRD comes earlier in this app (the helm chart before the raw
-                // object): namespaced unless proven otherwise.
-                Err(_) => true,
+                Err(e) => match crds.get(&(group.clone(), kind.clone())) {
+                    // Its CRD comes earlier in this app (the helm chart before the raw object).
+                    Some(namespaced) => *namespaced,
+                    None => {
+                        return Err(format!(
+                            "component `{component}`: cluster {} does not serve {api_version} {kind}: {}",
+                            t.placement.cluster,
+                            sync::api_message(&e)
+                        ));
+                    }
+                },
             };
             let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
                 return Err(format!("component `{component}`: {kind} without metadata"));
@@ -1107,7 +1218,7 @@ impl Oam {
                         .flat_map(|(_, d)| d.iter())
                         .collect();
                     match self
-                        .resolve_inputs(app, t, &here, component, &conn, &prepared.defs)
+                        .resolve_inputs(app, t, &here, component, &conn, ctx)
                         .await
                     {
                         Ok(fresh) => {
@@ -1181,7 +1292,7 @@ impl Oam {
         objs: &[&Desired],
         component: &ferry_oam::Component,
         conn: &ClusterConn,
-        defs: &Definitions,
+        ctx: &ApplyCtx,
     ) -> Result<Vec<Desired>, String> {
         let mut c = component.clone();
         for input in component.inputs.as_array().into_iter().flatten() {
@@ -1243,14 +1354,14 @@ impl Oam {
         c.depends_on.clear();
         let mut a = app.clone();
         a.spec.components = vec![c.clone()];
-        let rendered = ferry_oam::render(&a, defs).map_err(|e| e.to_string())?;
+        let rendered = ferry_oam::render(&a, &ctx.defs).map_err(|e| e.to_string())?;
         let one = Target {
             placement: t.placement.clone(),
             layers: Vec::new(),
             components: vec![c],
             rendered,
         };
-        self.place(app, &one, &HashMap::new()).await
+        self.place(app, &one, &HashMap::new(), &ctx.crds).await
     }
 
     /// A topology's namespace is created when missing, as KubeVela does.
@@ -1310,14 +1421,13 @@ impl Oam {
             .lock()
             .ok()
             .map(|mut m| {
-                let f = m
-                    .entry(key.to_string())
-                    .or_default()
-                    .failures
-                    .entry(step.into())
-                    .or_insert(0);
-                *f += 1;
-                *f
+                let e = m.entry(key.to_string()).or_default();
+                let pass = e.pass;
+                let f = e.failures.entry(step.into()).or_insert((0, 0));
+                if f.1 != pass {
+                    *f = (f.0 + 1, pass);
+                }
+                f.0
             })
             .unwrap_or(3);
         if n >= 3 {
@@ -1379,6 +1489,23 @@ impl Oam {
             return Err(format!(
                 "already managed by {who}; share it with a shared-resource policy"
             ));
+        }
+        // An object no application manages is adopted only when a take-over policy says so.
+        let untracked = live.as_ref().is_some_and(|l| {
+            l.pointer("/metadata/annotations")
+                .and_then(|a| a.get(TRACKING_ID))
+                .is_none()
+        });
+        if untracked
+            && !ctx
+                .take_over
+                .as_ref()
+                .is_some_and(|p| policy::is_shared(p, &d.object))
+        {
+            return Err(
+                "already exists and no application manages it; adopt it with a take-over policy"
+                    .to_string(),
+            );
         }
         let desired = match &ctx.apply_once {
             Some(p) => {
@@ -1554,6 +1681,47 @@ impl Oam {
 
     /// Deletes one object that left the Application, unless a policy keeps it. Ok(false) =
     /// kept (and still recorded).
+    /// The live object a record names, if it is this app's own: its tracking id names this
+    /// app *and this very key*. `Ok(None)` = gone, or someone else's (then the record is
+    /// stale and nothing may be deleted). A kind the cluster no longer serves counts as
+    /// gone; any other failure to look is an error, never "gone".
+    async fn owned_live(
+        &self,
+        key: &str,
+        cluster: &str,
+        k: &ObjectKey,
+        api_version: &str,
+    ) -> Result<Option<(Arc<ClusterConn>, ferry_engine::cluster::Resolved, Value)>, String> {
+        let conn = self.conn(cluster).await?;
+        let resolved = match conn.resolve(api_version, &k.kind).await {
+            Ok(r) => r,
+            Err(e) => {
+                let served = conn
+                    .api_versions()
+                    .await
+                    .map_err(|e2| format!("cluster {cluster}: {}", sync::api_message(&e2)))?;
+                if served.iter().any(|v| v == api_version) {
+                    return Err(sync::api_message(&e));
+                }
+                return Ok(None);
+            }
+        };
+        let Some(live) = conn.live(&resolved, &k.namespace, &k.name).await? else {
+            return Ok(None);
+        };
+        let (ns, name) = key.split_once('/').unwrap_or_default();
+        let me = instance(ns, name);
+        let ours = live
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(TRACKING_ID))
+            .and_then(Value::as_str)
+            .and_then(tracking::parse_tracking_id)
+            .is_some_and(|(inst, tk)| inst == me && tk == *k);
+        Ok(ours.then_some((conn, resolved, live)))
+    }
+
+    /// Deletes one object that left the Application, unless a policy keeps it. Ok(false) =
+    /// kept (and still recorded).
     async fn collect(
         &self,
         key: &str,
@@ -1563,25 +1731,10 @@ impl Oam {
         gc: Option<&policy::GarbageCollect>,
         unpruned: &HashSet<String>,
     ) -> Result<bool, String> {
-        let conn = self.conn(cluster).await?;
-        let Ok(resolved) = conn.resolve(api_version, &k.kind).await else {
+        let Some((conn, resolved, live)) = self.owned_live(key, cluster, k, api_version).await?
+        else {
             return Ok(true);
         };
-        let Some(live) = conn.live(&resolved, &k.namespace, &k.name).await? else {
-            return Ok(true);
-        };
-        // Only what this app still tracks: another app may have taken the object over.
-        let ours = live
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(TRACKING_ID))
-            .and_then(Value::as_str)
-            .and_then(tracking::parse_tracking_id)
-            .is_some_and(|(inst, _)| {
-                parse_instance(&inst).is_some_and(|(ns, n)| format!("{ns}/{n}") == key)
-            });
-        if !ours {
-            return Ok(true);
-        }
         if let Some(gc) = gc
             && policy::gc_strategy(gc, &live) != policy::GcStrategy::OnAppUpdate
         {
@@ -1630,30 +1783,22 @@ impl Oam {
             let Some((cluster, k, av)) = ref_key(&r) else {
                 continue;
             };
-            let keep_never = match (&gc, self.conn(&cluster).await) {
-                (Some(gc), Ok(conn)) => match conn.resolve(&av, &k.kind).await {
-                    Ok(res) => conn
-                        .live(&res, &k.namespace, &k.name)
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_some_and(|l| policy::gc_strategy(gc, &l) == policy::GcStrategy::Never),
-                    Err(_) => false,
-                },
-                _ => false,
+            // Only this app's own objects go: not another app's, not a shared one it only
+            // used, not one a failed step never took.
+            let res = match self.owned_live(&key, &cluster, &k, &av).await {
+                Ok(Some((conn, resolved, live))) => {
+                    if gc
+                        .as_ref()
+                        .is_some_and(|g| policy::gc_strategy(g, &live) == policy::GcStrategy::Never)
+                    {
+                        continue;
+                    }
+                    // OnAppDelete objects go now too; collect() keeps them only on update.
+                    sync::delete(&conn, Some(&resolved), &k, "foreground").await
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
             };
-            if keep_never {
-                continue;
-            }
-            // OnAppDelete objects go now too; collect() keeps them only on update.
-            let res = async {
-                let conn = self.conn(&cluster).await?;
-                let Ok(resolved) = conn.resolve(&av, &k.kind).await else {
-                    return Ok(());
-                };
-                sync::delete(&conn, Some(&resolved), &k, "foreground").await
-            }
-            .await;
             if let Err(e) = res {
                 errors.push(format!("{k}: {e}"));
             }
@@ -1761,12 +1906,13 @@ impl Oam {
     }
 
     /// Replaces `status` when it differs from what the API server has.
-    async fn write_status(&self, ns: &str, name: &str, old: &Value, new: Value) {
+    /// Returns whether the API server has `new` now (written, or already equal).
+    async fn write_status(&self, ns: &str, name: &str, old: &Value, new: Value) -> bool {
         if strip_times(old) == strip_times(&new) {
-            return;
+            return true;
         }
         let patch = json!({"status": new});
-        if let Err(e) = self
+        match self
             .api(ns)
             .patch_status(
                 name,
@@ -1775,7 +1921,34 @@ impl Oam {
             )
             .await
         {
-            tracing::debug!(app = %format!("{ns}/{name}"), error = %e, "writing status");
+            Ok(o) => {
+                let rv = o
+                    .resource_version()
+                    .and_then(|r| r.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if let Ok(mut m) = self.memo.lock() {
+                    m.entry(format!("{ns}/{name}")).or_default().written = Some((rv, new));
+                }
+                true
+            }
+            Err(e) => {
+                tracing::debug!(app = %format!("{ns}/{name}"), error = %e, "writing status");
+                false
+            }
+        }
+    }
+
+    /// Sends a notification step once per generation and records that it was sent.
+    async fn run_notification(&self, key: &str, ns: &str, step: &str, props: &Value) -> Outcome {
+        if let Ok(mut m) = self.memo.lock() {
+            m.entry(key.to_string())
+                .or_default()
+                .notified
+                .insert(step.to_string());
+        }
+        match self.notify(ns, props).await {
+            Ok(()) => Outcome::succeeded(step),
+            Err(m) => Outcome::failed(step, &m),
         }
     }
 }
@@ -1785,6 +1958,23 @@ fn prepare(
     defs: Definitions,
     clusters: &[ClusterInfo],
 ) -> Result<Prepared, String> {
+    for p in &app.spec.policies {
+        let checked = match p.type_name.as_str() {
+            "topology" => policy::Topology::from_policy(p).map(drop),
+            "override" => policy::OverridePolicy::from_policy(p).map(drop),
+            "garbage-collect" => policy::GarbageCollect::from_policy(p).map(drop),
+            "apply-once" => policy::ApplyOnce::from_policy(p).map(drop),
+            "shared-resource" => policy::SharedResource::from_policy(p).map(drop),
+            "take-over" => policy::SharedResource::take_over_from_policy(p).map(drop),
+            other => {
+                return Err(format!(
+                    "policy `{}`: type `{other}` is not supported (Ferry serves topology, override, garbage-collect, apply-once, shared-resource and take-over)",
+                    p.name
+                ));
+            }
+        };
+        checked.map_err(|e| e.to_string())?;
+    }
     let with_inputs = ferry_oam::with_input_dependencies(app);
     let app = &with_inputs;
     let plan = Plan::from_application(app, &[]).map_err(|e| e.to_string())?;

@@ -787,6 +787,63 @@ async fn apply_once_keeps_live_replicas_and_shared_resource_lets_two_apps_share(
         "first",
         "the first owner writes"
     );
+    // Deleting the apps that only shared it, or failed on it, leaves it to its owner.
+    for name in ["intruder", "sharer"] {
+        oam_apps(&h)
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        h.eventually("app gone", || async {
+            oam_apps(&h)
+                .get_opt(name)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    }
+    let cm: ConfigMap = get_opt(&h.client, &h.dest, "shared-conf").await.unwrap();
+    assert_eq!(cm.data.unwrap()["writer"], "first");
+
+    // An object no application manages is adopted only with a take-over policy.
+    let lone: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "lone"}, "data": {"writer": "kubectl"},
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(h.client.clone(), &h.dest)
+        .create(&PostParams::default(), &lone)
+        .await
+        .unwrap();
+    let adopter = |take_over: bool| {
+        let mut app = json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "adopter"},
+            "spec": {"components": [{"name": "conf", "type": "k8s-objects", "properties": {"objects": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lone"},
+                 "data": {"writer": "adopter"}}]}}]},
+        });
+        if take_over {
+            app["spec"]["policies"] = json!([{"name": "adopt", "type": "take-over",
+                "properties": {"rules": [{"selector": {"resourceNames": ["lone"]}}]}}]);
+        }
+        app
+    };
+    apply_oam(&h, adopter(false)).await;
+    let a = wait_oam(&h, "adopter", "refused", |a| {
+        phase(a) == "workflowTerminated"
+    })
+    .await;
+    assert!(
+        a.to_string().contains("adopt it with a take-over policy"),
+        "{a}"
+    );
+    let cm: ConfigMap = get_opt(&h.client, &h.dest, "lone").await.unwrap();
+    assert_eq!(cm.data.unwrap()["writer"], "kubectl");
+    apply_oam(&h, adopter(true)).await;
+    wait_oam(&h, "adopter", "running", running_healthy).await;
+    let cm: ConfigMap = get_opt(&h.client, &h.dest, "lone").await.unwrap();
+    assert_eq!(cm.data.unwrap()["writer"], "adopter");
 }
 
 #[tokio::test]

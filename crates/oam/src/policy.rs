@@ -766,6 +766,18 @@ impl SharedResource {
     }
 }
 
+impl SharedResource {
+    /// KubeVela's `take-over` policy has the same shape: rules selecting objects that exist
+    /// without an owning application and may be adopted.
+    pub fn take_over_from_policy(policy: &Policy) -> Result<Self, OamError> {
+        let s: SharedResource = parse(policy, "take-over")?;
+        for (i, r) in s.rules.iter().enumerate() {
+            check_selector(policy, i, &r.selector)?;
+        }
+        Ok(s)
+    }
+}
+
 /// Whether `object` may be owned by several apps (any rule selects it).
 pub fn is_shared(policy: &SharedResource, object: &Value) -> bool {
     policy.rules.iter().any(|r| r.selector.matches(object))

@@ -221,9 +221,10 @@ impl Phase {
 }
 
 /// `status.status` of the Application while / after the workflow runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum AppPhase {
+    #[default]
     RunningWorkflow,
     WorkflowSuspending,
     /// A step failed (KubeVela's docs: "When a step in the workflow fails or is terminated").
@@ -259,9 +260,11 @@ pub struct StepStatus {
 }
 
 /// `status.workflow` plus the Application phase.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct State {
+    // Every field defaults, so a status another writer left (KubeVela itself, or a CRD
+    // schema that pruned `appPhase`) still reads instead of restarting the workflow.
     /// `"<steps>-<subSteps>"`, e.g. `StepByStep-DAG`, as KubeVela writes it.
     pub mode: String,
     pub app_phase: AppPhase,
@@ -615,7 +618,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total += value * unit;
         rest = &rest[u..];
     }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).map_err(|_| format!("duration `{s}` is too long"))
 }
 
 // ---- `if` expressions -------------------------------------------------------------------
