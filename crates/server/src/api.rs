@@ -540,18 +540,38 @@ async fn start_operation(
     p: &Principal,
     sync: Value,
 ) -> ApiResult<Json<Value>> {
-    if a.operation.is_some() {
-        return Err(ApiError::conflict(format!(
-            "another operation is already in progress on application {}",
-            a.name_any()
-        )));
+    let name = a.name_any();
+    let busy = || {
+        ApiError::conflict(format!(
+            "another operation is already in progress on application {name}"
+        ))
+    };
+    let api = st.dynamic::<Application>();
+    let (mut pending, mut rv) = (a.operation.is_some(), a.resource_version());
+    // The watch cache may lag a request that just started an operation: the write carries
+    // the resourceVersion it was decided on, and a conflict re-reads the live object.
+    for _ in 0..3 {
+        if pending {
+            return Err(busy());
+        }
+        let body = json!({
+            "metadata": { "resourceVersion": rv },
+            "operation": { "sync": sync, "initiatedBy": { "username": p.subject } },
+        });
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(o) => return Ok(Json(serde_json::to_value(o).unwrap_or_default())),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let live = api.get(&name).await?;
+                pending = live.data.get("operation").is_some_and(|o| !o.is_null());
+                rv = live.resource_version();
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    let body = json!({ "operation": { "sync": sync, "initiatedBy": { "username": p.subject } } });
-    let o = st
-        .dynamic::<Application>()
-        .patch(&a.name_any(), &PatchParams::default(), &Patch::Merge(&body))
-        .await?;
-    Ok(Json(serde_json::to_value(o).unwrap_or_default()))
+    Err(busy())
 }
 
 pub async fn sync_app(
