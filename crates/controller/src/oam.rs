@@ -1295,6 +1295,7 @@ impl Oam {
         ctx: &ApplyCtx,
     ) -> Result<Vec<Desired>, String> {
         let mut c = component.clone();
+        let mut values = Vec::new();
         for input in component.inputs.as_array().into_iter().flatten() {
             let from = input
                 .get("from")
@@ -1347,14 +1348,32 @@ impl Oam {
                     }
                 }
             }
-            let v = ferry_oam::value_from(&producer, &expr, &output, &Value::Object(outputs))
-                .map_err(|e| e.to_string())?;
-            ferry_oam::set_parameter(&mut c.properties, key, v);
+            values.push((
+                producer,
+                expr,
+                output,
+                Value::Object(outputs),
+                key.to_string(),
+            ));
         }
         c.depends_on.clear();
-        let mut a = app.clone();
-        a.spec.components = vec![c.clone()];
-        let rendered = ferry_oam::render(&a, &ctx.defs).map_err(|e| e.to_string())?;
+        // valueFrom and the template are user Jsonnet: off the async workers, with a limit.
+        let (mut c2, mut a, defs) = (c.clone(), app.clone(), ctx.defs.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            for (producer, expr, output, outputs, key) in values {
+                let v = ferry_oam::value_from(&producer, &expr, &output, &outputs)
+                    .map_err(|e| e.to_string())?;
+                ferry_oam::set_parameter(&mut c2.properties, &key, v);
+            }
+            a.spec.components = vec![c2.clone()];
+            let rendered = ferry_oam::render(&a, &defs).map_err(|e| e.to_string())?;
+            Ok::<_, String>((c2, rendered))
+        });
+        let limit = self.ctl.cfg.render_timeout;
+        let (c, rendered) = tokio::time::timeout(limit, task)
+            .await
+            .map_err(|_| format!("rendering took longer than {}s", limit.as_secs()))?
+            .map_err(|e| format!("render task failed: {e}"))??;
         let one = Target {
             placement: t.placement.clone(),
             layers: Vec::new(),
@@ -1547,9 +1566,9 @@ impl Oam {
         conn: &ClusterConn,
         placement: &Placement,
         objs: &[&Desired],
-        defs: &Definitions,
+        defs: &Arc<Definitions>,
     ) -> Service {
-        let mut live: Vec<(&Desired, Option<Value>)> = Vec::new();
+        let mut live: Vec<(Desired, Option<Value>)> = Vec::new();
         let mut missing = Vec::new();
         for d in objs {
             let l = match conn.resolve(&d.api_version, &d.key.kind).await {
@@ -1563,120 +1582,37 @@ impl Oam {
             if l.is_none() {
                 missing.push(d.key.to_string());
             }
-            live.push((d, l));
+            live.push(((*d).clone(), l));
         }
-        let workload = live
-            .iter()
-            .find(|(d, _)| d.trait_type.is_none() && d.output.is_none())
-            .or_else(|| live.iter().find(|(d, _)| d.trait_type.is_none()));
-        let ns = workload
-            .map(|(d, _)| d.key.namespace.clone())
-            .or_else(|| placement.namespace.clone())
-            .unwrap_or_else(|| app.metadata.namespace.clone().unwrap_or_default());
-        let mut svc = Service {
-            name: component.name.clone(),
-            namespace: ns,
-            cluster: placement.cluster.clone(),
-            healthy: true,
-            message: String::new(),
-            workload: workload.map(|(d, _)| (d.api_version.clone(), d.key.kind.clone())),
-            traits: Vec::new(),
-        };
-        if !missing.is_empty() {
-            svc.healthy = false;
-            svc.message = format!("missing: {}", missing.join(", "));
+        // Health expressions are user Jsonnet: they run off the async workers, with a limit.
+        let (app2, comp2, place2, defs2) = (
+            app.clone(),
+            component.clone(),
+            placement.clone(),
+            defs.clone(),
+        );
+        let task = tokio::task::spawn_blocking(move || {
+            assess_component(&app2, &comp2, &place2, &live, missing, &defs2)
+        });
+        let limit = self.ctl.cfg.render_timeout;
+        match tokio::time::timeout(limit, task).await {
+            Ok(Ok(svc)) => svc,
+            outcome => Service {
+                name: component.name.clone(),
+                namespace: placement
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| app.metadata.namespace.clone().unwrap_or_default()),
+                cluster: placement.cluster.clone(),
+                healthy: false,
+                message: match outcome {
+                    Err(_) => format!("health evaluation took longer than {}s", limit.as_secs()),
+                    _ => "health evaluation failed".to_string(),
+                },
+                workload: None,
+                traits: Vec::new(),
+            },
         }
-        let mut ctx = ferry_oam::component_context(app, component);
-        let outputs_of = |tt: Option<&str>| -> Value {
-            let mut m = serde_json::Map::new();
-            for (d, l) in &live {
-                if d.trait_type.as_deref() == tt
-                    && let (Some(o), Some(l)) = (&d.output, l)
-                {
-                    m.insert(o.clone(), l.clone());
-                }
-            }
-            Value::Object(m)
-        };
-        ctx["output"] = workload.and_then(|(_, l)| l.clone()).unwrap_or(json!({}));
-        let comp_def = defs.component(&component.type_name);
-        let def_status = comp_def.and_then(|d| d.spec.status.clone());
-        let comp_param = comp_def
-            .map(|d| ferry_oam::parameter(&d.spec.schematic, &component.properties))
-            .unwrap_or_else(|| component.properties.clone());
-        let site = ferry_oam::Site {
-            component: component.name.clone(),
-            trait_type: None,
-        };
-        let has_policy = def_status
-            .as_ref()
-            .is_some_and(|s| s.health_policy.is_some());
-        if svc.healthy {
-            if has_policy {
-                let mut c = ctx.clone();
-                c["outputs"] = outputs_of(None);
-                match ferry_oam::evaluate_status(
-                    &component.type_name,
-                    def_status.as_ref(),
-                    &comp_param,
-                    &c,
-                    &site,
-                ) {
-                    Ok(h) => {
-                        svc.healthy = h.healthy;
-                        svc.message = h.message.unwrap_or_default();
-                    }
-                    Err(e) => {
-                        svc.healthy = false;
-                        svc.message = e.to_string();
-                    }
-                }
-            } else {
-                let hs: Vec<_> = live
-                    .iter()
-                    .filter(|(d, _)| d.trait_type.is_none())
-                    .filter_map(|(_, l)| l.as_ref().and_then(health::assess))
-                    .collect();
-                let worst = health::worst(hs.iter());
-                if worst.status != health::HEALTHY && !hs.is_empty() {
-                    svc.healthy = false;
-                    svc.message = worst.message.clone().unwrap_or(worst.status.clone());
-                }
-            }
-        }
-        for t in &component.traits {
-            let Some(def) = defs.trait_def(&t.type_name) else {
-                continue;
-            };
-            let mut c = ctx.clone();
-            c["outputs"] = outputs_of(Some(&t.type_name));
-            let site = ferry_oam::Site {
-                component: component.name.clone(),
-                trait_type: Some(t.type_name.clone()),
-            };
-            let trait_missing = live
-                .iter()
-                .any(|(d, l)| d.trait_type.as_deref() == Some(t.type_name.as_str()) && l.is_none());
-            let (h, m) = if trait_missing {
-                (false, "waiting for its objects".to_string())
-            } else {
-                match ferry_oam::evaluate_status(
-                    &t.type_name,
-                    def.spec.status.as_ref(),
-                    &ferry_oam::parameter(&def.spec.schematic, &t.properties),
-                    &c,
-                    &site,
-                ) {
-                    Ok(h) => (h.healthy, h.message.unwrap_or_default()),
-                    Err(e) => (false, e.to_string()),
-                }
-            };
-            if !h {
-                svc.healthy = false;
-            }
-            svc.traits.push((t.type_name.clone(), h, m));
-        }
-        svc
     }
 
     /// Deletes one object that left the Application, unless a policy keeps it. Ok(false) =
@@ -1951,6 +1887,131 @@ impl Oam {
             Err(m) => Outcome::failed(step, &m),
         }
     }
+}
+
+/// Health of one component on one target from its live objects: its definition's
+/// `healthPolicy` when it has one, otherwise the engine's assessment of its objects; each
+/// trait by its own policy.
+fn assess_component(
+    app: &ferry_oam::Application,
+    component: &ferry_oam::Component,
+    placement: &Placement,
+    live: &[(Desired, Option<Value>)],
+    missing: Vec<String>,
+    defs: &Definitions,
+) -> Service {
+    let workload = live
+        .iter()
+        .find(|(d, _)| d.trait_type.is_none() && d.output.is_none())
+        .or_else(|| live.iter().find(|(d, _)| d.trait_type.is_none()));
+    let ns = workload
+        .map(|(d, _)| d.key.namespace.clone())
+        .or_else(|| placement.namespace.clone())
+        .unwrap_or_else(|| app.metadata.namespace.clone().unwrap_or_default());
+    let mut svc = Service {
+        name: component.name.clone(),
+        namespace: ns,
+        cluster: placement.cluster.clone(),
+        healthy: true,
+        message: String::new(),
+        workload: workload.map(|(d, _)| (d.api_version.clone(), d.key.kind.clone())),
+        traits: Vec::new(),
+    };
+    if !missing.is_empty() {
+        svc.healthy = false;
+        svc.message = format!("missing: {}", missing.join(", "));
+    }
+    let mut ctx = ferry_oam::component_context(app, component);
+    let outputs_of = |tt: Option<&str>| -> Value {
+        let mut m = serde_json::Map::new();
+        for (d, l) in live {
+            if d.trait_type.as_deref() == tt
+                && let (Some(o), Some(l)) = (&d.output, l)
+            {
+                m.insert(o.clone(), l.clone());
+            }
+        }
+        Value::Object(m)
+    };
+    ctx["output"] = workload.and_then(|(_, l)| l.clone()).unwrap_or(json!({}));
+    let comp_def = defs.component(&component.type_name);
+    let def_status = comp_def.and_then(|d| d.spec.status.clone());
+    let comp_param = comp_def
+        .map(|d| ferry_oam::parameter(&d.spec.schematic, &component.properties))
+        .unwrap_or_else(|| component.properties.clone());
+    let site = ferry_oam::Site {
+        component: component.name.clone(),
+        trait_type: None,
+    };
+    let has_policy = def_status
+        .as_ref()
+        .is_some_and(|s| s.health_policy.is_some());
+    if svc.healthy {
+        if has_policy {
+            let mut c = ctx.clone();
+            c["outputs"] = outputs_of(None);
+            match ferry_oam::evaluate_status(
+                &component.type_name,
+                def_status.as_ref(),
+                &comp_param,
+                &c,
+                &site,
+            ) {
+                Ok(h) => {
+                    svc.healthy = h.healthy;
+                    svc.message = h.message.unwrap_or_default();
+                }
+                Err(e) => {
+                    svc.healthy = false;
+                    svc.message = e.to_string();
+                }
+            }
+        } else {
+            let hs: Vec<_> = live
+                .iter()
+                .filter(|(d, _)| d.trait_type.is_none())
+                .filter_map(|(_, l)| l.as_ref().and_then(health::assess))
+                .collect();
+            let worst = health::worst(hs.iter());
+            if worst.status != health::HEALTHY && !hs.is_empty() {
+                svc.healthy = false;
+                svc.message = worst.message.clone().unwrap_or(worst.status.clone());
+            }
+        }
+    }
+    for t in &component.traits {
+        let Some(def) = defs.trait_def(&t.type_name) else {
+            continue;
+        };
+        let mut c = ctx.clone();
+        c["outputs"] = outputs_of(Some(&t.type_name));
+        let site = ferry_oam::Site {
+            component: component.name.clone(),
+            trait_type: Some(t.type_name.clone()),
+        };
+        let trait_missing = live
+            .iter()
+            .any(|(d, l)| d.trait_type.as_deref() == Some(t.type_name.as_str()) && l.is_none());
+        let (h, m) = if trait_missing {
+            (false, "waiting for its objects".to_string())
+        } else {
+            match ferry_oam::evaluate_status(
+                &t.type_name,
+                def.spec.status.as_ref(),
+                &ferry_oam::parameter(&def.spec.schematic, &t.properties),
+                &c,
+                &site,
+            ) {
+                Ok(h) => (h.healthy, h.message.unwrap_or_default()),
+                Err(e) => (false, e.to_string()),
+            }
+        };
+        if !h {
+            svc.healthy = false;
+        }
+        svc.traits.push((t.type_name.clone(), h, m));
+    }
+    svc
 }
 
 fn prepare(
