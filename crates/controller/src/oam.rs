@@ -74,6 +74,11 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Identity of a source component's fetch (a Debug rendering: SourceSpec holds no floats).
+fn spec_hash(spec: &SourceSpec) -> u64 {
+    hash_of(&format!("{spec:?}"))
+}
+
 fn hash_of(v: &impl Hash) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     v.hash(&mut h);
@@ -99,6 +104,8 @@ struct Target {
     layers: Vec<Vec<String>>,
     components: Vec<ferry_oam::Component>,
     rendered: Vec<Rendered>,
+    /// Its helm/kustomize components' sources, after this target's overrides.
+    sources: Vec<SourceSpec>,
 }
 
 /// Everything computed from the Application and definitions alone.
@@ -474,7 +481,7 @@ impl Oam {
         };
         // 2. Fetch source components (helm, kustomize) on their pull interval.
         let mut next = RESYNC;
-        let mut source_objects: HashMap<String, Arc<Vec<Value>>> = HashMap::new();
+        let mut source_objects: HashMap<u64, Arc<Vec<Value>>> = HashMap::new();
         for spec in &prepared.sources {
             next = next.min(spec.poll_interval.max(Duration::from_secs(1)));
             match self.fetch_source(&key, ns, &app, spec).await {
@@ -501,7 +508,7 @@ impl Oam {
                     } else {
                         Arc::new(objs.iter().cloned().chain(extra).collect())
                     };
-                    source_objects.insert(spec.component.clone(), objs);
+                    source_objects.insert(spec_hash(spec), objs);
                 }
                 Err(msg) => {
                     let msg = format!("component `{}`: {msg}", spec.component);
@@ -900,11 +907,15 @@ impl Oam {
         app: &ferry_oam::Application,
         spec: &SourceSpec,
     ) -> Result<Arc<Vec<Value>>, String> {
-        let spec_key = hash_of(&format!("{spec:?}"));
-        let cached = self.memo.lock().ok().and_then(|m| {
-            m.get(key)
-                .and_then(|e| e.sources.get(&spec.component).cloned())
-        });
+        let spec_key = spec_hash(spec);
+        // Per spec, not per component: an override may give one component a different
+        // source on each cluster.
+        let memo_key = format!("{}/{spec_key:x}", spec.component);
+        let cached = self
+            .memo
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).and_then(|e| e.sources.get(&memo_key).cloned()));
         if let Some((k, at, _, objs)) = &cached
             && *k == spec_key
             && at.elapsed() < spec.poll_interval
@@ -950,9 +961,7 @@ impl Oam {
             {
                 let objs = objs.clone();
                 if let Ok(mut m) = self.memo.lock()
-                    && let Some(e) = m
-                        .get_mut(key)
-                        .and_then(|e| e.sources.get_mut(&spec.component))
+                    && let Some(e) = m.get_mut(key).and_then(|e| e.sources.get_mut(&memo_key))
                 {
                     e.1 = Instant::now();
                 }
@@ -1007,10 +1016,10 @@ impl Oam {
         })?;
         let objs = Arc::new(out.objects);
         if let Ok(mut m) = self.memo.lock() {
-            m.entry(key.to_string()).or_default().sources.insert(
-                spec.component.clone(),
-                (spec_key, Instant::now(), revision, objs.clone()),
-            );
+            m.entry(key.to_string())
+                .or_default()
+                .sources
+                .insert(memo_key, (spec_key, Instant::now(), revision, objs.clone()));
         }
         Ok(objs)
     }
@@ -1046,7 +1055,7 @@ impl Oam {
         &self,
         app: &ferry_oam::Application,
         t: &Target,
-        sources: &HashMap<String, Arc<Vec<Value>>>,
+        sources: &HashMap<u64, Arc<Vec<Value>>>,
         crds: &HashMap<(String, String), bool>,
     ) -> Result<Vec<Desired>, String> {
         let app_ns = app
@@ -1059,7 +1068,8 @@ impl Oam {
         let inst = instance(&app_ns, &app.metadata.name);
         let mut items: Vec<(String, Option<String>, Option<String>, Value)> = Vec::new();
         for c in &t.components {
-            if let Some(objs) = sources.get(&c.name) {
+            let spec = t.sources.iter().find(|s| s.component == c.name);
+            if let Some(objs) = spec.and_then(|s| sources.get(&spec_hash(s))) {
                 for o in objs.iter() {
                     items.push((c.name.clone(), None, None, o.clone()));
                 }
@@ -1379,6 +1389,7 @@ impl Oam {
             layers: Vec::new(),
             components: vec![c],
             rendered,
+            sources: Vec::new(),
         };
         self.place(app, &one, &HashMap::new(), &ctx.crds).await
     }
@@ -2041,7 +2052,8 @@ fn prepare(
     let plan = Plan::from_application(app, &[]).map_err(|e| e.to_string())?;
     // The whole app renders (and validates) even when a step deploys only part of it.
     ferry_oam::render(app, &defs).map_err(|e| e.to_string())?;
-    let sources = ferry_oam::sources(app, &defs).map_err(|e| e.to_string())?;
+    // Every distinct source any target fetches (overrides may differ per cluster).
+    let mut sources = ferry_oam::sources(app, &defs).map_err(|e| e.to_string())?;
     let mut targets = HashMap::new();
     let mut all = Vec::new();
     visit(&plan.steps, &mut |s| all.push(s.clone()));
@@ -2087,11 +2099,18 @@ fn prepare(
             }
             let layers = workflow::component_order(&a).map_err(|e| e.to_string())?;
             let rendered = ferry_oam::render(&a, &defs).map_err(|e| e.to_string())?;
+            let target_sources = ferry_oam::sources(&a, &defs).map_err(|e| e.to_string())?;
+            for s in &target_sources {
+                if !sources.iter().any(|x| spec_hash(x) == spec_hash(s)) {
+                    sources.push(s.clone());
+                }
+            }
             v.push(Target {
                 placement,
                 layers,
                 components: a.spec.components.clone(),
                 rendered,
+                sources: target_sources,
             });
         }
         targets.insert(step.name.clone(), v);

@@ -532,20 +532,35 @@ async fn topology_and_override_deploy_to_both_clusters() {
         .await
         .unwrap();
     let remote_ns = format!("{}-edge", h.dest);
+    let site = |w: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: site\ndata:\n  where: {w}\n")
+    };
+    let (base, edge) = (site("hub"), site("edge"));
+    let repo = new_repo(
+        "oam-topo",
+        &[
+            ("base/site.yaml", base.as_str()),
+            ("edge/site.yaml", edge.as_str()),
+        ],
+    );
+    let url = h.env.git.file_url(&repo);
     let app = json!({
         "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
         "metadata": {"name": "spread"},
         "spec": {
             "components": [{"name": "hello", "type": "webservice",
                 "properties": {"image": "registry.local/hello:1"},
-                "traits": [{"type": "scaler", "properties": {"replicas": 1}}]}],
+                "traits": [{"type": "scaler", "properties": {"replicas": 1}}]},
+                {"name": "site", "type": "kustomize",
+                 "properties": {"url": url, "git": {"branch": "main"}, "path": "./base"}}],
             "policies": [
                 {"name": "hub", "type": "topology", "properties": {"clusters": ["local"]}},
                 {"name": "edges", "type": "topology",
                  "properties": {"clusterLabelSelector": {"region": "edge"}, "namespace": remote_ns}},
                 {"name": "edge-tuning", "type": "override", "properties": {"components": [
                     {"name": "hello", "properties": {"image": "registry.local/hello:edge"},
-                     "traits": [{"type": "scaler", "properties": {"replicas": 2}}]}]}},
+                     "traits": [{"type": "scaler", "properties": {"replicas": 2}}]},
+                    {"name": "site", "properties": {"path": "./edge"}}]}},
             ],
             "workflow": {"steps": [
                 {"name": "deploy-hub", "type": "deploy", "properties": {"policies": ["hub"]}},
@@ -556,7 +571,7 @@ async fn topology_and_override_deploy_to_both_clusters() {
     apply_oam(&h, app).await;
     let a = wait_oam(&h, "spread", "running and healthy", running_healthy).await;
     let services = a["status"]["services"].as_array().unwrap();
-    assert_eq!(services.len(), 2, "{services:?}");
+    assert_eq!(services.len(), 4, "{services:?}");
     assert!(
         services
             .iter()
@@ -576,6 +591,11 @@ async fn topology_and_override_deploy_to_both_clusters() {
     assert_eq!(image(&edge), "registry.local/hello:edge");
     assert_eq!(edge.spec.replicas, Some(2));
     assert_eq!(edge.status.unwrap().available_replicas, Some(2));
+    // The override reaches the kustomize component too: each cluster gets its own path.
+    let hub_site: ConfigMap = get_opt(&h.client, &h.dest, "site").await.unwrap();
+    assert_eq!(hub_site.data.unwrap()["where"], "hub");
+    let edge_site: ConfigMap = get_opt(&client2, &remote_ns, "site").await.unwrap();
+    assert_eq!(edge_site.data.unwrap()["where"], "edge");
     // Not on the hub under the edge namespace, not on the edge under the hub's.
     assert!(
         get_opt::<Deployment>(&h.client, &remote_ns, "hello")
