@@ -217,40 +217,25 @@ async fn fetch_source(
         .unwrap_or_else(|| std::env::temp_dir().join("ferry-render-cache"));
     let cache = ferry_source::SourceCache::new(cache_dir)?;
     let s = &spec.source;
-    let (dir, revision) = if s.is_helm_repo() {
-        let chart = s.chart.clone().unwrap_or_default();
-        let version = s.target_revision.clone().unwrap_or_default();
-        cache
-            .helm_chart(&tools.helm, &s.repo_url, &chart, &version, None)
-            .await?
-    } else {
-        let sha = cache.resolve(&s.repo_url, s.revision(), None).await?;
-        let dir = cache.checkout(&s.repo_url, &sha, None).await?;
-        (dir, sha)
-    };
+    let fetched = ferry_controller::fetch::fetch(&cache, &tools, s, None, None)
+        .await
+        .map_err(anyhow::Error::msg)?
+        .context("nothing fetched")?;
     let ns = spec
         .destination_namespace
         .clone()
         .unwrap_or_else(|| app_namespace.to_string());
-    let (source, app_name) = (s.clone(), app_name.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        let refs = std::collections::BTreeMap::new();
-        ferry_render::render(&ferry_render::RenderInput {
-            app_name: &app_name,
-            app_namespace: &ns,
-            source: &source,
-            repo_root: &dir,
-            revision: &revision,
-            refs: &refs,
-            kube_version: "",
-            api_versions: &[],
-            plugins: &[],
-            tools: &tools,
-            timeout: std::time::Duration::from_secs(90),
-        })
-    })
-    .await??;
-    Ok(out.objects)
+    let target = ferry_controller::fetch::Target {
+        app_name,
+        namespace: &ns,
+        kube_version: "",
+        api_versions: &[],
+        plugins: &[],
+        timeout: std::time::Duration::from_secs(90),
+    };
+    ferry_controller::fetch::render(&tools, s, fetched, target)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 /// `vela dry-run`'s comment lines (pkg/appfile/dryrun/dryrun.go, PrintDryRun):

@@ -4,10 +4,10 @@
 use crate::output::table;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use ferry_controller::oam::{RESUME_ANNOTATION, api_resource, parse_instance};
+use ferry_controller::oam::{applications, is_suspended, parse_instance, request_resume};
 use ferry_model::annotations::TRACKING_ID;
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DynamicObject, ListParams};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -48,14 +48,6 @@ pub enum WorkflowCommand {
         /// Application name.
         app: String,
     },
-}
-
-fn apps(client: kube::Client, ns: Option<&str>) -> Api<DynamicObject> {
-    let ar = api_resource("Application");
-    match ns {
-        Some(ns) => Api::namespaced_with(client, ns, &ar),
-        None => Api::all_with(client, &ar),
-    }
 }
 
 /// `2021-09-26T12:48:09Z` as vela prints it: `2021-09-26 12:48:09 +0000 UTC`.
@@ -193,7 +185,7 @@ fn app_rows(o: &DynamicObject, depth: usize) -> Vec<Vec<String>> {
 pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
     let client = crate::controller::kube_client(args.target.kubeconfig.as_deref()).await?;
     let ns = (!args.all_namespaces).then_some(args.target.namespace.as_str());
-    let list = apps(client, ns)
+    let list = applications(client, ns)
         .list(&ListParams::default())
         .await
         .context("listing core.oam.dev Applications (is `ferry controller` installed?)")?;
@@ -322,7 +314,7 @@ pub fn status_text(o: &DynamicObject) -> String {
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let client = crate::controller::kube_client(args.target.kubeconfig.as_deref()).await?;
-    let o = apps(client, Some(&args.target.namespace))
+    let o = applications(client, Some(&args.target.namespace))
         .get_opt(&args.app)
         .await?
         .with_context(|| {
@@ -339,21 +331,17 @@ pub async fn workflow(cmd: WorkflowCommand) -> anyhow::Result<()> {
     match cmd {
         WorkflowCommand::Resume { target, app } => {
             let client = crate::controller::kube_client(target.kubeconfig.as_deref()).await?;
-            let api = apps(client, Some(&target.namespace));
+            let api = applications(client, Some(&target.namespace));
             let o = api.get_opt(&app).await?.with_context(|| {
                 format!(
                     "application {app} not found in namespace {}",
                     target.namespace
                 )
             })?;
-            let suspended = o.data.pointer("/status/workflow/suspend") == Some(&json!(true))
-                || o.data.pointer("/status/status") == Some(&json!("workflowSuspending"));
-            if !suspended {
+            if !is_suspended(&o) {
                 bail!("application {app} is not suspended");
             }
-            let patch = json!({"metadata": {"annotations": {RESUME_ANNOTATION: "ferry-cli"}}});
-            api.patch(&app, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+            request_resume(&api, &app, "ferry-cli").await?;
             println!("Successfully resumed workflow: {app}");
             Ok(())
         }

@@ -963,7 +963,7 @@ async fn flux_image_controller(client: &Client) -> Option<String> {
 /// Flux GitRepository Secret keys: `username`/`password` for http,
 /// `identity`/`known_hosts` for ssh. (`bearerToken` is not supported: git
 /// would need it as an extra header, not as a password.)
-fn git_credentials(secret: &Secret) -> ferry_source::RepoCredentials {
+pub(crate) fn git_credentials(secret: &Secret) -> ferry_source::RepoCredentials {
     let get = |k: &str| {
         secret
             .data

@@ -1,6 +1,7 @@
 //! controller: reconciles Argo CD Applications and Flux image automation natively — watches, work queues, leader election, and the source → render → compare → sync → status pipeline.
 
 mod clusters;
+pub mod fetch;
 mod images;
 mod inspect;
 pub mod leader;

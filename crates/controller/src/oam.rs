@@ -55,6 +55,33 @@ pub fn api_resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, kind), plural)
 }
 
+/// The API of KubeVela Applications in `namespace`, or in all namespaces.
+pub fn applications(client: Client, namespace: Option<&str>) -> Api<DynamicObject> {
+    let ar = api_resource("Application");
+    match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &ar),
+        None => Api::all_with(client, &ar),
+    }
+}
+
+/// Whether an Application's workflow waits in a suspend step.
+pub fn is_suspended(app: &DynamicObject) -> bool {
+    app.data.pointer("/status/workflow/suspend") == Some(&json!(true))
+        || app.data.pointer("/status/status") == Some(&json!("workflowSuspending"))
+}
+
+/// Asks the controller to resume a suspended workflow, recording who asked. The controller
+/// removes the annotation once the resumed state is stored.
+pub async fn request_resume(
+    api: &Api<DynamicObject>,
+    name: &str,
+    by: &str,
+) -> Result<DynamicObject, kube::Error> {
+    let patch = json!({"metadata": {"annotations": {RESUME_ANNOTATION: by}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+}
+
 /// The tracking-id instance of an OAM Application.
 pub fn instance(namespace: &str, name: &str) -> String {
     format!("{INSTANCE_PREFIX}{namespace}_{name}")
@@ -72,6 +99,14 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// The (instance, object key) a live object's tracking id names.
+fn tracked_as(live: &Value) -> Option<(String, ObjectKey)> {
+    live.pointer("/metadata/annotations")
+        .and_then(|a| a.get(TRACKING_ID))
+        .and_then(Value::as_str)
+        .and_then(tracking::parse_tracking_id)
 }
 
 /// Identity of a source component's fetch (a Debug rendering: SourceSpec holds no floats).
@@ -117,12 +152,12 @@ struct Prepared {
 }
 
 /// A source component's last fetch: (spec hash, fetched at, revision, objects).
-type Fetched = (u64, Instant, String, Arc<Vec<Value>>);
+type SourceMemo = (u64, Instant, String, Arc<Vec<Value>>);
 
 #[derive(Default)]
 struct Memo {
     prepared: Option<(u64, Arc<Prepared>)>,
-    sources: HashMap<String, Fetched>,
+    sources: HashMap<String, SourceMemo>,
     /// Finished notification (and unsupported) steps, reported to the next `advance`.
     outcomes: Vec<Outcome>,
     /// (cluster, key) -> (desired hash, live generation or resourceVersion after our apply).
@@ -418,7 +453,7 @@ impl Oam {
     }
 
     fn api(&self, ns: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(self.ctl.client.clone(), ns, &api_resource("Application"))
+        applications(self.ctl.client.clone(), Some(ns))
     }
 
     async fn reconcile_app(&self, ns: &str, name: &str, obj: &DynamicObject) -> Option<Duration> {
@@ -463,7 +498,7 @@ impl Oam {
         let app: ferry_oam::Application = match serde_json::from_value(raw.clone()) {
             Ok(a) => a,
             Err(e) => {
-                self.write_error(ns, name, &old_status, generation, "Parsed", &e.to_string())
+                self.write_error(ns, name, &old_status, "Parsed", &e.to_string())
                     .await;
                 return None;
             }
@@ -474,7 +509,7 @@ impl Oam {
         let prepared = match self.prepare(&key, &app, ns).await {
             Ok(p) => p,
             Err(msg) => {
-                self.write_error(ns, name, &old_status, generation, "Rendered", &msg)
+                self.write_error(ns, name, &old_status, "Rendered", &msg)
                     .await;
                 return Some(RESYNC);
             }
@@ -497,7 +532,7 @@ impl Oam {
                             .or(spec.source.chart.as_deref())
                             .unwrap_or(".")
                     );
-                    self.write_error(ns, name, &old_status, generation, "Rendered", &msg)
+                    self.write_error(ns, name, &old_status, "Rendered", &msg)
                         .await;
                     return Some(next);
                 }
@@ -512,7 +547,7 @@ impl Oam {
                 }
                 Err(msg) => {
                     let msg = format!("component `{}`: {msg}", spec.component);
-                    self.write_error(ns, name, &old_status, generation, "Rendered", &msg)
+                    self.write_error(ns, name, &old_status, "Rendered", &msg)
                         .await;
                     return Some(Duration::from_secs(15).min(next));
                 }
@@ -553,7 +588,7 @@ impl Oam {
                 match self.place(&app, t, &source_objects, &crd_scopes).await {
                     Ok(d) => v.push((t.clone(), d)),
                     Err(msg) => {
-                        self.write_error(ns, name, &old_status, generation, "Rendered", &msg)
+                        self.write_error(ns, name, &old_status, "Rendered", &msg)
                             .await;
                         return Some(Duration::from_secs(30));
                     }
@@ -631,7 +666,7 @@ impl Oam {
                     continue;
                 }
                 match self
-                    .progress(&app, &step, &desired, &prepared, &ctx, &mut services)
+                    .progress(&app, &step, &desired, &ctx, &mut services)
                     .await
                 {
                     Progress::Done => outcomes.push(Outcome::succeeded(&step)),
@@ -705,7 +740,7 @@ impl Oam {
                     // Drift correction of the same revision: KubeVela's state keep.
                     ctx.stage = policy::ApplyStage::StateKeep;
                     let _ = self
-                        .progress(&app, name_, &desired, &prepared, &ctx, &mut services)
+                        .progress(&app, name_, &desired, &ctx, &mut services)
                         .await;
                 }
                 for (t, objs) in desired.get(name_).map(Vec::as_slice).unwrap_or(&[]) {
@@ -934,47 +969,22 @@ impl Oam {
             .destination_namespace
             .clone()
             .unwrap_or_else(|| ns.to_string());
-        let (dir, revision) = if s.is_helm_repo() {
-            let chart = s.chart.clone().unwrap_or_default();
-            let version = s.target_revision.clone().unwrap_or_default();
-            self.ctl
-                .sources
-                .helm_chart(&tools.helm, &s.repo_url, &chart, &version, creds.as_ref())
-                .await
-                .map_err(|e| {
-                    format!(
-                        "failed to fetch chart {chart} from {}: {e}",
-                        ferry_source::scrub_url(&s.repo_url)
-                    )
-                })?
-        } else {
-            let sha = self
-                .ctl
-                .sources
-                .resolve(&s.repo_url, s.revision(), creds.as_ref())
-                .await
-                .map_err(|e| e.to_string())?;
+        let same_as = cached
+            .as_ref()
+            .filter(|c| c.0 == spec_key)
+            .map(|c| c.2.as_str());
+        let Some(fetched) =
+            crate::fetch::fetch(&self.ctl.sources, &tools, s, creds.as_ref(), same_as).await?
+        else {
             // Same commit as last time: nothing to render again.
-            if let Some((k, _, rev, objs)) = &cached
-                && *k == spec_key
-                && *rev == sha
+            if let Ok(mut m) = self.memo.lock()
+                && let Some(e) = m.get_mut(key).and_then(|e| e.sources.get_mut(&memo_key))
             {
-                let objs = objs.clone();
-                if let Ok(mut m) = self.memo.lock()
-                    && let Some(e) = m.get_mut(key).and_then(|e| e.sources.get_mut(&memo_key))
-                {
-                    e.1 = Instant::now();
-                }
-                return Ok(objs);
+                e.1 = Instant::now();
             }
-            let dir = self
-                .ctl
-                .sources
-                .checkout(&s.repo_url, &sha, creds.as_ref())
-                .await
-                .map_err(|e| e.to_string())?;
-            (dir, sha)
+            return Ok(cached.map(|c| c.3).unwrap_or_default());
         };
+        let revision = fetched.revision.clone();
         let conn = self.ctl.local.clone();
         let kube_version = conn.version().await.map_err(|e| sync::api_message(&e))?;
         let api_versions = conn
@@ -982,39 +992,15 @@ impl Oam {
             .await
             .map_err(|e| sync::api_message(&e))?;
         let plugins = self.ctl.plugins();
-        let (s2, an, timeout) = (
-            s.clone(),
-            app.metadata.name.clone(),
-            self.ctl.cfg.render_timeout,
-        );
-        let rev2 = revision.clone();
-        crate::RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let out = tokio::task::spawn_blocking(move || {
-            let refs = BTreeMap::new();
-            let input = ferry_render::RenderInput {
-                app_name: &an,
-                app_namespace: &dest_ns,
-                source: &s2,
-                repo_root: &dir,
-                revision: &rev2,
-                refs: &refs,
-                kube_version: &kube_version,
-                api_versions: &api_versions,
-                plugins: &plugins,
-                tools: &tools,
-                timeout,
-            };
-            ferry_render::render(&input)
-        })
-        .await
-        .map_err(|e| format!("render task failed: {e}"))?
-        .map_err(|e| {
-            format!(
-                "rendering {} failed: {e}",
-                s.path.as_deref().or(s.chart.as_deref()).unwrap_or(".")
-            )
-        })?;
-        let objs = Arc::new(out.objects);
+        let target = crate::fetch::Target {
+            app_name: &app.metadata.name,
+            namespace: &dest_ns,
+            kube_version: &kube_version,
+            api_versions: &api_versions,
+            plugins: &plugins,
+            timeout: self.ctl.cfg.render_timeout,
+        };
+        let objs = Arc::new(crate::fetch::render(&tools, s, fetched, target).await?);
         if let Ok(mut m) = self.memo.lock() {
             m.entry(key.to_string())
                 .or_default()
@@ -1024,7 +1010,7 @@ impl Oam {
         Ok(objs)
     }
 
-    /// Flux's `secretRef`: `username`/`password` (or `identity` for SSH) in the app's namespace.
+    /// Flux's `secretRef` in the app's namespace, read as Flux's GitRepository reads it.
     async fn secret_credentials(
         &self,
         ns: &str,
@@ -1035,19 +1021,7 @@ impl Oam {
             .get(name)
             .await
             .map_err(|e| format!("secretRef {name}: {}", sync::api_message(&e)))?;
-        let get = |k: &str| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get(k))
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        };
-        Ok(ferry_source::RepoCredentials {
-            username: get("username"),
-            password: get("password"),
-            ssh_private_key: get("identity"),
-            known_hosts: get("known_hosts"),
-            ..Default::default()
-        })
+        Ok(crate::images::git_credentials(&s))
     }
 
     /// Places a target's objects: namespace, ownership labels, tracking id.
@@ -1178,7 +1152,6 @@ impl Oam {
         app: &ferry_oam::Application,
         step: &str,
         desired: &HashMap<String, Vec<(Target, Vec<Desired>)>>,
-        prepared: &Prepared,
         ctx: &ApplyCtx,
         services: &mut BTreeMap<(String, String, String), Service>,
     ) -> Progress {
@@ -1252,14 +1225,7 @@ impl Oam {
                     let mine: Vec<&Desired> =
                         layer_objs.iter().filter(|d| &d.component == c).collect();
                     let svc = self
-                        .component_health(
-                            app,
-                            component,
-                            &conn,
-                            &t.placement,
-                            &mine,
-                            &prepared.defs,
-                        )
+                        .component_health(app, component, &conn, &t.placement, &mine, &ctx.defs)
                         .await;
                     if !svc.healthy {
                         layer_ok = false;
@@ -1497,13 +1463,10 @@ impl Oam {
         }
         // Another application's object: shared only when a shared-resource policy says so,
         // and then the first owner writes it (KubeVela's semantics).
-        let owner = live
+        let tracked = live.as_ref().and_then(tracked_as);
+        let owner = tracked
             .as_ref()
-            .and_then(|l| l.pointer("/metadata/annotations"))
-            .and_then(|a| a.get(TRACKING_ID))
-            .and_then(Value::as_str)
-            .and_then(tracking::parse_tracking_id)
-            .map(|(inst, _)| inst)
+            .map(|(inst, _)| inst.clone())
             .filter(|inst| *inst != ctx.instance);
         if let Some(owner) = owner {
             if ctx
@@ -1521,11 +1484,7 @@ impl Oam {
             ));
         }
         // An object no application manages is adopted only when a take-over policy says so.
-        let untracked = live.as_ref().is_some_and(|l| {
-            l.pointer("/metadata/annotations")
-                .and_then(|a| a.get(TRACKING_ID))
-                .is_none()
-        });
+        let untracked = live.is_some() && tracked.is_none();
         if untracked
             && !ctx
                 .take_over
@@ -1658,12 +1617,7 @@ impl Oam {
         };
         let (ns, name) = key.split_once('/').unwrap_or_default();
         let me = instance(ns, name);
-        let ours = live
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(TRACKING_ID))
-            .and_then(Value::as_str)
-            .and_then(tracking::parse_tracking_id)
-            .is_some_and(|(inst, tk)| inst == me && tk == *k);
+        let ours = tracked_as(&live).is_some_and(|(inst, tk)| inst == me && tk == *k);
         Ok(ours.then_some((conn, resolved, live)))
     }
 
@@ -1823,15 +1777,7 @@ impl Oam {
         Ok(())
     }
 
-    async fn write_error(
-        &self,
-        ns: &str,
-        name: &str,
-        old: &Value,
-        generation: i64,
-        type_: &str,
-        msg: &str,
-    ) {
+    async fn write_error(&self, ns: &str, name: &str, old: &Value, type_: &str, msg: &str) {
         let mut status = if old.is_object() {
             old.clone()
         } else {
@@ -1848,7 +1794,6 @@ impl Oam {
             ],
         };
         status["conditions"] = json!(conds);
-        let _ = generation;
         self.write_status(ns, name, old, status).await;
     }
 

@@ -6,9 +6,9 @@ use crate::auth::Principal;
 use crate::error::ApiResult;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use ferry_controller::oam::{RESUME_ANNOTATION, api_resource};
+use ferry_controller::oam::{applications, is_suspended, request_resume};
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -20,11 +20,7 @@ pub struct ListQuery {
 }
 
 fn api(st: &AppState, ns: Option<&str>) -> Api<DynamicObject> {
-    let ar = api_resource("Application");
-    match ns {
-        Some(ns) => Api::namespaced_with(st.client.clone(), ns, &ar),
-        None => Api::all_with(st.client.clone(), &ar),
-    }
+    applications(st.client.clone(), ns)
 }
 
 fn object(o: &DynamicObject) -> String {
@@ -86,16 +82,11 @@ pub async fn resume(
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let o = fetch(&st, &p, &ns, &name, "sync").await?;
-    let suspended = o.data.pointer("/status/workflow/suspend") == Some(&json!(true))
-        || o.data.pointer("/status/status") == Some(&json!("workflowSuspending"));
-    if !suspended {
+    if !is_suspended(&o) {
         return Err(crate::error::ApiError::conflict(format!(
             "application {ns}/{name} is not suspended"
         )));
     }
-    let patch = json!({"metadata": {"annotations": {RESUME_ANNOTATION: p.subject}}});
-    let o = api(&st, Some(&ns))
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    let o = request_resume(&api(&st, Some(&ns)), &name, &p.subject).await?;
     Ok(Json(serde_json::to_value(&o).unwrap_or(Value::Null)))
 }
