@@ -8,7 +8,7 @@ use ferry_controller::oam::{applications, is_suspended, parse_instance, request_
 use ferry_model::annotations::TRACKING_ID;
 use kube::ResourceExt;
 use kube::api::{DynamicObject, ListParams};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -351,6 +351,7 @@ pub async fn workflow(cmd: WorkflowCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn app(name: &str, parent: Option<&str>, comps: Value, status: Value) -> DynamicObject {
         let mut anns = serde_json::Map::new();
