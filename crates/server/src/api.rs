@@ -149,6 +149,18 @@ impl AppState {
             .application(name)
             .ok_or_else(|| ApiError::not_found(format!("application {name}")))
     }
+
+    /// The Application as the API server has it now. Requests that act on
+    /// what they read (sync, rollback, delete) use this: the watch cache may
+    /// not yet hold a change this client just made, such as turning auto-sync
+    /// off right before a rollback.
+    pub async fn live_app(&self, name: &str) -> ApiResult<Application> {
+        check_name(name)?;
+        Api::<Application>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("application {name}")))
+    }
 }
 
 /// Kubernetes object names: what the API server would accept anyway, checked
@@ -480,7 +492,7 @@ pub async fn delete_app(
     Path(name): Path<String>,
     Query(q): Query<DeleteQuery>,
 ) -> ApiResult<Json<Value>> {
-    let a = st.app(&name)?;
+    let a = st.live_app(&name).await?;
     st.enforce(&p, "applications", "delete", &app_object(&a))?;
     let cascade = q.cascade.as_deref().is_none_or(|c| c != "false");
     let finalizer = match q.propagation_policy.as_deref().unwrap_or("foreground") {
@@ -580,7 +592,7 @@ pub async fn sync_app(
     Path(name): Path<String>,
     body: Option<Json<SyncBody>>,
 ) -> ApiResult<Json<Value>> {
-    let a = st.app(&name)?;
+    let a = st.live_app(&name).await?;
     st.enforce(&p, "applications", "sync", &app_object(&a))?;
     let b = body.map(|Json(b)| b).unwrap_or_default();
     let mut sync = json!({ "prune": b.prune, "dryRun": b.dry_run });
@@ -631,7 +643,7 @@ pub async fn rollback_app(
     Path(name): Path<String>,
     Json(b): Json<RollbackBody>,
 ) -> ApiResult<Json<Value>> {
-    let a = st.app(&name)?;
+    let a = st.live_app(&name).await?;
     st.enforce(&p, "applications", "rollback", &app_object(&a))?;
     if a.spec
         .sync_policy
