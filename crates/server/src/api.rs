@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use ferry_controller::Controller;
-use ferry_model::Application;
 use ferry_model::annotations::{REFRESH, RESOURCES_FINALIZER};
+use ferry_model::{AppProject, Application};
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
@@ -304,7 +304,7 @@ fn truthy(v: &Option<String>) -> bool {
 }
 
 /// Checks an Application body and fills in what the server decides.
-fn prepare_app(
+async fn prepare_app(
     st: &AppState,
     body: &Value,
     name_from_path: Option<&str>,
@@ -358,7 +358,13 @@ fn prepare_app(
             "spec.source or spec.sources is required",
         ));
     }
-    if st.ctl.app_project(app.project()).is_none() {
+    // The cache may not yet hold a project created a moment ago.
+    let known = st.ctl.app_project(app.project()).is_some()
+        || Api::<AppProject>::namespaced(st.client.clone(), &st.ns)
+            .get_opt(app.project())
+            .await?
+            .is_some();
+    if !known {
         return Err(ApiError::bad_request(format!(
             "application references project {} which does not exist",
             app.project()
@@ -373,7 +379,7 @@ pub async fn create_app(
     Query(q): Query<UpsertQuery>,
     Json(body): Json<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let (v, app) = prepare_app(&st, &body, None)?;
+    let (v, app) = prepare_app(&st, &body, None).await?;
     let name = app.name_any();
     st.enforce(&p, "applications", "create", &app_object(&app))?;
     let api = st.dynamic::<Application>();
@@ -456,7 +462,7 @@ pub async fn update_app(
     Json(body): Json<Value>,
 ) -> ApiResult<Json<Value>> {
     check_name(&name)?;
-    let (v, app) = prepare_app(&st, &body, Some(&name))?;
+    let (v, app) = prepare_app(&st, &body, Some(&name)).await?;
     let api = st.dynamic::<Application>();
     let existing = api
         .get_opt(&name)
