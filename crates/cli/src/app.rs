@@ -1370,12 +1370,23 @@ fn deadline(timeout: u64) -> Option<Instant> {
 
 /// Polls once a second until the requested operation has run: the
 /// controller clears `operation` and records a finished operationState.
-async fn wait_operation(client: &Client, name: &str, timeout: u64, what: &str) -> Result<Value> {
+/// `requested` is the server's answer to the request; its operationState is
+/// the previous operation's, which a lagging read may still show as finished.
+async fn wait_operation(
+    client: &Client,
+    name: &str,
+    timeout: u64,
+    what: &str,
+    requested: &Value,
+) -> Result<Value> {
     let progress = Progress::new(format!("{what} {name}"));
     let until = deadline(timeout);
+    let previous = requested.pointer("/status/operationState");
     loop {
         let app = get_app(client, name, None).await?;
-        if !operation_running(&app) && !op_phase(&app).is_empty() {
+        let state = app.pointer("/status/operationState");
+        let ours = previous.is_none_or(|p| state != Some(p));
+        if ours && !operation_running(&app) && !op_phase(&app).is_empty() {
             progress.finish();
             return Ok(app);
         }
@@ -1406,7 +1417,7 @@ fn check_phase(app: &Value, name: &str, what: &str) -> Result<()> {
 async fn sync(client: &Client, args: SyncArgs) -> Result<()> {
     let body = sync_body(&args)?;
     for name in &args.names {
-        client
+        let requested = client
             .post(&format!("{API}/{}/sync", seg(name)), &[], &body)
             .await
             .map_err(app_error(name))?;
@@ -1414,7 +1425,7 @@ async fn sync(client: &Client, args: SyncArgs) -> Result<()> {
             eprintln!("sync of '{name}' requested");
             continue;
         }
-        let app = wait_operation(client, name, args.timeout, "sync").await?;
+        let app = wait_operation(client, name, args.timeout, "sync", &requested).await?;
         print_result(&app, &args.output)?;
         check_phase(&app, name, "sync")?;
     }
@@ -1566,7 +1577,7 @@ async fn rollback(client: &Client, args: RollbackArgs) -> Result<()> {
     if args.dry_run {
         body["dryRun"] = json!(true);
     }
-    client
+    let requested = client
         .post(&format!("{API}/{}/rollback", seg(&args.name)), &[], &body)
         .await
         .map_err(app_error(&args.name))?;
@@ -1574,7 +1585,7 @@ async fn rollback(client: &Client, args: RollbackArgs) -> Result<()> {
         eprintln!("rollback of '{}' to {id} requested", args.name);
         return Ok(());
     }
-    let app = wait_operation(client, &args.name, args.timeout, "rollback").await?;
+    let app = wait_operation(client, &args.name, args.timeout, "rollback", &requested).await?;
     print_result(&app, &args.output)?;
     check_phase(&app, &args.name, "rollback")
 }

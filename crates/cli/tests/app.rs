@@ -309,8 +309,21 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
     // A manual sync puts it back and reports the result.
     let o = ferry(&config, &["app", "sync", "myapp", "--timeout", "120"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = ferry(&config, &["app", "diff", "myapp"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The server compares against its own watch of the cluster, which may
+    // see the sync's writes a moment later.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = ferry(&config, &["app", "diff", "myapp"]);
+        if o.status.code() == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "diff still differs after the sync: {}",
+            text(&o)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Logged out, the CLI says what to do.
     let o = ferry(&config, &["logout"]);

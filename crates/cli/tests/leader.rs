@@ -160,7 +160,11 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
     .await;
     let took = died.elapsed();
     assert!(took < Duration::from_secs(30), "failover took {took:?}");
-    assert!(read(follower_log).contains("became leader"));
+    // The log line follows the lease write.
+    wait("the follower to log that it leads", || async {
+        read(follower_log).contains("became leader").then_some(())
+    })
+    .await;
 
     write("two");
     env.git.commit_dir(&repo, src.path(), "two").unwrap();

@@ -824,21 +824,21 @@ fn hanging_plugin_is_killed_at_the_timeout() {
     });
     let o = Opts {
         plugins: vec![p],
-        timeout: Duration::from_secs(1),
+        timeout: Duration::from_secs(3),
         ..Default::default()
     };
     let start = Instant::now();
     let err = run_with(t.path(), &s, &o).unwrap_err();
     let took = start.elapsed();
     assert!(
-        matches!(err, RenderError::Timeout { secs: 1, .. }),
+        matches!(err, RenderError::Timeout { secs: 3, .. }),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "`plugin hang generate` timed out after 1s and was killed"
+        "`plugin hang generate` timed out after 3s and was killed"
     );
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
 
     // The background `sleep` was in the plugin's process group and died too.
     let pid = fs::read_to_string(&pid_file).unwrap().trim().to_string();

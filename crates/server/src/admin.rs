@@ -360,6 +360,10 @@ async fn patch_roles(
     )))
 }
 
+/// How long (in 50 ms steps) a token change waits for the watch cache to see
+/// it, so the token works (or stops working) as soon as the call returns.
+const CACHE_WAIT_TRIES: u32 = 600;
+
 pub async fn create_token(
     State(st): St,
     p: Principal,
@@ -383,7 +387,7 @@ pub async fn create_token(
     })
     .await?;
     // Wait until the watch cache knows the token, so it works at once.
-    for _ in 0..50 {
+    for _ in 0..CACHE_WAIT_TRIES {
         if st.ctl.app_project(&project).is_some_and(|pr| {
             pr.spec
                 .roles
@@ -439,7 +443,7 @@ pub async fn delete_token(
             .collect())
     })
     .await?;
-    for _ in 0..50 {
+    for _ in 0..CACHE_WAIT_TRIES {
         if st.ctl.app_project(&project).is_some_and(|pr| {
             !pr.spec.roles.iter().any(|x| {
                 x.name == role

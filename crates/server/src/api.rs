@@ -143,11 +143,14 @@ impl AppState {
         Api::namespaced_with(self.client.clone(), &self.ns, &ApiResource::erase::<K>(&()))
     }
 
-    pub fn app(&self, name: &str) -> ApiResult<Arc<Application>> {
+    /// The Application from the watch cache, or from the API server when the
+    /// cache does not have it yet (created a moment ago).
+    pub async fn app(&self, name: &str) -> ApiResult<Arc<Application>> {
         check_name(name)?;
-        self.ctl
-            .application(name)
-            .ok_or_else(|| ApiError::not_found(format!("application {name}")))
+        match self.ctl.application(name) {
+            Some(a) => Ok(a),
+            None => self.live_app(name).await.map(Arc::new),
+        }
     }
 
     /// The Application as the API server has it now. Requests that act on
@@ -277,7 +280,7 @@ pub async fn get_app(
     Path(name): Path<String>,
     Query(q): Query<GetQuery>,
 ) -> ApiResult<Json<Value>> {
-    let a = st.app(&name)?;
+    let a = st.app(&name).await?;
     st.enforce(&p, "applications", "get", &app_object(&a))?;
     if let Some(kind) = q.refresh.as_deref().filter(|r| !r.is_empty()) {
         if kind != "normal" && kind != "hard" {
@@ -692,7 +695,7 @@ pub async fn managed_resources(
     p: Principal,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let a = st.app(&name)?;
+    let a = st.app(&name).await?;
     st.enforce(&p, "applications", "get", &app_object(&a))?;
     let i = st
         .ctl
@@ -728,7 +731,7 @@ pub async fn manifests(
     Path(name): Path<String>,
     Query(q): Query<ManifestQuery>,
 ) -> ApiResult<Json<Value>> {
-    let a = st.app(&name)?;
+    let a = st.app(&name).await?;
     st.enforce(&p, "applications", "get", &app_object(&a))?;
     let live = match q.source.as_deref().unwrap_or("git") {
         "git" => false,
@@ -767,7 +770,7 @@ pub async fn resource_tree(
     p: Principal,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let a = st.app(&name)?;
+    let a = st.app(&name).await?;
     st.enforce(&p, "applications", "get", &app_object(&a))?;
     let (client, _) = st
         .ctl
@@ -794,7 +797,7 @@ pub async fn app_events(
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<Json<Value>> {
     use k8s_openapi::api::core::v1::Event as KEvent;
-    let a = st.app(&name)?;
+    let a = st.app(&name).await?;
     st.enforce(&p, "applications", "get", &app_object(&a))?;
     let (api, fields): (Api<KEvent>, String) =
         match q.resource_name.as_deref().filter(|n| !n.is_empty()) {

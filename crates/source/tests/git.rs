@@ -495,7 +495,11 @@ async fn a_hanging_server_is_cut_off_by_the_timeout() {
         .await
         .unwrap_err();
     assert!(matches!(err, SourceError::Timeout { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(6));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(err.to_string().contains("timed out after 2s"), "{err}");
     server.abort();
 }
