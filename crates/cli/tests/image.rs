@@ -1,33 +1,18 @@
 //! `ferry image`: the offline policy command, and list / get / reconcile
 //! against a real `ferry controller` on the test environment.
 
+mod common;
+
+use common::KillOnDrop;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
-use std::io::Write;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn ferry(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(args);
+    common::run(cmd, stdin)
 }
 
 fn out(o: &Output) -> String {
@@ -109,15 +94,6 @@ fn policy_command_answers_offline() {
         String::from_utf8_lossy(&o.stderr).contains("filterTags.pattern"),
         "{o:?}"
     );
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]

@@ -1,6 +1,9 @@
 //! Two `ferry controller` replicas: only the lease holder acts, and the other
 //! takes over when it dies.
 
+mod common;
+
+use common::KillOnDrop;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -94,8 +97,8 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
 
     let logs = tempfile::tempdir().unwrap();
     let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
-    let mut a = Replica(spawn("replica-a", &ns, &env.cluster.kubeconfig, &log_a));
-    let mut b = Replica(spawn("replica-b", &ns, &env.cluster.kubeconfig, &log_b));
+    let mut a = KillOnDrop(spawn("replica-a", &ns, &env.cluster.kubeconfig, &log_a));
+    let mut b = KillOnDrop(spawn("replica-b", &ns, &env.cluster.kubeconfig, &log_b));
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let first = wait("a leader", || async { holder(&leases).await }).await;
@@ -174,14 +177,4 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
     .await;
     follower.0.kill().unwrap();
     follower.0.wait().unwrap();
-}
-
-/// Kills the replica if the test fails half-way.
-struct Replica(Child);
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

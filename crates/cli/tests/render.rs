@@ -1,9 +1,10 @@
 //! `ferry render`: offline OAM rendering, run as the built binary. No test
 //! environment: everything here is files in, YAML out.
 
-use std::io::Write;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn ferry_in(
     dir: Option<&Path>,
@@ -20,25 +21,7 @@ fn ferry_in(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
+    common::run(cmd, stdin)
 }
 
 fn ferry(args: &[&str]) -> Output {

@@ -15,8 +15,9 @@ use ferry_image::template::{self, Value};
 use ferry_model::flux::{
     Condition, GitRepository, ImagePolicy, ImagePolicyStatus, ImageRef, ImageRepository,
     ImageRepositoryStatus, ImageUpdateAutomation, ImageUpdateAutomationStatus,
-    RECONCILE_REQUESTED_AT, ScanResult, parse_duration,
+    RECONCILE_REQUESTED_AT, ScanResult,
 };
+use ferry_model::parse_go_duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -160,7 +161,7 @@ fn ready(
 }
 
 fn interval_of(spec: Option<&str>) -> Duration {
-    spec.and_then(parse_duration)
+    spec.and_then(parse_go_duration)
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_INTERVAL)
 }
@@ -505,7 +506,7 @@ impl Images {
             .spec
             .timeout
             .as_deref()
-            .and_then(parse_duration)
+            .and_then(parse_go_duration)
             .filter(|d| !d.is_zero())
             .unwrap_or(interval.min(Duration::from_secs(60)));
         let tags = registry::scan(

@@ -1616,37 +1616,10 @@ fn retry_delay(app: &Application, attempt: i64) -> Option<Duration> {
 
 /// Go-style durations as Argo CD writes them: `5s`, `3m`, `1h`, `1m30s`, or bare seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<u64>() {
-        return Some(Duration::from_secs(n));
+    match s.trim().parse::<u64>() {
+        Ok(n) => Some(Duration::from_secs(n)),
+        Err(_) => ferry_model::parse_go_duration(s),
     }
-    let mut total = 0f64;
-    let mut num = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let n: f64 = num.parse().ok()?;
-        num.clear();
-        let unit = if c == 'm' && chars.peek() == Some(&'s') {
-            chars.next();
-            0.001
-        } else {
-            match c {
-                'h' => 3600.0,
-                'm' => 60.0,
-                's' => 1.0,
-                _ => return None,
-            }
-        };
-        total += n * unit;
-    }
-    if !num.is_empty() {
-        return None;
-    }
-    Duration::try_from_secs_f64(total).ok()
 }
 
 fn push_history(

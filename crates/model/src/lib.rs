@@ -6,11 +6,13 @@
 
 mod application;
 pub mod crds;
+mod duration;
 pub mod flux;
 mod project;
 pub mod tracking;
 
 pub use application::*;
+pub use duration::parse_go_duration;
 pub use project::*;
 
 /// Implements `kube::Resource` for a namespaced type with a static group,

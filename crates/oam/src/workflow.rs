@@ -585,40 +585,8 @@ fn convert_step(s: &WorkflowStep, extra: &[&str], top: bool) -> Result<Step, Oam
 
 /// Go's `time.ParseDuration` for non-negative values: `300ms`, `1.5h`, `2h45m`, `10s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration `{s}` (expected e.g. `30s`, `5m`, `1h30m`)");
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(err());
-    }
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
-        if n == 0 {
-            return Err(err());
-        }
-        let value: f64 = rest[..n].parse().map_err(|_| err())?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(err()),
-        };
-        total += value * unit;
-        rest = &rest[u..];
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| format!("duration `{s}` is too long"))
+    ferry_model::parse_go_duration(s)
+        .ok_or_else(|| format!("invalid duration `{s}` (expected e.g. `30s`, `5m`, `1h30m`)"))
 }
 
 // ---- `if` expressions -------------------------------------------------------------------
