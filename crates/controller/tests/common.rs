@@ -5,8 +5,8 @@
 
 use ferry_model::Application;
 use ferry_testenv::{TestEnv, shared};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -207,6 +207,29 @@ impl Harness {
             json!({ "metadata": { "annotations": { "argocd.argoproj.io/refresh": "normal" } } });
         self.apps()
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    /// Registers the test environment's second API server as an Argo CD
+    /// cluster Secret named `name`, with extra `labels` for selectors.
+    pub async fn register_cluster2(&self, name: &str, labels: Value) {
+        let c2 = self.env.cluster2();
+        let mut meta_labels = json!({ "argocd.argoproj.io/secret-type": "cluster" });
+        if let (Some(m), Some(extra)) = (meta_labels.as_object_mut(), labels.as_object()) {
+            m.extend(extra.clone());
+        }
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": meta_labels },
+            "stringData": {
+                "name": name,
+                "server": c2.server,
+                "config": json!({ "bearerToken": c2.admin_token().expose(), "tlsClientConfig": { "caData": ferry_controller::b64(&c2.ca_pem) } }).to_string(),
+            },
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &secret)
             .await
             .unwrap();
     }

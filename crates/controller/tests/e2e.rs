@@ -656,19 +656,7 @@ async fn unreachable_repo_leaves_resources_untouched() {
 async fn app_on_the_second_cluster_through_a_cluster_secret() {
     let h = harness("c2").await;
     let c2 = h.env.cluster2();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "cluster-two", "labels": { "argocd.argoproj.io/secret-type": "cluster" } },
-        "stringData": {
-            "name": "cluster-two",
-            "server": c2.server,
-            "config": json!({ "bearerToken": c2.admin_token().expose(), "tlsClientConfig": { "caData": ferry_controller::b64(&c2.ca_pem) } }).to_string(),
-        },
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(h.client.clone(), &h.ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    h.register_cluster2("cluster-two", json!({})).await;
     let repo = new_repo("c2", &refs(&examples("message-app")));
     let target_ns = format!("{}-remote", h.ns);
     let extra = json!({ "spec": {

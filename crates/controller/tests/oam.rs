@@ -518,19 +518,8 @@ async fn depends_on_waits_for_a_healthy_dependency() {
 async fn topology_and_override_deploy_to_both_clusters() {
     let h = harness("oam-topo").await;
     let c2 = h.env.cluster2();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "edge", "labels": {"argocd.argoproj.io/secret-type": "cluster", "region": "edge"}},
-        "stringData": {
-            "name": "edge",
-            "server": c2.server,
-            "config": json!({ "bearerToken": c2.admin_token().expose(), "tlsClientConfig": { "caData": ferry_controller::b64(&c2.ca_pem) } }).to_string(),
-        },
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(h.client.clone(), &h.ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    h.register_cluster2("edge", json!({ "region": "edge" }))
+        .await;
     let remote_ns = format!("{}-edge", h.dest);
     let site = |w: &str| {
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: site\ndata:\n  where: {w}\n")
