@@ -107,6 +107,8 @@ pub fn render_count() -> u64 {
 pub(crate) struct RenderedSource {
     pub source_type: String,
     pub objects: Vec<serde_json::Value>,
+    /// Files a directory source did not render.
+    pub skipped: Vec<String>,
 }
 
 /// Shared state of a running controller.

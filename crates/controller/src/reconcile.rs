@@ -35,6 +35,53 @@ fn stop(type_: &'static str, message: impl Into<String>) -> Stop {
     }
 }
 
+/// What the destination cluster reports about itself, for helm's
+/// `--kube-version`/`--api-versions` and plugins' KUBE_* variables.
+#[derive(Clone)]
+struct ClusterFacts {
+    kube_version: String,
+    api_versions: Vec<String>,
+}
+
+/// One source to render, with everything its result depends on.
+struct SourceRender<'a> {
+    app_name: &'a str,
+    dest_ns: &'a str,
+    source: &'a ApplicationSource,
+    /// The checked-out repository (or unpacked chart).
+    checkout: &'a std::path::Path,
+    revision: &'a str,
+    /// Git tree id of the source's path, when known: the render cache key.
+    tree: Option<&'a str>,
+    refs: &'a BTreeMap<String, std::path::PathBuf>,
+    cluster: &'a ClusterFacts,
+    plugins: &'a [ferry_render::PluginConfig],
+    tools: &'a Result<ferry_render::RenderTools, Stop>,
+    /// Hard refresh: render again even when the inputs are unchanged.
+    hard: bool,
+}
+
+/// Condition type for an app whose sources rendered no object. Argo CD shows
+/// nothing in that case; a `*Warning` type is what its UI and CLI list as a warning.
+pub(crate) const EMPTY_RENDER_CONDITION: &str = "EmptyManifestWarning";
+
+/// The condition message for an app whose sources rendered no object.
+fn empty_render_message(skipped: &[String]) -> String {
+    let mut msg = String::from("the application's sources rendered no resources");
+    if !skipped.is_empty() {
+        const SHOWN: usize = 10;
+        let list: Vec<&str> = skipped.iter().take(SHOWN).map(String::as_str).collect();
+        msg.push_str(&format!(
+            "; files present but not rendered (not .yaml, .yml, .json or .jsonnet): {}",
+            list.join(", ")
+        ));
+        if skipped.len() > SHOWN {
+            msg.push_str(&format!(" and {} more", skipped.len() - SHOWN));
+        }
+    }
+    msg
+}
+
 /// The result of comparing one app.
 pub(crate) struct Comparison {
     pub(crate) conn: Arc<ClusterConn>,
@@ -48,6 +95,9 @@ pub(crate) struct Comparison {
     health: HealthStatus,
     /// Non-fatal: e.g. dry-run failures that block a sync.
     errors: Vec<String>,
+    /// Set when the sources rendered nothing: shown as a condition, since
+    /// "Synced" with zero resources is indistinguishable from delivered.
+    empty_render: Option<String>,
 }
 
 impl Comparison {
@@ -131,10 +181,18 @@ impl Controller {
             Ok(mut c) => {
                 clear_conditions(
                     &mut st,
-                    &["ComparisonError", "InvalidSpecError", "SyncError"],
+                    &[
+                        "ComparisonError",
+                        "InvalidSpecError",
+                        "SyncError",
+                        EMPTY_RENDER_CONDITION,
+                    ],
                 );
                 for e in &c.errors {
                     set_condition(&mut st, "ComparisonError", e);
+                }
+                if let Some(msg) = &c.empty_render {
+                    set_condition(&mut st, EMPTY_RENDER_CONDITION, msg);
                 }
                 self.fill_status(&mut st, &c);
                 let decision = self.decide(&app, op.as_ref(), &c, &st);
@@ -443,6 +501,99 @@ impl Controller {
     }
 
     /// `refresh`: re-resolve revisions now; `hard`: also render again.
+    /// Stage 3 of [`Self::compare`]: one source rendered, or taken from the
+    /// render cache when its inputs are unchanged.
+    async fn render_source(&self, job: SourceRender<'_>) -> Result<Arc<crate::RenderedSource>, Stop> {
+        let s = job.source;
+        let contained = !s.is_helm_repo()
+            && self_contained(
+                s,
+                &job.checkout.join(s.path.as_deref().unwrap_or(".")),
+                job.refs,
+                job.plugins,
+            );
+        let key = render_key(
+            job.app_name,
+            job.dest_ns,
+            s,
+            job.revision,
+            job.tree,
+            contained,
+            job.refs,
+            &format!(
+                "{}|{}",
+                job.cluster.kube_version,
+                hash(&job.cluster.api_versions.join(","))
+            ),
+            job.plugins,
+        );
+        if !job.hard
+            && let Some(cached) = self.rendered.lock().ok().and_then(|m| m.get(&key).cloned())
+        {
+            return Ok(cached);
+        }
+        let tools = job
+            .tools
+            .as_ref()
+            .map_err(|e| stop(e.type_, e.message.clone()))?
+            .clone();
+        let source = s.clone();
+        let checkout = job.checkout.to_path_buf();
+        let revision = job.revision.to_string();
+        let refs = job.refs.clone();
+        let cluster = job.cluster.clone();
+        let plugins = job.plugins.to_vec();
+        let app_name = job.app_name.to_string();
+        let dest_ns = job.dest_ns.to_string();
+        let timeout = self.cfg.render_timeout;
+        crate::RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let render_started = Instant::now();
+        let task = tokio::task::spawn_blocking(move || {
+            ferry_render::render(&ferry_render::RenderInput {
+                app_name: &app_name,
+                app_namespace: &dest_ns,
+                source: &source,
+                repo_root: &checkout,
+                revision: &revision,
+                refs: &refs,
+                kube_version: &cluster.kube_version,
+                api_versions: &cluster.api_versions,
+                plugins: &plugins,
+                tools: &tools,
+                timeout,
+            })
+        });
+        let shown = s.path.as_deref().or(s.chart.as_deref()).unwrap_or(".");
+        // External tools are killed at `timeout` by the render itself; in-process
+        // evaluation (Jsonnet) cannot be, so the pass stops waiting for it here.
+        let joined = tokio::time::timeout(timeout + Duration::from_secs(5), task)
+            .await
+            .map_err(|_| {
+                stop(
+                    "ComparisonError",
+                    format!("rendering {shown} did not finish within {}s", timeout.as_secs()),
+                )
+            })?;
+        crate::metrics::get()
+            .render_seconds
+            .observe(render_started.elapsed().as_secs_f64());
+        let out = joined
+            .map_err(|e| stop("ComparisonError", format!("render task failed: {e}")))?
+            .map_err(|e| stop("ComparisonError", format!("rendering {shown} failed: {e}")))?;
+        let rendered = Arc::new(crate::RenderedSource {
+            source_type: out.source_type.as_str().to_string(),
+            objects: out.objects,
+            skipped: out.skipped,
+        });
+        if let Ok(mut m) = self.rendered.lock() {
+            if m.len() > 2000 {
+                m.clear();
+            }
+            m.insert(key, rendered.clone());
+        }
+        Ok(rendered)
+    }
+
     pub(crate) async fn compare(
         &self,
         app: &Application,
@@ -487,6 +638,9 @@ impl Controller {
                 .check_source(&project_name, &scrub_url(&s.repo_url))
                 .map_err(|v| stop("InvalidSpecError", v.0))?;
         }
+        // A rule that cannot be evaluated is an error, never a rule skipped quietly.
+        diff::validate_rules(&app.spec.ignore_differences)
+            .map_err(|e| stop("ComparisonError", format!("spec.ignoreDifferences: {e}")))?;
         let dest_ns = app.spec.destination.namespace.clone().unwrap_or_default();
         let (conn, server, cluster_name) = self.destination(&app.spec.destination).await?;
         project
@@ -577,99 +731,40 @@ impl Controller {
             )
         })?;
         let plugins = self.plugins();
+        let cluster = ClusterFacts {
+            kube_version,
+            api_versions,
+        };
         let mut objects: Vec<Value> = Vec::new();
         let mut source_type = String::new();
+        let mut skipped: Vec<String> = Vec::new();
+        let mut empty_render = None;
         for (s, (dir, rev, tree)) in sources.iter().zip(&trees) {
             // A source that only provides `$ref` values renders nothing.
             if s.ref_name.is_some() && s.path.is_none() && !s.is_helm_repo() {
                 continue;
             }
-            let contained = !s.is_helm_repo()
-                && self_contained(
-                    s,
-                    &dir.join(s.path.as_deref().unwrap_or(".")),
-                    &refs,
-                    &plugins,
-                );
-            let key = render_key(
-                &app_name,
-                &dest_ns,
-                s,
-                rev,
-                tree.as_deref(),
-                contained,
-                &refs,
-                &format!("{kube_version}|{}", hash(&api_versions.join(","))),
-                &plugins,
-            );
-            let cached = self.rendered.lock().ok().and_then(|m| m.get(&key).cloned());
-            let rendered = match cached {
-                Some(r) if !hard => r,
-                _ => {
-                    let tools = tools
-                        .as_ref()
-                        .map_err(|e| stop(e.type_, e.message.clone()))?
-                        .clone();
-                    let api_versions2 = api_versions.clone();
-                    let (s2, dir2, rev2, refs2, kv, plugins2) = (
-                        s.clone(),
-                        dir.clone(),
-                        rev.clone(),
-                        refs.clone(),
-                        kube_version.clone(),
-                        plugins.clone(),
-                    );
-                    let (an, ns2, timeout) =
-                        (app_name.clone(), dest_ns.clone(), self.cfg.render_timeout);
-                    crate::RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let render_started = Instant::now();
-                    let out = tokio::task::spawn_blocking(move || {
-                        let input = ferry_render::RenderInput {
-                            app_name: &an,
-                            app_namespace: &ns2,
-                            source: &s2,
-                            repo_root: &dir2,
-                            revision: &rev2,
-                            refs: &refs2,
-                            kube_version: &kv,
-                            api_versions: &api_versions2,
-                            plugins: &plugins2,
-                            tools: &tools,
-                            timeout,
-                        };
-                        ferry_render::render(&input)
-                    })
-                    .await
-                    .inspect(|_| {
-                        crate::metrics::get()
-                            .render_seconds
-                            .observe(render_started.elapsed().as_secs_f64())
-                    })
-                    .map_err(|e| stop("ComparisonError", format!("render task failed: {e}")))?
-                    .map_err(|e| {
-                        stop(
-                            "ComparisonError",
-                            format!(
-                                "rendering {} failed: {e}",
-                                s.path.as_deref().or(s.chart.as_deref()).unwrap_or(".")
-                            ),
-                        )
-                    })?;
-                    let r = Arc::new(crate::RenderedSource {
-                        source_type: out.source_type.as_str().to_string(),
-                        objects: out.objects,
-                    });
-                    if let Ok(mut m) = self.rendered.lock() {
-                        if m.len() > 2000 {
-                            m.clear();
-                        }
-                        m.insert(key, r.clone());
-                    }
-                    r
-                }
-            };
+            let rendered = self
+                .render_source(SourceRender {
+                    app_name: &app_name,
+                    dest_ns: &dest_ns,
+                    source: s,
+                    checkout: dir,
+                    revision: rev,
+                    tree: tree.as_deref(),
+                    refs: &refs,
+                    cluster: &cluster,
+                    plugins: &plugins,
+                    tools: &tools,
+                    hard,
+                })
+                .await?;
             source_type = rendered.source_type.clone();
             objects.extend(rendered.objects.iter().cloned());
+            skipped.extend(rendered.skipped.iter().cloned());
+        }
+        if objects.is_empty() {
+            empty_render = Some(empty_render_message(&skipped));
         }
 
         tracing::debug!(app = %app_name, ms = t0.elapsed().as_millis() as u64, "rendered");
@@ -1005,6 +1100,7 @@ impl Controller {
             synced,
             health: health::worst(healths.iter()),
             errors,
+            empty_render,
         })
     }
 
@@ -1189,7 +1285,11 @@ impl Controller {
             .filter(|r| r.hook == HookKind::None)
             .count();
         if desired_count == 0 && !auto.allow_empty {
-            return Decision::Skip("skipping automated sync: the rendered manifests are empty and allowEmpty is false; nothing will be pruned".into());
+            // Argo CD's wording, so alerts written for it keep matching.
+            return Decision::Skip(format!(
+                "Skipping sync attempt to {}: auto-sync will wipe out all resources",
+                c.revisions.first().map(String::as_str).unwrap_or_default()
+            ));
         }
         // Argo CD's guard: when the only difference is extra live objects and
         // automated prune is off, syncing changes nothing; do not loop.
@@ -1715,6 +1815,7 @@ fn self_contained(
     s.plugin.is_none()
         && s.kustomize.is_none()
         && !kustomization
+        && !has_jsonnet(app_dir, s.directory.as_ref().is_some_and(|d| d.recurse))
         && !chart_deps
         && refs.is_empty()
         && plugins.iter().all(|p| p.discover.is_none())
@@ -1723,6 +1824,36 @@ fn self_contained(
                 .iter()
                 .all(|f| !f.contains("..") && !f.starts_with('$') && !f.starts_with('/'))
         })
+}
+
+/// Whether a directory source holds Jsonnet, whose imports may read anywhere in
+/// the repository. The walk is bounded; a tree too big to check counts as Jsonnet.
+fn has_jsonnet(dir: &std::path::Path, recurse: bool) -> bool {
+    let mut budget = 2000usize;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            budget = match budget.checked_sub(1) {
+                Some(b) => b,
+                None => return true,
+            };
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".jsonnet") {
+                return true;
+            }
+            if recurse
+                && !name.starts_with('.')
+                && e.file_type().is_ok_and(|t| t.is_dir())
+            {
+                stack.push(e.path());
+            }
+        }
+    }
+    false
 }
 
 #[allow(clippy::too_many_arguments)]

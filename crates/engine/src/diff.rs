@@ -1,8 +1,11 @@
 //! Compares what applying would produce (a server-side-apply dry-run) with
 //! the live object, after removing what never counts as drift.
 
+use crate::jq::JqDeletion;
 use ferry_model::IgnoreDifferences;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 
 /// Annotations servers and tools add that are never drift.
 const IGNORED_ANNOTATIONS: [&str; 2] = [
@@ -72,7 +75,11 @@ pub fn apply_ignores(obj: &mut Value, rules: &[&IgnoreDifferences], owners: Opti
             remove_pointer(obj, p);
         }
         for q in &r.jq_path_expressions {
-            remove_jq(obj, q);
+            // Compile errors were reported by `validate_rules` before any
+            // comparison; evaluation errors leave the object unchanged, as in Argo CD.
+            if let Ok(jq) = compiled_jq(q) {
+                let _ = jq.apply(obj);
+            }
         }
         if let Some(Value::Array(entries)) = owners {
             for e in entries {
@@ -190,102 +197,32 @@ fn remove_fields(obj: &mut Value, fields: &Value) {
     }
 }
 
-/// Deletes what a jq path expression selects. Supports the forms people use
-/// in ignoreDifferences: `.a.b`, `.a["x.y"]`, `.a[]`, `.a[0]`, and
-/// `select(.field == "value")` steps joined with `|`.
-pub fn remove_jq(obj: &mut Value, expr: &str) {
-    let steps = parse_jq(expr);
-    if steps.is_empty() {
-        return;
+/// The compiled form of a jq path expression, compiled once per distinct
+/// expression for the life of the process.
+pub fn compiled_jq(expr: &str) -> Result<JqDeletion, String> {
+    static CACHE: LazyLock<Mutex<HashMap<String, Result<JqDeletion, String>>>> =
+        LazyLock::new(Default::default);
+    if let Some(hit) = CACHE.lock().ok().and_then(|c| c.get(expr).cloned()) {
+        return hit;
     }
-    let mut pointers = vec![String::new()];
-    for step in &steps {
-        let mut next = Vec::new();
-        for p in &pointers {
-            let Some(v) = obj.pointer(p) else { continue };
-            match step {
-                Step::Field(f) => {
-                    if v.get(f).is_some() {
-                        next.push(format!("{p}/{}", f.replace('~', "~0").replace('/', "~1")));
-                    }
-                }
-                Step::Index(i) => {
-                    if v.as_array().is_some_and(|a| *i < a.len()) {
-                        next.push(format!("{p}/{i}"));
-                    }
-                }
-                Step::Iterate => {
-                    if let Some(a) = v.as_array() {
-                        next.extend((0..a.len()).map(|i| format!("{p}/{i}")));
-                    }
-                }
-                Step::Select(field, value) => {
-                    if v.pointer(field) == Some(value) {
-                        next.push(p.clone());
-                    }
-                }
-            }
-        }
-        pointers = next;
+    let compiled = JqDeletion::compile(expr);
+    if let Ok(mut c) = CACHE.lock()
+        && c.len() < 10_000
+    {
+        c.insert(expr.to_string(), compiled.clone());
     }
-    // Delete from the back so array indexes stay valid.
-    pointers.sort();
-    for p in pointers.iter().rev() {
-        remove_pointer(obj, p);
-    }
+    compiled
 }
 
-#[derive(Debug, PartialEq)]
-enum Step {
-    Field(String),
-    Index(usize),
-    Iterate,
-    /// JSON pointer of the field inside the element, and the wanted value.
-    Select(String, Value),
-}
-
-fn parse_jq(expr: &str) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for part in expr.split('|').map(str::trim) {
-        if let Some(inner) = part
-            .strip_prefix("select(")
-            .and_then(|s| s.strip_suffix(')'))
-        {
-            if let Some((lhs, rhs)) = inner.split_once("==") {
-                let field = lhs.trim().trim_start_matches('.').replace('.', "/");
-                let value: Value = serde_json::from_str(rhs.trim())
-                    .unwrap_or(Value::String(rhs.trim().to_string()));
-                steps.push(Step::Select(format!("/{field}"), value));
-            }
-            continue;
-        }
-        let mut rest = part;
-        while !rest.is_empty() {
-            if let Some(r) = rest.strip_prefix("[]") {
-                steps.push(Step::Iterate);
-                rest = r;
-            } else if let Some(r) = rest.strip_prefix("[\"") {
-                let end = r.find("\"]").unwrap_or(r.len());
-                steps.push(Step::Field(r[..end].to_string()));
-                rest = r.get(end + 2..).unwrap_or("");
-            } else if let Some(r) = rest.strip_prefix('[') {
-                let end = r.find(']').unwrap_or(r.len());
-                if let Ok(i) = r[..end].parse() {
-                    steps.push(Step::Index(i));
-                }
-                rest = r.get(end + 1..).unwrap_or("");
-            } else if let Some(r) = rest.strip_prefix('.') {
-                let end = r.find(['.', '[']).unwrap_or(r.len());
-                if end > 0 {
-                    steps.push(Step::Field(r[..end].to_string()));
-                }
-                rest = &r[end..];
-            } else {
-                break;
-            }
+/// Every jq expression of these rules compiles; the first that does not is
+/// the error, naming it. Checked before comparing, so a rule is never skipped.
+pub fn validate_rules<'a>(rules: impl IntoIterator<Item = &'a IgnoreDifferences>) -> Result<(), String> {
+    for r in rules {
+        for q in &r.jq_path_expressions {
+            compiled_jq(q)?;
         }
     }
-    steps
+    Ok(())
 }
 
 #[cfg(test)]

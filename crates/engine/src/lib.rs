@@ -3,5 +3,6 @@
 pub mod cluster;
 pub mod diff;
 pub mod health;
+pub mod jq;
 pub mod plan;
 pub mod sync;

@@ -82,6 +82,23 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
         succeeded: true,
         ..SyncOutcome::default()
     };
+    // Compare dry-ran every non-hook object; hooks are validated here, so a bad
+    // PostSync hook fails the sync before wave 0 changes anything.
+    let invalid = validate_hooks(&req).await;
+    if !invalid.is_empty() {
+        out.succeeded = false;
+        let mut reasons = Vec::new();
+        for (r, phase, message) in invalid {
+            reasons.push(format!("{}: {message}", r.key));
+            out.results
+                .push(result_for(r, phase, "SyncFailed", &message, true));
+        }
+        out.message = format!(
+            "one or more synchronization tasks are not valid: {}",
+            reasons.join("; ")
+        );
+        return out;
+    }
     if let Some((ns, meta)) = &req.create_namespace
         && let Err(e) = ensure_namespace(req.conn, ns, meta.as_ref(), req.dry_run).await
     {
@@ -270,6 +287,63 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
         out.message = "successfully synced (all tasks run)".into();
     }
     out
+}
+
+/// Server-side dry-run of every hook, as the object its run will create: a hook
+/// is created anew each sync (`BeforeHookCreation` deletes the old one), so it
+/// is validated with `generateName` and never conflicts with the previous run's
+/// immutable Job. Hooks whose kind arrives with this sync cannot be checked yet
+/// (Argo CD's SkipDryRunOnMissingResource).
+async fn validate_hooks<'r>(req: &'r SyncRequest<'_>) -> Vec<(&'r Resource, Phase, String)> {
+    let created_ns = req.create_namespace.as_ref().map(|(ns, _)| ns.as_str());
+    let mut pending = Vec::new();
+    for r in &req.resources {
+        let (HookKind::Hook(phases), Some(resolved)) = (&r.hook, &r.resolved) else {
+            continue;
+        };
+        let phase = phases.first().copied().unwrap_or(Phase::Sync);
+        pending.push(async move {
+            let result = dry_run_create(req.conn, resolved, r).await;
+            (r, phase, result)
+        });
+    }
+    let results: Vec<_> = futures::stream::iter(pending)
+        .buffered(PARALLEL)
+        .collect()
+        .await;
+    results
+        .into_iter()
+        .filter_map(|(r, phase, result)| match result {
+            Ok(()) => None,
+            // The namespace this sync creates first does not exist yet.
+            Err(e)
+                if created_ns == Some(r.key.namespace.as_str())
+                    && e.contains("namespaces")
+                    && e.contains("not found") =>
+            {
+                None
+            }
+            Err(e) => Some((r, phase, e)),
+        })
+        .collect()
+}
+
+async fn dry_run_create(conn: &ClusterConn, resolved: &Resolved, r: &Resource) -> Result<(), String> {
+    let api = conn.api(resolved, &r.key.namespace);
+    let mut obj: DynamicObject =
+        serde_json::from_value(r.desired.clone()).map_err(|e| e.to_string())?;
+    // Names are at most 253 characters; generateName adds 5.
+    let prefix: String = r.key.name.chars().take(200).collect();
+    obj.metadata.generate_name = Some(format!("{prefix}-"));
+    obj.metadata.name = None;
+    let pp = PostParams {
+        dry_run: true,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    api.create(&pp, &obj)
+        .await
+        .map(|_| ())
+        .map_err(|e| api_message(&e))
 }
 
 fn result_for(

@@ -9,11 +9,14 @@ pub mod crds;
 mod duration;
 pub mod flux;
 mod project;
+pub mod settings;
+mod sync_window;
 pub mod tracking;
 
 pub use application::*;
 pub use duration::parse_go_duration;
 pub use project::*;
+pub use sync_window::*;
 
 /// Implements `kube::Resource` for a namespaced type with a static group,
 /// version, kind and plural, so each API type is one line instead of twenty.

@@ -77,6 +77,9 @@ pub struct AppProjectSpec {
     /// Roles automation signs in as (`proj:<project>:<role>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<ProjectRole>,
+    /// When automated and manual syncs may run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync_windows: Vec<crate::SyncWindow>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -16,6 +16,9 @@ pub enum RenderError {
     #[error("invalid manifest in {file}: {message}")]
     InvalidManifest { file: String, message: String },
 
+    #[error("jsonnet {file}: {message}")]
+    Jsonnet { file: String, message: String },
+
     #[error("invalid application source: {0}")]
     InvalidSource(String),
 

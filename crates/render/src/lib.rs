@@ -14,6 +14,7 @@ mod exec;
 mod fsutil;
 mod glob;
 mod helm;
+mod jsonnet;
 mod kustomize;
 mod manifest;
 mod plugin;
@@ -84,6 +85,9 @@ impl std::fmt::Display for SourceType {
 pub struct Rendered {
     pub source_type: SourceType,
     pub objects: Vec<Value>,
+    /// Directory sources: files present but not rendered (not a manifest
+    /// extension), repository-relative. Empty for the other tools.
+    pub skipped: Vec<String>,
 }
 
 /// What one render works with, resolved once.
@@ -150,15 +154,23 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
         app,
         app_rel,
     };
-    let (source_type, objects) = match select(&ctx)? {
-        Selection::Directory => (SourceType::Directory, directory::render(&ctx)?),
-        Selection::Kustomize => (SourceType::Kustomize, kustomize::render(&ctx)?),
-        Selection::Helm => (SourceType::Helm, helm::render(&ctx)?),
-        Selection::Plugin(p) => (SourceType::Plugin, plugin::render(&ctx, p)?),
-    };
-    Ok(Rendered {
+    let tool = |source_type, objects| Rendered {
         source_type,
         objects,
+        skipped: Vec::new(),
+    };
+    Ok(match select(&ctx)? {
+        Selection::Directory => {
+            let out = directory::render(&ctx)?;
+            Rendered {
+                source_type: SourceType::Directory,
+                objects: out.objects,
+                skipped: out.skipped,
+            }
+        }
+        Selection::Kustomize => tool(SourceType::Kustomize, kustomize::render(&ctx)?),
+        Selection::Helm => tool(SourceType::Helm, helm::render(&ctx)?),
+        Selection::Plugin(p) => tool(SourceType::Plugin, plugin::render(&ctx, p)?),
     })
 }
 
@@ -247,6 +259,7 @@ pub(crate) fn kustomize_is_zero(k: &KustomizeSource) -> bool {
 
 fn directory_is_zero(d: &DirectorySource) -> bool {
     !d.recurse
+        && d.jsonnet.as_ref().is_none_or(ferry_model::JsonnetSource::is_empty)
         && d.include.as_deref().is_none_or(str::is_empty)
         && d.exclude.as_deref().is_none_or(str::is_empty)
 }

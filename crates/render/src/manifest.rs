@@ -112,6 +112,26 @@ pub fn parse_manifests(text: &str, origin: &str) -> Result<Vec<Value>, RenderErr
     Ok(out)
 }
 
+/// Objects from one evaluated value (Jsonnet's output): an object, or an array
+/// of objects; `List`s are flattened and every object checked as in
+/// [`parse_manifests`].
+pub(crate) fn objects_from_value(mut value: Value, origin: &str) -> Result<Vec<Value>, RenderError> {
+    normalize_numbers(&mut value);
+    let mut out = Vec::new();
+    match value {
+        Value::Array(items) => {
+            for (i, item) in items.into_iter().enumerate() {
+                if !item.is_null() {
+                    collect_object(item, &format!("element {}", i + 1), origin, &mut out)?;
+                }
+            }
+        }
+        Value::Null => {}
+        other => collect_object(other, "output", origin, &mut out)?,
+    }
+    Ok(out)
+}
+
 fn collect_object(
     doc: Value,
     label: &str,

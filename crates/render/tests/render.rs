@@ -2,8 +2,8 @@
 //! `make setup` installs. Fixtures are written into temporary directories.
 
 use ferry_model::{
-    ApplicationSource, DirectorySource, EnvEntry, HelmParameter, HelmSource, KustomizeSource,
-    PluginSource,
+    ApplicationSource, DirectorySource, EnvEntry, HelmParameter, HelmSource, JsonnetSource,
+    JsonnetVar, KustomizeSource, PluginSource,
 };
 use ferry_render::{
     PluginConfig, RenderError, RenderInput, RenderTools, Rendered, SourceType, render,
@@ -135,6 +135,7 @@ fn directory_recurse_exclude_flattens_lists() {
         recurse: true,
         exclude: Some("config.json".into()),
         include: None,
+        ..Default::default()
     });
     let r = run(t.path(), &s).unwrap();
     assert_eq!(r.source_type, SourceType::Directory);
@@ -162,6 +163,7 @@ fn directory_include_alternatives_without_recurse() {
         recurse: false,
         include: Some("{*.yml,*.yaml}".into()),
         exclude: None,
+        ..Default::default()
     });
     let r = run(t.path(), &s).unwrap();
     assert_eq!(
@@ -174,9 +176,162 @@ fn directory_include_alternatives_without_recurse() {
         recurse: true,
         include: Some("*.yaml".into()),
         exclude: Some("sub/*".into()),
+        ..Default::default()
     });
     let r = run(t.path(), &s).unwrap();
     assert_eq!(ids(&r), ["ConfigMap/a", "Service/b"]);
+}
+
+// ---------------------------------------------------------------- jsonnet
+
+fn jsonnet_var(name: &str, value: &str, code: bool) -> JsonnetVar {
+    JsonnetVar {
+        name: name.into(),
+        value: value.into(),
+        code,
+    }
+}
+
+fn jsonnet_fixture() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    // A library next to the file, one on a `libs` path, and one at the repository root.
+    write(
+        r,
+        "apps/guestbook/params.libsonnet",
+        "{ replicas: 2, image: 'nginx:1.25' }\n",
+    );
+    write(
+        r,
+        "vendor/k.libsonnet",
+        "{ cm(name, data):: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: name }, data: data } }\n",
+    );
+    write(
+        r,
+        "apps/guestbook/guestbook.jsonnet",
+        r#"local params = import 'params.libsonnet';
+local k = import 'k.libsonnet';
+[
+  {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name: 'guestbook-ui' },
+    spec: {
+      replicas: params.replicas,
+      selector: { matchLabels: { app: 'guestbook-ui' } },
+      template: {
+        metadata: { labels: { app: 'guestbook-ui' } },
+        spec: { containers: [{ name: 'ui', image: params.image }] },
+      },
+    },
+  },
+  k.cm('settings', { env: std.extVar('env'), app: std.extVar('app'), size: std.toString(std.extVar('size') * 2) }),
+  { apiVersion: 'v1', kind: 'List', items: [k.cm('listed', {})] },
+]
+"#,
+    );
+    write(
+        r,
+        "apps/tla/main.jsonnet",
+        "function(name, replicas=1, enabled) { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: name }, data: { replicas: std.toString(replicas), enabled: std.toString(enabled) } }\n",
+    );
+    t
+}
+
+#[test]
+fn jsonnet_directory_renders_with_ext_vars_libs_and_lists() {
+    let t = jsonnet_fixture();
+    let mut s = src("apps/guestbook");
+    s.directory = Some(DirectorySource {
+        jsonnet: Some(JsonnetSource {
+            ext_vars: vec![
+                jsonnet_var("env", "prod", false),
+                jsonnet_var("app", "$ARGOCD_APP_NAME", false),
+                jsonnet_var("size", "21", true),
+            ],
+            libs: vec!["vendor".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let r = run(t.path(), &s).unwrap();
+    assert_eq!(r.source_type, SourceType::Directory);
+    assert_eq!(
+        ids(&r),
+        [
+            "Deployment/guestbook-ui",
+            "ConfigMap/settings",
+            "ConfigMap/listed"
+        ]
+    );
+    assert_eq!(find(&r, "Deployment", "guestbook-ui")["spec"]["replicas"], 2);
+    let settings = &find(&r, "ConfigMap", "settings")["data"];
+    assert_eq!(settings["env"], "prod");
+    assert_eq!(settings["app"], "guestbook", "extVar values are envsubst'ed");
+    assert_eq!(settings["size"], "42", "code: true evaluates the value");
+    // `.libsonnet` files are libraries, never rendered on their own.
+    assert!(r.skipped.contains(&"apps/guestbook/params.libsonnet".to_string()));
+}
+
+#[test]
+fn jsonnet_top_level_arguments_as_strings_and_code() {
+    let t = jsonnet_fixture();
+    let mut s = src("apps/tla");
+    s.directory = Some(DirectorySource {
+        jsonnet: Some(JsonnetSource {
+            tlas: vec![
+                jsonnet_var("name", "from-tla", false),
+                jsonnet_var("replicas", "1 + 2", true),
+                jsonnet_var("enabled", "true", true),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let r = run(t.path(), &s).unwrap();
+    assert_eq!(ids(&r), ["ConfigMap/from-tla"]);
+    let data = &r.objects[0]["data"];
+    assert_eq!(data["replicas"], "3");
+    assert_eq!(data["enabled"], "true");
+}
+
+#[test]
+fn jsonnet_errors_name_the_file_and_never_the_checkout_path() {
+    let t = jsonnet_fixture();
+    // A missing ext var, a syntax error and an import that leaves the repository.
+    let mut s = src("apps/guestbook");
+    s.directory = Some(DirectorySource {
+        jsonnet: Some(JsonnetSource {
+            libs: vec!["vendor".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = run(t.path(), &s).unwrap_err().to_string();
+    assert!(
+        err.starts_with("jsonnet apps/guestbook/guestbook.jsonnet: external variable is not defined")
+            && err.contains("guestbook.jsonnet:17:"),
+        "{err}"
+    );
+    let root = t.path().canonicalize().unwrap();
+    assert!(!err.contains(&root.display().to_string()), "{err}");
+
+    write(t.path(), "apps/broken/x.jsonnet", "{ a: }\n");
+    let err = run(t.path(), &src("apps/broken")).unwrap_err().to_string();
+    assert!(err.starts_with("jsonnet apps/broken/x.jsonnet: syntax error"), "{err}");
+
+    write(
+        t.path(),
+        "apps/escape/x.jsonnet",
+        "{ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x' }, data: { p: importstr '/etc/passwd' } }\n",
+    );
+    let err = run(t.path(), &src("apps/escape")).unwrap_err().to_string();
+    assert!(err.contains("outside the repository"), "{err}");
+
+    // Output that is not a Kubernetes object is refused like a bad YAML document.
+    write(t.path(), "apps/scalar/x.jsonnet", "[{ a: 1 }]\n");
+    let err = run(t.path(), &src("apps/scalar")).unwrap_err().to_string();
+    assert!(err.contains("apps/scalar/x.jsonnet") && err.contains("missing apiVersion"), "{err}");
 }
 
 #[test]
