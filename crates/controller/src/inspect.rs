@@ -76,7 +76,7 @@ impl Controller {
                 diff::normalize(l);
             }
             let rules = diff::rules_for(
-                &app.spec.ignore_differences,
+                c.ignore_rules(),
                 &k.group,
                 &k.kind,
                 &k.namespace,

@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 /// Argo CD's ConfigMap of trusted SSH host keys (key `ssh_known_hosts`).
 pub const KNOWN_HOSTS_CONFIGMAP: &str = "argocd-ssh-known-hosts-cm";
 
+/// Argo CD's settings ConfigMap: `resource.customizations.*` are read from it.
+pub const SETTINGS_CONFIGMAP: &str = "argocd-cm";
+
 /// Label that marks a ConfigMap whose values are CMP plugin definitions.
 pub const PLUGIN_CONFIGMAP_LABEL: &str = "ferry.dev/cmp-plugin";
 
@@ -103,6 +106,9 @@ pub fn render_count() -> u64 {
     RENDERS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+pub(crate) type SettingsResult =
+    Result<Arc<ferry_model::settings::ResourceSettings>, String>;
+
 /// One source's render result, cached on its inputs.
 pub(crate) struct RenderedSource {
     pub source_type: String,
@@ -120,6 +126,9 @@ pub struct Controller {
     pub(crate) secrets: Store<Secret>,
     pub(crate) plugin_maps: Store<ConfigMap>,
     pub(crate) known_hosts: Store<ConfigMap>,
+    pub(crate) settings_cm: Store<ConfigMap>,
+    /// `argocd-cm`'s resource settings, parsed once per resourceVersion.
+    pub(crate) settings_parsed: Mutex<Option<(String, SettingsResult)>>,
     pub(crate) clusters: Mutex<HashMap<String, (String, Arc<ClusterConn>)>>,
     pub(crate) local: Arc<ClusterConn>,
     pub(crate) sources: ferry_source::SourceCache,
@@ -179,6 +188,7 @@ impl Controller {
         let (secrets, secrets_w) = reflector::store::<Secret>();
         let (plugin_maps, plugin_w) = reflector::store::<ConfigMap>();
         let (known_hosts, known_hosts_w) = reflector::store::<ConfigMap>();
+        let (settings_cm, settings_w) = reflector::store::<ConfigMap>();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Trigger>();
         let local = ClusterConn::new(
             ferry_model::IN_CLUSTER_NAME,
@@ -197,6 +207,8 @@ impl Controller {
             secrets: secrets.clone(),
             plugin_maps,
             known_hosts,
+            settings_cm,
+            settings_parsed: Mutex::new(None),
             clusters: Mutex::new(HashMap::new()),
             local,
             sources,
@@ -297,6 +309,21 @@ impl Controller {
                 all5();
             }
         }));
+        let settings_cfg =
+            watcher::Config::default().fields(&format!("metadata.name={SETTINGS_CONFIGMAP}"));
+        let settings_stream = reflector::reflector(
+            settings_w,
+            watcher(Api::<ConfigMap>::namespaced(client.clone(), &ns), settings_cfg),
+        )
+        .default_backoff()
+        .touched_objects();
+        let all6 = all.clone();
+        tasks.0.push(tokio::spawn(async move {
+            let mut s = settings_stream.boxed();
+            while s.next().await.is_some() {
+                all6();
+            }
+        }));
         let all3 = all;
         tasks.0.push(tokio::spawn(async move {
             let mut s = cm_stream.boxed();
@@ -346,6 +373,7 @@ impl Controller {
             secrets.wait_until_ready().await,
             ctl.plugin_maps.wait_until_ready().await,
             ctl.known_hosts.wait_until_ready().await,
+            ctl.settings_cm.wait_until_ready().await,
         ];
         for r in ready {
             r.map_err(|e| Error::Setup(format!("initial list failed: {e}")))?;

@@ -9,6 +9,7 @@ use ferry_engine::plan::{self, HookKind};
 use ferry_engine::sync::{self, PruneTarget, Resource, SyncRequest};
 use ferry_engine::{diff, health};
 use ferry_model::annotations::{self, SECRET_TYPE_LABEL};
+use ferry_model::settings::ResourceSettings;
 use ferry_model::tracking::{self, ObjectKey};
 use ferry_model::*;
 use ferry_source::scrub_url;
@@ -61,6 +62,9 @@ struct SourceRender<'a> {
     hard: bool,
 }
 
+/// Condition type while a sync window holds back a sync.
+pub(crate) const SYNC_WINDOW_CONDITION: &str = "SyncWindowWarning";
+
 /// Condition type for an app whose sources rendered no object. Argo CD shows
 /// nothing in that case; a `*Warning` type is what its UI and CLI list as a warning.
 pub(crate) const EMPTY_RENDER_CONDITION: &str = "EmptyManifestWarning";
@@ -98,9 +102,17 @@ pub(crate) struct Comparison {
     /// Set when the sources rendered nothing: shown as a condition, since
     /// "Synced" with zero resources is indistinguishable from delivered.
     empty_render: Option<String>,
+    /// The app's ignoreDifferences plus argocd-cm's, as compared.
+    ignores: Vec<IgnoreDifferences>,
+    settings: Arc<ResourceSettings>,
 }
 
 impl Comparison {
+    /// The ignoreDifferences rules this comparison applied.
+    pub(crate) fn ignore_rules(&self) -> &[IgnoreDifferences] {
+        &self.ignores
+    }
+
     /// Argo CD records `source` for single-source apps and `sources` otherwise.
     fn single_source(&self) -> Option<ApplicationSource> {
         (self.sources.len() == 1).then(|| self.sources[0].clone())
@@ -186,6 +198,7 @@ impl Controller {
                         "InvalidSpecError",
                         "SyncError",
                         EMPTY_RENDER_CONDITION,
+                        SYNC_WINDOW_CONDITION,
                     ],
                 );
                 for e in &c.errors {
@@ -200,6 +213,25 @@ impl Controller {
                     Decision::None => {}
                     Decision::Later(d) => next = next.min(d),
                     Decision::Skip(msg) => set_condition(&mut st, "SyncError", &msg),
+                    Decision::Blocked { message, operation } => {
+                        set_condition(&mut st, SYNC_WINDOW_CONDITION, &message);
+                        if let Some(operation) = operation {
+                            let started = st
+                                .operation_state
+                                .as_ref()
+                                .filter(|o| o.phase == "Running" && o.operation == *operation)
+                                .and_then(|o| o.started_at.clone())
+                                .unwrap_or_else(now);
+                            st.operation_state = Some(OperationState {
+                                operation: *operation,
+                                phase: "Running".into(),
+                                message: "Sync operation blocked by sync window".into(),
+                                started_at: Some(started),
+                                ..OperationState::default()
+                            });
+                        }
+                        next = next.min(Duration::from_secs(30));
+                    }
                     Decision::Sync {
                         operation,
                         prune,
@@ -292,7 +324,7 @@ impl Controller {
                             // The apply responses are the live state now; only a
                             // failed or partial sync needs another comparison.
                             if fast_path {
-                                self.absorb(&mut c, applied, &pruned, &app.spec.ignore_differences);
+                                self.absorb(&mut c, applied, &pruned);
                                 self.fill_status(&mut st, &c);
                             } else if let Ok(c2) =
                                 self.compare(&app, op.as_ref(), false, false).await
@@ -370,6 +402,31 @@ impl Controller {
             }
         }
         creds
+    }
+
+    /// `argocd-cm`'s resource settings; a malformed key stops every app's pass
+    /// with the key named, rather than comparing or assessing without it.
+    pub(crate) fn resource_settings(&self) -> Result<Arc<ResourceSettings>, Stop> {
+        let cm = self.settings_cm.state().into_iter().next();
+        let rv = cm
+            .as_ref()
+            .and_then(|c| c.metadata.resource_version.clone())
+            .unwrap_or_default();
+        if let Ok(cached) = self.settings_parsed.lock()
+            && let Some((seen, parsed)) = cached.as_ref()
+            && *seen == rv
+        {
+            return parsed.clone().map_err(|e| stop("ComparisonError", e));
+        }
+        let data = cm.and_then(|c| c.data.clone()).unwrap_or_default();
+        let parsed = ResourceSettings::parse(&data).map(Arc::new);
+        if let Err(e) = &parsed {
+            tracing::warn!(error = %e, "argocd-cm resource settings are invalid");
+        }
+        if let Ok(mut cached) = self.settings_parsed.lock() {
+            *cached = Some((rv, parsed.clone()));
+        }
+        parsed.map_err(|e| stop("ComparisonError", e))
     }
 
     fn repo_secrets(&self) -> Vec<ferry_source::RepoSecret> {
@@ -641,6 +698,20 @@ impl Controller {
         // A rule that cannot be evaluated is an error, never a rule skipped quietly.
         diff::validate_rules(&app.spec.ignore_differences)
             .map_err(|e| stop("ComparisonError", format!("spec.ignoreDifferences: {e}")))?;
+        let settings = self.resource_settings()?;
+        diff::validate_rules(&settings.ignore_differences).map_err(|e| {
+            stop(
+                "ComparisonError",
+                format!("argocd-cm resource.customizations.ignoreDifferences: {e}"),
+            )
+        })?;
+        let ignores: Vec<IgnoreDifferences> = app
+            .spec
+            .ignore_differences
+            .iter()
+            .chain(&settings.ignore_differences)
+            .cloned()
+            .collect();
         let dest_ns = app.spec.destination.namespace.clone().unwrap_or_default();
         let (conn, server, cluster_name) = self.destination(&app.spec.destination).await?;
         project
@@ -895,7 +966,7 @@ impl Controller {
         let mut errors = Vec::new();
         let mut synced = true;
         // Live reads come from the shared cache; dry-runs go out concurrently.
-        let ignores = &app.spec.ignore_differences;
+        let ignores = &ignores;
         let create_ns = app_opts.create_namespace;
         let conn_ref = &conn;
         let dest_ref = &dest_ns;
@@ -982,7 +1053,7 @@ impl Controller {
                     status: health::MISSING.into(),
                     message: None,
                 },
-                Some(l) => health::assess(l).unwrap_or(HealthStatus {
+                Some(l) => health::assess_with(l, &settings).unwrap_or(HealthStatus {
                     status: health::HEALTHY.into(),
                     message: None,
                 }),
@@ -1066,7 +1137,7 @@ impl Controller {
                     name: key.name.clone(),
                     status: Some("OutOfSync".into()),
                     requires_pruning: true,
-                    health: health::assess(&live),
+                    health: health::assess_with(&live, &settings),
                     ..ResourceStatus::default()
                 });
                 prune.push(PruneTarget {
@@ -1101,6 +1172,8 @@ impl Controller {
             health: health::worst(healths.iter()),
             errors,
             empty_render,
+            ignores: ignores.clone(),
+            settings,
         })
     }
 
@@ -1170,8 +1243,9 @@ impl Controller {
         c: &mut Comparison,
         applied: Vec<(ObjectKey, Value)>,
         pruned: &[ObjectKey],
-        ignores: &[IgnoreDifferences],
     ) {
+        let ignores = c.ignores.clone();
+        let settings = c.settings.clone();
         let applied: std::collections::HashMap<ObjectKey, Value> = applied.into_iter().collect();
         let key_of = |s: &ResourceStatus| ObjectKey {
             group: s.group.clone(),
@@ -1199,7 +1273,7 @@ impl Controller {
                         rv,
                         &r.desired,
                         &diff::rules_for(
-                            ignores,
+                            &ignores,
                             &r.key.group,
                             &r.key.kind,
                             &r.key.namespace,
@@ -1213,7 +1287,7 @@ impl Controller {
         for s in c.statuses.iter_mut() {
             if let Some(live) = applied.get(&key_of(s)) {
                 s.status = Some("Synced".into());
-                s.health = Some(health::assess(live).unwrap_or(HealthStatus {
+                s.health = Some(health::assess_with(live, &settings).unwrap_or(HealthStatus {
                     status: health::HEALTHY.into(),
                     message: None,
                 }));
@@ -1257,7 +1331,60 @@ impl Controller {
         st.source_type = Some(c.source_type.clone()).filter(|s| !s.is_empty());
     }
 
+    /// Why the project's sync windows keep this app from syncing now, if they do.
+    fn window_block(&self, app: &Application, manual: bool) -> Option<String> {
+        let project = self.project(app.project())?;
+        if project.spec.sync_windows.is_empty() {
+            return None;
+        }
+        let verdict = window_verdict(
+            &project.spec.sync_windows,
+            &app.name_any(),
+            &app.spec.destination,
+            chrono::Utc::now(),
+        );
+        match verdict {
+            Err(e) => Some(e),
+            Ok(v) if v.allows(manual) => None,
+            Ok(v) => Some(format!(
+                "{} sync blocked by a sync window of project {} ({})",
+                if manual { "manual" } else { "automated" },
+                app.project(),
+                v.as_str()
+            )),
+        }
+    }
+
+    /// What to do after comparing: [`Self::decide_sync`], held back while a
+    /// sync window forbids it.
     fn decide(
+        &self,
+        app: &Application,
+        op: Option<&Operation>,
+        c: &Comparison,
+        st: &ApplicationStatus,
+    ) -> Decision {
+        let decision = self.decide_sync(app, op, c, st);
+        let Decision::Sync { operation, .. } = &decision else {
+            return decision;
+        };
+        let automated_op = operation
+            .initiated_by
+            .as_ref()
+            .and_then(|i| i.get("automated"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let manual = op.is_some() && !automated_op;
+        match self.window_block(app, manual) {
+            Some(message) => Decision::Blocked {
+                message,
+                operation: op.map(|o| Box::new(o.clone())),
+            },
+            None => decision,
+        }
+    }
+
+    fn decide_sync(
         &self,
         app: &Application,
         op: Option<&Operation>,
@@ -1423,6 +1550,7 @@ impl Controller {
             dry_run,
             create_namespace,
             wave_timeout: self.cfg.wave_timeout,
+            settings: &c.settings,
         };
         sync::run(req).await
     }
@@ -1680,6 +1808,12 @@ enum Decision {
     /// Look again after this long.
     Later(Duration),
     Skip(String),
+    /// A sync window keeps this sync from running now. A requested operation
+    /// stays pending (Running, as in Argo CD) and runs once the window allows.
+    Blocked {
+        message: String,
+        operation: Option<Box<Operation>>,
+    },
     Sync {
         operation: Box<Operation>,
         prune: bool,

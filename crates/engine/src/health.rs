@@ -1,6 +1,7 @@
 //! Health of live objects, per kind, as Argo CD assesses it.
 
 use ferry_model::HealthStatus;
+use ferry_model::settings::ResourceSettings;
 use serde_json::Value;
 
 pub const HEALTHY: &str = "Healthy";
@@ -63,6 +64,32 @@ fn cond_msg(obj: &Value, type_: &str) -> Option<String> {
         .and_then(|c| c.get("message"))
         .and_then(Value::as_str)
         .map(str::to_string)
+}
+
+/// Health with `argocd-cm`'s Lua customizations: a script for the object's
+/// group and kind replaces the built-in assessment; a failing script makes
+/// the object Unknown with the script's error, as in Argo CD.
+pub fn assess_with(obj: &Value, settings: &ResourceSettings) -> Option<HealthStatus> {
+    if obj.pointer("/metadata/deletionTimestamp").is_some() || settings.health.is_empty() {
+        return assess(obj);
+    }
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let Some(custom) = settings.health_script(group, kind) else {
+        return assess(obj);
+    };
+    Some(
+        crate::lua::health(&custom.script, obj, custom.use_open_libs).unwrap_or_else(|e| {
+            h(
+                UNKNOWN,
+                Some(format!("health check {} failed: {e}", custom.key)),
+            )
+        }),
+    )
 }
 
 /// Health of one live object, or None for kinds that have no health of their own

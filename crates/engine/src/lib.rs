@@ -4,5 +4,6 @@ pub mod cluster;
 pub mod diff;
 pub mod health;
 pub mod jq;
+pub mod lua;
 pub mod plan;
 pub mod sync;

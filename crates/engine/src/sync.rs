@@ -6,6 +6,7 @@ use crate::cluster::{ClusterConn, Resolved};
 use crate::health;
 use crate::plan::{self, HookKind, Phase};
 use ferry_model::tracking::ObjectKey;
+use ferry_model::settings::ResourceSettings;
 use ferry_model::{ManagedNamespaceMetadata, ResourceResult, SyncOptions};
 use futures::StreamExt;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -55,6 +56,9 @@ pub struct SyncRequest<'a> {
     pub create_namespace: Option<(String, Option<ManagedNamespaceMetadata>)>,
     /// How long to wait for one wave to become healthy or one hook to finish.
     pub wave_timeout: Duration,
+    /// argocd-cm's health customizations, so waves wait on the same health the
+    /// app shows.
+    pub settings: &'a ResourceSettings,
 }
 
 #[derive(Debug, Default)]
@@ -143,7 +147,7 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
         // Each wave starts only once the previous one is healthy.
         if !previous.is_empty()
             && !req.dry_run
-            && let Err(msg) = wait_healthy(req.conn, &previous, req.wave_timeout).await
+            && let Err(msg) = wait_healthy(req.conn, req.settings, &previous, req.wave_timeout).await
         {
             out.succeeded = false;
             out.message = msg;
@@ -227,7 +231,7 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
             .collect();
         if !hooks.is_empty()
             && !req.dry_run
-            && let Err(msg) = wait_healthy(req.conn, &hooks, req.wave_timeout).await
+            && let Err(msg) = wait_healthy(req.conn, req.settings, &hooks, req.wave_timeout).await
         {
             out.succeeded = false;
             out.message = msg;
@@ -269,7 +273,7 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
         // SyncFail hooks clean up; let them finish before any delete policy.
         if !fail_hooks.is_empty() && !req.dry_run {
             let refs: Vec<&Task> = fail_hooks.iter().collect();
-            if let Err(msg) = wait_healthy(req.conn, &refs, req.wave_timeout).await {
+            if let Err(msg) = wait_healthy(req.conn, req.settings, &refs, req.wave_timeout).await {
                 tracing::warn!(error = %msg, "SyncFail hook did not finish");
             }
         }
@@ -291,8 +295,8 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
 
 /// Server-side dry-run of every hook, as the object its run will create: a hook
 /// is created anew each sync (`BeforeHookCreation` deletes the old one), so it
-/// is validated with `generateName` and never conflicts with the previous run's
-/// immutable Job. Hooks whose kind arrives with this sync cannot be checked yet
+/// is validated as a create; when the previous run's hook still exists, under a
+/// generated name, never conflicting with that immutable Job. Hooks whose kind arrives with this sync cannot be checked yet
 /// (Argo CD's SkipDryRunOnMissingResource).
 async fn validate_hooks<'r>(req: &'r SyncRequest<'_>) -> Vec<(&'r Resource, Phase, String)> {
     let created_ns = req.create_namespace.as_ref().map(|(ns, _)| ns.as_str());
@@ -328,18 +332,28 @@ async fn validate_hooks<'r>(req: &'r SyncRequest<'_>) -> Vec<(&'r Resource, Phas
         .collect()
 }
 
-async fn dry_run_create(conn: &ClusterConn, resolved: &Resolved, r: &Resource) -> Result<(), String> {
+async fn dry_run_create(
+    conn: &ClusterConn,
+    resolved: &Resolved,
+    r: &Resource,
+) -> Result<(), String> {
     let api = conn.api(resolved, &r.key.namespace);
     let mut obj: DynamicObject =
         serde_json::from_value(r.desired.clone()).map_err(|e| e.to_string())?;
-    // Names are at most 253 characters; generateName adds 5.
-    let prefix: String = r.key.name.chars().take(200).collect();
-    obj.metadata.generate_name = Some(format!("{prefix}-"));
-    obj.metadata.name = None;
     let pp = PostParams {
         dry_run: true,
         field_manager: Some(FIELD_MANAGER.into()),
     };
+    match api.create(&pp, &obj).await {
+        Ok(_) => return Ok(()),
+        // The previous run's hook is still there: validate under a generated name.
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(api_message(&e)),
+    }
+    // Names are at most 253 characters; generateName adds 5.
+    let prefix: String = r.key.name.chars().take(200).collect();
+    obj.metadata.generate_name = Some(format!("{prefix}-"));
+    obj.metadata.name = None;
     api.create(&pp, &obj)
         .await
         .map(|_| ())
@@ -530,6 +544,7 @@ async fn run_hook(
 /// Waits until every task's object is healthy (hooks: finished successfully).
 async fn wait_healthy(
     conn: &ClusterConn,
+    settings: &ResourceSettings,
     tasks: &[&Task<'_>],
     timeout: Duration,
 ) -> Result<(), String> {
@@ -565,7 +580,7 @@ async fn wait_healthy(
                     continue;
                 }
             };
-            match health::assess(&live).map(|h| (h.status, h.message)) {
+            match health::assess_with(&live, settings).map(|h| (h.status, h.message)) {
                 None => {}
                 Some((s, _)) if s == health::HEALTHY || s == health::SUSPENDED => {}
                 Some((s, m)) if s == health::DEGRADED => {

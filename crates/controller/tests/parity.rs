@@ -1,0 +1,545 @@
+//! Argo CD parity, end to end: Jsonnet directory sources, sync windows, Lua
+//! health from argocd-cm, jq ignoreDifferences, hook validation before wave 0,
+//! and an empty render that says so. Real Git server, real API server.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn app(name: &str, repo_url: &str, path: &str, dest: &str, extra: Value) -> Value {
+    let mut a = json!({
+        "metadata": { "name": name },
+        "spec": {
+            "project": "default",
+            "source": { "repoURL": repo_url, "path": path, "targetRevision": "main" },
+            "destination": { "server": "https://kubernetes.default.svc", "namespace": dest },
+        }
+    });
+    merge(&mut a, extra);
+    a
+}
+
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in y {
+                merge(x.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn automated() -> Value {
+    json!({ "spec": { "syncPolicy": { "automated": { "prune": true, "selfHeal": true } } } })
+}
+
+async fn configmap(h: &Harness, name: &str) -> Option<ConfigMap> {
+    Api::<ConfigMap>::namespaced(h.client.clone(), &h.dest)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+async fn request_sync(h: &Harness, name: &str) {
+    let patch = json!({ "operation": { "sync": { "revision": "main" }, "initiatedBy": { "username": "test" } } });
+    h.apps()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// Lets the controller run a few passes (poll interval 3 s) before checking
+/// that something did not happen.
+async fn a_few_passes() {
+    tokio::time::sleep(Duration::from_secs(8)).await;
+}
+
+const GUESTBOOK_JSONNET: &str = r#"local params = import 'params.libsonnet';
+local k = import 'k.libsonnet';
+[
+  {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name: 'guestbook-ui' },
+    spec: {
+      replicas: params.replicas,
+      selector: { matchLabels: { app: 'guestbook-ui' } },
+      template: {
+        metadata: { labels: { app: 'guestbook-ui' } },
+        spec: { containers: [{ name: 'ui', image: 'nginx:' + std.extVar('tag') }] },
+      },
+    },
+  },
+  k.cm('guestbook-settings', { env: std.extVar('env'), app: std.extVar('app') }),
+]
+"#;
+
+#[tokio::test]
+async fn jsonnet_directory_apps_with_ext_vars_and_tlas_are_applied_and_healthy() {
+    let h = harness("jsonnet").await;
+    let repo = new_repo(
+        "jsonnet",
+        &[
+            ("guestbook/guestbook.jsonnet", GUESTBOOK_JSONNET),
+            ("guestbook/params.libsonnet", "{ replicas: 2 }\n"),
+            (
+                "lib/k.libsonnet",
+                "{ cm(name, data):: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: name }, data: data } }\n",
+            ),
+            (
+                "tla/main.jsonnet",
+                "function(name, size) { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: name }, data: { size: std.toString(size) } }\n",
+            ),
+        ],
+    );
+    let url = h.env.git.file_url(&repo);
+    let ext = json!({ "spec": {
+        "source": { "directory": { "jsonnet": {
+            "extVars": [
+                { "name": "env", "value": "prod" },
+                { "name": "app", "value": "$ARGOCD_APP_NAME" },
+                { "name": "tag", "value": "'1.' + '25'", "code": true },
+            ],
+            "libs": ["lib"],
+        } } },
+        "syncPolicy": { "automated": { "prune": true } },
+    } });
+    h.apply_app(app("guestbook", &url, "guestbook", &h.dest, ext))
+        .await;
+    let tla = json!({ "spec": {
+        "source": { "directory": { "jsonnet": { "tlas": [
+            { "name": "name", "value": "from-tla" },
+            { "name": "size", "value": "6 * 7", "code": true },
+        ] } } },
+        "syncPolicy": { "automated": {} },
+    } });
+    h.apply_app(app("tla", &url, "tla", &h.dest, tla)).await;
+
+    let a = h.wait_synced_healthy("guestbook").await;
+    let st = a.status.unwrap();
+    assert_eq!(st.resources.len(), 2, "{:?}", st.resources);
+    assert_eq!(st.source_type.as_deref(), Some("Directory"));
+    let dep = Api::<Deployment>::namespaced(h.client.clone(), &h.dest)
+        .get("guestbook-ui")
+        .await
+        .unwrap();
+    assert_eq!(dep.spec.replicas, Some(2));
+    assert_eq!(
+        dep.spec.template.spec.unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("nginx:1.25")
+    );
+    let data = configmap(&h, "guestbook-settings")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(data["env"], "prod");
+    assert_eq!(data["app"], "guestbook");
+
+    h.wait_synced_healthy("tla").await;
+    let data = configmap(&h, "from-tla").await.unwrap().data.unwrap();
+    assert_eq!(data["size"], "42");
+}
+
+#[tokio::test]
+async fn a_deny_window_holds_automated_syncs_and_manual_sync_passes_only_when_allowed() {
+    let h = harness("window").await;
+    let window = |manual: bool| {
+        json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+            "metadata": { "name": "frozen", "namespace": h.ns },
+            "spec": {
+                "sourceRepos": ["*"],
+                "destinations": [{ "server": "*", "namespace": "*" }],
+                // Active all day, every day: a change freeze.
+                "syncWindows": [{
+                    "kind": "deny", "schedule": "0 0 * * *", "duration": "24h",
+                    "applications": ["freeze-*"], "manualSync": manual,
+                }],
+            },
+        })
+    };
+    h.apply(window(false)).await;
+    let repo = new_repo(
+        "window",
+        &[(
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: frozen-cm\ndata:\n  k: v\n",
+        )],
+    );
+    let url = h.env.git.file_url(&repo);
+    let extra = json!({ "spec": { "project": "frozen", "syncPolicy": { "automated": {} } } });
+    h.apply_app(app("freeze-web", &url, ".", &h.dest, extra))
+        .await;
+    let a = h
+        .wait_app("freeze-web", "a sync window condition", |a| {
+            conditions(a).contains("SyncWindowWarning")
+        })
+        .await;
+    assert!(
+        conditions(&a).contains("automated sync blocked by a sync window of project frozen"),
+        "{}",
+        conditions(&a)
+    );
+    assert_eq!(sync_status(&a), "OutOfSync");
+    a_few_passes().await;
+    assert!(configmap(&h, "frozen-cm").await.is_none());
+
+    // A manual sync waits while the window does not allow manual syncs ...
+    request_sync(&h, "freeze-web").await;
+    let a = h
+        .wait_app("freeze-web", "the operation held by the window", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.operation_state.as_ref())
+                .is_some_and(|o| {
+                    o.phase == "Running" && o.message == "Sync operation blocked by sync window"
+                })
+        })
+        .await;
+    assert!(a.operation.is_some(), "the operation stays pending");
+    a_few_passes().await;
+    assert!(configmap(&h, "frozen-cm").await.is_none());
+
+    // ... and runs once the window has manualSync: true.
+    h.apply(window(true)).await;
+    h.wait_app("freeze-web", "the manual sync succeeded", |a| {
+        op_phase(a) == "Succeeded"
+    })
+    .await;
+    assert!(configmap(&h, "frozen-cm").await.is_some());
+}
+
+const WIDGET_HEALTH: &str = r#"hs = {}
+if obj.status ~= nil then
+  if obj.status.phase == "Ready" then
+    hs.status = "Healthy"
+    hs.message = "widget is ready"
+    return hs
+  end
+  if obj.status.phase == "Failed" then
+    hs.status = "Degraded"
+    hs.message = "widget failed: " .. obj.status.reason
+    return hs
+  end
+end
+hs.status = "Progressing"
+hs.message = "waiting for the widget"
+return hs
+"#;
+
+#[tokio::test]
+async fn a_lua_health_script_from_argocd_cm_turns_a_custom_resource_degraded_and_healthy() {
+    let h = harness("lua").await;
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": "widgets.parity.ferry.dev" },
+        "spec": {
+            "group": "parity.ferry.dev", "scope": "Namespaced",
+            "names": { "plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList" },
+            "versions": [{ "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }],
+        },
+    });
+    h.apply(crd).await;
+    h.eventually("the Widget kind is served", || async {
+        let gvk = kube::api::GroupVersionKind::gvk("parity.ferry.dev", "v1", "Widget");
+        kube::discovery::pinned_kind(&h.client, &gvk).await.ok()
+    })
+    .await;
+    h.apply(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "argocd-cm", "namespace": h.ns },
+        "data": { "resource.customizations.health.parity.ferry.dev_Widget": WIDGET_HEALTH },
+    }))
+    .await;
+    let repo = new_repo(
+        "lua",
+        &[(
+            "widget.yaml",
+            "apiVersion: parity.ferry.dev/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 3\n",
+        )],
+    );
+    h.apply_app(app(
+        "widget",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        automated(),
+    ))
+    .await;
+    let a = h
+        .wait_app("widget", "Progressing by the script", |a| {
+            sync_status(a) == "Synced" && health_status(a) == "Progressing"
+        })
+        .await;
+    assert_eq!(
+        a.status.unwrap().health.unwrap().status,
+        "Progressing",
+        "without status the script says Progressing"
+    );
+
+    let ar = kube::api::ApiResource {
+        group: "parity.ferry.dev".into(),
+        version: "v1".into(),
+        api_version: "parity.ferry.dev/v1".into(),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    };
+    let widgets: Api<DynamicObject> = Api::namespaced_with(h.client.clone(), &h.dest, &ar);
+    let set_status = |status: Value| {
+        let widgets = widgets.clone();
+        async move {
+            widgets
+                .patch(
+                    "w1",
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({ "status": status })),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_status(json!({ "phase": "Failed", "reason": "disk full" })).await;
+    let a = h
+        .wait_app("widget", "Degraded by the script", |a| {
+            health_status(a) == "Degraded"
+        })
+        .await;
+    let res = &a.status.unwrap().resources[0];
+    assert_eq!(
+        res.health.as_ref().unwrap().message.as_deref(),
+        Some("widget failed: disk full")
+    );
+    set_status(json!({ "phase": "Ready" })).await;
+    h.wait_app("widget", "Healthy by the script", |a| {
+        health_status(a) == "Healthy"
+    })
+    .await;
+}
+
+const TWO_CONTAINERS: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: meshed
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: meshed}
+  template:
+    metadata:
+      labels: {app: meshed}
+    spec:
+      containers:
+      - name: app
+        image: app:1
+      - name: sidecar
+        image: envoy:1
+"#;
+
+#[tokio::test]
+async fn jq_expressions_beyond_the_old_subset_are_ignored_as_written_and_bad_ones_reported() {
+    let h = harness("jq").await;
+    let repo = new_repo("jq", &[("deploy.yaml", TWO_CONTAINERS)]);
+    let url = h.env.git.file_url(&repo);
+    // Not automated: the test watches what compare reports, with nothing syncing it away.
+    let ignore = |expr: &str| {
+        json!({ "spec": { "ignoreDifferences": [{
+            "group": "apps", "kind": "Deployment",
+            "jqPathExpressions": [expr],
+        }] } })
+    };
+    h.apply_app(app(
+        "meshed",
+        &url,
+        ".",
+        &h.dest,
+        ignore(r#".spec.template.spec.containers[] | select(.name == "sidecar") | .image"#),
+    ))
+    .await;
+    h.wait_app("meshed", "compared", |a| sync_status(a) == "OutOfSync")
+        .await;
+    request_sync(&h, "meshed").await;
+    h.wait_synced_healthy("meshed").await;
+
+    // A mesh injector bumps the sidecar: ignored. A change to the app container: drift.
+    let deployments = Api::<Deployment>::namespaced(h.client.clone(), &h.dest);
+    let set_images = |app_image: &str, sidecar: &str| {
+        json!({ "spec": { "template": { "spec": { "containers": [
+            { "name": "app", "image": app_image }, { "name": "sidecar", "image": sidecar },
+        ] } } } })
+    };
+    deployments
+        .patch(
+            "meshed",
+            &PatchParams::apply("mesh-injector").force(),
+            &Patch::Apply(&json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": "meshed" },
+                "spec": { "template": { "spec": { "containers": [{ "name": "sidecar", "image": "envoy:2" }] } } },
+            })),
+        )
+        .await
+        .unwrap();
+    h.refresh("meshed").await;
+    a_few_passes().await;
+    let a = h.apps().get("meshed").await.unwrap();
+    assert_eq!(sync_status(&a), "Synced", "{}", conditions(&a));
+    let live = deployments.get("meshed").await.unwrap();
+    let images: Vec<String> = live.spec.template.spec.unwrap().containers
+        .iter()
+        .map(|c| c.image.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(images, ["app:1", "envoy:2"], "the ignored sidecar is left alone");
+
+    deployments
+        .patch(
+            "meshed",
+            &PatchParams::default(),
+            &Patch::Strategic(&set_images("app:2", "envoy:2")),
+        )
+        .await
+        .unwrap();
+    h.refresh("meshed").await;
+    let a = h
+        .wait_app("meshed", "the app container's drift", |a| {
+            sync_status(a) == "OutOfSync"
+        })
+        .await;
+    let drifted: Vec<String> = a
+        .status
+        .unwrap()
+        .resources
+        .iter()
+        .filter(|r| r.status.as_deref() == Some("OutOfSync"))
+        .map(|r| r.name.clone())
+        .collect();
+    assert_eq!(drifted, ["meshed"]);
+
+    // An expression that does not compile is a condition naming it; nothing is applied.
+    let repo2 = new_repo("jq-bad", &[("deploy.yaml", &TWO_CONTAINERS.replace("meshed", "bad-jq"))]);
+    h.apply_app(app(
+        "bad-jq",
+        &h.env.git.file_url(&repo2),
+        ".",
+        &h.dest,
+        ignore(".spec.template | select(.name =="),
+    ))
+    .await;
+    let a = h
+        .wait_app("bad-jq", "a ComparisonError", |a| {
+            conditions(a).contains("ComparisonError")
+        })
+        .await;
+    let msg = conditions(&a);
+    assert!(
+        msg.contains("invalid jqPathExpression \".spec.template | select(.name ==\""),
+        "{msg}"
+    );
+    assert!(deployments.get_opt("bad-jq").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_post_sync_hook_that_fails_dry_run_refuses_the_sync_before_wave_zero() {
+    let h = harness("hookcheck").await;
+    let repo = new_repo(
+        "hookcheck",
+        &[
+            (
+                "cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: wave-zero\ndata:\n  k: v\n",
+            ),
+            // No containers: the API server refuses this Job.
+            (
+                "hook.yaml",
+                "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: smoke\n  annotations:\n    argocd.argoproj.io/hook: PostSync\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: []\n",
+            ),
+        ],
+    );
+    h.apply_app(app(
+        "hookcheck",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({}),
+    ))
+    .await;
+    h.wait_app("hookcheck", "compared", |a| sync_status(a) == "OutOfSync")
+        .await;
+    request_sync(&h, "hookcheck").await;
+    let a = h
+        .wait_app("hookcheck", "the sync failed", |a| op_phase(a) == "Failed")
+        .await;
+    let os = a.status.unwrap().operation_state.unwrap();
+    assert!(
+        os.message
+            .starts_with("one or more synchronization tasks are not valid: Job/batch ")
+            && os.message.contains("Job.batch \"smoke\" is invalid")
+            && os.message.contains("spec.template.spec.containers: Required value"),
+        "{}",
+        os.message
+    );
+    let results = os.sync_result.unwrap().resources;
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(
+        (results[0].sync_phase.as_str(), results[0].status.as_str()),
+        ("PostSync", "SyncFailed")
+    );
+    assert!(
+        configmap(&h, "wave-zero").await.is_none(),
+        "nothing was applied"
+    );
+}
+
+#[tokio::test]
+async fn a_source_that_renders_nothing_says_so_and_never_prunes() {
+    let h = harness("empty").await;
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\ndata:\n  k: v\n";
+    let repo = new_repo("empty", &[("app/cm.yaml", cm)]);
+    h.apply_app(app(
+        "empty",
+        &h.env.git.file_url(&repo),
+        "app",
+        &h.dest,
+        automated(),
+    ))
+    .await;
+    h.wait_synced_healthy("empty").await;
+
+    // The manifests move to files Argo CD does not render either: nothing renders.
+    commit(
+        &repo,
+        &[
+            ("app/README.md", "# moved\n"),
+            ("app/cm.yaml.tmpl", cm),
+            ("app/lib.libsonnet", "{}\n"),
+        ],
+    );
+    let a = h
+        .wait_app("empty", "the empty-render condition", |a| {
+            conditions(a).contains("EmptyManifestWarning")
+        })
+        .await;
+    let msg = conditions(&a);
+    assert!(
+        msg.contains("the application's sources rendered no resources")
+            && msg.contains("app/README.md, app/cm.yaml.tmpl, app/lib.libsonnet"),
+        "{msg}"
+    );
+    let a = h
+        .wait_app("empty", "auto-sync refused", |a| {
+            conditions(a).contains("auto-sync will wipe out all resources")
+        })
+        .await;
+    assert_eq!(sync_status(&a), "OutOfSync");
+    a_few_passes().await;
+    assert!(configmap(&h, "kept").await.is_some(), "nothing was pruned");
+}
