@@ -543,3 +543,85 @@ async fn a_source_that_renders_nothing_says_so_and_never_prunes() {
     a_few_passes().await;
     assert!(configmap(&h, "kept").await.is_some(), "nothing was pruned");
 }
+
+#[tokio::test]
+async fn oci_helm_charts_with_credentials_both_spellings() {
+    let h = harness("oci").await;
+    let chart = tempfile::tempdir().unwrap();
+    std::fs::write(
+        chart.path().join("Chart.yaml"),
+        "apiVersion: v2\nname: ocidemo\nversion: 0.3.0\n",
+    )
+    .unwrap();
+    std::fs::write(chart.path().join("values.yaml"), "message: from the chart\n").unwrap();
+    std::fs::create_dir(chart.path().join("templates")).unwrap();
+    std::fs::write(
+        chart.path().join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  message: {{ .Values.message | quote }}\n",
+    )
+    .unwrap();
+    let registry = &h.env.registry;
+    let path = format!("charts-{}", std::process::id());
+    registry
+        .push_chart(&h.env.tools.helm, chart.path(), &path)
+        .unwrap();
+
+    // Argo CD's two ways to name an OCI chart repository: a Secret with
+    // enableOCI for `host/path`, or the `oci://` scheme.
+    let plain = format!("{}/{path}", registry.host);
+    let scheme = format!("oci://{}/{path}", registry.host);
+    for (name, url, oci_flag) in [("oci-flag", &plain, true), ("oci-scheme", &scheme, false)] {
+        let mut data = json!({
+            "type": "helm", "name": name, "url": url,
+            "username": registry.user(), "password": registry.password().expose(),
+        });
+        if oci_flag {
+            data["enableOCI"] = json!("true");
+        }
+        h.apply(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": name, "namespace": h.ns,
+                "labels": { "argocd.argoproj.io/secret-type": "repository" } },
+            "stringData": data,
+        }))
+        .await;
+        h.apply_app(json!({
+            "metadata": { "name": name },
+            "spec": {
+                "project": "default",
+                "source": { "repoURL": url, "chart": "ocidemo", "targetRevision": "0.3.0",
+                    "helm": { "values": format!("message: via {name}") } },
+                "destination": { "server": "https://kubernetes.default.svc", "namespace": h.dest },
+                "syncPolicy": { "automated": {} },
+            }
+        }))
+        .await;
+    }
+    for name in ["oci-flag", "oci-scheme"] {
+        let a = h.wait_synced_healthy(name).await;
+        let st = a.status.unwrap();
+        assert_eq!(st.source_type.as_deref(), Some("Helm"));
+        assert_eq!(st.sync.unwrap().revision.as_deref(), Some("0.3.0"));
+        let cm = configmap(&h, &format!("{name}-cm")).await.unwrap();
+        assert_eq!(cm.data.unwrap()["message"], format!("via {name}"));
+    }
+
+    // Without credentials the registry refuses, and the password never shows.
+    h.apply_app(json!({
+        "metadata": { "name": "oci-anon" },
+        "spec": {
+            "project": "default",
+            "source": { "repoURL": format!("oci://{}/{path}-x", registry.host), "chart": "ocidemo", "targetRevision": "0.3.0" },
+            "destination": { "server": "https://kubernetes.default.svc", "namespace": h.dest },
+        }
+    }))
+    .await;
+    let a = h
+        .wait_app("oci-anon", "a ComparisonError", |a| {
+            conditions(a).contains("ComparisonError")
+        })
+        .await;
+    let msg = conditions(&a);
+    assert!(msg.contains("failed to fetch chart ocidemo"), "{msg}");
+    assert!(!msg.contains(registry.password().expose()));
+}

@@ -19,6 +19,10 @@ pub struct RepoCredentials {
     pub known_hosts: Option<String>,
     pub tls_client_cert_data: Option<String>,
     pub tls_client_cert_key: Option<String>,
+    /// `enableOCI`: a Helm repository URL without `oci://` names an OCI registry.
+    pub enable_oci: bool,
+    /// `insecureOCIForceHttp`: talk to the OCI registry over plain http.
+    pub oci_force_http: bool,
 }
 
 impl RepoCredentials {
@@ -131,6 +135,8 @@ impl fmt::Debug for RepoCredentials {
                 "tls_client_cert_key",
                 &format_args!("{}", shown(&self.tls_client_cert_key)),
             )
+            .field("enable_oci", &self.enable_oci)
+            .field("oci_force_http", &self.oci_force_http)
             .finish()
     }
 }
@@ -192,6 +198,8 @@ impl RepoSecret {
                 known_hosts: None,
                 tls_client_cert_data: get("tlsClientCertData"),
                 tls_client_cert_key: get("tlsClientCertKey"),
+                enable_oci: flag("enableOCI"),
+                oci_force_http: flag("insecureOCIForceHttp"),
             },
             type_: get("type").map(|t| t.trim().to_string()),
             name: get("name"),

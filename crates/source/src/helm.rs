@@ -36,6 +36,11 @@ impl SourceCache {
         check_chart(chart)?;
         let version = version.trim();
         check_version(chart, version)?;
+        if let Some(registry) = OciRepo::parse(repo_url, creds)? {
+            return self
+                .oci_chart(helm, &registry, repo_url, chart, version, creds)
+                .await;
+        }
         let parsed = RepoUrl::parse(repo_url)?;
         if parsed.transport != Transport::Http {
             return Err(SourceError::InvalidUrl {
@@ -215,6 +220,99 @@ impl SourceCache {
         Ok((dir, found))
     }
 
+    /// A chart from an OCI registry: `helm registry login` (credentials on
+    /// stdin, into a private registry config), then `helm pull oci://...`.
+    async fn oci_chart(
+        &self,
+        helm: &Path,
+        registry: &OciRepo,
+        repo_url: &str,
+        chart: &str,
+        version: &str,
+        creds: Option<&RepoCredentials>,
+    ) -> Result<(PathBuf, String), SourceError> {
+        let key = cache_key(&format!("oci://{}/{}", registry.host, registry.path));
+        let base = self.root.join("charts").join(&key).join(chart);
+        if let Some(hit) = self.cached_chart(&base, &key, chart, version) {
+            return Ok(hit);
+        }
+        let repo_lock = self.lock_for(format!("helm:{key}"));
+        let _held = repo_lock.lock().await;
+        if let Some(hit) = self.cached_chart(&base, &key, chart, version) {
+            return Ok(hit);
+        }
+        let creds = creds.cloned().unwrap_or_default();
+        let redactor = Redactor::new(creds.secrets());
+        let work = tempfile::Builder::new()
+            .prefix("helm-oci-")
+            .tempdir_in(&self.tmp)
+            .map_err(|e| SourceError::io_at("creating a directory in", &self.tmp, e))?;
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SourceError::io_at("securing", work.path(), e))?;
+        let w = work.path();
+        let out = w.join("out");
+        std::fs::create_dir(&out).map_err(|e| SourceError::io_at("creating", &out, e))?;
+        let mut shared: Vec<String> = vec![
+            "--registry-config".into(),
+            w.join("registry.json").display().to_string(),
+        ];
+        if registry.plain_http {
+            shared.push("--plain-http".into());
+        } else if creds.insecure {
+            shared.push("--insecure-skip-tls-verify".into());
+        }
+        let password = creds.password.clone().filter(|p| !p.is_empty());
+        if let Some(password) = password {
+            let username = creds
+                .username
+                .clone()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| TOKEN_USERNAME.to_string());
+            let mut login = self.helm_cmd(helm, "helm registry login", repo_url, w);
+            login.args(["registry", "login", registry.host.as_str()]);
+            login.args(["--username", username.as_str(), "--password-stdin"]);
+            login.stdin = Some(password.into_bytes());
+            login.args(shared.iter().cloned());
+            run(&login, &redactor).await?;
+        }
+        let reference = match registry.path.as_str() {
+            "" => format!("oci://{}/{chart}", registry.host),
+            path => format!("oci://{}/{path}/{chart}", registry.host),
+        };
+        let mut pull = self.helm_cmd(helm, "helm pull", repo_url, w);
+        pull.args(["pull", reference.as_str(), "--untar", "--destination"])
+            .arg(&out);
+        if !version.is_empty() {
+            pull.arg("--version").arg(version);
+        }
+        pull.args(shared.iter().cloned());
+        run(&pull, &redactor).await?;
+        let unpacked = single_dir(&out).ok_or_else(|| SourceError::InvalidChart {
+            chart: chart.to_string(),
+            reason: "helm pull produced no chart directory".into(),
+        })?;
+        let found = chart_version(&unpacked.join("Chart.yaml")).ok_or_else(|| {
+            SourceError::InvalidChart {
+                chart: chart.to_string(),
+                reason: "Chart.yaml has no usable version".into(),
+            }
+        })?;
+        std::fs::create_dir_all(&base).map_err(|e| SourceError::io_at("creating", &base, e))?;
+        let dir = base.join(&found);
+        if !touch(&dir)
+            && let Err(e) = std::fs::rename(&unpacked, &dir)
+            && !dir.is_dir()
+        {
+            return Err(SourceError::io_at("creating", &dir, e));
+        }
+        lock(&self.helm_versions).insert(
+            (key, chart.to_string(), version.to_string()),
+            (found.clone(), Instant::now()),
+        );
+        tracing::info!(repo = %scrub_url(repo_url), chart, version = %found, "pulled OCI chart");
+        Ok((dir, found))
+    }
+
     fn helm_cmd(&self, helm: &Path, label: &str, repo_url: &str, work: &Path) -> Cmd {
         let mut cmd = Cmd::new(helm, label, repo_url, self.opts.fetch_timeout);
         // Keep helm's own configuration and caches out of it: only the
@@ -228,6 +326,51 @@ impl SourceCache {
         cmd.env_remove.push("HELM_DEBUG");
         cmd.cwd = Some(work.to_path_buf());
         cmd
+    }
+}
+
+/// A Helm chart repository in an OCI registry: `oci://host/path`, or
+/// `host/path` with `enableOCI` on its repository Secret, as Argo CD reads it.
+struct OciRepo {
+    host: String,
+    path: String,
+    /// Loopback registries (as Docker assumes) and `insecureOCIForceHttp`.
+    plain_http: bool,
+}
+
+impl OciRepo {
+    fn parse(
+        repo_url: &str,
+        creds: Option<&RepoCredentials>,
+    ) -> Result<Option<OciRepo>, SourceError> {
+        let enabled = creds.is_some_and(|c| c.enable_oci);
+        let rest = match repo_url.strip_prefix("oci://") {
+            Some(r) => r,
+            None if enabled && !repo_url.contains("://") => repo_url,
+            None => return Ok(None),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let invalid = |reason| SourceError::InvalidUrl {
+            url: scrub_url(repo_url),
+            reason,
+        };
+        if host.is_empty() || host.contains('@') {
+            return Err(invalid("an OCI repository is oci://host[:port]/path, without credentials in it"));
+        }
+        if path.split('/').any(|seg| seg == ".." || seg.starts_with('-')) {
+            return Err(invalid("an OCI repository path may not contain '..' or start a segment with '-'"));
+        }
+        let hostname = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        let loopback = hostname == "localhost"
+            || hostname
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        Ok(Some(OciRepo {
+            host: host.to_string(),
+            path: path.to_string(),
+            plain_http: loopback || creds.is_some_and(|c| c.oci_force_http),
+        }))
     }
 }
 

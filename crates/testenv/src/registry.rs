@@ -134,6 +134,54 @@ impl Registry {
         result.map(|d| d.trim().to_string())
     }
 
+    /// Packages the chart in `chart_dir` with `helm package` and pushes it to
+    /// `oci://<host>/<path>` with this registry's credentials.
+    pub fn push_chart(&self, helm: &Path, chart_dir: &Path, path: &str) -> Result<()> {
+        let out = self
+            .dir
+            .join(format!("chart-{}", Secret::random().expose()));
+        std::fs::create_dir_all(&out).ctx(|| format!("creating {}", out.display()))?;
+        let result = (|| {
+            run(
+                helm,
+                &[
+                    "package",
+                    &chart_dir.to_string_lossy(),
+                    "--destination",
+                    &out.to_string_lossy(),
+                ],
+                &[],
+                None,
+            )?;
+            let tgz = std::fs::read_dir(&out)
+                .ctx(|| format!("reading {}", out.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|e| e == "tgz"))
+                .ok_or_else(|| Error::Command {
+                    command: "helm package".into(),
+                    status: "no .tgz written".into(),
+                    stderr: String::new(),
+                })?;
+            run(
+                helm,
+                &[
+                    "push",
+                    &tgz.to_string_lossy(),
+                    &format!("oci://{}/{path}", self.host),
+                    "--plain-http",
+                    "--registry-config",
+                    &self.auth_file.to_string_lossy(),
+                ],
+                &[],
+                None,
+            )?;
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir_all(&out);
+        result
+    }
+
     /// Lists a repository's tags through the registry API, with credentials.
     pub fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         self.list_tags_inner(repo, true)
