@@ -49,6 +49,11 @@ pub struct ControllerArgs {
     /// Serve KubeVela Applications in this namespace only (default: all namespaces).
     #[arg(long)]
     oam_namespace: Option<String>,
+    /// Also serve Argo CD Applications in these namespaces (comma-separated
+    /// globs or /regex/), as Argo CD's --application-namespaces; their
+    /// AppProjects must list them in sourceNamespaces.
+    #[arg(long, value_delimiter = ',')]
+    application_namespaces: Vec<String>,
     /// Address to serve /metrics on (reconciles, syncs, Git and render durations).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -95,6 +100,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         image_namespace: args.image_namespace,
         oam: !args.no_oam,
         oam_namespace: args.oam_namespace,
+        application_namespaces: args.application_namespaces,
         ..ferry_controller::Config::default()
     };
     let _metrics = match args.metrics_addr {

@@ -75,13 +75,7 @@ impl Controller {
             if let Some(l) = live_n.as_mut() {
                 diff::normalize(l);
             }
-            let rules = diff::rules_for(
-                c.ignore_rules(),
-                &k.group,
-                &k.kind,
-                &k.namespace,
-                &k.name,
-            );
+            let rules = diff::rules_for(c.ignore_rules(), &k.group, &k.kind, &k.namespace, &k.name);
             let owners = live
                 .as_ref()
                 .and_then(|l| l.pointer("/metadata/managedFields").cloned());

@@ -63,6 +63,10 @@ pub struct Config {
     pub oam: bool,
     /// Serve OAM Applications of this namespace only; all namespaces when `None`.
     pub oam_namespace: Option<String>,
+    /// Argo CD's `--application-namespaces`: further namespaces whose
+    /// Applications are served (globs, or `/regex/`). Their projects must list
+    /// them in `sourceNamespaces`.
+    pub application_namespaces: Vec<String>,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             image_namespace: None,
             oam: true,
             oam_namespace: None,
+            application_namespaces: Vec::new(),
         }
     }
 }
@@ -106,8 +111,7 @@ pub fn render_count() -> u64 {
     RENDERS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-pub(crate) type SettingsResult =
-    Result<Arc<ferry_model::settings::ResourceSettings>, String>;
+pub(crate) type SettingsResult = Result<Arc<ferry_model::settings::ResourceSettings>, String>;
 
 /// One source's render result, cached on its inputs.
 pub(crate) struct RenderedSource {
@@ -227,23 +231,27 @@ impl Controller {
         let mut tasks = TaskGuard(Vec::new());
         let q = ctl.queue.clone();
         let events = ctl.app_events.clone();
-        let app_stream = reflector::reflector(
-            apps_w,
-            watcher(
-                Api::<Application>::namespaced(client.clone(), &ns),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .touched_objects();
+        // Apps in any namespace need a cluster-wide watch; otherwise only the
+        // controller's namespace is read.
+        let apps_api = if cfg.application_namespaces.is_empty() {
+            Api::<Application>::namespaced(client.clone(), &ns)
+        } else {
+            Api::<Application>::all(client.clone())
+        };
+        let app_stream =
+            reflector::reflector(apps_w, watcher(apps_api, watcher::Config::default()))
+                .default_backoff()
+                .touched_objects();
+        let served = ctl.clone();
         tasks.0.push(tokio::spawn(async move {
             let mut s = app_stream.boxed();
             while let Some(ev) = s.next().await {
                 match ev {
-                    Ok(app) => {
-                        q.add(&app.name_any());
+                    Ok(app) if served.serves(&app) => {
+                        q.add(&served.app_key(&app));
                         let _ = events.send(Arc::new(app));
                     }
+                    Ok(_) => {}
                     Err(e) => tracing::debug!(error = %e, "application watch error"),
                 }
             }
@@ -252,8 +260,8 @@ impl Controller {
         let all = {
             let ctl = ctl.clone();
             move || {
-                for a in ctl.apps.state() {
-                    ctl.queue.add(&a.name_any());
+                for a in ctl.applications() {
+                    ctl.queue.add(&ctl.app_key(&a));
                 }
             }
         };
@@ -313,7 +321,10 @@ impl Controller {
             watcher::Config::default().fields(&format!("metadata.name={SETTINGS_CONFIGMAP}"));
         let settings_stream = reflector::reflector(
             settings_w,
-            watcher(Api::<ConfigMap>::namespaced(client.clone(), &ns), settings_cfg),
+            watcher(
+                Api::<ConfigMap>::namespaced(client.clone(), &ns),
+                settings_cfg,
+            ),
         )
         .default_backoff()
         .touched_objects();
@@ -335,8 +346,8 @@ impl Controller {
         let all4 = {
             let ctl = ctl.clone();
             move || {
-                for a in ctl.apps.state() {
-                    ctl.queue.add(&a.name_any());
+                for a in ctl.applications() {
+                    ctl.queue.add(&ctl.app_key(&a));
                 }
             }
         };
@@ -357,12 +368,14 @@ impl Controller {
                     ctl2.oam_queue.add(&format!("{ns}/{name}"));
                     continue;
                 }
-                let name = match instance.split_once('_') {
+                // Tracking instances are `name` in the controller's namespace
+                // and `namespace_name` elsewhere; queue keys `name` and `namespace/name`.
+                let key = match instance.split_once('_') {
                     Some((app_ns, name)) if app_ns == ctl2.cfg.namespace => name.to_string(),
-                    Some(_) => continue,
+                    Some((app_ns, name)) => format!("{app_ns}/{name}"),
                     None => instance,
                 };
-                ctl2.queue.add(&name);
+                ctl2.queue.add(&key);
             }
         }));
         // Every input a render depends on is known before the first pass: a
@@ -420,6 +433,16 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// Argo CD's namespace patterns: globs, or `/regex/`.
+pub fn namespace_allowed(patterns: &[String], ns: &str) -> bool {
+    patterns.iter().any(
+        |p| match p.strip_prefix('/').and_then(|r| r.strip_suffix('/')) {
+            Some(re) => regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(ns)),
+            None => ferry_model::glob_match(p, ns),
+        },
+    )
+}
+
 /// Aborts its tasks when dropped.
 pub struct TaskGuard(pub(crate) Vec<tokio::task::JoinHandle<()>>);
 
@@ -429,14 +452,41 @@ impl Controller {
         &self.cfg.namespace
     }
 
-    /// Applications as the watch cache has them.
+    /// Applications as the watch cache has them, in every namespace served.
     pub fn applications(&self) -> Vec<Arc<Application>> {
-        self.apps.state()
+        let mut apps = self.apps.state();
+        if !self.cfg.application_namespaces.is_empty() {
+            apps.retain(|a| self.serves(a));
+        }
+        apps
     }
 
-    pub fn application(&self, name: &str) -> Option<Arc<Application>> {
+    /// An Application by queue key: `name` in the controller's namespace,
+    /// `namespace/name` elsewhere (Argo CD's spelling).
+    pub fn application(&self, key: &str) -> Option<Arc<Application>> {
+        let (ns, name) = self.split_app_key(key);
         self.apps
-            .get(&reflector::ObjectRef::new(name).within(&self.cfg.namespace))
+            .get(&reflector::ObjectRef::new(name).within(ns))
+            .filter(|a| self.serves(a))
+    }
+
+    /// The queue key of an Application (see [`Self::application`]).
+    pub fn app_key(&self, app: &Application) -> String {
+        match app.metadata.namespace.as_deref() {
+            Some(ns) if ns != self.cfg.namespace => format!("{ns}/{}", app.name_any()),
+            _ => app.name_any(),
+        }
+    }
+
+    pub(crate) fn split_app_key<'k>(&'k self, key: &'k str) -> (&'k str, &'k str) {
+        key.split_once('/')
+            .unwrap_or((self.cfg.namespace.as_str(), key))
+    }
+
+    /// Whether Applications in this app's namespace are served here.
+    pub fn serves(&self, app: &Application) -> bool {
+        let ns = app.metadata.namespace.as_deref().unwrap_or_default();
+        ns == self.cfg.namespace || namespace_allowed(&self.cfg.application_namespaces, ns)
     }
 
     pub fn app_projects(&self) -> Vec<Arc<AppProject>> {
@@ -469,9 +519,9 @@ impl Controller {
         if let Ok(mut m) = self.resolved.lock() {
             m.retain(|(u, _), _| !same(u));
         }
-        for a in self.apps.state() {
+        for a in self.applications() {
             if a.sources().iter().any(|s| same(&s.repo_url)) {
-                self.queue.add(&a.name_any());
+                self.queue.add(&self.app_key(&a));
             }
         }
     }

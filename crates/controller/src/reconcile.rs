@@ -133,17 +133,18 @@ fn group_of(api_version: &str) -> &str {
 
 impl Controller {
     /// Reconciles one app; returns when to look again.
-    pub(crate) async fn reconcile(self: &Arc<Self>, name: &str) -> Option<Duration> {
-        let oref = kube::runtime::reflector::ObjectRef::<Application>::new(name)
-            .within(&self.cfg.namespace);
-        let cached = self.apps.get(&oref).map(|a| (*a).clone());
+    /// `key` is the app's queue key: `name`, or `namespace/name` outside the
+    /// controller's namespace.
+    pub(crate) async fn reconcile(self: &Arc<Self>, key: &str) -> Option<Duration> {
+        let cached = self.application(key).map(|a| (*a).clone());
         let Some(cached) = cached else {
             if let Ok(mut w) = self.written.lock() {
-                w.remove(name);
+                w.remove(key);
             }
             return None;
         };
-        let app = match self.written.lock().ok().and_then(|w| w.get(name).cloned()) {
+        let name = key;
+        let app = match self.written.lock().ok().and_then(|w| w.get(key).cloned()) {
             Some(w) if rv_num(&w) > rv_num(&cached) => w,
             _ => cached,
         };
@@ -560,7 +561,10 @@ impl Controller {
     /// `refresh`: re-resolve revisions now; `hard`: also render again.
     /// Stage 3 of [`Self::compare`]: one source rendered, or taken from the
     /// render cache when its inputs are unchanged.
-    async fn render_source(&self, job: SourceRender<'_>) -> Result<Arc<crate::RenderedSource>, Stop> {
+    async fn render_source(
+        &self,
+        job: SourceRender<'_>,
+    ) -> Result<Arc<crate::RenderedSource>, Stop> {
         let s = job.source;
         let contained = !s.is_helm_repo()
             && self_contained(
@@ -628,7 +632,10 @@ impl Controller {
             .map_err(|_| {
                 stop(
                     "ComparisonError",
-                    format!("rendering {shown} did not finish within {}s", timeout.as_secs()),
+                    format!(
+                        "rendering {shown} did not finish within {}s",
+                        timeout.as_secs()
+                    ),
                 )
             })?;
         crate::metrics::get()
@@ -672,6 +679,17 @@ impl Controller {
                 format!("application references project {project_name} which does not exist"),
             )
         })?;
+        let app_ns = app.namespace().unwrap_or_default();
+        if app_ns != self.cfg.namespace
+            && !crate::namespace_allowed(&project.spec.source_namespaces, &app_ns)
+        {
+            return Err(stop(
+                "InvalidSpecError",
+                format!(
+                    "application {app_ns}/{app_name} is not permitted to use project {project_name}: namespace {app_ns} is not in the project's sourceNamespaces"
+                ),
+            ));
+        }
         let rollback = op
             .and_then(|o| o.sync.as_ref())
             .filter(|s| s.source.is_some() || s.sources.is_some());
@@ -1238,12 +1256,7 @@ impl Controller {
     /// Takes a successful sync's apply responses as the new live state: every
     /// applied object is in sync at the returned resourceVersion (remembered,
     /// so the next pass needs no dry-run), and pruned objects are gone.
-    fn absorb(
-        &self,
-        c: &mut Comparison,
-        applied: Vec<(ObjectKey, Value)>,
-        pruned: &[ObjectKey],
-    ) {
+    fn absorb(&self, c: &mut Comparison, applied: Vec<(ObjectKey, Value)>, pruned: &[ObjectKey]) {
         let ignores = c.ignores.clone();
         let settings = c.settings.clone();
         let applied: std::collections::HashMap<ObjectKey, Value> = applied.into_iter().collect();
@@ -1287,10 +1300,12 @@ impl Controller {
         for s in c.statuses.iter_mut() {
             if let Some(live) = applied.get(&key_of(s)) {
                 s.status = Some("Synced".into());
-                s.health = Some(health::assess_with(live, &settings).unwrap_or(HealthStatus {
-                    status: health::HEALTHY.into(),
-                    message: None,
-                }));
+                s.health = Some(
+                    health::assess_with(live, &settings).unwrap_or(HealthStatus {
+                        status: health::HEALTHY.into(),
+                        message: None,
+                    }),
+                );
             }
         }
         c.synced = c
@@ -1591,7 +1606,7 @@ impl Controller {
             Ok(updated) => {
                 let rv = updated.resource_version();
                 if let Ok(mut w) = self.written.lock() {
-                    w.insert(app.name_any(), updated);
+                    w.insert(self.app_key(app), updated);
                 }
                 rv
             }
@@ -1675,7 +1690,7 @@ impl Controller {
         }
         let updated = result?;
         if let Ok(mut w) = self.written.lock() {
-            w.insert(app.name_any(), updated);
+            w.insert(self.app_key(app), updated);
         }
         Ok(())
     }
@@ -1979,10 +1994,7 @@ fn has_jsonnet(dir: &std::path::Path, recurse: bool) -> bool {
             if name.ends_with(".jsonnet") {
                 return true;
             }
-            if recurse
-                && !name.starts_with('.')
-                && e.file_type().is_ok_and(|t| t.is_dir())
-            {
+            if recurse && !name.starts_with('.') && e.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(e.path());
             }
         }

@@ -29,6 +29,14 @@ impl Drop for Harness {
 }
 
 pub async fn harness(prefix: &str) -> Harness {
+    harness_with(prefix, |_| {}).await
+}
+
+/// A harness whose controller configuration `tune` adjusts first.
+pub async fn harness_with(
+    prefix: &str,
+    tune: impl FnOnce(&mut ferry_controller::Config),
+) -> Harness {
     // FERRY_TEST_LOG=ferry_controller=debug shows what the controllers do.
     if let Ok(filter) = std::env::var("FERRY_TEST_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -44,7 +52,7 @@ pub async fn harness(prefix: &str) -> Harness {
         .await
         .unwrap();
     ferry_controller::install_crds(&client).await.unwrap();
-    let cfg = ferry_controller::Config {
+    let mut cfg = ferry_controller::Config {
         namespace: ns.clone(),
         cache_dir: std::env::temp_dir().join(format!("ferry-test-cache-{}", std::process::id())),
         poll_interval: Duration::from_secs(3),
@@ -57,6 +65,7 @@ pub async fn harness(prefix: &str) -> Harness {
         oam_namespace: Some(dest.clone()),
         ..ferry_controller::Config::default()
     };
+    tune(&mut cfg);
     let c = client.clone();
     let task = tokio::spawn(async move {
         if let Err(e) = ferry_controller::run(c, cfg).await {
@@ -111,13 +120,18 @@ impl Harness {
 
     /// Creates or updates an Application from JSON (as `kubectl apply` would).
     pub async fn apply_app(&self, app: Value) {
+        self.apply_app_in(&self.ns.clone(), app).await
+    }
+
+    /// [`Self::apply_app`] in another namespace.
+    pub async fn apply_app_in(&self, ns: &str, app: Value) {
         let name = app["metadata"]["name"].as_str().unwrap().to_string();
         let mut app = app;
         app["apiVersion"] = json!("argoproj.io/v1alpha1");
         app["kind"] = json!("Application");
-        app["metadata"]["namespace"] = json!(self.ns);
+        app["metadata"]["namespace"] = json!(ns);
         let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &self.ns, &app_resource());
+            Api::namespaced_with(self.client.clone(), ns, &app_resource());
         api.patch(
             &name,
             &PatchParams::apply("test").force(),

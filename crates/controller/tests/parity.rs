@@ -394,11 +394,20 @@ async fn jq_expressions_beyond_the_old_subset_are_ignored_as_written_and_bad_one
     let a = h.apps().get("meshed").await.unwrap();
     assert_eq!(sync_status(&a), "Synced", "{}", conditions(&a));
     let live = deployments.get("meshed").await.unwrap();
-    let images: Vec<String> = live.spec.template.spec.unwrap().containers
+    let images: Vec<String> = live
+        .spec
+        .template
+        .spec
+        .unwrap()
+        .containers
         .iter()
         .map(|c| c.image.clone().unwrap_or_default())
         .collect();
-    assert_eq!(images, ["app:1", "envoy:2"], "the ignored sidecar is left alone");
+    assert_eq!(
+        images,
+        ["app:1", "envoy:2"],
+        "the ignored sidecar is left alone"
+    );
 
     deployments
         .patch(
@@ -425,7 +434,10 @@ async fn jq_expressions_beyond_the_old_subset_are_ignored_as_written_and_bad_one
     assert_eq!(drifted, ["meshed"]);
 
     // An expression that does not compile is a condition naming it; nothing is applied.
-    let repo2 = new_repo("jq-bad", &[("deploy.yaml", &TWO_CONTAINERS.replace("meshed", "bad-jq"))]);
+    let repo2 = new_repo(
+        "jq-bad",
+        &[("deploy.yaml", &TWO_CONTAINERS.replace("meshed", "bad-jq"))],
+    );
     h.apply_app(app(
         "bad-jq",
         &h.env.git.file_url(&repo2),
@@ -483,7 +495,9 @@ async fn a_post_sync_hook_that_fails_dry_run_refuses_the_sync_before_wave_zero()
         os.message
             .starts_with("one or more synchronization tasks are not valid: Job/batch ")
             && os.message.contains("Job.batch \"smoke\" is invalid")
-            && os.message.contains("spec.template.spec.containers: Required value"),
+            && os
+                .message
+                .contains("spec.template.spec.containers: Required value"),
         "{}",
         os.message
     );
@@ -553,7 +567,11 @@ async fn oci_helm_charts_with_credentials_both_spellings() {
         "apiVersion: v2\nname: ocidemo\nversion: 0.3.0\n",
     )
     .unwrap();
-    std::fs::write(chart.path().join("values.yaml"), "message: from the chart\n").unwrap();
+    std::fs::write(
+        chart.path().join("values.yaml"),
+        "message: from the chart\n",
+    )
+    .unwrap();
     std::fs::create_dir(chart.path().join("templates")).unwrap();
     std::fs::write(
         chart.path().join("templates/cm.yaml"),
@@ -624,4 +642,108 @@ async fn oci_helm_charts_with_credentials_both_spellings() {
     let msg = conditions(&a);
     assert!(msg.contains("failed to fetch chart ocidemo"), "{msg}");
     assert!(!msg.contains(registry.password().expose()));
+}
+
+#[tokio::test]
+async fn applications_in_other_namespaces_need_the_flag_and_the_projects_permission() {
+    let env = ferry_testenv::shared();
+    let client = env.cluster.client().await.unwrap();
+    let team = env
+        .cluster
+        .create_namespace(&client, "team-apps")
+        .await
+        .unwrap();
+    let elsewhere = env
+        .cluster
+        .create_namespace(&client, "not-served")
+        .await
+        .unwrap();
+    let pattern = format!("/^{}$/", regex_escape(&team));
+    let h = harness_with("anyns", |cfg| {
+        cfg.application_namespaces = vec!["no-such-*".into(), pattern];
+    })
+    .await;
+    for (name, source_namespaces) in [("open", json!([team])), ("closed", json!([]))] {
+        h.apply(json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+            "metadata": { "name": name, "namespace": h.ns },
+            "spec": {
+                "sourceRepos": ["*"],
+                "destinations": [{ "server": "*", "namespace": "*" }],
+                "sourceNamespaces": source_namespaces,
+            },
+        }))
+        .await;
+    }
+    let repo = new_repo(
+        "anyns",
+        &[(
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: team-cm\ndata:\n  k: v\n",
+        )],
+    );
+    let url = h.env.git.file_url(&repo);
+    let team_app = |name: &str, project: &str| {
+        let mut a = app(name, &url, ".", &h.dest, automated());
+        a["spec"]["project"] = json!(project);
+        a
+    };
+    h.apply_app_in(&team, team_app("allowed", "open")).await;
+    h.apply_app_in(&team, team_app("refused", "closed")).await;
+    h.apply_app_in(&elsewhere, team_app("ignored", "open"))
+        .await;
+
+    let team_apps: Api<ferry_model::Application> = Api::namespaced(h.client.clone(), &team);
+    let get = |name: &'static str| {
+        let api = team_apps.clone();
+        async move { api.get(name).await.ok() }
+    };
+    let allowed = h
+        .eventually("the team app Synced and Healthy", || async {
+            get("allowed")
+                .await
+                .filter(|a| sync_status(a) == "Synced" && health_status(a) == "Healthy")
+        })
+        .await;
+    assert_eq!(allowed.status.unwrap().resources.len(), 1);
+    let cm = configmap(&h, "team-cm").await.unwrap();
+    assert_eq!(
+        cm.metadata.annotations.unwrap()["argocd.argoproj.io/tracking-id"],
+        format!("{team}_allowed:/ConfigMap:{}/team-cm", h.dest),
+        "Argo CD's instance name for apps outside the control plane namespace"
+    );
+    let refused = h
+        .eventually("the refusal", || async {
+            get("refused")
+                .await
+                .filter(|a| conditions(a).contains("InvalidSpecError"))
+        })
+        .await;
+    assert!(
+        conditions(&refused).contains(&format!(
+            "application {team}/refused is not permitted to use project closed"
+        )),
+        "{}",
+        conditions(&refused)
+    );
+
+    // A namespace the controller does not serve is left alone.
+    a_few_passes().await;
+    let ignored = Api::<ferry_model::Application>::namespaced(h.client.clone(), &elsewhere)
+        .get("ignored")
+        .await
+        .unwrap();
+    assert!(ignored.status.is_none(), "{:?}", ignored.status);
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
 }

@@ -216,7 +216,9 @@ pub fn compiled_jq(expr: &str) -> Result<JqDeletion, String> {
 
 /// Every jq expression of these rules compiles; the first that does not is
 /// the error, naming it. Checked before comparing, so a rule is never skipped.
-pub fn validate_rules<'a>(rules: impl IntoIterator<Item = &'a IgnoreDifferences>) -> Result<(), String> {
+pub fn validate_rules<'a>(
+    rules: impl IntoIterator<Item = &'a IgnoreDifferences>,
+) -> Result<(), String> {
     for r in rules {
         for q in &r.jq_path_expressions {
             compiled_jq(q)?;

@@ -239,7 +239,13 @@ mod tests {
         assert!(err.contains(r#"".spec | select(""#), "{err}");
         let err = JqDeletion::compile(".a | nosuchfn").err().unwrap();
         assert!(err.contains("nosuchfn"), "{err}");
-        for e in ["def f: [f]; f", "repeat(.)", ".a | debug", "$ENV.HOME", "[range(1e18)]"] {
+        for e in [
+            "def f: [f]; f",
+            "repeat(.)",
+            ".a | debug",
+            "$ENV.HOME",
+            "[range(1e18)]",
+        ] {
             let err = JqDeletion::compile(e).err().unwrap();
             assert!(err.contains("is not allowed"), "{e}: {err}");
         }

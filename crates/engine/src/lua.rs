@@ -99,7 +99,15 @@ fn sandbox(open_libs: bool) -> mlua::Result<Lua> {
     }
     if let Ok(os) = globals.get::<Table>("os") {
         // Argo CD's "safe os": clocks and dates only.
-        for name in ["execute", "exit", "getenv", "remove", "rename", "tmpname", "setlocale"] {
+        for name in [
+            "execute",
+            "exit",
+            "getenv",
+            "remove",
+            "rename",
+            "tmpname",
+            "setlocale",
+        ] {
             os.set(name, LuaValue::Nil)?;
         }
     }
@@ -142,7 +150,10 @@ return hs
     fn argo_cd_scripts_run_as_written() {
         let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "message": "issued"}]}});
         let h = health(CERT, &ready, false).unwrap();
-        assert_eq!((h.status.as_str(), h.message.as_deref()), ("Healthy", Some("issued")));
+        assert_eq!(
+            (h.status.as_str(), h.message.as_deref()),
+            ("Healthy", Some("issued"))
+        );
         let bad = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "message": "bad key"}]}});
         assert_eq!(health(CERT, &bad, false).unwrap().status, "Degraded");
         // JSON null is nil, as in Argo CD.
@@ -155,7 +166,10 @@ return hs
             false,
         )
         .unwrap();
-        assert_eq!((h.status.as_str(), h.message.as_deref()), ("Healthy", Some("2")));
+        assert_eq!(
+            (h.status.as_str(), h.message.as_deref()),
+            ("Healthy", Some("2"))
+        );
     }
 
     #[test]
@@ -168,8 +182,12 @@ return hs
         let err = health("while true do end", &json!({}), false).unwrap_err();
         assert!(err.contains("exceeded"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));
-        let err = health("local t = {} for i = 1, 1e9 do t[i] = i end return t", &json!({}), false)
-            .unwrap_err();
+        let err = health(
+            "local t = {} for i = 1, 1e9 do t[i] = i end return t",
+            &json!({}),
+            false,
+        )
+        .unwrap_err();
         assert!(err.contains("memory") || err.contains("exceeded"), "{err}");
         // No way out of the sandbox: files, commands, catching the deadline.
         for script in [

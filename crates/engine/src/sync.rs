@@ -5,8 +5,8 @@
 use crate::cluster::{ClusterConn, Resolved};
 use crate::health;
 use crate::plan::{self, HookKind, Phase};
-use ferry_model::tracking::ObjectKey;
 use ferry_model::settings::ResourceSettings;
+use ferry_model::tracking::ObjectKey;
 use ferry_model::{ManagedNamespaceMetadata, ResourceResult, SyncOptions};
 use futures::StreamExt;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -147,7 +147,8 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
         // Each wave starts only once the previous one is healthy.
         if !previous.is_empty()
             && !req.dry_run
-            && let Err(msg) = wait_healthy(req.conn, req.settings, &previous, req.wave_timeout).await
+            && let Err(msg) =
+                wait_healthy(req.conn, req.settings, &previous, req.wave_timeout).await
         {
             out.succeeded = false;
             out.message = msg;

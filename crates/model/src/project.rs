@@ -77,6 +77,10 @@ pub struct AppProjectSpec {
     /// Roles automation signs in as (`proj:<project>:<role>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<ProjectRole>,
+    /// Namespaces other than the controller's whose Applications may use
+    /// this project (globs, or `/regex/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_namespaces: Vec<String>,
     /// When automated and manual syncs may run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sync_windows: Vec<crate::SyncWindow>,

@@ -72,8 +72,8 @@ impl ResourceSettings {
         let mut unsupported = Vec::new();
 
         if let Some(legacy) = data.get(PREFIX) {
-            let entries: BTreeMap<String, LegacyEntry> = serde_saphyr_like(legacy)
-                .map_err(|e| format!("argocd-cm {PREFIX}: {e}"))?;
+            let entries: BTreeMap<String, LegacyEntry> =
+                serde_saphyr_like(legacy).map_err(|e| format!("argocd-cm {PREFIX}: {e}"))?;
             for (key, e) in entries {
                 if let Some(script) = e.health_lua {
                     health.insert(
@@ -123,9 +123,7 @@ impl ResourceSettings {
                         "true" | "True" | "TRUE" | "1" | "t" | "T" => true,
                         "false" | "False" | "FALSE" | "0" | "f" | "F" => false,
                         other => {
-                            return Err(format!(
-                                "argocd-cm {k}: {other:?} is not a boolean"
-                            ));
+                            return Err(format!("argocd-cm {k}: {other:?} is not a boolean"));
                         }
                     };
                     open_libs.insert(key, on);
@@ -189,7 +187,8 @@ fn override_key(group_kind: &str) -> Result<String, String> {
 }
 
 fn ignore_rule(key: &str, text: &str, field: &str) -> Result<IgnoreDifferences, String> {
-    let spec: IgnoreSpec = serde_saphyr_like(text).map_err(|e| format!("argocd-cm {field}: {e}"))?;
+    let spec: IgnoreSpec =
+        serde_saphyr_like(text).map_err(|e| format!("argocd-cm {field}: {e}"))?;
     let (group, kind) = match key.split_once('/') {
         Some((g, k)) => (g.to_string(), k.to_string()),
         None => (String::new(), key.to_string()),
@@ -247,12 +246,26 @@ mod tests {
         let keys: Vec<&str> = s.health.iter().map(|h| h.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["*.crossplane.io/*", "cert-manager.io/Certificate", "example.com/Widget"]
+            [
+                "*.crossplane.io/*",
+                "cert-manager.io/Certificate",
+                "example.com/Widget"
+            ]
         );
-        assert!(s.health_script("example.com", "Widget").unwrap().use_open_libs);
-        assert!(!s.health_script("cert-manager.io", "Certificate").unwrap().use_open_libs);
+        assert!(
+            s.health_script("example.com", "Widget")
+                .unwrap()
+                .use_open_libs
+        );
+        assert!(
+            !s.health_script("cert-manager.io", "Certificate")
+                .unwrap()
+                .use_open_libs
+        );
         assert_eq!(
-            s.health_script("pkg.crossplane.io", "Provider").unwrap().key,
+            s.health_script("pkg.crossplane.io", "Provider")
+                .unwrap()
+                .key,
             "*.crossplane.io/*"
         );
         assert!(s.health_script("apps", "Deployment").is_none());
@@ -269,16 +282,31 @@ mod tests {
                 ("cert-manager.io".to_string(), "Certificate".to_string()),
             ]
         );
-        assert_eq!(s.unsupported, ["resource.customizations.actions.apps_Deployment"]);
+        assert_eq!(
+            s.unsupported,
+            ["resource.customizations.actions.apps_Deployment"]
+        );
     }
 
     #[test]
     fn bad_keys_and_values_name_the_key() {
         for (k, v, want) in [
             ("resource.customizations.health.a_b_c", "x", "a_b_c"),
-            ("resource.customizations.colour.apps_Deployment", "x", "colour not supported"),
-            ("resource.customizations.useOpenLibs.apps_Deployment", "maybe", "not a boolean"),
-            ("resource.customizations.ignoreDifferences.apps_Deployment", "jsonPointer: [x]", "jsonPointer"),
+            (
+                "resource.customizations.colour.apps_Deployment",
+                "x",
+                "colour not supported",
+            ),
+            (
+                "resource.customizations.useOpenLibs.apps_Deployment",
+                "maybe",
+                "not a boolean",
+            ),
+            (
+                "resource.customizations.ignoreDifferences.apps_Deployment",
+                "jsonPointer: [x]",
+                "jsonPointer",
+            ),
         ] {
             let err = ResourceSettings::parse(&data(&[(k, v)])).unwrap_err();
             assert!(err.contains(k) && err.contains(want), "{k}: {err}");

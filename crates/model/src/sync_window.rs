@@ -80,8 +80,7 @@ impl SyncWindow {
         self.cron()?;
         self.length()?;
         self.zone()?;
-        if self.applications.is_empty() && self.namespaces.is_empty() && self.clusters.is_empty()
-        {
+        if self.applications.is_empty() && self.namespaces.is_empty() && self.clusters.is_empty() {
             return Err(
                 "window must have at least one of applications, namespaces or clusters".into(),
             );
@@ -128,9 +127,7 @@ impl SyncWindow {
     /// Whether the window applies to an app with this name and destination.
     pub fn matches(&self, app_name: &str, dest: &Destination) -> bool {
         let any = |patterns: &[String], value: &str| {
-            patterns
-                .iter()
-                .any(|p| p == "*" || glob_match(p, value))
+            patterns.iter().any(|p| p == "*" || glob_match(p, value))
         };
         let cluster = dest
             .name
@@ -173,7 +170,8 @@ pub fn window_verdict(
     let mut active_allow = Vec::new();
     let mut inactive_allow = Vec::new();
     for w in matching {
-        w.validate().map_err(|e| format!("invalid sync windows: {e}"))?;
+        w.validate()
+            .map_err(|e| format!("invalid sync windows: {e}"))?;
         let active = w.is_active(now)?;
         match (w.kind.as_str(), active) {
             ("deny", true) => active_deny.push(w),
@@ -234,7 +232,10 @@ mod tests {
         assert!(w.is_active(at(23, 59)).unwrap());
         assert!(!w.is_active(at(21, 59)).unwrap());
         // The end is exclusive: yesterday's 22:00 window closes at midnight.
-        assert!(w.is_active(at(0, 0) - chrono::Duration::minutes(1)).unwrap());
+        assert!(
+            w.is_active(at(0, 0) - chrono::Duration::minutes(1))
+                .unwrap()
+        );
         assert!(!w.is_active(at(0, 0)).unwrap());
         let mut z = window("deny", "0 9 * * *", "1h");
         z.time_zone = "Europe/Amsterdam".into(); // UTC+1 in December
@@ -247,7 +248,7 @@ mod tests {
         let d = dest("prod");
         let deny = window("deny", "* * * * *", "1h");
         assert_eq!(
-            window_verdict(&[deny.clone()], "a", &d, at(12, 0)).unwrap(),
+            window_verdict(std::slice::from_ref(&deny), "a", &d, at(12, 0)).unwrap(),
             WindowVerdict::Denied
         );
         let mut manual = deny.clone();
@@ -265,11 +266,17 @@ mod tests {
         let allow_now = window("allow", "0 12 * * *", "1h");
         let allow_later = window("allow", "0 18 * * *", "1h");
         assert_eq!(
-            window_verdict(&[allow_now.clone(), allow_later.clone()], "a", &d, at(12, 30)).unwrap(),
+            window_verdict(
+                &[allow_now.clone(), allow_later.clone()],
+                "a",
+                &d,
+                at(12, 30)
+            )
+            .unwrap(),
             WindowVerdict::Allowed
         );
         assert_eq!(
-            window_verdict(&[allow_later.clone()], "a", &d, at(12, 30)).unwrap(),
+            window_verdict(std::slice::from_ref(&allow_later), "a", &d, at(12, 30)).unwrap(),
             WindowVerdict::Denied
         );
         assert_eq!(
@@ -305,8 +312,14 @@ mod tests {
         let d = dest("prod");
         for (w, want) in [
             (window("maybe", "* * * * *", "1h"), "kind 'maybe' mismatch"),
-            (window("deny", "every day", "1h"), "cannot parse schedule 'every day'"),
-            (window("deny", "* * * * *", "1d"), "cannot parse duration '1d'"),
+            (
+                window("deny", "every day", "1h"),
+                "cannot parse schedule 'every day'",
+            ),
+            (
+                window("deny", "* * * * *", "1d"),
+                "cannot parse duration '1d'",
+            ),
         ] {
             let err = window_verdict(&[w], "a", &d, at(12, 0)).unwrap_err();
             assert!(err.contains(want), "{err}");

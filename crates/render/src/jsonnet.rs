@@ -131,7 +131,9 @@ impl Evaluator {
             padding: 2,
         };
         let text = match e.error() {
-            ErrorKind::ImportSyntaxError { error, .. } => format!("syntax error: {}", error.message),
+            ErrorKind::ImportSyntaxError { error, .. } => {
+                format!("syntax error: {}", error.message)
+            }
             _ => format.format(e).unwrap_or_else(|_| e.error().to_string()),
         };
         // Paths are shown repository-relative; never the controller's cache directory.

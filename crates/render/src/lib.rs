@@ -259,7 +259,9 @@ pub(crate) fn kustomize_is_zero(k: &KustomizeSource) -> bool {
 
 fn directory_is_zero(d: &DirectorySource) -> bool {
     !d.recurse
-        && d.jsonnet.as_ref().is_none_or(ferry_model::JsonnetSource::is_empty)
+        && d.jsonnet
+            .as_ref()
+            .is_none_or(ferry_model::JsonnetSource::is_empty)
         && d.include.as_deref().is_none_or(str::is_empty)
         && d.exclude.as_deref().is_none_or(str::is_empty)
 }

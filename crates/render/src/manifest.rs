@@ -115,7 +115,10 @@ pub fn parse_manifests(text: &str, origin: &str) -> Result<Vec<Value>, RenderErr
 /// Objects from one evaluated value (Jsonnet's output): an object, or an array
 /// of objects; `List`s are flattened and every object checked as in
 /// [`parse_manifests`].
-pub(crate) fn objects_from_value(mut value: Value, origin: &str) -> Result<Vec<Value>, RenderError> {
+pub(crate) fn objects_from_value(
+    mut value: Value,
+    origin: &str,
+) -> Result<Vec<Value>, RenderError> {
     normalize_numbers(&mut value);
     let mut out = Vec::new();
     match value {

@@ -264,13 +264,22 @@ fn jsonnet_directory_renders_with_ext_vars_libs_and_lists() {
             "ConfigMap/listed"
         ]
     );
-    assert_eq!(find(&r, "Deployment", "guestbook-ui")["spec"]["replicas"], 2);
+    assert_eq!(
+        find(&r, "Deployment", "guestbook-ui")["spec"]["replicas"],
+        2
+    );
     let settings = &find(&r, "ConfigMap", "settings")["data"];
     assert_eq!(settings["env"], "prod");
-    assert_eq!(settings["app"], "guestbook", "extVar values are envsubst'ed");
+    assert_eq!(
+        settings["app"], "guestbook",
+        "extVar values are envsubst'ed"
+    );
     assert_eq!(settings["size"], "42", "code: true evaluates the value");
     // `.libsonnet` files are libraries, never rendered on their own.
-    assert!(r.skipped.contains(&"apps/guestbook/params.libsonnet".to_string()));
+    assert!(
+        r.skipped
+            .contains(&"apps/guestbook/params.libsonnet".to_string())
+    );
 }
 
 #[test]
@@ -309,8 +318,9 @@ fn jsonnet_errors_name_the_file_and_never_the_checkout_path() {
     });
     let err = run(t.path(), &s).unwrap_err().to_string();
     assert!(
-        err.starts_with("jsonnet apps/guestbook/guestbook.jsonnet: external variable is not defined")
-            && err.contains("guestbook.jsonnet:17:"),
+        err.starts_with(
+            "jsonnet apps/guestbook/guestbook.jsonnet: external variable is not defined"
+        ) && err.contains("guestbook.jsonnet:17:"),
         "{err}"
     );
     let root = t.path().canonicalize().unwrap();
@@ -318,7 +328,10 @@ fn jsonnet_errors_name_the_file_and_never_the_checkout_path() {
 
     write(t.path(), "apps/broken/x.jsonnet", "{ a: }\n");
     let err = run(t.path(), &src("apps/broken")).unwrap_err().to_string();
-    assert!(err.starts_with("jsonnet apps/broken/x.jsonnet: syntax error"), "{err}");
+    assert!(
+        err.starts_with("jsonnet apps/broken/x.jsonnet: syntax error"),
+        "{err}"
+    );
 
     write(
         t.path(),
@@ -331,7 +344,10 @@ fn jsonnet_errors_name_the_file_and_never_the_checkout_path() {
     // Output that is not a Kubernetes object is refused like a bad YAML document.
     write(t.path(), "apps/scalar/x.jsonnet", "[{ a: 1 }]\n");
     let err = run(t.path(), &src("apps/scalar")).unwrap_err().to_string();
-    assert!(err.contains("apps/scalar/x.jsonnet") && err.contains("missing apiVersion"), "{err}");
+    assert!(
+        err.contains("apps/scalar/x.jsonnet") && err.contains("missing apiVersion"),
+        "{err}"
+    );
 }
 
 #[test]

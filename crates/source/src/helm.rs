@@ -356,10 +356,17 @@ impl OciRepo {
             reason,
         };
         if host.is_empty() || host.contains('@') {
-            return Err(invalid("an OCI repository is oci://host[:port]/path, without credentials in it"));
+            return Err(invalid(
+                "an OCI repository is oci://host[:port]/path, without credentials in it",
+            ));
         }
-        if path.split('/').any(|seg| seg == ".." || seg.starts_with('-')) {
-            return Err(invalid("an OCI repository path may not contain '..' or start a segment with '-'"));
+        if path
+            .split('/')
+            .any(|seg| seg == ".." || seg.starts_with('-'))
+        {
+            return Err(invalid(
+                "an OCI repository path may not contain '..' or start a segment with '-'",
+            ));
         }
         let hostname = host.rsplit_once(':').map_or(host, |(h, _)| h);
         let loopback = hostname == "localhost"
