@@ -205,6 +205,31 @@ pub struct HelmSource {
     pub pass_credentials: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// `--set-file name=path`, paths inside the repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_parameters: Vec<HelmFileParameter>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_schema_validation: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_tests: bool,
+    /// The Helm major version to render with (`v3`); Ferry's helm renders v3 charts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Overrides the destination's version for `--kube-version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_version: Option<String>,
+    /// Overrides the destination's API versions for `--api-versions`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_versions: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmFileParameter {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub path: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -239,6 +264,25 @@ pub struct KustomizeSource {
     pub components: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<Value>,
+    /// Overwrite labels the kustomization already sets (`kustomize edit add label --force`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_common_labels: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_common_annotations: bool,
+    /// `$ARGOCD_APP_*` substituted in commonAnnotations values.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub common_annotations_envsubst: bool,
+    /// commonLabels as `labels` that leave selectors alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub label_without_selector: bool,
+    /// With labelWithoutSelector: also label pod templates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub label_include_templates: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_missing_components: bool,
+    /// The kustomize version to build with; must be the one Ferry ships.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -35,18 +35,36 @@ pub(crate) fn render(ctx: &Ctx) -> Result<Vec<Value>, RenderError> {
         .filter(|s| !s.is_empty())
         .unwrap_or(input.app_namespace);
 
+    check_helm_version(&helm)?;
     // Everything after the chart directory, which may change to a copy.
     let mut args: Vec<std::ffi::OsString> = vec!["--namespace".into(), namespace.into()];
-    if !input.kube_version.is_empty() {
+    // The source's own kubeVersion/apiVersions replace what the destination reports.
+    let kube_version = helm
+        .kube_version
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .unwrap_or(input.kube_version);
+    if !kube_version.is_empty() {
         args.push("--kube-version".into());
-        args.push(input.kube_version.into());
+        args.push(kube_version.into());
     }
-    for v in input.api_versions {
+    let api_versions: &[String] = if helm.api_versions.is_empty() {
+        input.api_versions
+    } else {
+        &helm.api_versions
+    };
+    for v in api_versions {
         args.push("--api-versions".into());
         args.push(v.into());
     }
     if !helm.skip_crds {
         args.push("--include-crds".into());
+    }
+    if helm.skip_schema_validation {
+        args.push("--skip-schema-validation".into());
+    }
+    if helm.skip_tests {
+        args.push("--skip-tests".into());
     }
     for (i, raw) in helm.value_files.iter().enumerate() {
         if let Some(mut p) = resolve_value_file(ctx, &helm, raw)? {
@@ -69,6 +87,13 @@ pub(crate) fn render(ctx: &Ctx) -> Result<Vec<Value>, RenderError> {
     for (flag, value) in set_flags(&helm, &ctx.build_env) {
         args.push(flag.into());
         args.push(value.into());
+    }
+    for p in &helm.file_parameters {
+        let path = resolve_file_parameter(ctx, &p.path)?;
+        let mut flag = std::ffi::OsString::from(format!("{}=", p.name));
+        flag.push(path.as_os_str());
+        args.push("--set-file".into());
+        args.push(flag);
     }
 
     let command = |chart_dir: &Path| {
@@ -216,6 +241,34 @@ fn resolve_value_file(
     Err(err(
         "does not exist (set ignoreMissingValueFiles to skip missing value files)".into(),
     ))
+}
+
+/// `helm.version` names the Helm major version; Ferry's helm renders v3 charts.
+fn check_helm_version(helm: &HelmSource) -> Result<(), RenderError> {
+    match helm.version.as_deref().map(str::trim) {
+        None | Some("") | Some("v3") | Some("3") => Ok(()),
+        Some(other) => Err(RenderError::InvalidSource(format!(
+            "helm.version {other:?} is not available: Ferry renders with Helm v3-compatible templating (helm v4)"
+        ))),
+    }
+}
+
+/// A `fileParameters` path: inside the repository, relative to the app path.
+fn resolve_file_parameter(ctx: &Ctx, raw: &str) -> Result<PathBuf, RenderError> {
+    let err = |message: String| RenderError::ValueFile {
+        file: raw.to_string(),
+        message: format!("helm.fileParameters: {message}"),
+    };
+    let rel = envsubst(raw, &ctx.build_env);
+    if url_scheme(&rel).is_some() {
+        return Err(err("must be a path in the repository".into()));
+    }
+    let path = fsutil::resolve_in_root(&ctx.root, &ctx.app, &rel).map_err(err)?;
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(err("does not exist".into()))
+    }
 }
 
 /// `$name/rest` naming a known `ref` source: its checkout and `rest`. A `$`

@@ -31,6 +31,12 @@ pub(crate) fn render(ctx: &Ctx) -> Result<Vec<Value>, RenderError> {
         .kustomize
         .as_ref()
         .filter(|k| !crate::kustomize_is_zero(k));
+    if let Some(wanted) = opts
+        .and_then(|o| o.version.as_deref())
+        .filter(|v| !v.trim().is_empty())
+    {
+        check_version(ctx, wanted)?;
+    }
     let build_dir = match opts {
         None => ctx.app.clone(),
         Some(opts) => {
@@ -99,7 +105,7 @@ fn edit(
         Value::Null => Map::new(),
         _ => return Err(bad("the kustomization is not a mapping".into())),
     };
-    apply(&mut k, opts, env).map_err(bad)?;
+    apply(&mut k, opts, env, dir).map_err(bad)?;
     let json = serde_json::to_string_pretty(&Value::Object(k))
         .map_err(|e| bad(format!("cannot serialise the edited kustomization: {e}")))?;
     // JSON is YAML, so kustomize reads this back as it is.
@@ -112,6 +118,7 @@ fn apply(
     k: &mut Map<String, Value>,
     opts: &KustomizeSource,
     env: &[(String, String)],
+    dir: &Path,
 ) -> Result<(), String> {
     if let Some(p) = opts.name_prefix.as_deref().filter(|s| !s.is_empty()) {
         k.insert("namePrefix".into(), p.into());
@@ -148,18 +155,45 @@ fn apply(
             }
         }
     }
-    // Existing keys are overwritten, as `kustomize edit add label --force`.
-    for (field, entries) in [
-        ("commonLabels", &opts.common_labels),
-        ("commonAnnotations", &opts.common_annotations),
-    ] {
-        if entries.is_empty() {
-            continue;
+    // `kustomize edit add label|annotation [--force] [--without-selector]`:
+    // a key the kustomization already sets is an error unless forced.
+    if !opts.common_labels.is_empty() {
+        if opts.label_without_selector {
+            let mut pairs = Map::new();
+            for (key, value) in &opts.common_labels {
+                pairs.insert(key.clone(), value.clone().into());
+            }
+            let mut entry = Map::new();
+            entry.insert("pairs".into(), Value::Object(pairs));
+            entry.insert("includeSelectors".into(), false.into());
+            if opts.label_include_templates {
+                entry.insert("includeTemplates".into(), true.into());
+            }
+            list_field(k, "labels")?.push(Value::Object(entry));
+        } else {
+            add_pairs(
+                map_field(k, "commonLabels")?,
+                "label",
+                opts.common_labels.iter().map(|(k, v)| (k.clone(), v.clone())),
+                opts.force_common_labels,
+            )?;
         }
-        let m = map_field(k, field)?;
-        for (key, value) in entries {
-            m.insert(key.clone(), value.clone().into());
-        }
+    }
+    if !opts.common_annotations.is_empty() {
+        let values = opts.common_annotations.iter().map(|(key, v)| {
+            let v = if opts.common_annotations_envsubst {
+                envsubst(v, env)
+            } else {
+                v.clone()
+            };
+            (key.clone(), v)
+        });
+        add_pairs(
+            map_field(k, "commonAnnotations")?,
+            "annotation",
+            values,
+            opts.force_common_annotations,
+        )?;
     }
     if let Some(ns) = opts.namespace.as_deref().filter(|s| !s.is_empty()) {
         k.insert("namespace".into(), ns.into());
@@ -170,12 +204,59 @@ fn apply(
     if !opts.components.is_empty() {
         let list = list_field(k, "components")?;
         for c in &opts.components {
+            let local = !c.contains("://") && !c.starts_with("git@");
+            if opts.ignore_missing_components && local && !dir.join(c).exists() {
+                continue;
+            }
             if !list.iter().any(|e| e.as_str() == Some(c.as_str())) {
                 list.push(c.clone().into());
             }
         }
     }
     Ok(())
+}
+
+fn add_pairs(
+    m: &mut Map<String, Value>,
+    kind: &str,
+    pairs: impl Iterator<Item = (String, String)>,
+    force: bool,
+) -> Result<(), String> {
+    for (key, value) in pairs {
+        if !force && m.contains_key(&key) {
+            return Err(format!(
+                "{kind} {key} already in kustomization file (set forceCommon{}s to overwrite it)",
+                if kind == "label" { "Label" } else { "Annotation" }
+            ));
+        }
+        m.insert(key, value.into());
+    }
+    Ok(())
+}
+
+/// `kustomize.version` must name the kustomize Ferry runs.
+fn check_version(ctx: &Ctx, wanted: &str) -> Result<(), RenderError> {
+    let mut cmd = Cmd::new("kustomize version", &ctx.input.tools.kustomize, &ctx.app);
+    cmd.arg("version");
+    cmd.env("PATH", exec::search_path());
+    let out = exec::run_checked(&cmd, ctx.input.timeout)?;
+    let text = String::from_utf8_lossy(&out);
+    let have = text
+        .split(|c: char| c.is_whitespace() || c == ':')
+        .find(|w| {
+            w.strip_prefix('v')
+                .is_some_and(|rest| rest.split('.').count() == 3 && rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .unwrap_or("unknown")
+        .to_string();
+    let norm = |v: &str| v.trim().trim_start_matches('v').to_string();
+    if norm(wanted) == norm(&have) {
+        Ok(())
+    } else {
+        Err(RenderError::InvalidSource(format!(
+            "kustomize.version {wanted:?} is not available: Ferry builds with kustomize {have}"
+        )))
+    }
 }
 
 fn list_field<'m>(
@@ -395,14 +476,19 @@ mod tests {
             patches: vec![
                 json!({"patch": "- op: remove\n  path: /x", "target": {"kind": "Deployment"}}),
             ],
+            force_common_labels: true,
             ..Default::default()
         };
-        apply(
-            &mut k,
-            &opts,
-            &[("ARGOCD_APP_REVISION".into(), "abc".into())],
-        )
-        .unwrap();
+        let env = [("ARGOCD_APP_REVISION".to_string(), "abc".to_string())];
+        let dir = Path::new("/nonexistent");
+        // Without forceCommonLabels a label the kustomization sets is an error, as in Argo CD.
+        let unforced = KustomizeSource {
+            force_common_labels: false,
+            ..opts.clone()
+        };
+        let err = apply(&mut k.clone(), &unforced, &env, dir).unwrap_err();
+        assert!(err.starts_with("label a already in kustomization file"), "{err}");
+        apply(&mut k, &opts, &env, dir).unwrap();
         let k = Value::Object(k);
         assert_eq!(k["namePrefix"], "p-");
         assert_eq!(k["namespace"], "ns");
@@ -415,5 +501,32 @@ mod tests {
         assert_eq!(k["components"], json!(["../comp"]));
         assert_eq!(k["patches"][0]["target"]["kind"], "Deployment");
         assert_eq!(k["resources"], json!(["../base"]));
+    }
+
+    #[test]
+    fn labels_without_selector_annotation_envsubst_and_missing_components() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("present")).unwrap();
+        let mut k = Map::new();
+        let opts = KustomizeSource {
+            common_labels: [("team".to_string(), "a".to_string())].into(),
+            label_without_selector: true,
+            label_include_templates: true,
+            common_annotations: [("rev".to_string(), "$ARGOCD_APP_REVISION".to_string())].into(),
+            common_annotations_envsubst: true,
+            components: vec!["present".into(), "missing".into()],
+            ignore_missing_components: true,
+            ..Default::default()
+        };
+        let env = [("ARGOCD_APP_REVISION".to_string(), "abc".to_string())];
+        apply(&mut k, &opts, &env, t.path()).unwrap();
+        let k = Value::Object(k);
+        assert_eq!(
+            k["labels"],
+            json!([{"pairs": {"team": "a"}, "includeSelectors": false, "includeTemplates": true}])
+        );
+        assert!(k.get("commonLabels").is_none());
+        assert_eq!(k["commonAnnotations"], json!({"rev": "abc"}));
+        assert_eq!(k["components"], json!(["present"]));
     }
 }

@@ -243,6 +243,12 @@ fn helm_is_zero(h: &HelmSource) -> bool {
         && !h.ignore_missing_value_files
         && !h.pass_credentials
         && h.namespace.as_deref().is_none_or(str::is_empty)
+        && h.file_parameters.is_empty()
+        && !h.skip_schema_validation
+        && !h.skip_tests
+        && h.version.as_deref().is_none_or(str::is_empty)
+        && h.kube_version.as_deref().is_none_or(str::is_empty)
+        && h.api_versions.is_empty()
 }
 
 pub(crate) fn kustomize_is_zero(k: &KustomizeSource) -> bool {
@@ -255,6 +261,13 @@ pub(crate) fn kustomize_is_zero(k: &KustomizeSource) -> bool {
         && k.patches.is_empty()
         && k.components.is_empty()
         && k.replicas.is_empty()
+        && !k.force_common_labels
+        && !k.force_common_annotations
+        && !k.common_annotations_envsubst
+        && !k.label_without_selector
+        && !k.label_include_templates
+        && !k.ignore_missing_components
+        && k.version.as_deref().is_none_or(str::is_empty)
 }
 
 fn directory_is_zero(d: &DirectorySource) -> bool {
