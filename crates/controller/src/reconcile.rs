@@ -667,6 +667,29 @@ impl Controller {
     ) -> Result<Comparison, Stop> {
         let app_name = app.name_any();
         let t0 = Instant::now();
+        // Fields Ferry does not implement are refused by name, never ignored.
+        let unsupported = app.unsupported_fields();
+        if !unsupported.is_empty() {
+            return Err(stop(
+                "InvalidSpecError",
+                format!(
+                    "fields Ferry does not support: {} (see docs/compatibility.md)",
+                    unsupported.join(", ")
+                ),
+            ));
+        }
+        if let Some(op) = op {
+            let unsupported = op.unsupported_fields();
+            if !unsupported.is_empty() {
+                return Err(stop(
+                    "InvalidSpecError",
+                    format!(
+                        "operation fields Ferry does not support: {} (see docs/compatibility.md)",
+                        unsupported.join(", ")
+                    ),
+                ));
+            }
+        }
         let instance = tracking::app_instance_name(
             &app.namespace().unwrap_or_default(),
             &app_name,
@@ -679,6 +702,16 @@ impl Controller {
                 format!("application references project {project_name} which does not exist"),
             )
         })?;
+        let unsupported = project.spec.unsupported_fields();
+        if !unsupported.is_empty() {
+            return Err(stop(
+                "InvalidSpecError",
+                format!(
+                    "project {project_name} uses fields Ferry does not support: {} (see docs/compatibility.md)",
+                    unsupported.join(", ")
+                ),
+            ));
+        }
         let app_ns = app.namespace().unwrap_or_default();
         if app_ns != self.cfg.namespace
             && !crate::namespace_allowed(&project.spec.source_namespaces, &app_ns)
@@ -1502,6 +1535,7 @@ impl Controller {
             }),
             initiated_by: Some(json!({ "automated": true })),
             retry: app.spec.sync_policy.as_ref().and_then(|p| p.retry.clone()),
+            ..Operation::default()
         };
         Decision::Sync {
             operation: Box::new(operation),

@@ -53,6 +53,7 @@ impl Application {
             .sync_policy
             .as_ref()
             .and_then(|p| p.automated.as_ref())
+            .filter(|a| a.enabled != Some(false))
     }
 
     pub fn project(&self) -> &str {
@@ -89,6 +90,12 @@ pub struct ApplicationSpec {
     pub ignore_differences: Vec<IgnoreDifferences>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision_history_limit: Option<i64>,
+    /// Free-form `{name, value}` entries shown with the app; Ferry keeps and serves them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub info: Vec<Value>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -124,6 +131,9 @@ pub struct ApplicationSource {
     pub kustomize: Option<KustomizeSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginSource>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 impl ApplicationSource {
@@ -151,6 +161,9 @@ pub struct DirectorySource {
     pub exclude: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jsonnet: Option<JsonnetSource>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 /// `directory.jsonnet`: how `*.jsonnet` files in a directory source are evaluated.
@@ -164,6 +177,9 @@ pub struct JsonnetSource {
     /// Library search paths, relative to the repository root.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub libs: Vec<String>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 impl JsonnetSource {
@@ -182,6 +198,9 @@ pub struct JsonnetVar {
     pub value: String,
     #[serde(default)]
     pub code: bool,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -221,6 +240,9 @@ pub struct HelmSource {
     /// Overrides the destination's API versions for `--api-versions`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_versions: Vec<String>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -230,6 +252,9 @@ pub struct HelmFileParameter {
     pub name: String,
     #[serde(default)]
     pub path: String,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -241,6 +266,9 @@ pub struct HelmParameter {
     pub value: String,
     #[serde(default)]
     pub force_string: bool,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -283,6 +311,9 @@ pub struct KustomizeSource {
     /// The kustomize version to build with; must be the one Ferry ships.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -294,6 +325,9 @@ pub struct PluginSource {
     pub env: Vec<EnvEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parameters: Vec<Value>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -301,6 +335,9 @@ pub struct EnvEntry {
     pub name: String,
     #[serde(default)]
     pub value: String,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -314,6 +351,9 @@ pub struct SyncPolicy {
     pub retry: Option<RetryStrategy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_namespace_metadata: Option<ManagedNamespaceMetadata>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -325,6 +365,12 @@ pub struct Automated {
     pub self_heal: bool,
     #[serde(default)]
     pub allow_empty: bool,
+    /// `false` turns automation off while keeping its settings (Argo CD 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -334,6 +380,9 @@ pub struct RetryStrategy {
     pub limit: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -345,6 +394,9 @@ pub struct Backoff {
     pub factor: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<String>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -353,6 +405,9 @@ pub struct ManagedNamespaceMetadata {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -372,6 +427,9 @@ pub struct IgnoreDifferences {
     pub jq_path_expressions: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_fields_managers: Vec<String>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 /// The parsed `syncOptions` list (`Name=value` strings).
@@ -434,6 +492,9 @@ pub struct Operation {
     pub initiated_by: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryStrategy>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -457,6 +518,9 @@ pub struct SyncOperation {
     pub source: Option<ApplicationSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<ApplicationSource>>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -470,6 +534,9 @@ pub struct SyncOperationResource {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

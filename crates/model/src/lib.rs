@@ -1,8 +1,9 @@
 //! model: the API types Ferry serves (Argo CD Application and AppProject, Flux image automation) and their CRDs.
 //!
 //! Fields follow Argo CD's names exactly so existing YAML deserializes
-//! unchanged. Unknown fields are tolerated: the CRDs preserve them, and Ferry
-//! only ever writes `status` (by merge patch), never the whole object.
+//! unchanged. Unknown fields are kept (each struct's flattened `unknown`) and
+//! reported by `unsupported_fields`, so Ferry never acts as if a field it does
+//! not implement were absent; it only ever writes `status`, never the whole object.
 
 mod application;
 pub mod crds;
@@ -12,6 +13,7 @@ mod project;
 pub mod settings;
 mod sync_window;
 pub mod tracking;
+mod unsupported;
 
 pub use application::*;
 pub use duration::parse_go_duration;

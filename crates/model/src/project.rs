@@ -1,5 +1,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// `argoproj.io/v1alpha1` AppProject.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -38,10 +40,12 @@ impl AppProject {
                     server: Some("*".into()),
                     name: None,
                     namespace: Some("*".into()),
+                    ..Default::default()
                 }],
                 cluster_resource_whitelist: vec![GroupKind {
                     group: "*".into(),
                     kind: "*".into(),
+                    ..Default::default()
                 }],
                 ..AppProjectSpec::default()
             },
@@ -84,6 +88,9 @@ pub struct AppProjectSpec {
     /// When automated and manual syncs may run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sync_windows: Vec<crate::SyncWindow>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -101,6 +108,9 @@ pub struct ProjectRole {
     /// Tokens issued for the role; one that is not listed here is revoked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jwt_tokens: Vec<JwtToken>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -120,6 +130,9 @@ pub struct ProjectDestination {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -128,6 +141,9 @@ pub struct GroupKind {
     pub group: String,
     #[serde(default)]
     pub kind: String,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 /// Why a project refuses something; the text is what users see in the condition.
@@ -340,10 +356,12 @@ mod tests {
                 server: Some("*".into()),
                 name: None,
                 namespace: Some("team-*".into()),
+                ..Default::default()
             }],
             namespace_resource_blacklist: vec![GroupKind {
                 group: "".into(),
                 kind: "ResourceQuota".into(),
+                ..Default::default()
             }],
             ..Default::default()
         };
@@ -373,6 +391,7 @@ mod tests {
             server: server.map(str::to_string),
             name: name.map(str::to_string),
             namespace: Some(ns.to_string()),
+            ..Default::default()
         };
         // Everything but kube-system.
         let p = AppProjectSpec {

@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -36,6 +38,9 @@ pub struct SyncWindow {
     /// All configured lists must match, instead of any.
     #[serde(default, rename = "andOperator")]
     pub use_and_operator: bool,
+    /// Fields this struct does not know, kept so they are reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 /// The verdict for one app at one instant.

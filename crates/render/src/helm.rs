@@ -311,6 +311,7 @@ mod tests {
             name: name.into(),
             value: value.into(),
             force_string,
+            ..Default::default()
         };
         let helm = HelmSource {
             parameters: vec![

@@ -189,6 +189,7 @@ fn jsonnet_var(name: &str, value: &str, code: bool) -> JsonnetVar {
         name: name.into(),
         value: value.into(),
         code,
+        ..Default::default()
     }
 }
 
@@ -615,16 +616,19 @@ fn helm_values_parameters_and_release_name() {
                     name: "image.tag".into(),
                     value: "1.2.3".into(),
                     force_string: true,
+                    ..Default::default()
                 },
                 HelmParameter {
                     name: "env".into(),
                     value: "rev-$ARGOCD_APP_REVISION_SHORT".into(),
                     force_string: false,
+                    ..Default::default()
                 },
                 HelmParameter {
                     name: "list".into(),
                     value: "{a,b}".into(),
                     force_string: false,
+                    ..Default::default()
                 },
             ],
             release_name: Some("custom".into()),
@@ -856,8 +860,10 @@ fn with_plugin(path: &str, name: Option<&str>) -> ApplicationSource {
         env: vec![EnvEntry {
             name: "FOO".into(),
             value: "bar-$ARGOCD_APP_NAME".into(),
+            ..Default::default()
         }],
         parameters: vec![serde_json::json!({"name": "mode", "string": "fast"})],
+        ..Default::default()
     });
     s
 }
@@ -960,8 +966,10 @@ fn plugin_failure_shows_stderr_but_not_env_values() {
         env: vec![EnvEntry {
             name: "TOKEN".into(),
             value: "s3cr3t-value".into(),
+            ..Default::default()
         }],
         parameters: vec![],
+        ..Default::default()
     });
     let err = run_with(
         t.path(),
@@ -990,8 +998,10 @@ fn hanging_plugin_is_killed_at_the_timeout() {
         env: vec![EnvEntry {
             name: "PIDFILE".into(),
             value: pid_file.display().to_string(),
+            ..Default::default()
         }],
         parameters: vec![],
+        ..Default::default()
     });
     let o = Opts {
         plugins: vec![p],

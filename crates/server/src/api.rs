@@ -615,11 +615,7 @@ pub async fn sync_app(
         if !same {
             // Syncing something other than what the spec tracks is an override.
             st.enforce(&p, "applications", "override", &app_object(&a))?;
-            if a.spec
-                .sync_policy
-                .as_ref()
-                .is_some_and(|s| s.automated.is_some())
-            {
+            if a.automated().is_some() {
                 return Err(ApiError::bad_request(format!(
                     "cannot sync to {r}: auto-sync is set to {target}; turn it off first (`ferry app set {name} --sync-policy none`)"
                 )));
@@ -654,11 +650,7 @@ pub async fn rollback_app(
 ) -> ApiResult<Json<Value>> {
     let a = st.live_app(&name).await?;
     st.enforce(&p, "applications", "rollback", &app_object(&a))?;
-    if a.spec
-        .sync_policy
-        .as_ref()
-        .is_some_and(|s| s.automated.is_some())
-    {
+    if a.automated().is_some() {
         return Err(ApiError::bad_request(format!(
             "rollback cannot be initiated when auto-sync is enabled: `ferry app set {name} --sync-policy none` first"
         )));
