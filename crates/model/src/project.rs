@@ -115,6 +115,7 @@ pub struct ProjectRole {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct JwtToken {
+    #[serde(default)]
     pub iat: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,

@@ -35,6 +35,8 @@ pub struct SyncWindow {
     /// IANA zone the schedule is read in; UTC when empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub time_zone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// All configured lists must match, instead of any.
     #[serde(default, rename = "andOperator")]
     pub use_and_operator: bool,
