@@ -917,7 +917,17 @@ async fn get(client: &Client, args: GetArgs) -> Result<()> {
     };
     let app = get_app(client, &args.name, refresh).await?;
     match args.output.as_str() {
-        "wide" => print!("{}", report(&app, args.show_operation, false)),
+        "wide" => {
+            let mut shown = report(&app, args.show_operation, false);
+            // Argo CD's "Sync Window:" line, when the project has windows for the app.
+            let windows = client
+                .get(&format!("{API}/{}/syncwindows", seg(&args.name)), &[])
+                .await?;
+            if !array(&windows, "/assignedWindows").is_empty() {
+                shown = with_sync_window(&shown, text(&windows, "/state"));
+            }
+            print!("{shown}")
+        }
         f => print!("{}", output::structured(&app, f)?),
     }
     Ok(())
@@ -1131,6 +1141,19 @@ fn summary(app: &Value) -> String {
         s += &field("Health Status", &format!("{health} ({msg})"));
     }
     s
+}
+
+/// Inserts `Sync Window: <state>` after the Sync Policy line.
+fn with_sync_window(report: &str, state: &str) -> String {
+    let mut out = String::with_capacity(report.len() + 40);
+    for line in report.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("Sync Policy:") {
+            out.push_str(&field("Sync Window", state));
+        }
+    }
+    out
 }
 
 fn fmt_duration(secs: i64) -> String {

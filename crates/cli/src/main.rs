@@ -8,6 +8,7 @@ mod dev;
 mod image;
 mod login;
 mod output;
+mod proj;
 mod render;
 mod server;
 mod vela;
@@ -67,6 +68,13 @@ enum Command {
         #[command(subcommand)]
         command: login::AccountCommand,
     },
+    /// Manage projects (sync windows)
+    Proj {
+        #[command(flatten)]
+        opts: client::ClientOpts,
+        #[command(subcommand)]
+        command: proj::ProjCommand,
+    },
     /// Manage applications
     App {
         #[command(flatten)]
@@ -108,6 +116,7 @@ async fn main() -> ExitCode {
         Command::Login(args) => login::login(args).await,
         Command::Logout(args) => login::logout(args),
         Command::Account { opts, command } => login::account(opts, command).await,
+        Command::Proj { opts, command } => proj::run(opts, command).await,
         Command::App { opts, command } => {
             // `app diff` picks its own exit codes (0 same, 1 differs, 2 error).
             return match app::run(opts, *command).await {

@@ -21,7 +21,7 @@ fn out(o: &Output) -> String {
 
 #[test]
 fn policy_command_answers_offline() {
-    // Seed 004's pessimistic constraint: 1.x from 1.1 on, never 2.
+    // Seed 004's `~> 1.1`, read as Flux reads it (Masterminds: the same as `~1.1`).
     let o = ferry(
         &[
             "image",
@@ -34,7 +34,7 @@ fn policy_command_answers_offline() {
         None,
     );
     assert!(o.status.success(), "{o:?}");
-    assert_eq!(out(&o), "v1.9.0");
+    assert_eq!(out(&o), "1.1.2");
 
     // Seed 001's filter from stdin; the feature branch and a signature are ignored.
     let tags = "master-abc1234-1700000000\nmaster-abc1234-1700000001\nfeature-x-1800000000\nmaster-abc1234-1700000002.sig\n";

@@ -105,6 +105,8 @@ pub(crate) struct Comparison {
     /// The app's ignoreDifferences plus argocd-cm's, as compared.
     ignores: Vec<IgnoreDifferences>,
     settings: Arc<ResourceSettings>,
+    /// Extraneous live objects marked `IgnoreExtraneous`.
+    ignored_extraneous: HashSet<ObjectKey>,
 }
 
 impl Comparison {
@@ -267,6 +269,16 @@ impl Controller {
                                 {
                                     o.retry_count + 1
                                 }
+                                // A requested operation being retried: the same
+                                // operation, still pending, after a failed attempt.
+                                Some(o)
+                                    if !automated
+                                        && o.phase == "Running"
+                                        && o.operation == operation
+                                        && o.message.starts_with(RETRYING) =>
+                                {
+                                    o.retry_count
+                                }
                                 _ => 0,
                             };
                             tracing::info!(app = %name, "sync started");
@@ -318,8 +330,32 @@ impl Controller {
                             });
                             if !outcome.succeeded {
                                 set_condition(&mut st, "SyncError", &outcome.message);
-                                if let Some(delay) = retry_delay(&app, retry_count) {
-                                    next = next.min(delay);
+                                let policy = if automated {
+                                    app.spec.sync_policy.as_ref().and_then(|p| p.retry.as_ref())
+                                } else {
+                                    operation.retry.as_ref()
+                                };
+                                let attempt = retry_count + 1;
+                                match policy.and_then(|p| retry_delay(p, attempt)) {
+                                    // A requested operation stays pending until it
+                                    // succeeds or its retries run out, as in Argo CD.
+                                    Some(delay) if !automated && !dry_run => {
+                                        if let Some(os) = st.operation_state.as_mut() {
+                                            os.phase = "Running".into();
+                                            // finishedAt keeps the failed attempt's
+                                            // end: the next one waits from there.
+                                            os.retry_count = attempt;
+                                            os.message = format!(
+                                                "{RETRYING} #{attempt} in {}s: {}",
+                                                delay.as_secs(),
+                                                outcome.message
+                                            );
+                                        }
+                                        ran_op = false;
+                                        next = next.min(delay);
+                                    }
+                                    Some(delay) => next = next.min(delay),
+                                    None => {}
                                 }
                             }
                             // The apply responses are the live state now; only a
@@ -679,7 +715,15 @@ impl Controller {
             ));
         }
         if let Some(op) = op {
-            let unsupported = op.unsupported_fields();
+            let mut unsupported = op.unsupported_fields();
+            if let Some(sync_op) = &op.sync {
+                unsupported.extend(
+                    SyncOptions::parse(&sync_op.sync_options)
+                        .unsupported
+                        .into_iter()
+                        .map(|o| format!("operation.sync.syncOptions {o}")),
+                );
+            }
             if !unsupported.is_empty() {
                 return Err(stop(
                     "InvalidSpecError",
@@ -903,13 +947,44 @@ impl Controller {
         let mut resources: Vec<Resource> = Vec::new();
         let mut seen = HashSet::new();
         let app_opts = app.sync_options();
+        if !app_opts.unsupported.is_empty() {
+            return Err(stop(
+                "InvalidSpecError",
+                format!(
+                    "spec.syncPolicy.syncOptions Ferry does not support: {} (see docs/compatibility.md)",
+                    app_opts.unsupported.join(", ")
+                ),
+            ));
+        }
         for mut obj in objects {
             let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
             let kind = obj["kind"].as_str().unwrap_or_default().to_string();
             let group = group_of(&api_version).to_string();
+            let mut options = app_opts.clone();
+            if let Some(o) = plan::annotation(&obj, annotations::SYNC_OPTIONS) {
+                options.apply(
+                    &o.split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect::<Vec<_>>(),
+                );
+            }
+            if !options.unsupported.is_empty() {
+                return Err(stop(
+                    "InvalidSpecError",
+                    format!(
+                        "{kind} {}: sync options Ferry does not support: {}",
+                        obj.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default(),
+                        options.unsupported.join(", ")
+                    ),
+                ));
+            }
             let resolved = match conn.resolve(&api_version, &kind).await {
                 Ok(r) => Some(r),
                 Err(_) if crd_kinds.contains(&(group.clone(), kind.clone())) => None,
+                // The kind may be served by the time the sync applies it.
+                Err(_) if options.skip_dry_run_on_missing_resource => None,
                 Err(e) => {
                     return Err(stop(
                         "ComparisonError",
@@ -989,14 +1064,6 @@ impl Controller {
                 );
             }
             diff::default_list_map_keys(&mut obj);
-            let mut options = app_opts.clone();
-            if let Some(o) = plan::annotation(&obj, annotations::SYNC_OPTIONS) {
-                options.apply(
-                    &o.split(',')
-                        .map(|s| s.trim().to_string())
-                        .collect::<Vec<_>>(),
-                );
-            }
             if !seen.insert(key.clone()) {
                 continue;
             }
@@ -1143,6 +1210,7 @@ impl Controller {
         kinds.dedup();
         let desired_keys: HashSet<ObjectKey> = resources.iter().map(|r| r.key.clone()).collect();
         let mut prune = Vec::new();
+        let mut ignored_extraneous = HashSet::new();
         for (av, kind) in kinds {
             let Ok(res) = conn.resolve(&av, &kind).await else {
                 continue;
@@ -1179,7 +1247,15 @@ impl Controller {
                             .collect::<Vec<_>>(),
                     );
                 }
-                synced = false;
+                // `IgnoreExtraneous`: listed and prunable, but the app's sync
+                // status does not depend on it.
+                let extraneous_ok = plan::annotation(&live, annotations::COMPARE_OPTIONS)
+                    .is_some_and(|c| c.split(',').any(|x| x.trim() == "IgnoreExtraneous"));
+                if extraneous_ok {
+                    ignored_extraneous.insert(key.clone());
+                } else {
+                    synced = false;
+                }
                 statuses.push(ResourceStatus {
                     group: key.group.clone(),
                     version: av.rsplit('/').next().unwrap_or_default().to_string(),
@@ -1200,6 +1276,8 @@ impl Controller {
                     resolved: res.clone(),
                     version: av.rsplit('/').next().unwrap_or_default().to_string(),
                     disabled: !o.prune,
+                    wave: plan::wave(&live),
+                    prune_last: o.prune_last || app_opts.prune_last,
                 });
             }
         }
@@ -1225,6 +1303,7 @@ impl Controller {
             empty_render,
             ignores: ignores.clone(),
             settings,
+            ignored_extraneous,
         })
     }
 
@@ -1341,10 +1420,10 @@ impl Controller {
                 );
             }
         }
-        c.synced = c
-            .statuses
-            .iter()
-            .all(|s| s.status.as_deref() == Some("Synced") && !s.requires_pruning);
+        c.synced = c.statuses.iter().all(|s| {
+            (s.status.as_deref() == Some("Synced") && !s.requires_pruning)
+                || (s.requires_pruning && c.ignored_extraneous.contains(&key_of(s)))
+        });
         let healths: Vec<HealthStatus> = c
             .statuses
             .iter()
@@ -1440,6 +1519,26 @@ impl Controller {
         st: &ApplicationStatus,
     ) -> Decision {
         if let Some(op) = op {
+            // A retried operation waits out its backoff; our own status write
+            // re-queues the app at once.
+            if let Some(last) = st.operation_state.as_ref().filter(|o| {
+                o.phase == "Running" && o.message.starts_with(RETRYING) && o.operation == *op
+            }) && let Some(delay) = op
+                .retry
+                .as_ref()
+                .and_then(|r| retry_delay(r, last.retry_count))
+            {
+                let failed_at = last
+                    .finished_at
+                    .as_ref()
+                    .map(|t| t.0.as_second())
+                    .unwrap_or(0);
+                let due = failed_at + delay.as_secs() as i64;
+                let now_s = k8s_openapi::jiff::Timestamp::now().as_second();
+                if now_s < due {
+                    return Decision::Later(Duration::from_secs((due - now_s) as u64));
+                }
+            }
             let s = op.sync.clone().unwrap_or_default();
             return Decision::Sync {
                 operation: Box::new(op.clone()),
@@ -1494,7 +1593,8 @@ impl Controller {
             });
             if same_target {
                 if last.phase == "Failed" {
-                    match retry_delay(app, last.retry_count + 1) {
+                    let policy = app.spec.sync_policy.as_ref().and_then(|p| p.retry.as_ref());
+                    match policy.and_then(|p| retry_delay(p, last.retry_count + 1)) {
                         None => return Decision::None,
                         Some(d) => {
                             let finished = last
@@ -1871,12 +1971,11 @@ enum Decision {
     },
 }
 
-fn retry_delay(app: &Application, attempt: i64) -> Option<Duration> {
-    let retry = app
-        .spec
-        .sync_policy
-        .as_ref()
-        .and_then(|p| p.retry.as_ref())?;
+/// How a retried operation's message starts, while it waits for its next attempt.
+const RETRYING: &str = "Retrying attempt";
+
+/// The wait before retry `attempt` (1-based), or None when the limit is reached.
+fn retry_delay(retry: &RetryStrategy, attempt: i64) -> Option<Duration> {
     if retry.limit >= 0 && attempt > retry.limit {
         return None;
     }

@@ -747,3 +747,210 @@ fn regex_escape(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn a_manual_sync_with_retry_is_retried_with_backoff_until_the_limit() {
+    let h = harness("retry").await;
+    // A PreSync hook that always fails: every attempt fails the same way.
+    let repo = new_repo(
+        "retry",
+        &[
+            (
+                "cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-hook\ndata:\n  k: v\n",
+            ),
+            (
+                "hook.yaml",
+                "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\n  annotations:\n    argocd.argoproj.io/hook: PreSync\n    argocd.argoproj.io/hook-delete-policy: BeforeHookCreation\nspec:\n  backoffLimit: 0\n  template:\n    metadata:\n      annotations:\n        testenv.ferry.dev/exit-code: \"1\"\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: m\n        image: busybox\n",
+            ),
+        ],
+    );
+    h.apply_app(app(
+        "retry",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({}),
+    ))
+    .await;
+    h.wait_app("retry", "compared", |a| sync_status(a) == "OutOfSync")
+        .await;
+    let patch = json!({ "operation": {
+        "sync": { "revision": "main" },
+        "initiatedBy": { "username": "test" },
+        "retry": { "limit": 2, "backoff": { "duration": "1s", "factor": 2, "maxDuration": "5s" } },
+    } });
+    h.apps()
+        .patch("retry", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let retrying = h
+        .wait_app("retry", "a retry pending", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.operation_state.as_ref())
+                .is_some_and(|o| {
+                    o.phase == "Running" && o.message.starts_with("Retrying attempt #1")
+                })
+        })
+        .await;
+    assert!(
+        retrying.operation.is_some(),
+        "the operation stays while retries remain"
+    );
+    let failed = h
+        .wait_app("retry", "retries exhausted", |a| op_phase(a) == "Failed")
+        .await;
+    let os = failed.status.unwrap().operation_state.unwrap();
+    assert_eq!(os.retry_count, 2, "{os:?}");
+    assert!(os.message.contains("migrate"), "{}", os.message);
+    assert!(failed.operation.is_none(), "the operation is done");
+    assert!(configmap(&h, "after-hook").await.is_none());
+}
+
+#[tokio::test]
+async fn prunes_go_in_reverse_wave_order_with_prune_last_last_and_ignore_extraneous_keeps_synced() {
+    let h = harness("pruneorder").await;
+    let cm = |name: &str, wave: i64, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  annotations:\n    argocd.argoproj.io/sync-wave: \"{wave}\"{extra}\ndata:\n  k: v\n"
+        )
+    };
+    let repo = new_repo(
+        "pruneorder",
+        &[
+            ("keep.yaml", &cm("keep", 0, "")),
+            ("w1.yaml", &cm("wave-one", 1, "")),
+            ("w5.yaml", &cm("wave-five", 5, "")),
+            (
+                "last.yaml",
+                &cm(
+                    "last",
+                    9,
+                    "\n    argocd.argoproj.io/sync-options: PruneLast=true",
+                ),
+            ),
+        ],
+    );
+    let url = h.env.git.file_url(&repo);
+    h.apply_app(app("pruneorder", &url, ".", &h.dest, json!({})))
+        .await;
+    h.wait_app("pruneorder", "compared", |a| sync_status(a) == "OutOfSync")
+        .await;
+    request_sync(&h, "pruneorder").await;
+    h.wait_synced_healthy("pruneorder").await;
+
+    commit(&repo, &[("keep.yaml", &cm("keep", 0, ""))]);
+    h.refresh("pruneorder").await;
+    h.wait_app("pruneorder", "three to prune", |a| {
+        a.status
+            .as_ref()
+            .is_some_and(|s| s.resources.iter().filter(|r| r.requires_pruning).count() == 3)
+    })
+    .await;
+    let patch = json!({ "operation": { "sync": { "revision": "main", "prune": true }, "initiatedBy": { "username": "test" } } });
+    h.apps()
+        .patch("pruneorder", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    // The first sync's state says Succeeded too: wait for the pruning one.
+    let a = h
+        .wait_app("pruneorder", "the prune sync", |a| {
+            op_phase(a) == "Succeeded"
+                && a.status
+                    .as_ref()
+                    .and_then(|s| s.operation_state.as_ref())
+                    .and_then(|o| o.operation.sync.as_ref())
+                    .is_some_and(|s| s.prune)
+        })
+        .await;
+    let pruned: Vec<String> = a
+        .status
+        .unwrap()
+        .operation_state
+        .unwrap()
+        .sync_result
+        .unwrap()
+        .resources
+        .iter()
+        .filter(|r| r.status == "Pruned")
+        .map(|r| r.name.clone())
+        .collect();
+    assert_eq!(pruned, ["wave-five", "wave-one", "last"]);
+
+    // An extraneous object marked IgnoreExtraneous does not make the app OutOfSync.
+    let mut extra = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "generated", "namespace": h.dest, "annotations": {
+            "argocd.argoproj.io/tracking-id": format!("pruneorder:/ConfigMap:{}/generated", h.dest),
+            "argocd.argoproj.io/compare-options": "IgnoreExtraneous",
+        } },
+        "data": { "k": "v" },
+    });
+    h.apply(extra.clone()).await;
+    h.refresh("pruneorder").await;
+    let a = h
+        .wait_app("pruneorder", "the extraneous object listed", |a| {
+            a.status.as_ref().is_some_and(|s| {
+                s.resources
+                    .iter()
+                    .any(|r| r.name == "generated" && r.requires_pruning)
+            })
+        })
+        .await;
+    assert_eq!(sync_status(&a), "Synced");
+    // Without the annotation it is drift again.
+    extra["metadata"]["annotations"]["argocd.argoproj.io/compare-options"] = json!("");
+    h.apply(extra).await;
+    h.refresh("pruneorder").await;
+    h.wait_app("pruneorder", "OutOfSync without IgnoreExtraneous", |a| {
+        sync_status(a) == "OutOfSync"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fields_and_sync_options_ferry_does_not_implement_are_refused_by_name() {
+    let h = harness("unsupported").await;
+    let repo = new_repo(
+        "unsupported",
+        &[(
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: never\ndata:\n  k: v\n",
+        )],
+    );
+    let url = h.env.git.file_url(&repo);
+    let mut field = app("field", &url, ".", &h.dest, automated());
+    field["spec"]["source"]["helm"] = json!({ "valueFiles": [], "fancyNewOption": true });
+    field["spec"]["sourceHydrator"] = json!({ "drySource": { "repoURL": url } });
+    h.apply_app(field).await;
+    let mut option = app("option", &url, ".", &h.dest, automated());
+    option["spec"]["syncPolicy"]["syncOptions"] = json!(["RespectIgnoreDifferences=true"]);
+    h.apply_app(option).await;
+
+    let a = h
+        .wait_app("field", "InvalidSpecError", |a| {
+            conditions(a).contains("InvalidSpecError")
+        })
+        .await;
+    let msg = conditions(&a);
+    assert!(
+        msg.contains("fields Ferry does not support: ")
+            && msg.contains("spec.source.helm.fancyNewOption")
+            && msg.contains("spec.sourceHydrator"),
+        "{msg}"
+    );
+    let a = h
+        .wait_app("option", "InvalidSpecError", |a| {
+            conditions(a).contains("InvalidSpecError")
+        })
+        .await;
+    assert!(
+        conditions(&a)
+            .contains("syncOptions Ferry does not support: RespectIgnoreDifferences=true"),
+        "{}",
+        conditions(&a)
+    );
+    a_few_passes().await;
+    assert!(configmap(&h, "never").await.is_none());
+}

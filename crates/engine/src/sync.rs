@@ -42,6 +42,10 @@ pub struct PruneTarget {
     /// The live object's uid when the prune was decided: a recreated object
     /// of the same name is not deleted.
     pub uid: Option<String>,
+    /// The live object's sync wave: prunes go in reverse wave order.
+    pub wave: i64,
+    /// `PruneLast=true` (on the object or the app): pruned after every other prune.
+    pub prune_last: bool,
 }
 
 pub struct SyncRequest<'a> {
@@ -447,14 +451,41 @@ pub async fn apply(
         return match existing {
             Some(live) => {
                 obj.metadata.resource_version = live.metadata.resource_version;
-                let o = api
-                    .replace(&r.key.name, &pp, &obj)
-                    .await
-                    .map_err(|e| api_message(&e))?;
-                Ok((
-                    format!("{} replaced", lower(&r.key.kind)),
-                    Some(to_value(&o, &resolved)),
-                ))
+                match api.replace(&r.key.name, &pp, &obj).await {
+                    Ok(o) => Ok((
+                        format!("{} replaced", lower(&r.key.kind)),
+                        Some(to_value(&o, &resolved)),
+                    )),
+                    // `Force=true`: an object that cannot be replaced in place
+                    // (an immutable field changed) is deleted and created, as
+                    // `kubectl replace --force` does.
+                    Err(kube::Error::Api(e)) if r.options.force && e.code == 422 && !dry_run => {
+                        let dp = DeleteParams {
+                            propagation_policy: Some(PropagationPolicy::Foreground),
+                            ..DeleteParams::default()
+                        };
+                        api.delete(&r.key.name, &dp)
+                            .await
+                            .map_err(|e| api_message(&e))?;
+                        let deadline = Instant::now() + Duration::from_secs(60);
+                        while api.get_opt(&r.key.name).await.ok().flatten().is_some() {
+                            if Instant::now() > deadline {
+                                return Err(format!(
+                                    "{} was not deleted within 60s for a forced replace",
+                                    r.key
+                                ));
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        obj.metadata.resource_version = None;
+                        let o = api.create(&pp, &obj).await.map_err(|e| api_message(&e))?;
+                        Ok((
+                            format!("{} replaced (forced)", lower(&r.key.kind)),
+                            Some(to_value(&o, &resolved)),
+                        ))
+                    }
+                    Err(e) => Err(api_message(&e)),
+                }
             }
             None => {
                 let o = api.create(&pp, &obj).await.map_err(|e| api_message(&e))?;
@@ -614,55 +645,115 @@ async fn wait_healthy(
     }
 }
 
+/// Prunes as Argo CD orders it: after the Sync phase, in reverse wave order
+/// (each wave gone before the next starts), `PruneLast` objects last.
 async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
     let mut seen = HashSet::new();
-    for p in &req.prune {
-        if !seen.insert(p.key.clone()) {
-            continue;
+    let mut targets: Vec<&PruneTarget> = req
+        .prune
+        .iter()
+        .filter(|p| seen.insert(p.key.clone()))
+        .collect();
+    targets.sort_by_key(|p| (p.prune_last, std::cmp::Reverse(p.wave)));
+    let mut groups: Vec<Vec<&PruneTarget>> = Vec::new();
+    for t in targets {
+        match groups.last_mut() {
+            Some(g) if (g[0].prune_last, g[0].wave) == (t.prune_last, t.wave) => g.push(t),
+            _ => groups.push(vec![t]),
         }
-        let mut result = ResourceResult {
-            group: p.key.group.clone(),
-            version: p.version.clone(),
-            kind: p.key.kind.clone(),
-            namespace: p.key.namespace.clone(),
-            name: p.key.name.clone(),
-            sync_phase: "Sync".into(),
-            ..ResourceResult::default()
-        };
-        if p.disabled {
-            result.status = "PruneSkipped".into();
-            result.message = "ignored (no prune)".into();
-        } else if !req.prune_enabled {
-            result.status = "PruneSkipped".into();
-            result.message = "ignored (requires pruning)".into();
-        } else if req.dry_run {
-            result.status = "Pruned".into();
-            result.message = "pruned (dry run)".into();
-        } else {
-            match delete_uid(
-                req.conn,
-                &p.resolved,
-                &p.key,
-                &req.options.prune_propagation_policy,
-                p.uid.clone(),
-            )
-            .await
-            {
-                Ok(()) => {
-                    result.status = "Pruned".into();
-                    result.message = "pruned".into();
-                    out.pruned.push(p.key.clone());
-                }
-                Err(e) => {
-                    result.status = "SyncFailed".into();
-                    result.message = e.clone();
-                    out.succeeded = false;
-                    out.message = format!("failed to prune {}: {e}", p.key);
+    }
+    let last_group = groups.len().saturating_sub(1);
+    for (i, group) in groups.into_iter().enumerate() {
+        let mut deleted = Vec::new();
+        for p in group {
+            let mut result = ResourceResult {
+                group: p.key.group.clone(),
+                version: p.version.clone(),
+                kind: p.key.kind.clone(),
+                namespace: p.key.namespace.clone(),
+                name: p.key.name.clone(),
+                sync_phase: "Sync".into(),
+                ..ResourceResult::default()
+            };
+            if p.disabled {
+                result.status = "PruneSkipped".into();
+                result.message = "ignored (no prune)".into();
+            } else if !req.prune_enabled {
+                result.status = "PruneSkipped".into();
+                result.message = "ignored (requires pruning)".into();
+            } else if req.dry_run {
+                result.status = "Pruned".into();
+                result.message = "pruned (dry run)".into();
+            } else {
+                match delete_uid(
+                    req.conn,
+                    &p.resolved,
+                    &p.key,
+                    &req.options.prune_propagation_policy,
+                    p.uid.clone(),
+                )
+                .await
+                {
+                    Ok(()) => {
+                        result.status = "Pruned".into();
+                        result.message = "pruned".into();
+                        out.pruned.push(p.key.clone());
+                        deleted.push(p);
+                    }
+                    Err(e) => {
+                        result.status = "SyncFailed".into();
+                        result.message = e.clone();
+                        out.succeeded = false;
+                        out.message = format!("failed to prune {}: {e}", p.key);
+                    }
                 }
             }
+            out.results.push(result);
         }
-        out.results.push(result);
+        if !out.succeeded {
+            return;
+        }
+        // The next wave's prunes wait until this wave's objects are gone.
+        if i < last_group
+            && let Err(e) = wait_gone(req.conn, &deleted, req.wave_timeout).await
+        {
+            out.succeeded = false;
+            out.message = e;
+            return;
+        }
     }
+}
+
+async fn wait_gone(
+    conn: &ClusterConn,
+    targets: &[&PruneTarget],
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    for p in targets {
+        let api = conn.api(&p.resolved, &p.key.namespace);
+        loop {
+            let still = match api.get_opt(&p.key.name).await {
+                Ok(Some(o)) => p.uid.is_none() || o.metadata.uid == p.uid,
+                Ok(None) => false,
+                Err(e) => {
+                    return Err(format!(
+                        "waiting for {} to be pruned: {}",
+                        p.key,
+                        api_message(&e)
+                    ));
+                }
+            };
+            if !still {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("timed out waiting for {} to be pruned", p.key));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes one object only if it is still the one with `uid`.

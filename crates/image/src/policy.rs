@@ -66,12 +66,8 @@ pub enum Choice {
     /// (e.g. `>=1.0.0-0 <2.0.0`, or Flux's documented `^1.x-0`); within such a
     /// group prereleases are ordered normally (Masterminds v3.4 rule).
     ///
-    /// `~>` is the pessimistic operator with Ruby/Terraform meaning:
-    /// `~> 1` = `>=1.0.0 <2.0.0`, `~> 1.1` = `>=1.1.0 <2.0.0`,
-    /// `~> 1.1.3` = `>=1.1.3 <1.2.0`. Masterminds treats `~>` exactly like `~`,
-    /// which differs only for two components (`~> 1.1` there means
-    /// `<1.2.0`); Ferry deliberately follows the pessimistic meaning because
-    /// that is what people writing `~>` expect.
+    /// `~>` means exactly what `~` means, as in Masterminds (Flux's library),
+    /// so a policy moved from Flux picks the same tag: `~> 1.1` = `>=1.1.0 <1.2.0`.
     Semver { range: String },
     /// `alphabetical.order`.
     Alphabetical { order: Order },
@@ -460,7 +456,6 @@ enum Op {
     Le,
     Tilde,
     Caret,
-    Pessimistic,
 }
 
 /// Which component of a constraint version was a wildcard or left out; the
@@ -579,7 +574,8 @@ impl<'a> Scanner<'a> {
             ("=>", Op::Ge),
             ("<=", Op::Le),
             ("=<", Op::Le),
-            ("~>", Op::Pessimistic),
+            // Masterminds reads `~>` as `~` (not Ruby's pessimistic operator).
+            ("~>", Op::Tilde),
             ("=", Op::Eq),
             (">", Op::Gt),
             ("<", Op::Lt),
@@ -770,14 +766,6 @@ impl Comparator {
             }
             Op::Tilde => self.tilde(v),
             Op::Caret => self.caret(v),
-            Op::Pessimistic => {
-                ord != Ordering::Less
-                    && match self.wildcard {
-                        Wildcard::Major => true,
-                        Wildcard::Minor | Wildcard::Patch => v.major == c.major,
-                        Wildcard::None => v.major == c.major && v.minor == c.minor,
-                    }
-            }
         }
     }
 
@@ -1279,10 +1267,11 @@ mod tests {
     }
 
     #[test]
-    fn pessimistic_operator() {
+    fn tilde_arrow_is_tilde_as_in_flux() {
         let cases: &[(&str, &str, bool)] = &[
             ("~> 1.1", "1.1.0", true),
-            ("~> 1.1", "1.9.3", true),
+            ("~> 1.1", "1.1.9", true),
+            ("~> 1.1", "1.9.3", false),
             ("~> 1.1", "2.0.0", false),
             ("~> 1.1", "1.0.9", false),
             ("~> 1.1.3", "1.1.3", true),
@@ -1292,7 +1281,8 @@ mod tests {
             ("~> 1", "1.0.0", true),
             ("~> 1", "1.99.0", true),
             ("~> 1", "2.0.0", false),
-            ("~>1.1", "1.5.0", true),
+            ("~>1.1", "1.5.0", false),
+            ("~>1.1", "1.1.5", true),
             ("~> 1.1.3-rc.1", "1.1.3-rc.2", true),
             ("~> 1.1.3-rc.1", "1.2.0-rc.1", false),
         ];

@@ -445,6 +445,15 @@ pub struct SyncOptions {
     /// `foreground` (default), `background` or `orphan`.
     pub prune_propagation_policy: String,
     pub prune: bool,
+    /// `Delete=false`: deleting the app leaves this object in place.
+    pub delete: bool,
+    /// `Force=true`: with Replace, a replace that fails is done as delete and create.
+    pub force: bool,
+    /// `SkipDryRunOnMissingResource=true`: a kind the cluster does not serve yet
+    /// is not an error (its CRD may come from elsewhere).
+    pub skip_dry_run_on_missing_resource: bool,
+    /// Options Ferry does not implement, as written: reported, never ignored.
+    pub unsupported: Vec<String>,
 }
 
 impl SyncOptions {
@@ -453,6 +462,7 @@ impl SyncOptions {
             validate: true,
             prune_propagation_policy: "foreground".into(),
             prune: true,
+            delete: true,
             ..SyncOptions::default()
         };
         o.apply(opts);
@@ -477,7 +487,11 @@ impl SyncOptions {
                     self.prune_propagation_policy = v.trim().to_ascii_lowercase()
                 }
                 "Prune" => self.prune = on,
-                _ => {}
+                "Delete" => self.delete = on,
+                "Force" => self.force = on,
+                "SkipDryRunOnMissingResource" => self.skip_dry_run_on_missing_resource = on,
+                "" => {}
+                _ => self.unsupported.push(opt.trim().to_string()),
             }
         }
     }

@@ -3,9 +3,7 @@
 //! these walks name each one by its path, so the controller can refuse the
 //! app (or the operation) with the field named rather than deliver without it.
 
-use crate::{
-    AppProjectSpec, Application, ApplicationSource, Operation, RetryStrategy, SyncPolicy,
-};
+use crate::{AppProjectSpec, Application, ApplicationSource, Operation, RetryStrategy, SyncPolicy};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -87,7 +85,11 @@ impl Application {
             sync_policy(&mut out, "spec.syncPolicy", p);
         }
         for (i, r) in spec.ignore_differences.iter().enumerate() {
-            note(&mut out, &format!("spec.ignoreDifferences[{i}]"), &r.unknown);
+            note(
+                &mut out,
+                &format!("spec.ignoreDifferences[{i}]"),
+                &r.unknown,
+            );
         }
         out
     }
@@ -107,7 +109,11 @@ impl Operation {
                 source(&mut out, &format!("operation.sync.sources[{i}]"), src);
             }
             for (i, r) in s.resources.iter().enumerate() {
-                note(&mut out, &format!("operation.sync.resources[{i}]"), &r.unknown);
+                note(
+                    &mut out,
+                    &format!("operation.sync.resources[{i}]"),
+                    &r.unknown,
+                );
             }
         }
         if let Some(r) = &self.retry {
@@ -128,8 +134,14 @@ impl AppProjectSpec {
         for (field, list) in [
             ("clusterResourceWhitelist", &self.cluster_resource_whitelist),
             ("clusterResourceBlacklist", &self.cluster_resource_blacklist),
-            ("namespaceResourceWhitelist", &self.namespace_resource_whitelist),
-            ("namespaceResourceBlacklist", &self.namespace_resource_blacklist),
+            (
+                "namespaceResourceWhitelist",
+                &self.namespace_resource_whitelist,
+            ),
+            (
+                "namespaceResourceBlacklist",
+                &self.namespace_resource_blacklist,
+            ),
         ] {
             for (i, g) in list.iter().enumerate() {
                 note(&mut out, &format!("spec.{field}[{i}]"), &g.unknown);

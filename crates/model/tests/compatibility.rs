@@ -65,7 +65,10 @@ fn parse_doc(text: &str) -> BTreeMap<String, Vec<Row>> {
     let mut section = None;
     for line in text.lines() {
         if let Some(h) = line.strip_prefix("## ") {
-            section = SECTIONS.iter().find(|s| h.trim() == **s).map(|s| s.to_string());
+            section = SECTIONS
+                .iter()
+                .find(|s| h.trim() == **s)
+                .map(|s| s.to_string());
             continue;
         }
         let Some(section) = &section else { continue };
@@ -126,15 +129,16 @@ fn model_reads(section: &str, path: &str) -> Option<bool> {
         json!([{"name": "x"}]),
     ];
     let paths: Vec<String> = match path.strip_prefix("<source>.") {
-        Some(rest) => vec![format!("spec.source.{rest}"), format!("operation.sync.source.{rest}")],
+        Some(rest) => vec![
+            format!("spec.source.{rest}"),
+            format!("operation.sync.source.{rest}"),
+        ],
         None => vec![path.to_string()],
     };
     let mut verdicts = Vec::new();
     for path in paths {
         let mut verdict = None;
-        let attempts = candidates
-            .iter()
-            .flat_map(|c| [(c, false), (c, true)]);
+        let attempts = candidates.iter().flat_map(|c| [(c, false), (c, true)]);
         for (c, named) in attempts {
             let mut root = Map::new();
             set_path(&mut root, &path, c.clone(), named);
@@ -190,8 +194,7 @@ fn compatibility_page_matches_the_model_and_covers_argo_cd() {
     for section in SECTIONS {
         let rows = doc.entry(section.to_string()).or_default();
         for path in upstream.get(section).into_iter().flatten() {
-            if rows.iter().any(|r| &r.path == path) || covered_by_unsupported_ancestor(rows, path)
-            {
+            if rows.iter().any(|r| &r.path == path) || covered_by_unsupported_ancestor(rows, path) {
                 continue;
             }
             problems.push(format!("{section}: no row for `{path}`"));
@@ -207,7 +210,10 @@ fn compatibility_page_matches_the_model_and_covers_argo_cd() {
         }
         for row in rows.iter_mut() {
             if !["supported", "not supported", "differs"].contains(&row.status.as_str()) {
-                problems.push(format!("{section}: `{}` has status {:?}", row.path, row.status));
+                problems.push(format!(
+                    "{section}: `{}` has status {:?}",
+                    row.path, row.status
+                ));
                 continue;
             }
             let Some(reads) = model_reads(section, &row.path) else {

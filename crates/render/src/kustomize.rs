@@ -174,7 +174,9 @@ fn apply(
             add_pairs(
                 map_field(k, "commonLabels")?,
                 "label",
-                opts.common_labels.iter().map(|(k, v)| (k.clone(), v.clone())),
+                opts.common_labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
                 opts.force_common_labels,
             )?;
         }
@@ -226,7 +228,11 @@ fn add_pairs(
         if !force && m.contains_key(&key) {
             return Err(format!(
                 "{kind} {key} already in kustomization file (set forceCommon{}s to overwrite it)",
-                if kind == "label" { "Label" } else { "Annotation" }
+                if kind == "label" {
+                    "Label"
+                } else {
+                    "Annotation"
+                }
             ));
         }
         m.insert(key, value.into());
@@ -244,8 +250,9 @@ fn check_version(ctx: &Ctx, wanted: &str) -> Result<(), RenderError> {
     let have = text
         .split(|c: char| c.is_whitespace() || c == ':')
         .find(|w| {
-            w.strip_prefix('v')
-                .is_some_and(|rest| rest.split('.').count() == 3 && rest.starts_with(|c: char| c.is_ascii_digit()))
+            w.strip_prefix('v').is_some_and(|rest| {
+                rest.split('.').count() == 3 && rest.starts_with(|c: char| c.is_ascii_digit())
+            })
         })
         .unwrap_or("unknown")
         .to_string();
@@ -487,7 +494,10 @@ mod tests {
             ..opts.clone()
         };
         let err = apply(&mut k.clone(), &unforced, &env, dir).unwrap_err();
-        assert!(err.starts_with("label a already in kustomization file"), "{err}");
+        assert!(
+            err.starts_with("label a already in kustomization file"),
+            "{err}"
+        );
         apply(&mut k, &opts, &env, dir).unwrap();
         let k = Value::Object(k);
         assert_eq!(k["namePrefix"], "p-");

@@ -296,6 +296,44 @@ pub async fn get_app(
     Ok(Json(serde_json::to_value(&*a).unwrap_or_default()))
 }
 
+/// `GET /api/v1/applications/{name}/syncwindows`: the project's windows that
+/// apply to the app, those active now, and whether a manual sync may run
+/// (Argo CD's ApplicationSyncWindowsResponse, plus `state` in its CLI wording).
+pub async fn app_sync_windows(
+    State(st): St,
+    p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let a = st.app(&name).await?;
+    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    let windows = st
+        .ctl
+        .app_project(a.project())
+        .map(|p| p.spec.sync_windows.clone())
+        .unwrap_or_default();
+    let now = chrono::Utc::now();
+    let assigned: Vec<&ferry_model::SyncWindow> = windows
+        .iter()
+        .filter(|w| w.matches(&a.name_any(), &a.spec.destination))
+        .collect();
+    let active: Vec<&&ferry_model::SyncWindow> = assigned
+        .iter()
+        .filter(|w| w.is_active(now).unwrap_or(false))
+        .collect();
+    let verdict = ferry_model::window_verdict(&windows, &a.name_any(), &a.spec.destination, now);
+    let (can_sync, state, error) = match &verdict {
+        Ok(v) => (v.allows(true), v.as_str(), None),
+        Err(e) => (false, "Sync Denied", Some(e.clone())),
+    };
+    Ok(Json(json!({
+        "assignedWindows": assigned,
+        "activeWindows": active,
+        "canSync": can_sync,
+        "state": state,
+        "error": error,
+    })))
+}
+
 #[derive(Deserialize, Default)]
 pub struct UpsertQuery {
     #[serde(default)]
@@ -361,6 +399,16 @@ async fn prepare_app(
             "spec.source or spec.sources is required",
         ));
     }
+    // Refused here rather than stored for the controller to refuse.
+    let unsupported = app.unsupported_fields();
+    if !unsupported.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "fields Ferry does not support: {} (see docs/compatibility.md)",
+            unsupported.join(", ")
+        )));
+    }
+    check_name(app.project())
+        .map_err(|_| ApiError::bad_request(format!("invalid project name {:?}", app.project())))?;
     // The cache may not yet hold a project created a moment ago.
     let known = st.ctl.app_project(app.project()).is_some()
         || Api::<AppProject>::namespaced(st.client.clone(), &st.ns)

@@ -107,6 +107,10 @@ fn router(state: Arc<api::AppState>) -> Router {
                 .delete(api::delete_app),
         )
         .route("/api/v1/applications/{name}/sync", post(api::sync_app))
+        .route(
+            "/api/v1/applications/{name}/syncwindows",
+            get(api::app_sync_windows),
+        )
         .route("/api/v1/oam/applications", get(oam::list))
         .route("/api/v1/oam/applications/{namespace}/{name}", get(oam::get))
         .route(

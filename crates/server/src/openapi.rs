@@ -109,6 +109,14 @@ const OPS: &[Op] = &[
     ),
     (
         "get",
+        "/api/v1/applications/{name}/syncwindows",
+        "The project's sync windows that apply to the app, and whether it may sync now",
+        &[],
+        None,
+        false,
+    ),
+    (
+        "get",
         "/api/v1/applications/{name}/managed-resources",
         "Managed objects with target and live state (the diff)",
         &[],
