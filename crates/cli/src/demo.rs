@@ -118,6 +118,7 @@ pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<Demo> {
             metrics_listen: None,
             cache_dir: env.dir.join("ferry-server-cache"),
             plugin_dirs: vec![],
+            application_namespaces: Vec::new(),
         },
     )
     .await

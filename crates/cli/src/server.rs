@@ -25,6 +25,10 @@ pub struct ServerArgs {
     /// Directories of CMP plugin.yaml files.
     #[arg(long = "plugin-dir")]
     plugin_dirs: Vec<PathBuf>,
+    /// Also serve Applications in these namespaces (comma-separated globs or
+    /// /regex/), as the controller's --application-namespaces.
+    #[arg(long, value_delimiter = ',')]
+    application_namespaces: Vec<String>,
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -37,6 +41,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .cache_dir
             .unwrap_or_else(|| std::env::temp_dir().join("ferry-server-cache")),
         plugin_dirs: args.plugin_dirs,
+        application_namespaces: args.application_namespaces,
     };
     let (started, serve) = ferry_server::start(client, cfg)
         .await

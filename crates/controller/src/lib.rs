@@ -485,7 +485,11 @@ impl Controller {
 
     /// Whether Applications in this app's namespace are served here.
     pub fn serves(&self, app: &Application) -> bool {
-        let ns = app.metadata.namespace.as_deref().unwrap_or_default();
+        self.serves_namespace(app.metadata.namespace.as_deref().unwrap_or_default())
+    }
+
+    /// Whether Applications in `ns` are served here.
+    pub fn serves_namespace(&self, ns: &str) -> bool {
         ns == self.cfg.namespace || namespace_allowed(&self.cfg.application_namespaces, ns)
     }
 

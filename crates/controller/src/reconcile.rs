@@ -62,6 +62,9 @@ struct SourceRender<'a> {
     hard: bool,
 }
 
+/// Argo CD's condition for rendered objects argocd-cm excludes.
+pub(crate) const EXCLUDED_CONDITION: &str = "ExcludedResourceWarning";
+
 /// Condition type while a sync window holds back a sync.
 pub(crate) const SYNC_WINDOW_CONDITION: &str = "SyncWindowWarning";
 
@@ -107,6 +110,8 @@ pub(crate) struct Comparison {
     settings: Arc<ResourceSettings>,
     /// Extraneous live objects marked `IgnoreExtraneous`.
     ignored_extraneous: HashSet<ObjectKey>,
+    /// Rendered objects argocd-cm excludes from management, described.
+    excluded: Vec<String>,
 }
 
 impl Comparison {
@@ -202,6 +207,7 @@ impl Controller {
                         "SyncError",
                         EMPTY_RENDER_CONDITION,
                         SYNC_WINDOW_CONDITION,
+                        EXCLUDED_CONDITION,
                     ],
                 );
                 for e in &c.errors {
@@ -209,6 +215,9 @@ impl Controller {
                 }
                 if let Some(msg) = &c.empty_render {
                     set_condition(&mut st, EMPTY_RENDER_CONDITION, msg);
+                }
+                if !c.excluded.is_empty() {
+                    set_condition(&mut st, EXCLUDED_CONDITION, &c.excluded.join("; "));
                 }
                 self.fill_status(&mut st, &c);
                 let decision = self.decide(&app, op.as_ref(), &c, &st);
@@ -956,10 +965,21 @@ impl Controller {
                 ),
             ));
         }
+        let mut excluded = Vec::new();
         for mut obj in objects {
             let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
             let kind = obj["kind"].as_str().unwrap_or_default().to_string();
             let group = group_of(&api_version).to_string();
+            // argocd-cm's resource.exclusions/inclusions: never managed, and said so.
+            if let Some(rule) = settings.excluded(&group, &kind, &server) {
+                excluded.push(format!(
+                    "{kind}/{} is excluded by {rule}",
+                    obj.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                ));
+                continue;
+            }
             let mut options = app_opts.clone();
             if let Some(o) = plan::annotation(&obj, annotations::SYNC_OPTIONS) {
                 options.apply(
@@ -1084,6 +1104,21 @@ impl Controller {
         let mut errors = Vec::new();
         let mut synced = true;
         // Live reads come from the shared cache; dry-runs go out concurrently.
+        // Kubernetes fills the rules of an aggregated ClusterRole; Git has none.
+        let mut ignores = ignores;
+        if settings.ignore_aggregated_roles {
+            for r in &resources {
+                if r.key.kind == "ClusterRole" && r.desired.get("aggregationRule").is_some() {
+                    ignores.push(IgnoreDifferences {
+                        group: r.key.group.clone(),
+                        kind: r.key.kind.clone(),
+                        name: Some(r.key.name.clone()),
+                        json_pointers: vec!["/rules".into()],
+                        ..IgnoreDifferences::default()
+                    });
+                }
+            }
+        }
         let ignores = &ignores;
         let create_ns = app_opts.create_namespace;
         let conn_ref = &conn;
@@ -1212,6 +1247,9 @@ impl Controller {
         let mut prune = Vec::new();
         let mut ignored_extraneous = HashSet::new();
         for (av, kind) in kinds {
+            if settings.excluded(group_of(&av), &kind, &server).is_some() {
+                continue;
+            }
             let Ok(res) = conn.resolve(&av, &kind).await else {
                 continue;
             };
@@ -1304,6 +1342,7 @@ impl Controller {
             ignores: ignores.clone(),
             settings,
             ignored_extraneous,
+            excluded,
         })
     }
 

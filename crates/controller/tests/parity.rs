@@ -954,3 +954,78 @@ async fn fields_and_sync_options_ferry_does_not_implement_are_refused_by_name() 
     a_few_passes().await;
     assert!(configmap(&h, "never").await.is_none());
 }
+
+#[tokio::test]
+async fn argocd_cm_exclusions_and_aggregated_roles() {
+    let h = harness("exclude").await;
+    h.apply(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "argocd-cm", "namespace": h.ns },
+        "data": {
+            "resource.exclusions": "- apiGroups: ['']\n  kinds: [Secret]\n",
+            "resource.compareoptions": "ignoreAggregatedRoles: true\n",
+        },
+    }))
+    .await;
+    let label = format!("aggregate-to-{}", h.dest);
+    let roles = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {dest}-aggregate\naggregationRule:\n  clusterRoleSelectors:\n  - matchLabels:\n      {label}: \"true\"\nrules: []\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {dest}-part\n  labels:\n    {label}: \"true\"\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [get]\n",
+        dest = h.dest
+    );
+    let repo = new_repo(
+        "exclude",
+        &[
+            (
+                "cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: included\ndata:\n  k: v\n",
+            ),
+            (
+                "secret.yaml",
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: excluded\nstringData:\n  k: v\n",
+            ),
+            ("roles.yaml", &roles),
+        ],
+    );
+    h.apply_app(app(
+        "exclude",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        automated(),
+    ))
+    .await;
+    let a = h.wait_synced_healthy("exclude").await;
+    let msg = conditions(&a);
+    assert!(
+        msg.contains("ExcludedResourceWarning: Secret/excluded is excluded by resource.exclusions"),
+        "{msg}"
+    );
+    let names: Vec<String> = a
+        .status
+        .unwrap()
+        .resources
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    assert!(!names.contains(&"excluded".to_string()), "{names:?}");
+    assert!(configmap(&h, "included").await.is_some());
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.client.clone(), &h.dest)
+        .get_opt("excluded")
+        .await
+        .unwrap();
+    assert!(secret.is_none(), "an excluded kind is never applied");
+
+    // Kubernetes fills the aggregated role's rules; with ignoreAggregatedRoles
+    // that is not drift.
+    let aggregate = format!("{}-aggregate", h.dest);
+    let roles_api = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(h.client.clone());
+    h.eventually("the aggregated rules filled in", || async {
+        let r = roles_api.get(&aggregate).await.ok()?;
+        (!r.rules.unwrap_or_default().is_empty()).then_some(())
+    })
+    .await;
+    h.refresh("exclude").await;
+    a_few_passes().await;
+    let a = h.apps().get("exclude").await.unwrap();
+    assert_eq!(sync_status(&a), "Synced", "{}", conditions(&a));
+}

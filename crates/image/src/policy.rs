@@ -1290,8 +1290,8 @@ mod tests {
             assert_eq!(matches(range, version), *want, "{range} vs {version}");
         }
         assert_eq!(
-            pick_semver("~> 1.1", &["1.0.0", "1.1.0", "1.7.2", "2.0.0"]).as_deref(),
-            Some("1.7.2")
+            pick_semver("~> 1.1", &["1.0.0", "1.1.0", "1.1.4", "1.7.2", "2.0.0"]).as_deref(),
+            Some("1.1.4")
         );
     }
 

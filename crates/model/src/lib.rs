@@ -9,6 +9,7 @@ mod application;
 pub mod crds;
 mod duration;
 pub mod flux;
+pub mod glob;
 mod project;
 pub mod settings;
 mod sync_window;

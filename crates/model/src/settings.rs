@@ -8,6 +8,7 @@
 
 use crate::IgnoreDifferences;
 use serde::Deserialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// A Lua health script for the kinds its key names.
@@ -29,6 +30,55 @@ pub struct ResourceSettings {
     pub ignore_differences: Vec<IgnoreDifferences>,
     /// Keys read but not acted on (e.g. `resource.customizations.actions.*`).
     pub unsupported: Vec<String>,
+    /// `resource.exclusions`: kinds Ferry never manages.
+    pub exclusions: Vec<ResourceFilter>,
+    /// `resource.inclusions`: when set, the only kinds Ferry manages.
+    pub inclusions: Vec<ResourceFilter>,
+    /// `resource.compareoptions.ignoreAggregatedRoles`: the `rules` of a
+    /// ClusterRole with an `aggregationRule` are filled by Kubernetes, not Git.
+    pub ignore_aggregated_roles: bool,
+}
+
+/// One entry of `resource.exclusions` / `resource.inclusions`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceFilter {
+    #[serde(default)]
+    pub api_groups: Vec<String>,
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub clusters: Vec<String>,
+}
+
+impl ResourceFilter {
+    /// Argo CD's match: groups and clusters by glob, kinds exactly (or `*`);
+    /// an empty list matches everything.
+    pub fn matches(&self, group: &str, kind: &str, cluster: &str) -> bool {
+        let any = |pats: &[String], v: &str, glob: bool| {
+            pats.is_empty()
+                || pats
+                    .iter()
+                    .any(|p| p == "*" || p == v || (glob && crate::glob_match(p, v)))
+        };
+        any(&self.api_groups, group, true)
+            && any(&self.kinds, kind, false)
+            && any(&self.clusters, cluster, true)
+    }
+}
+
+/// `resource.compareoptions`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CompareOptions {
+    #[serde(default)]
+    ignore_aggregated_roles: bool,
+    /// Ferry never compares `status`; `crd`, `all` and empty agree, `off` cannot be honoured.
+    #[serde(default)]
+    ignore_resource_status_field: Option<Value>,
+    /// Accepted; Ferry re-compares only when an object's resourceVersion changes.
+    #[serde(default, rename = "ignoreDifferencesOnResourceUpdates")]
+    _ignore_differences_on_resource_updates: Option<bool>,
 }
 
 /// The value of an ignoreDifferences customization.
@@ -140,6 +190,34 @@ impl ResourceSettings {
                 }
             }
         }
+        let mut exclusions = Vec::new();
+        let mut inclusions = Vec::new();
+        for (key, out) in [
+            ("resource.exclusions", &mut exclusions),
+            ("resource.inclusions", &mut inclusions),
+        ] {
+            if let Some(text) = data.get(key) {
+                *out = serde_saphyr_like::<Vec<ResourceFilter>>(text)
+                    .map_err(|e| format!("argocd-cm {key}: {e}"))?;
+            }
+        }
+        let mut ignore_aggregated_roles = false;
+        if let Some(text) = data.get("resource.compareoptions") {
+            let o: CompareOptions = serde_saphyr_like(text)
+                .map_err(|e| format!("argocd-cm resource.compareoptions: {e}"))?;
+            ignore_aggregated_roles = o.ignore_aggregated_roles;
+            // YAML reads a bare `off` as false.
+            let off = match &o.ignore_resource_status_field {
+                Some(Value::Bool(false)) => true,
+                Some(Value::String(v)) => matches!(v.trim(), "off" | "false"),
+                _ => false,
+            };
+            if off {
+                return Err(
+                    "argocd-cm resource.compareoptions.ignoreResourceStatusField: off is not supported: Ferry never compares status".into(),
+                );
+            }
+        }
         for (key, on) in open_libs {
             if let Some(h) = health.get_mut(&key) {
                 h.use_open_libs = on;
@@ -152,7 +230,36 @@ impl ResourceSettings {
                 .collect(),
             ignore_differences: ignores.into_values().collect(),
             unsupported,
+            exclusions,
+            inclusions,
+            ignore_aggregated_roles,
         })
+    }
+
+    /// Why Ferry must not manage this kind on this cluster, if the settings say so.
+    /// Argo CD always excludes Events and metrics; an exclusion wins over an inclusion.
+    pub fn excluded(&self, group: &str, kind: &str, cluster: &str) -> Option<&'static str> {
+        let builtin = matches!(
+            (group, kind),
+            ("", "Event") | ("events.k8s.io", _) | ("metrics.k8s.io", _)
+        );
+        if builtin
+            || self
+                .exclusions
+                .iter()
+                .any(|f| f.matches(group, kind, cluster))
+        {
+            return Some("resource.exclusions");
+        }
+        if !self.inclusions.is_empty()
+            && !self
+                .inclusions
+                .iter()
+                .any(|f| f.matches(group, kind, cluster))
+        {
+            return Some("resource.inclusions");
+        }
+        None
     }
 
     /// The health script for an object's group and kind: an exact key first,
@@ -285,6 +392,53 @@ mod tests {
         assert_eq!(
             s.unsupported,
             ["resource.customizations.actions.apps_Deployment"]
+        );
+    }
+
+    #[test]
+    fn exclusions_inclusions_and_compare_options() {
+        let s = ResourceSettings::parse(&data(&[
+            (
+                "resource.exclusions",
+                "- apiGroups: ['*.k8s.io']\n  kinds: ['*']\n  clusters: ['https://prod*']\n- kinds: [Secret]\n",
+            ),
+            ("resource.inclusions", "- apiGroups: ['', apps, '*.k8s.io']\n"),
+            ("resource.compareoptions", "ignoreAggregatedRoles: true\nignoreResourceStatusField: crd\n"),
+        ]))
+        .unwrap();
+        assert!(s.ignore_aggregated_roles);
+        assert_eq!(
+            s.excluded("networking.k8s.io", "Ingress", "https://prod-1"),
+            Some("resource.exclusions")
+        );
+        assert_eq!(
+            s.excluded("networking.k8s.io", "Ingress", "https://dev"),
+            None
+        );
+        assert_eq!(
+            s.excluded("", "Secret", "https://dev"),
+            Some("resource.exclusions")
+        );
+        assert_eq!(s.excluded("", "ConfigMap", "https://dev"), None);
+        assert_eq!(
+            s.excluded("batch", "Job", "https://dev"),
+            Some("resource.inclusions")
+        );
+        assert_eq!(
+            s.excluded("", "Event", "https://dev"),
+            Some("resource.exclusions")
+        );
+        let err = ResourceSettings::parse(&data(&[(
+            "resource.compareoptions",
+            "ignoreResourceStatusField: off\n",
+        )]))
+        .unwrap_err();
+        assert!(err.contains("never compares status"), "{err}");
+        let err = ResourceSettings::parse(&data(&[("resource.exclusions", "- apiGroup: [x]\n")]))
+            .unwrap_err();
+        assert!(
+            err.contains("resource.exclusions") && err.contains("apiGroup"),
+            "{err}"
         );
     }
 

@@ -42,13 +42,10 @@ pub(crate) fn render(ctx: &Ctx) -> Result<DirectoryOutput, RenderError> {
     let mut objects = Vec::new();
     for rel in files {
         let rel_str = rel.to_string_lossy().replace('\\', "/");
-        if exclude.as_ref().is_some_and(|g| g.matches(&rel_str, false)) {
+        if exclude.as_ref().is_some_and(|g| g.matches(&rel_str)) {
             continue;
         }
-        if include
-            .as_ref()
-            .is_some_and(|g| !g.matches(&rel_str, false))
-        {
+        if include.as_ref().is_some_and(|g| !g.matches(&rel_str)) {
             continue;
         }
         let path = ctx.app.join(&rel);

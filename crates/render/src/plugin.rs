@@ -258,7 +258,7 @@ fn matches(ctx: &Ctx, p: &PluginConfig, d: &PluginDiscover) -> Result<bool, Rend
                 .strip_prefix(&ctx.app)
                 .unwrap_or(path)
                 .to_string_lossy();
-            if glob.matches(&rel, true) {
+            if glob.matches_path(&rel) {
                 found = true;
                 // Stops the walk early; the error is never reported.
                 return Err(RenderError::NoMatchingPlugin);

@@ -143,13 +143,51 @@ impl AppState {
         Api::namespaced_with(self.client.clone(), &self.ns, &ApiResource::erase::<K>(&()))
     }
 
+    /// An app reference from a path: `name` in the server's namespace, or
+    /// `namespace/name` (Argo CD's spelling) in a namespace the server serves.
+    pub fn app_location<'k>(&self, key: &'k str) -> ApiResult<(String, &'k str)> {
+        let (ns, name) = match key.split_once('/') {
+            Some((ns, name)) => (ns, name),
+            None => (self.ns.as_str(), key),
+        };
+        check_name(ns)?;
+        check_name(name)?;
+        if ns != self.ns && !self.ctl.serves_namespace(ns) {
+            return Err(ApiError::not_found(format!(
+                "application {key}: namespace {ns} is not served (ferry server --application-namespaces)"
+            )));
+        }
+        Ok((ns.to_string(), name))
+    }
+
+    /// The Applications API of one namespace.
+    pub fn apps_in(&self, ns: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            ns,
+            &ApiResource::erase::<Application>(&()),
+        )
+    }
+
+    /// The RBAC object of an app: `project/name`, or `project/namespace/name`
+    /// outside the server's namespace, as Argo CD names them.
+    pub fn app_object(&self, a: &Application) -> String {
+        let ns = a.metadata.namespace.as_deref().filter(|ns| *ns != self.ns);
+        crate::rbac::app_object(a.project(), ns, &a.name_any())
+    }
+
     /// The Application from the watch cache, or from the API server when the
     /// cache does not have it yet (created a moment ago).
-    pub async fn app(&self, name: &str) -> ApiResult<Arc<Application>> {
-        check_name(name)?;
-        match self.ctl.application(name) {
+    pub async fn app(&self, key: &str) -> ApiResult<Arc<Application>> {
+        let (ns, name) = self.app_location(key)?;
+        let ctl_key = if ns == self.ns {
+            name.to_string()
+        } else {
+            format!("{ns}/{name}")
+        };
+        match self.ctl.application(&ctl_key) {
             Some(a) => Ok(a),
-            None => self.live_app(name).await.map(Arc::new),
+            None => self.live_app(key).await.map(Arc::new),
         }
     }
 
@@ -157,12 +195,12 @@ impl AppState {
     /// what they read (sync, rollback, delete) use this: the watch cache may
     /// not yet hold a change this client just made, such as turning auto-sync
     /// off right before a rollback.
-    pub async fn live_app(&self, name: &str) -> ApiResult<Application> {
-        check_name(name)?;
-        Api::<Application>::namespaced(self.client.clone(), &self.ns)
+    pub async fn live_app(&self, key: &str) -> ApiResult<Application> {
+        let (ns, name) = self.app_location(key)?;
+        Api::<Application>::namespaced(self.client.clone(), &ns)
             .get_opt(name)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("application {name}")))
+            .ok_or_else(|| ApiError::not_found(format!("application {key}")))
     }
 }
 
@@ -183,10 +221,6 @@ pub fn check_name(name: &str) -> ApiResult<()> {
             "invalid name {name:?}: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
         )))
     }
-}
-
-fn app_object(a: &Application) -> String {
-    format!("{}/{}", a.project(), a.name_any())
 }
 
 fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
@@ -262,7 +296,7 @@ pub async fn list_apps(
                 continue;
             }
         }
-        if st.allowed(&p, "applications", "get", &app_object(&a))? {
+        if st.allowed(&p, "applications", "get", &st.app_object(&a))? {
             items.push(serde_json::to_value(&*a).map_err(|e| ApiError::internal(e.to_string()))?);
         }
     }
@@ -281,15 +315,15 @@ pub async fn get_app(
     Query(q): Query<GetQuery>,
 ) -> ApiResult<Json<Value>> {
     let a = st.app(&name).await?;
-    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    st.enforce(&p, "applications", "get", &st.app_object(&a))?;
     if let Some(kind) = q.refresh.as_deref().filter(|r| !r.is_empty()) {
         if kind != "normal" && kind != "hard" {
             return Err(ApiError::bad_request("refresh must be normal or hard"));
         }
         let body = json!({ "metadata": { "annotations": { REFRESH: kind } } });
         let o = st
-            .dynamic::<Application>()
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .apps_in(&a.namespace().unwrap_or_default())
+            .patch(&a.name_any(), &PatchParams::default(), &Patch::Merge(&body))
             .await?;
         return Ok(Json(serde_json::to_value(o).unwrap_or_default()));
     }
@@ -305,7 +339,7 @@ pub async fn app_sync_windows(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let a = st.app(&name).await?;
-    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    st.enforce(&p, "applications", "get", &st.app_object(&a))?;
     let windows = st
         .ctl
         .app_project(a.project())
@@ -358,7 +392,24 @@ async fn prepare_app(
     }
     v["apiVersion"] = json!("argoproj.io/v1alpha1");
     v["kind"] = json!("Application");
-    if let Some(n) = name_from_path {
+    // The namespace comes from the path (`ns/name`), else the body, else the server's.
+    let (app_ns, path_name) = match name_from_path {
+        Some(key) => {
+            let (ns, name) = st.app_location(key)?;
+            (ns, Some(name))
+        }
+        None => {
+            let body_ns = v
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or(&st.ns)
+                .to_string();
+            let (ns, _) = st.app_location(&format!("{body_ns}/placeholder"))?;
+            (ns, None)
+        }
+    };
+    if let Some(n) = path_name {
         match v.pointer("/metadata/name").and_then(Value::as_str) {
             Some(b) if b != n => {
                 return Err(ApiError::bad_request(format!(
@@ -376,7 +427,7 @@ async fn prepare_app(
     if !v["metadata"].is_object() {
         return Err(ApiError::bad_request("metadata.name is required"));
     }
-    v["metadata"]["namespace"] = json!(st.ns);
+    v["metadata"]["namespace"] = json!(app_ns);
     // Only what a user may declare: an operation goes through /sync (and
     // its RBAC check), status is the controller's.
     if let Some(o) = v.as_object_mut() {
@@ -421,6 +472,18 @@ async fn prepare_app(
             app.project()
         )));
     }
+    if app_ns != st.ns {
+        let allowed = st.ctl.app_project(app.project()).is_some_and(|p| {
+            ferry_controller::namespace_allowed(&p.spec.source_namespaces, &app_ns)
+        });
+        if !allowed {
+            return Err(ApiError::bad_request(format!(
+                "application {app_ns}/{} is not permitted to use project {}: namespace {app_ns} is not in the project's sourceNamespaces",
+                app.name_any(),
+                app.project()
+            )));
+        }
+    }
     Ok((v, app))
 }
 
@@ -432,8 +495,8 @@ pub async fn create_app(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let (v, app) = prepare_app(&st, &body, None).await?;
     let name = app.name_any();
-    st.enforce(&p, "applications", "create", &app_object(&app))?;
-    let api = st.dynamic::<Application>();
+    st.enforce(&p, "applications", "create", &st.app_object(&app))?;
+    let api = st.apps_in(&app.namespace().unwrap_or_default());
     match api.get_opt(&name).await? {
         None => {
             let obj: DynamicObject =
@@ -462,13 +525,10 @@ pub async fn create_app(
                 .pointer("/spec/project")
                 .and_then(Value::as_str)
                 .unwrap_or("default");
-            st.enforce(
-                &p,
-                "applications",
-                "update",
-                &format!("{old_project}/{name}"),
-            )?;
-            st.enforce(&p, "applications", "update", &app_object(&app))?;
+            let mut old = app.clone();
+            old.spec.project = old_project.to_string();
+            st.enforce(&p, "applications", "update", &st.app_object(&old))?;
+            st.enforce(&p, "applications", "update", &st.app_object(&app))?;
             let o = replace_spec(&api, existing, &v).await?;
             Ok((
                 StatusCode::OK,
@@ -512,11 +572,10 @@ pub async fn update_app(
     Path(name): Path<String>,
     Json(body): Json<Value>,
 ) -> ApiResult<Json<Value>> {
-    check_name(&name)?;
     let (v, app) = prepare_app(&st, &body, Some(&name)).await?;
-    let api = st.dynamic::<Application>();
+    let api = st.apps_in(&app.namespace().unwrap_or_default());
     let existing = api
-        .get_opt(&name)
+        .get_opt(&app.name_any())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("application {name}")))?;
     let old_project = existing
@@ -525,13 +584,10 @@ pub async fn update_app(
         .and_then(Value::as_str)
         .unwrap_or("default")
         .to_string();
-    st.enforce(
-        &p,
-        "applications",
-        "update",
-        &format!("{old_project}/{name}"),
-    )?;
-    st.enforce(&p, "applications", "update", &app_object(&app))?;
+    let mut old = app.clone();
+    old.spec.project = old_project;
+    st.enforce(&p, "applications", "update", &st.app_object(&old))?;
+    st.enforce(&p, "applications", "update", &st.app_object(&app))?;
     let o = replace_spec(&api, existing, &v).await?;
     Ok(Json(serde_json::to_value(o).unwrap_or_default()))
 }
@@ -550,7 +606,7 @@ pub async fn delete_app(
     Query(q): Query<DeleteQuery>,
 ) -> ApiResult<Json<Value>> {
     let a = st.live_app(&name).await?;
-    st.enforce(&p, "applications", "delete", &app_object(&a))?;
+    st.enforce(&p, "applications", "delete", &st.app_object(&a))?;
     let cascade = q.cascade.as_deref().is_none_or(|c| c != "false");
     let finalizer = match q.propagation_policy.as_deref().unwrap_or("foreground") {
         "foreground" => RESOURCES_FINALIZER.to_string(),
@@ -570,11 +626,12 @@ pub async fn delete_app(
     if cascade {
         finalizers.push(finalizer);
     }
-    let api = st.dynamic::<Application>();
+    let api = st.apps_in(&a.namespace().unwrap_or_default());
+    let bare = a.name_any();
     let body = json!({ "metadata": { "finalizers": finalizers } });
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+    api.patch(&bare, &PatchParams::default(), &Patch::Merge(&body))
         .await?;
-    api.delete(&name, &DeleteParams::default()).await?;
+    api.delete(&bare, &DeleteParams::default()).await?;
     Ok(Json(json!({})))
 }
 
@@ -615,7 +672,7 @@ async fn start_operation(
             "another operation is already in progress on application {name}"
         ))
     };
-    let api = st.dynamic::<Application>();
+    let api = st.apps_in(&a.namespace().unwrap_or_default());
     let (mut pending, mut rv) = (a.operation.is_some(), a.resource_version());
     // The watch cache may lag a request that just started an operation: the write carries
     // the resourceVersion it was decided on, and a conflict re-reads the live object.
@@ -650,7 +707,7 @@ pub async fn sync_app(
     body: Option<Json<SyncBody>>,
 ) -> ApiResult<Json<Value>> {
     let a = st.live_app(&name).await?;
-    st.enforce(&p, "applications", "sync", &app_object(&a))?;
+    st.enforce(&p, "applications", "sync", &st.app_object(&a))?;
     let b = body.map(|Json(b)| b).unwrap_or_default();
     let mut sync = json!({ "prune": b.prune, "dryRun": b.dry_run });
     if let Some(r) = b.revision.filter(|r| !r.is_empty()) {
@@ -662,7 +719,7 @@ pub async fn sync_app(
         let same = r == target || (target.is_empty() && r == "HEAD");
         if !same {
             // Syncing something other than what the spec tracks is an override.
-            st.enforce(&p, "applications", "override", &app_object(&a))?;
+            st.enforce(&p, "applications", "override", &st.app_object(&a))?;
             if a.automated().is_some() {
                 return Err(ApiError::bad_request(format!(
                     "cannot sync to {r}: auto-sync is set to {target}; turn it off first (`ferry app set {name} --sync-policy none`)"
@@ -697,7 +754,7 @@ pub async fn rollback_app(
     Json(b): Json<RollbackBody>,
 ) -> ApiResult<Json<Value>> {
     let a = st.live_app(&name).await?;
-    st.enforce(&p, "applications", "rollback", &app_object(&a))?;
+    st.enforce(&p, "applications", "rollback", &st.app_object(&a))?;
     if a.automated().is_some() {
         return Err(ApiError::bad_request(format!(
             "rollback cannot be initiated when auto-sync is enabled: `ferry app set {name} --sync-policy none` first"
@@ -736,7 +793,7 @@ pub async fn managed_resources(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let a = st.app(&name).await?;
-    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    st.enforce(&p, "applications", "get", &st.app_object(&a))?;
     let i = st
         .ctl
         .inspect(&a, None, true)
@@ -772,7 +829,7 @@ pub async fn manifests(
     Query(q): Query<ManifestQuery>,
 ) -> ApiResult<Json<Value>> {
     let a = st.app(&name).await?;
-    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    st.enforce(&p, "applications", "get", &st.app_object(&a))?;
     let live = match q.source.as_deref().unwrap_or("git") {
         "git" => false,
         "live" => true,
@@ -811,7 +868,7 @@ pub async fn resource_tree(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let a = st.app(&name).await?;
-    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    st.enforce(&p, "applications", "get", &st.app_object(&a))?;
     let (client, _) = st
         .ctl
         .destination_client(&a)
@@ -838,7 +895,7 @@ pub async fn app_events(
 ) -> ApiResult<Json<Value>> {
     use k8s_openapi::api::core::v1::Event as KEvent;
     let a = st.app(&name).await?;
-    st.enforce(&p, "applications", "get", &app_object(&a))?;
+    st.enforce(&p, "applications", "get", &st.app_object(&a))?;
     let (api, fields): (Api<KEvent>, String) =
         match q.resource_name.as_deref().filter(|n| !n.is_empty()) {
             None => (
@@ -940,7 +997,7 @@ pub async fn stream_apps(
                     return None;
                 }
                 if !st
-                    .allowed(&p, "applications", "get", &app_object(&a))
+                    .allowed(&p, "applications", "get", &st.app_object(&a))
                     .unwrap_or(false)
                 {
                     return None;

@@ -8,7 +8,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use ferry_model::Application;
 use ferry_model::annotations::REFRESH;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
@@ -104,7 +103,7 @@ pub async fn receive(
         }
         let body = json!({ "metadata": { "annotations": { REFRESH: "normal" } } });
         match st
-            .dynamic::<Application>()
+            .apps_in(&a.metadata.namespace.clone().unwrap_or_default())
             .patch(&a.name_any(), &PatchParams::default(), &Patch::Merge(&body))
             .await
         {

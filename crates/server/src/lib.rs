@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// Cache for the sources the diff and manifest endpoints render.
     pub cache_dir: PathBuf,
     pub plugin_dirs: Vec<PathBuf>,
+    /// Further namespaces whose Applications are served (globs or `/regex/`),
+    /// named `namespace/name` in paths or with `?appNamespace=`.
+    pub application_namespaces: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +172,43 @@ fn router(state: Arc<api::AppState>) -> Router {
         .with_state(state)
 }
 
+/// Argo CD's `?appNamespace=ns` on `/api/v1/applications/{name}...` becomes
+/// the path form `ns%2Fname` the handlers read, so both spellings reach the
+/// same app and neither silently means the server's own namespace.
+async fn app_namespace_param(mut req: axum::extract::Request) -> axum::extract::Request {
+    const PREFIX: &str = "/api/v1/applications/";
+    let uri = req.uri().clone();
+    let (Some(query), Some(rest)) = (uri.query(), uri.path().strip_prefix(PREFIX)) else {
+        return req;
+    };
+    let mut ns = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix("appNamespace=") {
+            Some(v) => {
+                ns = Some(v.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let Some(ns) = ns.filter(|n| !n.is_empty() && !rest.is_empty()) else {
+        return req;
+    };
+    let (name, tail) = rest.split_once('/').map_or((rest, ""), |(n, t)| (n, t));
+    let mut path = format!("{PREFIX}{ns}%2F{name}");
+    if !tail.is_empty() {
+        path = format!("{path}/{tail}");
+    }
+    if !kept.is_empty() {
+        path = format!("{path}?{}", kept.join("&"));
+    }
+    if let Ok(new_uri) = path.parse() {
+        *req.uri_mut() = new_uri;
+    }
+    req
+}
+
 /// Prepares settings, starts the watches and binds the listeners; the
 /// returned future serves until dropped.
 pub async fn start(
@@ -196,6 +236,7 @@ pub async fn start(
         leader_election: false,
         install_crds: false,
         image_automation: false,
+        application_namespaces: cfg.application_namespaces.clone(),
         ..ferry_controller::Config::default()
     };
     let (ctl, ctl_tasks) = ferry_controller::Controller::watch(client.clone(), ctl_cfg)
@@ -235,9 +276,14 @@ pub async fn start(
         metrics_addr = Some(a);
         tasks.push(t);
     }
-    let app = router(state);
+    // Rewritten before routing, so the route sees `ns%2Fname`.
+    let app = tower::Layer::layer(
+        &axum::middleware::map_request(app_namespace_param),
+        router(state),
+    );
     let serve = async move {
         let _keep = (ctl_tasks, Guard(tasks));
+        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "server stopped");
         }

@@ -700,6 +700,7 @@ enum Matcher {
     /// No pattern characters at all.
     Exact(String),
     Pattern(Regex),
+    Glob(Box<ferry_model::glob::Glob>),
 }
 
 impl Matcher {
@@ -717,12 +718,14 @@ impl Matcher {
             Matcher::Any => true,
             Matcher::Exact(text) => text == value,
             Matcher::Pattern(regex) => regex.is_match(value),
+            Matcher::Glob(glob) => glob.matches(value),
         }
     }
 }
 
-/// Compiles a gobwas-style glob (no separators) into an anchored regex. Translating rather
-/// than backtracking keeps matching linear-time whatever the pattern.
+/// Compiles a gobwas-style glob (no separators: `*` crosses `/`) with the
+/// shared matcher (`ferry_model::glob`, globset), which compiles to a regex, so
+/// matching stays linear-time whatever the pattern.
 fn compile_glob(pattern: &str) -> Result<Matcher, String> {
     if !pattern.is_empty() && pattern.chars().all(|c| c == '*') {
         return Ok(Matcher::Any);
@@ -730,78 +733,7 @@ fn compile_glob(pattern: &str) -> Result<Matcher, String> {
     if !pattern.contains(['*', '?', '[', '{', '\\']) {
         return Ok(Matcher::Exact(pattern.to_owned()));
     }
-    let bad = |why: &str| format!("invalid glob {pattern:?}: {why}");
-    let mut out = String::from("^(?s:");
-    let mut chars = pattern.chars().peekable();
-    let mut depth = 0usize;
-    while let Some(c) = chars.next() {
-        match c {
-            '*' => out.push_str(".*"),
-            '?' => out.push('.'),
-            '\\' => match chars.next() {
-                Some(escaped) => push_literal(&mut out, escaped),
-                None => return Err(bad("ends with an unfinished `\\` escape")),
-            },
-            '[' => {
-                out.push('[');
-                if chars.next_if_eq(&'!').is_some() {
-                    out.push('^');
-                }
-                let mut items = 0usize;
-                loop {
-                    let low = match chars.next() {
-                        None => return Err(bad("unclosed `[`")),
-                        Some(']') => break,
-                        Some('\\') => chars
-                            .next()
-                            .ok_or_else(|| bad("ends with an unfinished `\\` escape"))?,
-                        Some(other) => other,
-                    };
-                    items += 1;
-                    push_literal(&mut out, low);
-                    // `a-z` is a range; a `-` right before `]` is literal.
-                    let mut ahead = chars.clone();
-                    if ahead.next() == Some('-')
-                        && let Some(high) = ahead.next().filter(|&h| h != ']')
-                    {
-                        chars.next();
-                        chars.next();
-                        if high < low {
-                            return Err(bad("character range is out of order"));
-                        }
-                        out.push('-');
-                        push_literal(&mut out, high);
-                    }
-                }
-                if items == 0 {
-                    return Err(bad("empty character class `[]`"));
-                }
-                out.push(']');
-            }
-            '{' => {
-                depth += 1;
-                out.push_str("(?:");
-            }
-            '}' if depth > 0 => {
-                depth -= 1;
-                out.push(')');
-            }
-            ',' if depth > 0 => out.push('|'),
-            other => push_literal(&mut out, other),
-        }
-    }
-    if depth > 0 {
-        return Err(bad("unclosed `{`"));
-    }
-    out.push_str(")$");
-    Regex::new(&out)
-        .map(Matcher::Pattern)
-        .map_err(|e| bad(&e.to_string()))
-}
-
-fn push_literal(out: &mut String, c: char) {
-    let mut buf = [0u8; 4];
-    out.push_str(&regex::escape(c.encode_utf8(&mut buf)));
+    ferry_model::glob::Glob::new(pattern).map(|g| Matcher::Glob(Box::new(g)))
 }
 
 /// Parses `scopes` as Argo CD does (YAML into a list of strings): a flow list `[groups, email]`,

@@ -62,6 +62,10 @@ impl Drop for Server {
 
 impl Server {
     async fn start(prefix: &str) -> Server {
+        Server::start_with(prefix, Vec::new()).await
+    }
+
+    async fn start_with(prefix: &str, application_namespaces: Vec<String>) -> Server {
         logs();
         let env = ferry_testenv::shared();
         let client = env.cluster.client().await.unwrap();
@@ -80,6 +84,7 @@ impl Server {
             cache_dir: std::env::temp_dir()
                 .join(format!("ferry-server-test-{}", std::process::id())),
             plugin_dirs: vec![],
+            application_namespaces,
         };
         let (started, serve) = ferry_server::start(client.clone(), cfg).await.unwrap();
         let admin_password = started
@@ -1325,4 +1330,95 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+#[tokio::test]
+async fn applications_in_other_namespaces_by_path_or_app_namespace() {
+    let env = ferry_testenv::shared();
+    let client = env.cluster.client().await.unwrap();
+    let team = env
+        .cluster
+        .create_namespace(&client, "api-team")
+        .await
+        .unwrap();
+    let srv = Server::start_with("anyns-api", vec![team.clone()]).await;
+    let token = srv.login("admin", &srv.admin_password.clone()).await;
+    let project = json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+        "metadata": { "name": "team", "namespace": srv.ns },
+        "spec": { "sourceRepos": ["*"], "destinations": [{ "server": "*", "namespace": "*" }],
+            "sourceNamespaces": [team] },
+    });
+    Api::<ferry_model::AppProject>::namespaced(srv.client.clone(), &srv.ns)
+        .patch("team", &PatchParams::apply("test"), &Patch::Apply(&project))
+        .await
+        .unwrap();
+    let app = |project: &str, ns: &str| {
+        json!({
+            "metadata": { "name": "svc", "namespace": ns },
+            "spec": { "project": project,
+                "source": { "repoURL": "https://git.example.com/r.git", "path": "." },
+                "destination": { "server": "https://kubernetes.default.svc", "namespace": "x" } },
+        })
+    };
+    // The default project does not list the namespace in sourceNamespaces.
+    let (s, v) = srv
+        .call(
+            "POST",
+            "/api/v1/applications",
+            Some(&token),
+            Some(app("default", &team)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("not permitted to use project default"),
+        "{v}"
+    );
+    // A namespace the server does not serve.
+    let (s, v) = srv
+        .call(
+            "POST",
+            "/api/v1/applications",
+            Some(&token),
+            Some(app("team", "kube-public")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = srv
+        .call(
+            "POST",
+            "/api/v1/applications",
+            Some(&token),
+            Some(app("team", &team)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["metadata"]["namespace"], team);
+
+    // Argo CD's two spellings reach the same app; the bare name does not.
+    for path in [
+        format!("/api/v1/applications/{team}%2Fsvc"),
+        format!("/api/v1/applications/svc?appNamespace={team}"),
+    ] {
+        let (s, v) = srv.call("GET", &path, Some(&token), None).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        assert_eq!(v["metadata"]["namespace"], team, "{path}");
+    }
+    let (s, _) = srv
+        .call("GET", "/api/v1/applications/svc", Some(&token), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = srv
+        .call(
+            "DELETE",
+            &format!("/api/v1/applications/svc?appNamespace={team}&cascade=false"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 }
