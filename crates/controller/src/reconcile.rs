@@ -183,7 +183,46 @@ impl Controller {
                     status: "Unknown".into(),
                     ..st.sync.clone().unwrap_or_default()
                 });
-                if let Some(op) = &op {
+                let pending = st
+                    .operation_state
+                    .as_ref()
+                    .filter(|o| Some(&o.operation) == op.as_ref() && o.phase == "Running");
+                // Still inside the previous attempt's backoff: not a new attempt
+                // (our own status write re-queues the app at once).
+                let backing_off = pending.and_then(|o| {
+                    let delay = retry_delay(op.as_ref()?.retry.as_ref()?, o.retry_count)?;
+                    let failed = o.finished_at.as_ref()?.0.as_second();
+                    let due = failed + delay.as_secs() as i64;
+                    let now_s = k8s_openapi::jiff::Timestamp::now().as_second();
+                    (o.message.starts_with(RETRYING) && now_s < due)
+                        .then(|| Duration::from_secs((due - now_s) as u64))
+                });
+                let attempt = pending.map(|o| o.retry_count).unwrap_or(0) + 1;
+                let retry = op
+                    .as_ref()
+                    .and_then(|o| o.retry.as_ref())
+                    .and_then(|r| retry_delay(r, attempt))
+                    .filter(|_| s.type_ == "ComparisonError");
+                if let Some(wait) = backing_off {
+                    next = next.min(wait);
+                } else if let (Some(op), Some(delay)) = (&op, retry) {
+                    // A source or cluster that failed this pass may answer the
+                    // next: a retried operation stays pending, as a failed sync would.
+                    st.operation_state = Some(OperationState {
+                        operation: op.clone(),
+                        phase: "Running".into(),
+                        message: format!(
+                            "{RETRYING} #{attempt} in {}s: {}",
+                            delay.as_secs(),
+                            s.message
+                        ),
+                        started_at: Some(now()),
+                        finished_at: Some(now()),
+                        retry_count: attempt,
+                        ..OperationState::default()
+                    });
+                    next = next.min(delay);
+                } else if let Some(op) = &op {
                     // The requested operation cannot run; record why and drop it.
                     st.operation_state = Some(OperationState {
                         operation: op.clone(),
@@ -234,11 +273,20 @@ impl Controller {
                                 .filter(|o| o.phase == "Running" && o.operation == *operation)
                                 .and_then(|o| o.started_at.clone())
                                 .unwrap_or_else(now);
+                            // A retried operation keeps its count and last failure.
+                            let previous = st
+                                .operation_state
+                                .as_ref()
+                                .filter(|o| o.phase == "Running" && o.operation == *operation);
+                            let retry_count = previous.map(|o| o.retry_count).unwrap_or(0);
+                            let finished_at = previous.and_then(|o| o.finished_at.clone());
                             st.operation_state = Some(OperationState {
                                 operation: *operation,
                                 phase: "Running".into(),
                                 message: "Sync operation blocked by sync window".into(),
                                 started_at: Some(started),
+                                retry_count,
+                                finished_at,
                                 ..OperationState::default()
                             });
                         }
@@ -283,8 +331,7 @@ impl Controller {
                                 Some(o)
                                     if !automated
                                         && o.phase == "Running"
-                                        && o.operation == operation
-                                        && o.message.starts_with(RETRYING) =>
+                                        && o.operation == operation =>
                                 {
                                     o.retry_count
                                 }
@@ -1798,6 +1845,19 @@ impl Controller {
         clear_op: bool,
         clear_refresh: bool,
     ) -> Result<(), kube::Error> {
+        // A condition cleared and set again with the same message in this
+        // pass keeps its time: otherwise every pass would write (and our own
+        // write re-queue the app) for as long as the condition holds.
+        for c in st.conditions.iter_mut() {
+            if let Some(prev) = old
+                .conditions
+                .iter()
+                .find(|o| o.type_ == c.type_ && o.message == c.message)
+            {
+                c.last_transition_time
+                    .clone_from(&prev.last_transition_time);
+            }
+        }
         let changed = {
             let mut a = old.clone();
             a.reconciled_at = None;

@@ -1,13 +1,15 @@
 //! `ignoreDifferences.jqPathExpressions`, evaluated as Argo CD does (`del(<expr>)`
 //! over the object), by a real jq implementation (jaq) instead of a subset.
 //!
-//! jaq offers no way to interrupt an evaluation, so time is bounded by what an
-//! expression may contain: no user-defined functions (unbounded recursion would
-//! overflow the stack) and no unbounded generators (`repeat`, `while`, `until`,
-//! `range`, `recurse(f)`). Without them an expression over a finite object
-//! terminates. Functions with effects outside the object (`debug`, `stderr`,
-//! `input`, `env`, `halt`) are refused too: the objects include Secrets, and their
-//! values must never reach a log.
+//! jaq offers no way to interrupt an evaluation, so what an expression may use
+//! is an allow-list of path steps, comparisons and pure functions over strings,
+//! arrays and objects, with bounded length, nesting and generators. Anything
+//! else (user-defined functions, unbounded generators such as `repeat` or
+//! `range`, arithmetic that can build huge values, variables, and everything
+//! that reaches outside the object: `env`, `input`, `debug`, `stderr`, `halt`)
+//! is refused by name when the rule is compiled. Within those bounds an
+//! expression over a finite object terminates quickly, and Secret values never
+//! reach a log.
 
 use jaq_core::data::JustLut;
 use jaq_core::load::{self, Arena, File, Loader};
@@ -24,32 +26,107 @@ pub struct JqDeletion {
     filter: Arc<jaq_core::Filter<Data>>,
 }
 
-/// Words an expression may not use, and why.
-const REFUSED: [(&str, &str); 15] = [
-    ("def", "defining functions"),
-    ("repeat", "unbounded generators"),
-    ("while", "unbounded generators"),
-    ("until", "unbounded generators"),
-    ("range", "unbounded generators"),
-    ("recurse", "recursion (use `..`)"),
-    ("debug", "output to the controller's log"),
-    ("stderr", "output to the controller's log"),
-    ("input", "reading input"),
-    ("inputs", "reading input"),
-    ("input_filename", "reading input"),
-    ("env", "reading the environment"),
-    ("$ENV", "reading the environment"),
-    ("halt", "stopping the evaluator"),
-    ("halt_error", "stopping the evaluator"),
+/// Functions and keywords an expression may use.
+const ALLOWED: &[&str] = &[
+    "select",
+    "if",
+    "then",
+    "elif",
+    "else",
+    "end",
+    "and",
+    "or",
+    "not",
+    "empty",
+    "error",
+    "try",
+    "catch",
+    "true",
+    "false",
+    "null",
+    "startswith",
+    "endswith",
+    "test",
+    "match",
+    "capture",
+    "contains",
+    "inside",
+    "has",
+    "in",
+    "index",
+    "rindex",
+    "indices",
+    "length",
+    "utf8bytelength",
+    "type",
+    "keys",
+    "keys_unsorted",
+    "values",
+    "map",
+    "map_values",
+    "any",
+    "all",
+    "first",
+    "last",
+    "ascii_downcase",
+    "ascii_upcase",
+    "ltrimstr",
+    "rtrimstr",
+    "trim",
+    "ltrim",
+    "rtrim",
+    "tostring",
+    "tonumber",
+    "tojson",
+    "fromjson",
+    "split",
+    "join",
+    "to_entries",
+    "from_entries",
+    "with_entries",
+    "objects",
+    "arrays",
+    "strings",
+    "numbers",
+    "booleans",
+    "nulls",
+    "iterables",
+    "scalars",
+    "paths",
+    "leaf_paths",
+    "getpath",
+    "path",
+    "sub",
+    "gsub",
+    "splits",
+    "min",
+    "max",
+    "sort",
+    "sort_by",
+    "unique",
+    "unique_by",
+    "group_by",
+    "min_by",
+    "max_by",
+    "add",
+    "reverse",
+    "flatten",
+    "isempty",
+    "ascii",
+    "explode",
+    "implode",
 ];
+
+/// Longest expression, deepest nesting and most `,` generators accepted.
+const MAX_LEN: usize = 1000;
+const MAX_DEPTH: usize = 32;
+const MAX_COMMAS: usize = 16;
 
 impl JqDeletion {
     /// Compiles `del(expr)`. The error names the expression and what is wrong.
     pub fn compile(expr: &str) -> Result<Self, String> {
         let invalid = |why: String| format!("invalid jqPathExpression {expr:?}: {why}");
-        if let Some((word, why)) = refused_word(expr) {
-            return Err(invalid(format!("`{word}` is not allowed ({why})")));
-        }
+        check_expression(expr).map_err(invalid)?;
         // The expression must be one term, so it cannot close `del(` early.
         if load::parse(expr, |p| p.term()).is_none() {
             return Err(invalid("not a jq expression".into()));
@@ -128,40 +205,108 @@ impl JqDeletion {
     }
 }
 
-fn refused_word(expr: &str) -> Option<(&'static str, &'static str)> {
-    // Identifier-ish tokens outside string literals.
-    let mut tokens = Vec::new();
-    let mut current = String::new();
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in expr.chars() {
+/// The allow-list check: identifiers outside field access and object keys
+/// must be in [`ALLOWED`]; string interpolation `\\(...)` is code and checked too.
+fn check_expression(expr: &str) -> Result<(), String> {
+    if expr.len() > MAX_LEN {
+        return Err(format!("longer than {MAX_LEN} characters"));
+    }
+    let chars: Vec<char> = expr.chars().collect();
+    // Each entry: true while inside a string literal, false in code (an
+    // interpolation inside a string pushes code).
+    let mut modes: Vec<bool> = vec![false];
+    let mut depth = 0usize;
+    let mut parens_in_interp: Vec<usize> = Vec::new();
+    let mut commas = 0usize;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let in_string = *modes.last().unwrap_or(&false);
         if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
+            match c {
+                '\\' if chars.get(i + 1) == Some(&'(') => {
+                    modes.push(false);
+                    parens_in_interp.push(depth);
+                    depth += 1;
+                    i += 2;
+                    continue;
+                }
+                '\\' => i += 2,
+                '"' => {
+                    modes.pop();
+                    i += 1;
+                }
+                _ => i += 1,
             }
             continue;
         }
-        if c.is_alphanumeric() || c == '_' || c == '$' {
-            current.push(c);
-            continue;
-        }
-        if !current.is_empty() {
-            tokens.push(std::mem::take(&mut current));
-        }
-        if c == '"' {
-            in_string = true;
+        match c {
+            '"' => {
+                modes.push(true);
+                i += 1;
+            }
+            '#' => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!("nested deeper than {MAX_DEPTH}"));
+                }
+                i += 1;
+            }
+            ')' | ']' | '}' => {
+                depth = depth.saturating_sub(1);
+                // The `)` closing an interpolation returns to its string.
+                if c == ')' && parens_in_interp.last() == Some(&depth) {
+                    parens_in_interp.pop();
+                    modes.pop();
+                }
+                i += 1;
+            }
+            ',' => {
+                commas += 1;
+                if commas > MAX_COMMAS {
+                    return Err(format!("more than {MAX_COMMAS} `,` alternatives"));
+                }
+                i += 1;
+            }
+            '*' | '/' | '%' => {
+                // `//` is the alternative operator; `*`, `/` and `%` build values.
+                if c == '/' && chars.get(i + 1) == Some(&'/') {
+                    i += 2;
+                    continue;
+                }
+                return Err(format!(
+                    "`{c}` is not allowed (arithmetic can build unbounded values)"
+                ));
+            }
+            '$' => return Err("variables (`$`) are not allowed".into()),
+            '@' => return Err("format strings (`@`) are not allowed".into()),
+            c if c.is_alphabetic() || c == '_' => {
+                let start = i;
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                let field = start > 0 && chars[start - 1] == '.';
+                let mut j = i;
+                while j < chars.len() && chars[j].is_whitespace() {
+                    j += 1;
+                }
+                let key = chars.get(j) == Some(&':');
+                if !field && !key && !ALLOWED.contains(&word.as_str()) {
+                    return Err(format!(
+                        "`{word}` is not allowed (ignoreDifferences expressions may use path steps, comparisons and pure functions such as select, test, startswith, contains, has, map)"
+                    ));
+                }
+            }
+            _ => i += 1,
         }
     }
-    if !current.is_empty() {
-        tokens.push(current);
-    }
-    REFUSED
-        .iter()
-        .find(|(word, _)| tokens.iter().any(|t| t == word))
-        .copied()
+    Ok(())
 }
 
 fn to_json(v: &Val) -> Value {
@@ -243,13 +388,43 @@ mod tests {
             "def f: [f]; f",
             "repeat(.)",
             ".a | debug",
+            ".a | stderr_empty",
             "$ENV.HOME",
             "[range(1e18)]",
+            r#"select("\(env)" == "x")"#,
+            r#"select("\(def f: f; f)" == "x")"#,
+            r#""x" * 1e15"#,
+            "[.[] | combinations]",
+            "# \"\n env",
         ] {
             let err = JqDeletion::compile(e).err().unwrap();
-            assert!(err.contains("is not allowed"), "{e}: {err}");
+            assert!(err.contains("not allowed"), "{e}: {err}");
         }
-        // Words inside string literals are data, not calls.
+        let deep = format!("{}.{}", "(".repeat(40), ")".repeat(40));
+        assert!(
+            JqDeletion::compile(&deep)
+                .err()
+                .unwrap()
+                .contains("nested deeper")
+        );
+        let long = ".a".repeat(600);
+        assert!(
+            JqDeletion::compile(&long)
+                .err()
+                .unwrap()
+                .contains("longer than")
+        );
+        let wide = vec!["(.,.)"; 40].join("|");
+        assert!(
+            JqDeletion::compile(&wide)
+                .err()
+                .unwrap()
+                .contains("alternatives")
+        );
+        // Words inside string literals are data, not calls; keys and fields are names.
+        assert!(JqDeletion::compile(r#".env.debug | select(.input == "x" // "y")"#).is_ok());
+        assert!(JqDeletion::compile(r#".a[] | select({name: .n} | .name == "x")"#).is_ok());
+        assert!(JqDeletion::compile(r#"select("a\(.name)b" == "axb")"#).is_ok());
         assert!(JqDeletion::compile(r#".items[] | select(.name == "debug range")"#).is_ok());
         // `)` cannot close `del(` early.
         assert!(JqDeletion::compile(".a), (.b").is_err());

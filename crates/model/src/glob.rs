@@ -58,8 +58,13 @@ fn why(kind: &globset::ErrorKind) -> String {
 /// is not a valid glob matches only itself.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     static CACHE: LazyLock<Mutex<HashMap<String, Option<Glob>>>> = LazyLock::new(Default::default);
+    // A literal match first: an IPv6 server URL (`https://[fd00::1]:6443`)
+    // reads as a character class but must still match itself.
+    if pattern == text {
+        return true;
+    }
     if !pattern.contains(['*', '?', '[', '{', '\\']) {
-        return pattern == text;
+        return false;
     }
     let cached = CACHE.lock().ok().and_then(|c| c.get(pattern).cloned());
     let glob = match cached {

@@ -12,23 +12,40 @@ use crate::envsubst::envsubst;
 use crate::{Ctx, RenderError, manifest};
 use ferry_model::JsonnetSource;
 use jrsonnet_evaluator::{
-    AsPathLike, FileImportResolver, IStr, ImportResolver, SourcePath, State, apply_tla,
+    AsPathLike, IStr, ImportResolver, SourcePath, State, apply_tla,
     error::{Error as JrError, ErrorKind},
     manifest::JsonFormat,
     tla::TlaArg,
     trace::{CompactFormat, PathResolver, TraceFormat},
 };
 use jrsonnet_gcmodule::Acyclic;
+use jrsonnet_ir::{SourceFifo, SourceFile};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Resolves like Jsonnet's file importer, but refuses anything outside `root`
-/// (`import '/etc/passwd'`, `../../` escapes, symlinks already checked).
+/// Resolves like Jsonnet's file importer (next to the importing file, then
+/// the library paths), but decides on the path alone before touching the
+/// file system: nothing outside `root` is read, stat'ed or opened, so an
+/// import can neither block on a FIFO nor tell which files the controller has.
 #[derive(Acyclic)]
 struct ConfinedResolver {
-    inner: FileImportResolver,
+    jpaths: Vec<PathBuf>,
     root: PathBuf,
+}
+
+impl ConfinedResolver {
+    fn outside(path: &Path) -> JrError {
+        ErrorKind::RuntimeError(IStr::from(format!(
+            "import {:?} resolves outside the repository",
+            path.display()
+        )))
+        .into()
+    }
+
+    fn inside(&self, candidate: &Path) -> bool {
+        crate::fsutil::normalize(candidate).starts_with(&self.root)
+    }
 }
 
 impl ImportResolver for ConfinedResolver {
@@ -37,19 +54,44 @@ impl ImportResolver for ConfinedResolver {
         from: &SourcePath,
         path: &dyn AsPathLike,
     ) -> jrsonnet_evaluator::Result<SourcePath> {
-        let resolved = self.inner.resolve_from(from, path)?;
-        match resolved.path() {
-            Some(p) if p.starts_with(&self.root) => Ok(resolved),
-            _ => Err(ErrorKind::RuntimeError(IStr::from(format!(
-                "import {:?} resolves outside the repository",
-                path.as_path().to_owned().to_string()
-            )))
-            .into()),
+        let wanted: PathBuf = path.as_path().as_ref().to_path_buf();
+        let mut bases: Vec<PathBuf> = Vec::new();
+        if let Some(dir) = from.path().and_then(Path::parent) {
+            bases.push(dir.to_path_buf());
         }
+        bases.extend(self.jpaths.iter().cloned());
+        for base in bases {
+            let candidate = base.join(&wanted);
+            if !self.inside(&candidate) {
+                return Err(Self::outside(&wanted));
+            }
+            // Symlinks were confined by the repository-wide check; canonical
+            // paths keep the import cache keyed on one name per file.
+            let Ok(canonical) = candidate.canonicalize() else {
+                continue;
+            };
+            if !canonical.starts_with(&self.root) {
+                return Err(Self::outside(&wanted));
+            }
+            if canonical.is_file() {
+                return Ok(SourcePath::new(SourceFile::new(canonical)));
+            }
+        }
+        Err(ErrorKind::ImportFileNotFound(from.clone(), path.as_path().to_owned()).into())
     }
 
     fn load_file_contents(&self, resolved: &SourcePath) -> jrsonnet_evaluator::Result<Vec<u8>> {
-        self.inner.load_file_contents(resolved)
+        // `code: true` extVars and TLAs: in-memory code, not a file.
+        if let Some(inline) = resolved.downcast_ref::<SourceFifo>() {
+            return Ok(inline.1.to_vec());
+        }
+        let path = resolved
+            .downcast_ref::<SourceFile>()
+            .map(SourceFile::path)
+            .filter(|p| p.starts_with(&self.root))
+            .ok_or_else(|| Self::outside(resolved.path().unwrap_or(Path::new("?"))))?;
+        std::fs::read(path)
+            .map_err(|e| ErrorKind::ImportIo(format!("{}: {e}", path.display())).into())
     }
 }
 
@@ -96,7 +138,7 @@ impl Evaluator {
         let mut builder = State::builder();
         builder
             .import_resolver(ConfinedResolver {
-                inner: FileImportResolver::new(jpaths),
+                jpaths,
                 root: ctx.root.clone(),
             })
             .context_initializer(stdlib);

@@ -181,27 +181,39 @@ async fn app_namespace_param(mut req: axum::extract::Request) -> axum::extract::
     let (Some(query), Some(rest)) = (uri.query(), uri.path().strip_prefix(PREFIX)) else {
         return req;
     };
-    let mut ns = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|kv| match kv.strip_prefix("appNamespace=") {
-            Some(v) => {
-                ns = Some(v.to_string());
-                false
-            }
-            None => true,
-        })
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let Some(ns) = ns.filter(|n| !n.is_empty() && !rest.is_empty()) else {
+    let namespaces: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "appNamespace")
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let Some(ns) = namespaces.first() else {
         return req;
+    };
+    // Two different namespaces, or one that is not a name: an invalid path
+    // that the handlers answer 400, never a guess.
+    let ns = if namespaces.iter().all(|n| n == ns) && api::check_name(ns).is_ok() {
+        ns.to_string()
+    } else {
+        "invalid-appNamespace!".to_string()
     };
     let (name, tail) = rest.split_once('/').map_or((rest, ""), |(n, t)| (n, t));
     let mut path = format!("{PREFIX}{ns}%2F{name}");
     if !tail.is_empty() {
         path = format!("{path}/{tail}");
     }
+    let kept: Vec<(String, String)> = pairs
+        .into_iter()
+        .filter(|(k, _)| k != "appNamespace")
+        .collect();
     if !kept.is_empty() {
-        path = format!("{path}?{}", kept.join("&"));
+        let query = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(kept)
+            .finish();
+        path = format!("{path}?{query}");
     }
     if let Ok(new_uri) = path.parse() {
         *req.uri_mut() = new_uri;
