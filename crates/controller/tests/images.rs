@@ -385,7 +385,9 @@ async fn bad_credentials_patterns_markers_and_rejected_pushes_are_reported() {
     // server that refuses the first push.
     seed_policy(&h, "svc", "svc", PATTERN).await;
     shared_env().git.move_main_during_next_push(&repo).unwrap();
-    automation(&h, "4s", "{{range .Updated.Images}}{{println .}}{{end}}").await;
+    // The interval bounds how long the rejection stays in status (the retry
+    // comes after min(10s, interval)); long enough to be seen on a busy machine.
+    automation(&h, "12s", "{{range .Updated.Images}}{{println .}}{{end}}").await;
     let (_, reason, msg) = h
         .eventually("push rejection reported", || async {
             automation_ready(&h)
