@@ -364,3 +364,92 @@ fn pod_trait_assertions_have_messages() {
         "{err}"
     );
 }
+
+/// Cases where the first Ferry rendering differed from upstream's CUE
+/// definitions without a word: UDP/SCTP ports, one volume mounted twice, and
+/// the `env` trait's override, `replace` and `containers` forms.
+#[test]
+fn upstream_semantics_for_ports_volumes_and_env() {
+    let out = render_yaml(
+        r#"
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: { name: dns }
+spec:
+  components:
+    - name: dns
+      type: webservice
+      properties:
+        image: coredns:1.11
+        env: [{ name: KEEP, value: "1" }, { name: LEVEL, value: info }, { name: DROP, value: x }]
+        ports:
+          - { port: 53, protocol: UDP, expose: true }
+          - { port: 53, protocol: TCP, expose: true }
+          - { port: 9153, name: metrics, protocol: TCP }
+          - { port: 2000, protocol: SCTP, expose: true }
+        volumeMounts:
+          configMap:
+            - { name: config, mountPath: /etc/coredns, cmName: coredns }
+            - { name: config, mountPath: /etc/coredns-copy, cmName: coredns }
+      traits:
+        - type: env
+          properties:
+            env: { LEVEL: debug, NEW: "2" }
+            unset: [DROP]
+    - name: solo
+      type: webservice
+      properties:
+        image: app:1
+        env: [{ name: A, value: "1" }, { name: B, value: "2" }]
+      traits:
+        - type: env
+          properties: { replace: true, env: { C: "3" } }
+"#,
+    )
+    .unwrap();
+    let dns = &out[0].object["spec"]["template"]["spec"];
+    let c = &dns["containers"][0];
+    let port_names: Vec<&str> = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        port_names,
+        ["port-53-udp", "port-53", "metrics", "port-2000-sctp"]
+    );
+    assert_eq!(
+        dns["volumes"],
+        json!([{"name": "config", "configMap": {"name": "coredns", "defaultMode": 420}}]),
+        "a volume mounted at two paths is declared once"
+    );
+    assert_eq!(c["volumeMounts"].as_array().unwrap().len(), 2);
+    // Overridden in place, added at the end, unset removed.
+    assert_eq!(
+        c["env"],
+        json!([
+            {"name": "KEEP", "value": "1"},
+            {"name": "LEVEL", "value": "debug"},
+            {"name": "NEW", "value": "2"},
+        ])
+    );
+    let service = out.iter().find(|r| r.object["kind"] == "Service").unwrap();
+    assert_eq!(
+        service.object["spec"]["ports"],
+        json!([
+            {"name": "port-53-udp", "port": 53, "targetPort": 53, "protocol": "UDP"},
+            {"name": "port-53", "port": 53, "targetPort": 53, "protocol": "TCP"},
+            {"name": "port-2000-sctp", "port": 2000, "targetPort": 2000, "protocol": "SCTP"},
+        ])
+    );
+    let solo = out
+        .iter()
+        .find(|r| r.object["metadata"]["name"] == "solo")
+        .unwrap();
+    assert_eq!(
+        solo.object["spec"]["template"]["spec"]["containers"][0]["env"],
+        json!([{"name": "C", "value": "3"}]),
+        "replace: true makes env the whole list"
+    );
+}

@@ -120,7 +120,7 @@ spec:
     assert_eq!(svc.output.as_deref(), Some("webserviceExpose"));
     assert_eq!(
         svc.object["spec"]["ports"],
-        json!([{"port": 80, "targetPort": 80, "name": "port-80"}])
+        json!([{"port": 80, "targetPort": 80, "name": "port-80", "protocol": "TCP"}])
     );
     assert_eq!(svc.object["spec"]["type"], "ClusterIP");
 }
@@ -189,7 +189,7 @@ spec:
 }
 
 #[test]
-fn env_trait_refuses_to_override_without_replace() {
+fn env_trait_overrides_a_variable_of_the_same_name_as_upstream() {
     let defs = Definitions::builtin().unwrap();
     let a = app(r#"
 metadata: {name: a}
@@ -197,15 +197,13 @@ spec:
   components:
     - name: w
       type: worker
-      properties: {image: busybox, env: [{name: A, value: "1"}]}
+      properties: {image: busybox, env: [{name: A, value: "1"}, {name: B, value: "1"}]}
       traits: [{type: env, properties: {env: {A: "2"}}}]
 "#);
-    let err = render(&a, &defs).unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, OamError::Template { .. }), "{msg}");
-    assert!(
-        msg.contains("A already set on container w; set replace: true"),
-        "{msg}"
+    let out = render(&a, &defs).unwrap();
+    assert_eq!(
+        out[0].object["spec"]["template"]["spec"]["containers"][0]["env"],
+        json!([{"name": "A", "value": "2"}, {"name": "B", "value": "1"}])
     );
 }
 
