@@ -495,7 +495,7 @@ impl Oam {
             return None;
         }
         let generation = obj.metadata.generation.unwrap_or(0);
-        let app: ferry_oam::Application = match serde_json::from_value(raw.clone()) {
+        let app: ferry_oam::Application = match ferry_oam::application_from_value(raw.clone()) {
             Ok(a) => a,
             Err(e) => {
                 self.write_error(ns, name, &old_status, "Parsed", &e.to_string())

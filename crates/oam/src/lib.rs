@@ -62,8 +62,23 @@ pub(crate) fn yaml_options() -> serde_saphyr::Options {
 
 /// Parses an Application from YAML or JSON.
 pub fn parse_application(yaml: &str) -> Result<Application, OamError> {
-    serde_saphyr::from_str_with_options(yaml, yaml_options())
-        .map_err(|e| OamError::Application(e.to_string()))
+    let value: Value = serde_saphyr::from_str_with_options(yaml, yaml_options())
+        .map_err(|e| OamError::Application(e.to_string()))?;
+    application_from_value(value)
+}
+
+/// An Application from JSON (as the API server has it); errors name the
+/// field's path, e.g. `spec.components[1].traits[0]: missing field \`type\``.
+pub fn application_from_value(value: Value) -> Result<Application, OamError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        OamError::Application(if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        })
+    })
 }
 
 /// The `context` a component's templates see (traits also get `output` and `outputs`).

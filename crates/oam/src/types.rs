@@ -8,6 +8,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// `null` reads as an empty list, as a nil slice does in KubeVela's Go types
+/// (`traits: null` is common in generated YAML).
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
 /// The slice of `metadata` rendering uses.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,9 +50,13 @@ pub struct Application {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub components: Vec<Component>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub policies: Vec<Policy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<Workflow>,
@@ -57,9 +71,17 @@ pub struct Component {
     /// Checked against the definition's parameter schema; `null`/absent is `{}`.
     #[serde(default)]
     pub properties: Value,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub traits: Vec<ComponentTrait>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub depends_on: Vec<String>,
     /// Workflow data passing (`inputs`/`outputs`), kept as read.
     #[serde(default, skip_serializing_if = "Value::is_null")]
@@ -88,7 +110,7 @@ pub struct Policy {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Workflow {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub steps: Vec<WorkflowStep>,
     /// `mode: {steps: DAG|StepByStep, subSteps: ...}`, kept as read.
     #[serde(default, skip_serializing_if = "Value::is_null")]
@@ -103,13 +125,21 @@ pub struct WorkflowStep {
     pub type_name: String,
     #[serde(default)]
     pub properties: Value,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub depends_on: Vec<String>,
     #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
     pub if_expr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub sub_steps: Vec<WorkflowStep>,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub inputs: Value,

@@ -453,3 +453,32 @@ spec:
         "replace: true makes env the whole list"
     );
 }
+
+/// `traits: null` reads as no traits, as KubeVela's nil slices do; a real
+/// mistake names its path.
+#[test]
+fn null_lists_are_empty_and_parse_errors_name_the_path() {
+    let out = render_yaml(
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {name: a}\nspec:\n  components:\n    - name: w\n      type: worker\n      properties: {image: busybox}\n      traits: null\n      dependsOn: null\n  policies: null\n",
+    )
+    .unwrap();
+    assert_eq!(out.len(), 1);
+    let err = parse_application(
+        "metadata: {name: a}\nspec:\n  components:\n    - {name: a, type: worker}\n    - name: b\n      type: worker\n      traits: [{properties: {}}]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("spec.components[1].traits[0]") && err.contains("missing field `type`"),
+        "{err}"
+    );
+    let err = parse_application(
+        "metadata: {name: a}\nspec:\n  components: []\n  policies: [{type: topology, properties: {clusters: [local]}}]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("spec.policies[0]") && err.contains("missing field `name`"),
+        "{err}"
+    );
+}
