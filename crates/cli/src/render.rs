@@ -39,6 +39,11 @@ pub struct RenderArgs {
     /// --plugin; otherwise such components print a comment saying what they would fetch.
     #[arg(long)]
     fetch: bool,
+    /// The Kubernetes version to render for (`context.clusterVersion`: e.g. CronJob is
+    /// batch/v1 from 1.21, batch/v1beta1 before). Default: a current Kubernetes (1.34);
+    /// in --plugin mode, $KUBE_VERSION as Argo CD passes it.
+    #[arg(long, value_name = "VERSION")]
+    kube_version: Option<String>,
 }
 
 /// One parsed input document and the file it came from.
@@ -56,6 +61,17 @@ pub async fn run(args: RenderArgs) -> Result<()> {
 }
 
 async fn render_to_string(args: &RenderArgs) -> Result<String> {
+    let wanted = args.kube_version.clone().or_else(|| {
+        args.plugin
+            .then(|| std::env::var("KUBE_VERSION").ok())
+            .flatten()
+            .filter(|v| !v.is_empty())
+    });
+    let cluster_version = match wanted {
+        Some(v) => ferry_oam::ClusterVersion::parse(&v)
+            .map_err(|e| anyhow::anyhow!("--kube-version: {e}"))?,
+        None => ferry_oam::ClusterVersion::CURRENT,
+    };
     let inputs: Vec<(String, String)> = if args.plugin {
         let mut files = Vec::new();
         collect_yaml(Path::new("."), true, &mut files)?;
@@ -144,7 +160,8 @@ async fn render_to_string(args: &RenderArgs) -> Result<String> {
         {
             app.metadata.namespace = namespace.clone();
         }
-        let rendered = ferry_oam::render(&app, &defs).with_context(|| doc.origin.clone())?;
+        let rendered = ferry_oam::render_for(&app, &defs, cluster_version)
+            .with_context(|| doc.origin.clone())?;
         let sources = ferry_oam::sources(&app, &defs).with_context(|| doc.origin.clone())?;
         // In component order, as vela dry-run prints them.
         for c in &app.spec.components {

@@ -434,3 +434,36 @@ spec:
     assert!(offline.contains("name: extra"), "{offline}");
     assert!(!offline.contains("site-settings"), "{offline}");
 }
+
+#[test]
+fn api_versions_follow_the_kubernetes_version_rendered_for() {
+    let app = "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {name: jobs}\nspec:\n  components:\n    - name: nightly\n      type: cron-task\n      properties: {image: busybox, schedule: '0 1 * * *'}\n";
+    let cron_version = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["-f", "-"];
+        all.extend_from_slice(args);
+        let out = ok(&ferry_in(None, &all, Some(app), env));
+        docs(&out)
+            .into_iter()
+            .find(|d| d["kind"] == "CronJob")
+            .map(|d| d["apiVersion"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(
+        cron_version(&[], &[]),
+        "batch/v1",
+        "a current Kubernetes by default"
+    );
+    assert_eq!(
+        cron_version(&["--kube-version", "1.20.2"], &[]),
+        "batch/v1beta1"
+    );
+    assert_eq!(cron_version(&["--kube-version", "v1.28"], &[]), "batch/v1");
+    let bad = ferry_in(
+        None,
+        &["-f", "-", "--kube-version", "latest"],
+        Some(app),
+        &[],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--kube-version"));
+}

@@ -181,6 +181,8 @@ pub(crate) struct Oam {
     comp_defs: Store<DynamicObject>,
     trait_defs: Store<DynamicObject>,
     memo: Mutex<HashMap<String, Memo>>,
+    /// Each cluster's Kubernetes version and when it was asked.
+    versions: Mutex<HashMap<String, (ferry_oam::ClusterVersion, std::time::Instant)>>,
 }
 
 /// Per component and cluster: KubeVela's `status.services[]` entry.
@@ -255,6 +257,7 @@ impl Oam {
             comp_defs: cd_w.as_reader(),
             trait_defs: td_w.as_reader(),
             memo: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
         });
         let mut tasks = Vec::new();
         let q = ctl.oam_queue.clone();
@@ -392,10 +395,37 @@ impl Oam {
         (defs, broken)
     }
 
+    /// A cluster's Kubernetes version, asked at most every ten minutes; None
+    /// when it cannot be reached (the render then assumes a current one, and
+    /// the apply reports the unreachable cluster).
+    async fn cluster_version(&self, name: &str) -> Option<ferry_oam::ClusterVersion> {
+        const TTL: Duration = Duration::from_secs(600);
+        if let Some((v, at)) = self.versions.lock().ok().and_then(|m| m.get(name).copied())
+            && at.elapsed() < TTL
+        {
+            return Some(v);
+        }
+        let conn = if name == policy::LOCAL_CLUSTER {
+            self.ctl.local.clone()
+        } else {
+            let dest = ferry_model::Destination {
+                name: Some(name.to_string()),
+                ..Default::default()
+            };
+            self.ctl.destination(&dest).await.ok()?.0
+        };
+        let v = ferry_oam::ClusterVersion::parse(&conn.version().await.ok()?).ok()?;
+        if let Ok(mut m) = self.versions.lock() {
+            m.insert(name.to_string(), (v, std::time::Instant::now()));
+        }
+        Some(v)
+    }
+
     fn cluster_infos(&self) -> Vec<ClusterInfo> {
         let mut out = vec![ClusterInfo {
             name: policy::LOCAL_CLUSTER.into(),
             labels: BTreeMap::new(),
+            version: None,
         }];
         for s in self.ctl.secrets.state() {
             if s.labels()
@@ -415,6 +445,7 @@ impl Oam {
                 out.push(ClusterInfo {
                     name: cs.name,
                     labels,
+                    version: None,
                 });
             }
         }
@@ -873,8 +904,11 @@ impl Oam {
         ns: &str,
     ) -> Result<Arc<Prepared>, String> {
         let defs_version = self.definitions_version(ns);
-        let clusters = self.cluster_infos();
-        let cluster_key: Vec<(String, Vec<(String, String)>)> = clusters
+        let mut clusters = self.cluster_infos();
+        for c in clusters.iter_mut() {
+            c.version = self.cluster_version(&c.name).await;
+        }
+        let cluster_key: Vec<(String, Vec<(String, String)>, String)> = clusters
             .iter()
             .map(|c| {
                 (
@@ -883,6 +917,7 @@ impl Oam {
                         .iter()
                         .map(|(a, b)| (a.clone(), b.clone()))
                         .collect(),
+                    format!("{:?}", c.version),
                 )
             })
             .collect();
@@ -1335,6 +1370,10 @@ impl Oam {
         c.depends_on.clear();
         // valueFrom and the template are user Jsonnet: off the async workers, with a limit.
         let (mut c2, mut a, defs) = (c.clone(), app.clone(), ctx.defs.clone());
+        let version = self
+            .cluster_version(&t.placement.cluster)
+            .await
+            .unwrap_or_default();
         let task = tokio::task::spawn_blocking(move || {
             for (producer, expr, output, outputs, key) in values {
                 let v = ferry_oam::value_from(&producer, &expr, &output, &outputs)
@@ -1342,7 +1381,7 @@ impl Oam {
                 ferry_oam::set_parameter(&mut c2.properties, &key, v);
             }
             a.spec.components = vec![c2.clone()];
-            let rendered = ferry_oam::render(&a, &defs).map_err(|e| e.to_string())?;
+            let rendered = ferry_oam::render_for(&a, &defs, version).map_err(|e| e.to_string())?;
             Ok::<_, String>((c2, rendered))
         });
         let limit = self.ctl.cfg.render_timeout;
@@ -2043,7 +2082,13 @@ fn prepare(
                 c.depends_on.retain(|d| names.contains(d));
             }
             let layers = workflow::component_order(&a).map_err(|e| e.to_string())?;
-            let rendered = ferry_oam::render(&a, &defs).map_err(|e| e.to_string())?;
+            // API versions follow the target cluster (KubeVela's context.clusterVersion).
+            let version = clusters
+                .iter()
+                .find(|c| c.name == placement.cluster)
+                .and_then(|c| c.version)
+                .unwrap_or_default();
+            let rendered = ferry_oam::render_for(&a, &defs, version).map_err(|e| e.to_string())?;
             let target_sources = ferry_oam::sources(&a, &defs).map_err(|e| e.to_string())?;
             for s in &target_sources {
                 if !sources.iter().any(|x| spec_hash(x) == spec_hash(s)) {

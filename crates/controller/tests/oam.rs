@@ -132,10 +132,20 @@ where
 #[tokio::test]
 async fn every_builtin_type_and_trait_renders_as_the_golden_file_then_runs_healthy() {
     let text = std::fs::read_to_string(fixture("builtins.yaml")).unwrap();
-    // Golden: the rendering alone, before any cluster is involved.
+    // Golden: the rendering alone, for the version of the cluster it then runs on
+    // (API versions follow it, as the controller renders them).
     let app = ferry_oam::parse_application(&text).unwrap();
     let defs = ferry_oam::Definitions::builtin().unwrap();
-    let rendered: Vec<Value> = ferry_oam::render(&app, &defs)
+    let info = ferry_testenv::shared()
+        .cluster
+        .client()
+        .await
+        .unwrap()
+        .apiserver_version()
+        .await
+        .unwrap();
+    let version = ferry_oam::ClusterVersion::parse(&info.git_version).unwrap();
+    let rendered: Vec<Value> = ferry_oam::render_for(&app, &defs, version)
         .unwrap()
         .into_iter()
         .map(|r| {

@@ -81,8 +81,55 @@ pub fn application_from_value(value: Value) -> Result<Application, OamError> {
     })
 }
 
+/// The Kubernetes version a render targets, as KubeVela's `context.clusterVersion`:
+/// definitions pick API versions by it (`batch/v1` CronJob from 1.21 on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClusterVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ClusterVersion {
+    /// What `ferry render` assumes without `--kube-version`: a current Kubernetes.
+    pub const CURRENT: ClusterVersion = ClusterVersion {
+        major: 1,
+        minor: 34,
+    };
+
+    /// `1.20.2`, `v1.28`, `1.30.1-gke.100`.
+    pub fn parse(text: &str) -> Result<ClusterVersion, String> {
+        let t = text.trim().trim_start_matches('v');
+        let mut parts = t.split(['.', '-', '+']);
+        let num = |p: Option<&str>| {
+            p.and_then(|s| s.trim_end_matches('+').parse::<u32>().ok())
+                .ok_or_else(|| {
+                    format!("{text:?} is not a Kubernetes version (expected e.g. 1.28 or 1.28.3)")
+                })
+        };
+        Ok(ClusterVersion {
+            major: num(parts.next())?,
+            minor: num(parts.next())?,
+        })
+    }
+}
+
+impl Default for ClusterVersion {
+    fn default() -> Self {
+        ClusterVersion::CURRENT
+    }
+}
+
 /// The `context` a component's templates see (traits also get `output` and `outputs`).
 pub fn component_context(app: &Application, component: &Component) -> Value {
+    component_context_for(app, component, ClusterVersion::CURRENT)
+}
+
+/// [`component_context`] for a cluster of `version`.
+pub fn component_context_for(
+    app: &Application,
+    component: &Component,
+    version: ClusterVersion,
+) -> Value {
     let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
     let num = app.metadata.generation.unwrap_or(1).max(1);
     json!({
@@ -96,6 +143,11 @@ pub fn component_context(app: &Application, component: &Component) -> Value {
         "revision": format!("{}-v{num}", component.name),
         "appLabels": app.metadata.labels,
         "appAnnotations": app.metadata.annotations,
+        "clusterVersion": {
+            "major": version.major,
+            "minor": version.minor,
+            "gitVersion": format!("v{}.{}.0", version.major, version.minor),
+        },
     })
 }
 
@@ -105,6 +157,15 @@ pub fn component_context(app: &Application, component: &Component) -> Value {
 /// Source components (`helm`, `kustomize`: definitions with `spec.schematic.builtin: source`)
 /// are validated and emit nothing; [`sources`] gives what the caller fetches for them.
 pub fn render(app: &Application, defs: &Definitions) -> Result<Vec<Rendered>, OamError> {
+    render_for(app, defs, ClusterVersion::CURRENT)
+}
+
+/// [`render`] for a cluster of `version` (API versions follow it).
+pub fn render_for(
+    app: &Application,
+    defs: &Definitions,
+    version: ClusterVersion,
+) -> Result<Vec<Rendered>, OamError> {
     let mut seen = BTreeSet::new();
     for c in &app.spec.components {
         if !seen.insert(c.name.as_str()) {
@@ -114,7 +175,7 @@ pub fn render(app: &Application, defs: &Definitions) -> Result<Vec<Rendered>, Oa
     let engine = engine::Engine::new();
     let mut out = Vec::new();
     for component in &app.spec.components {
-        render_component(&engine, app, component, defs, &mut out)?;
+        render_component(&engine, app, component, defs, version, &mut out)?;
     }
     Ok(out)
 }
@@ -124,6 +185,7 @@ fn render_component(
     app: &Application,
     component: &Component,
     defs: &Definitions,
+    version: ClusterVersion,
     out: &mut Vec<Rendered>,
 ) -> Result<(), OamError> {
     let site = Site {
@@ -161,7 +223,7 @@ fn render_component(
         schematic.parameter_schema.as_ref(),
         &site,
     )?;
-    let mut context = component_context(app, component);
+    let mut context = component_context_for(app, component, version);
     let file = format!("{}.jsonnet", definition.to_lowercase());
     let result = engine
         .component(&file, &schematic.template, &parameter, &context)

@@ -110,6 +110,8 @@ impl Topology {
 pub struct ClusterInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// The cluster's Kubernetes version, when known (renders follow it).
+    pub version: Option<crate::ClusterVersion>,
 }
 
 /// Where a `deploy` step applies: a cluster and, when the topology sets one, a namespace.

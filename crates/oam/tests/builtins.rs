@@ -20,6 +20,21 @@ fn render_yaml(yaml: &str) -> Result<Vec<Rendered>, OamError> {
     )
 }
 
+/// The apiVersion a fixture's object of `kind` gets on a cluster of `version`.
+fn api_version_on(fixture: &str, version: &str, kind: &str) -> String {
+    let yaml = std::fs::read_to_string(dir("fixtures").join(fixture)).unwrap();
+    let out = ferry_oam::render_for(
+        &parse_application(&yaml).unwrap(),
+        &Definitions::builtin().unwrap(),
+        ferry_oam::ClusterVersion::parse(version).unwrap(),
+    )
+    .unwrap();
+    out.iter()
+        .find(|r| r.object["kind"] == kind)
+        .map(|r| r.object["apiVersion"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no {kind} in {fixture}"))
+}
+
 fn render_fixture(name: &str) -> Vec<Rendered> {
     let p = dir("fixtures").join(name);
     let yaml = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -90,8 +105,17 @@ fn daemon_and_cron_task_with_pod_traits_match_golden() {
 
     let cron = &out[2].object;
     assert_eq!(
-        cron["apiVersion"], "batch/v1beta1",
-        "Kubernetes 1.20 serves CronJob as v1beta1"
+        cron["apiVersion"], "batch/v1",
+        "a current cluster serves CronJob as batch/v1"
+    );
+    assert_eq!(
+        api_version_on("builtins-workloads.yaml", "1.20.2", "CronJob"),
+        "batch/v1beta1",
+        "Kubernetes 1.20 serves CronJob as v1beta1 only"
+    );
+    assert_eq!(
+        api_version_on("builtins-workloads.yaml", "1.21.0", "CronJob"),
+        "batch/v1"
     );
     assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
     let job_pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
@@ -156,10 +180,18 @@ fn webservice_with_gateway_storage_hpa_and_patches_matches_golden() {
     );
     assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
     let hpa = &out[5].object;
-    assert_eq!(
-        hpa["apiVersion"], "autoscaling/v2beta2",
-        "Kubernetes 1.20 has no autoscaling/v2"
-    );
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2", "a current cluster");
+    for (version, want) in [
+        ("1.20.2", "autoscaling/v2beta2"),
+        ("1.22.9", "autoscaling/v2beta2"),
+        ("1.23.0", "autoscaling/v2"),
+    ] {
+        assert_eq!(
+            api_version_on("builtins-traits.yaml", version, "HorizontalPodAutoscaler"),
+            want,
+            "Kubernetes {version}"
+        );
+    }
     assert_eq!(
         hpa["spec"]["metrics"][1]["resource"]["target"],
         json!({"type": "AverageValue", "averageValue": 512})

@@ -18,6 +18,7 @@ fn cluster(name: &str, labels: &[(&str, &str)]) -> ClusterInfo {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        version: None,
     }
 }
 
