@@ -908,18 +908,10 @@ impl Oam {
         for c in clusters.iter_mut() {
             c.version = self.cluster_version(&c.name).await;
         }
-        let cluster_key: Vec<(String, Vec<(String, String)>, String)> = clusters
+        // Names, labels and versions: what placement and API versions depend on.
+        let cluster_key: Vec<String> = clusters
             .iter()
-            .map(|c| {
-                (
-                    c.name.clone(),
-                    c.labels
-                        .iter()
-                        .map(|(a, b)| (a.clone(), b.clone()))
-                        .collect(),
-                    format!("{:?}", c.version),
-                )
-            })
+            .map(|c| format!("{}|{:?}|{:?}", c.name, c.labels, c.version))
             .collect();
         let input_key = hash_of(&(
             serde_json::to_string(app).unwrap_or_default(),
