@@ -280,7 +280,7 @@ fn schema_violations_of_new_builtins() {
             "type: daemon, properties: {image: x, replicas: 3}",
             "scaler",
             "{replicas: 1}",
-            "component `c`: properties.replicas: unknown field `replicas`; allowed: addRevisionLabel, annotations, args, cmd, cpu, env, exposeType, image, imagePullPolicy, imagePullSecrets, labels, livenessProbe, memory, port, ports, readinessProbe",
+            "component `c`: properties.replicas: unknown field `replicas`; allowed: addRevisionLabel, annotations, args, cmd, cpu, env, exposeType, image, imagePullPolicy, imagePullSecrets, labels, livenessProbe, memory, port, ports, readinessProbe, volumeMounts",
         ),
         (
             WEB,
@@ -512,5 +512,24 @@ fn null_lists_are_empty_and_parse_errors_name_the_path() {
     assert!(
         err.contains("spec.policies[0]") && err.contains("missing field `name`"),
         "{err}"
+    );
+}
+
+/// Upstream's daemon takes webservice's `volumeMounts` (hostPath is the common case).
+#[test]
+fn daemon_volume_mounts_as_upstream() {
+    let out = render_yaml(
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {name: logs}\nspec:\n  components:\n    - name: shipper\n      type: daemon\n      properties:\n        image: fluent-bit:3\n        volumeMounts:\n          hostPath:\n            - {name: varlog, mountPath: /var/log, path: /var/log}\n            - {name: varlog, mountPath: /host/var/log, path: /var/log}\n",
+    )
+    .unwrap();
+    let pod = &out[0].object["spec"]["template"]["spec"];
+    assert_eq!(out[0].object["kind"], "DaemonSet");
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "varlog", "hostPath": {"path": "/var/log"}}])
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        json!([{"name": "varlog", "mountPath": "/var/log"}, {"name": "varlog", "mountPath": "/host/var/log"}])
     );
 }
