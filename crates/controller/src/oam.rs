@@ -457,9 +457,8 @@ impl Oam {
             return Ok(self.ctl.local.clone());
         }
         let d = Destination {
-            server: None,
             name: Some(cluster.to_string()),
-            namespace: None,
+            ..Destination::default()
         };
         self.ctl
             .destination(&d)

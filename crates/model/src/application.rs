@@ -98,7 +98,7 @@ pub struct ApplicationSpec {
     pub unknown: BTreeMap<String, Value>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Destination {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,6 +107,18 @@ pub struct Destination {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Fields this struct does not know, kept so they are reported, never dropped
+    /// (`namepsace:` must not silently mean the default namespace).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+impl std::hash::Hash for Destination {
+    // Where an app goes is its server, name and namespace; unknown fields are
+    // refused before a destination is ever looked up.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (&self.server, &self.name, &self.namespace).hash(state);
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

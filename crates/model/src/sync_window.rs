@@ -225,6 +225,7 @@ mod tests {
             server: Some("https://kubernetes.default.svc".into()),
             name: None,
             namespace: Some(ns.into()),
+            ..Destination::default()
         }
     }
 

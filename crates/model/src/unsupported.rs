@@ -75,6 +75,7 @@ impl Application {
         let mut out = Vec::new();
         let spec = &self.spec;
         note(&mut out, "spec", &spec.unknown);
+        note(&mut out, "spec.destination", &spec.destination.unknown);
         if let Some(s) = &spec.source {
             source(&mut out, "spec.source", s);
         }
@@ -173,6 +174,7 @@ mod tests {
                 ],
                 "syncPolicy": { "automated": { "prune": true, "someday": true }, "retry": { "backoff": { "jitter": 1 } } },
                 "hydrator": {},
+                "destination": { "server": "https://kubernetes.default.svc", "namepsace": "typo" },
             },
         }))
         .unwrap();
@@ -180,6 +182,7 @@ mod tests {
             app.unsupported_fields(),
             [
                 "spec.hydrator",
+                "spec.destination.namepsace",
                 "spec.sources[0].helm.fancy",
                 "spec.sources[1].newThing",
                 "spec.syncPolicy.automated.someday",
