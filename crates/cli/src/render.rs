@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferry_oam::{Application, Definitions, OamError, Rendered};
+use ferry_oam::{Application, Definitions, Rendered};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -148,9 +148,9 @@ async fn render_to_string(args: &RenderArgs) -> Result<String> {
             push_doc(&mut out, None, &doc.value)?;
             continue;
         }
-        let mut app: Application = serde_json::from_value(doc.value)
-            .map_err(|e| OamError::Application(e.to_string()))
-            .with_context(|| doc.origin.clone())?;
+        // Errors name the field's path (`spec.components[1].traits[0]`).
+        let mut app: Application =
+            ferry_oam::application_from_value(doc.value).with_context(|| doc.origin.clone())?;
         if app
             .metadata
             .namespace

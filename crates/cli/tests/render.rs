@@ -467,3 +467,20 @@ fn api_versions_follow_the_kubernetes_version_rendered_for() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--kube-version"));
 }
+
+#[test]
+fn parse_errors_name_the_path_and_null_traits_are_empty() {
+    let bad = "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {name: a}\nspec:\n  components:\n    - {name: a, type: worker, properties: {image: x}, traits: null}\n    - name: b\n      type: worker\n      traits: [{properties: {}}]\n";
+    let o = ferry_in(None, &["-f", "-"], Some(bad), &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("spec.components[1].traits[0]") && err.contains("missing field `type`"),
+        "{err}"
+    );
+    let good = bad.replace(
+        "      traits: [{properties: {}}]\n",
+        "      properties: {image: y}\n",
+    );
+    ok(&ferry_in(None, &["-f", "-"], Some(&good), &[]));
+}
