@@ -140,6 +140,8 @@ pub struct Controller {
     pub(crate) resolved: Mutex<HashMap<(String, String), (String, Instant)>>,
     pub(crate) rendered: Mutex<HashMap<String, Arc<RenderedSource>>>,
     pub(crate) compared: Mutex<HashMap<String, Vec<String>>>,
+    /// Per checked-out app directory: whether a render may read beyond it.
+    pub(crate) dir_facts: Mutex<HashMap<(PathBuf, bool), bool>>,
     /// The Application as our last status write returned it; newer than the
     /// watch cache until the cache catches up.
     pub(crate) written: Mutex<HashMap<String, Application>>,
@@ -219,6 +221,7 @@ impl Controller {
             resolved: Mutex::new(HashMap::new()),
             rendered: Mutex::new(HashMap::new()),
             compared: Mutex::new(HashMap::new()),
+            dir_facts: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             triggers: tx,
             queue: queue::Queue::default(),
@@ -435,12 +438,9 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
 
 /// Argo CD's namespace patterns: globs, or `/regex/`.
 pub fn namespace_allowed(patterns: &[String], ns: &str) -> bool {
-    patterns.iter().any(
-        |p| match p.strip_prefix('/').and_then(|r| r.strip_suffix('/')) {
-            Some(re) => regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(ns)),
-            None => ferry_model::glob_match(p, ns),
-        },
-    )
+    patterns
+        .iter()
+        .any(|p| ferry_model::glob::glob_or_regex_match(p, ns))
 }
 
 /// Aborts its tasks when dropped.

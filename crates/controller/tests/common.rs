@@ -297,3 +297,34 @@ pub fn op_phase(a: &Application) -> String {
 pub fn name_of(v: &impl ResourceExt) -> String {
     v.name_any()
 }
+
+/// An Application in `dest` from `path` of `repo_url` at main; `extra` is merged over it.
+pub fn app(name: &str, repo_url: &str, path: &str, dest: &str, extra: Value) -> Value {
+    let mut a = json!({
+        "metadata": { "name": name },
+        "spec": {
+            "project": "default",
+            "source": { "repoURL": repo_url, "path": path, "targetRevision": "main" },
+            "destination": { "server": "https://kubernetes.default.svc", "namespace": dest },
+        }
+    });
+    merge(&mut a, extra);
+    a
+}
+
+/// Merges `b` into `a`, objects key by key.
+pub fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in y {
+                merge(x.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+/// `syncPolicy.automated` with prune and selfHeal.
+pub fn automated() -> Value {
+    json!({ "spec": { "syncPolicy": { "automated": { "prune": true, "selfHeal": true } } } })
+}

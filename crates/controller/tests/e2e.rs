@@ -28,34 +28,6 @@ fn refs(files: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
-fn app(name: &str, repo_url: &str, path: &str, dest: &str, extra: Value) -> Value {
-    let mut a = json!({
-        "metadata": { "name": name },
-        "spec": {
-            "project": "default",
-            "source": { "repoURL": repo_url, "path": path, "targetRevision": "main" },
-            "destination": { "server": "https://kubernetes.default.svc", "namespace": dest },
-        }
-    });
-    merge(&mut a, extra);
-    a
-}
-
-fn merge(a: &mut Value, b: Value) {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            for (k, v) in y {
-                merge(x.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b,
-    }
-}
-
-fn automated() -> Value {
-    json!({ "spec": { "syncPolicy": { "automated": { "prune": true, "selfHeal": true } } } })
-}
-
 async fn configmap_value(h: &Harness, ns: &str, name: &str, key: &str) -> Option<String> {
     let api: Api<ConfigMap> = Api::namespaced(h.client.clone(), ns);
     api.get_opt(name).await.ok()??.data?.get(key).cloned()

@@ -73,12 +73,7 @@ pub fn assess_with(obj: &Value, settings: &ResourceSettings) -> Option<HealthSta
     if obj.pointer("/metadata/deletionTimestamp").is_some() || settings.health.is_empty() {
         return assess(obj);
     }
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let api_version = obj
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let (group, kind) = group_kind(obj);
     let Some(custom) = settings.health_script(group, kind) else {
         return assess(obj);
     };
@@ -95,12 +90,7 @@ pub fn assess_with(obj: &Value, settings: &ResourceSettings) -> Option<HealthSta
 /// Health of one live object, or None for kinds that have no health of their own
 /// (ConfigMaps, Services of type ClusterIP, RBAC objects...), which count as Healthy.
 pub fn assess(obj: &Value) -> Option<HealthStatus> {
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let api_version = obj
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let (group, kind) = group_kind(obj);
     if obj.pointer("/metadata/deletionTimestamp").is_some() {
         return Some(h(PROGRESSING, Some("Pending deletion".into())));
     }
@@ -120,6 +110,17 @@ pub fn assess(obj: &Value) -> Option<HealthStatus> {
         ("argoproj.io", "Application") => application(obj),
         _ => ready_condition(obj),
     }
+}
+
+/// An object's API group (empty for core) and kind.
+fn group_kind(obj: &Value) -> (&str, &str) {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    (group, kind)
 }
 
 fn generation_observed(obj: &Value) -> bool {

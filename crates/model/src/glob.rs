@@ -85,6 +85,31 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     }
 }
 
+/// Argo CD's namespace patterns (`--application-namespaces`,
+/// `sourceNamespaces`): `/regex/` (anchored) or a glob; each compiled once
+/// per process, since they are checked for every app event.
+pub fn glob_or_regex_match(pattern: &str, text: &str) -> bool {
+    let Some(re) = pattern.strip_prefix('/').and_then(|r| r.strip_suffix('/')) else {
+        return glob_match(pattern, text);
+    };
+    static CACHE: LazyLock<Mutex<HashMap<String, Option<regex::Regex>>>> =
+        LazyLock::new(Default::default);
+    let cached = CACHE.lock().ok().and_then(|c| c.get(re).cloned());
+    let compiled = match cached {
+        Some(c) => c,
+        None => {
+            let c = regex::Regex::new(&format!("^(?:{re})$")).ok();
+            if let Ok(mut cache) = CACHE.lock()
+                && cache.len() < 10_000
+            {
+                cache.insert(re.to_string(), c.clone());
+            }
+            c
+        }
+    };
+    compiled.is_some_and(|r| r.is_match(text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +158,17 @@ mod tests {
         assert!(!m("\\*.yaml", "x.yaml", true));
         assert!(m("{a,b{c,d}}.yaml", "bd.yaml", true));
         assert!(Glob::new("{a,b").is_err());
+    }
+
+    #[test]
+    fn namespace_patterns_are_globs_or_anchored_regexes() {
+        assert!(glob_or_regex_match("team-*", "team-a"));
+        assert!(glob_or_regex_match("/^ops$/", "ops"));
+        assert!(!glob_or_regex_match("/ops/", "devops"), "anchored");
+        assert!(
+            !glob_or_regex_match("/(/", "("),
+            "an invalid regex matches nothing"
+        );
     }
 
     #[test]

@@ -36,19 +36,24 @@ impl SourceCache {
         check_chart(chart)?;
         let version = version.trim();
         check_version(chart, version)?;
-        if let Some(registry) = OciRepo::parse(repo_url, creds)? {
-            return self
-                .oci_chart(helm, &registry, repo_url, chart, version, creds)
-                .await;
-        }
-        let parsed = RepoUrl::parse(repo_url)?;
-        if parsed.transport != Transport::Http {
-            return Err(SourceError::InvalidUrl {
-                url: scrub_url(repo_url),
-                reason: "a Helm repository URL must be http:// or https://",
-            });
-        }
-        let key = cache_key(repo_url);
+        // Where the chart comes from decides the cache key; caching, locking
+        // and unpacking are the same for both transports.
+        let (key, origin) = match OciRepo::parse(repo_url, creds)? {
+            Some(registry) => (
+                cache_key(&format!("oci://{}/{}", registry.host, registry.path)),
+                ChartOrigin::Oci(registry),
+            ),
+            None => {
+                let parsed = RepoUrl::parse(repo_url)?;
+                if parsed.transport != Transport::Http {
+                    return Err(SourceError::InvalidUrl {
+                        url: scrub_url(repo_url),
+                        reason: "a Helm repository URL must be http:// or https://",
+                    });
+                }
+                (cache_key(repo_url), ChartOrigin::Repository(parsed))
+            }
+        };
         let base = self.root.join("charts").join(&key).join(chart);
         if let Some(hit) = self.cached_chart(&base, &key, chart, version) {
             return Ok(hit);
@@ -58,13 +63,63 @@ impl SourceCache {
         if let Some(hit) = self.cached_chart(&base, &key, chart, version) {
             return Ok(hit);
         }
-        let (dir, found) = self
-            .pull(helm, &parsed, repo_url, chart, version, creds, &base)
-            .await?;
+        let (dir, found) = match &origin {
+            ChartOrigin::Repository(parsed) => {
+                self.pull(helm, parsed, repo_url, chart, version, creds, &base)
+                    .await?
+            }
+            ChartOrigin::Oci(registry) => {
+                self.pull_oci(helm, registry, repo_url, chart, version, creds, &base)
+                    .await?
+            }
+        };
         lock(&self.helm_versions).insert(
             (key, chart.to_string(), version.to_string()),
             (found.clone(), Instant::now()),
         );
+        Ok((dir, found))
+    }
+
+    /// A private (0700) scratch directory with an empty `out/` for helm to unpack into.
+    fn work_dir(&self, prefix: &str) -> Result<(tempfile::TempDir, PathBuf), SourceError> {
+        let work = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&self.tmp)
+            .map_err(|e| SourceError::io_at("creating a directory in", &self.tmp, e))?;
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SourceError::io_at("securing", work.path(), e))?;
+        let out = work.path().join("out");
+        std::fs::create_dir(&out).map_err(|e| SourceError::io_at("creating", &out, e))?;
+        Ok((work, out))
+    }
+
+    /// Moves the chart helm unpacked into `out` to `base/<its version>`.
+    fn store_unpacked(
+        &self,
+        out: &Path,
+        chart: &str,
+        base: &Path,
+        repo_url: &str,
+    ) -> Result<(PathBuf, String), SourceError> {
+        let unpacked = single_dir(out).ok_or_else(|| SourceError::InvalidChart {
+            chart: chart.to_string(),
+            reason: "helm pull produced no chart directory".into(),
+        })?;
+        let found = chart_version(&unpacked.join("Chart.yaml")).ok_or_else(|| {
+            SourceError::InvalidChart {
+                chart: chart.to_string(),
+                reason: "Chart.yaml has no usable version".into(),
+            }
+        })?;
+        std::fs::create_dir_all(base).map_err(|e| SourceError::io_at("creating", base, e))?;
+        let dir = base.join(&found);
+        if !touch(&dir)
+            && let Err(e) = std::fs::rename(&unpacked, &dir)
+            && !dir.is_dir()
+        {
+            return Err(SourceError::io_at("creating", &dir, e));
+        }
+        tracing::info!(repo = %scrub_url(repo_url), chart, version = %found, "pulled chart");
         Ok((dir, found))
     }
 
@@ -115,15 +170,8 @@ impl SourceCache {
             push_secret(&mut secrets, p);
         }
         let redactor = Redactor::new(secrets);
-        let work = tempfile::Builder::new()
-            .prefix("helm-")
-            .tempdir_in(&self.tmp)
-            .map_err(|e| SourceError::io_at("creating a directory in", &self.tmp, e))?;
-        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| SourceError::io_at("securing", work.path(), e))?;
+        let (work, out) = self.work_dir("helm-")?;
         let w = work.path();
-        let out = w.join("out");
-        std::fs::create_dir(&out).map_err(|e| SourceError::io_at("creating", &out, e))?;
 
         // Flags both commands share: where the temporary configuration lives,
         // and how to reach the server.
@@ -198,31 +246,13 @@ impl SourceCache {
             e => e,
         })?;
 
-        let unpacked = single_dir(&out).ok_or_else(|| SourceError::InvalidChart {
-            chart: chart.to_string(),
-            reason: "helm pull produced no chart directory".into(),
-        })?;
-        let found = chart_version(&unpacked.join("Chart.yaml")).ok_or_else(|| {
-            SourceError::InvalidChart {
-                chart: chart.to_string(),
-                reason: "Chart.yaml has no usable version".into(),
-            }
-        })?;
-        std::fs::create_dir_all(base).map_err(|e| SourceError::io_at("creating", base, e))?;
-        let dir = base.join(&found);
-        if !touch(&dir)
-            && let Err(e) = std::fs::rename(&unpacked, &dir)
-            && !dir.is_dir()
-        {
-            return Err(SourceError::io_at("creating", &dir, e));
-        }
-        tracing::info!(repo = %scrub_url(repo_url), chart, version = %found, "pulled chart");
-        Ok((dir, found))
+        self.store_unpacked(&out, chart, base, repo_url)
     }
 
     /// A chart from an OCI registry: `helm registry login` (credentials on
     /// stdin, into a private registry config), then `helm pull oci://...`.
-    async fn oci_chart(
+    #[allow(clippy::too_many_arguments)]
+    async fn pull_oci(
         &self,
         helm: &Path,
         registry: &OciRepo,
@@ -230,28 +260,12 @@ impl SourceCache {
         chart: &str,
         version: &str,
         creds: Option<&RepoCredentials>,
+        base: &Path,
     ) -> Result<(PathBuf, String), SourceError> {
-        let key = cache_key(&format!("oci://{}/{}", registry.host, registry.path));
-        let base = self.root.join("charts").join(&key).join(chart);
-        if let Some(hit) = self.cached_chart(&base, &key, chart, version) {
-            return Ok(hit);
-        }
-        let repo_lock = self.lock_for(format!("helm:{key}"));
-        let _held = repo_lock.lock().await;
-        if let Some(hit) = self.cached_chart(&base, &key, chart, version) {
-            return Ok(hit);
-        }
         let creds = creds.cloned().unwrap_or_default();
         let redactor = Redactor::new(creds.secrets());
-        let work = tempfile::Builder::new()
-            .prefix("helm-oci-")
-            .tempdir_in(&self.tmp)
-            .map_err(|e| SourceError::io_at("creating a directory in", &self.tmp, e))?;
-        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| SourceError::io_at("securing", work.path(), e))?;
+        let (work, out) = self.work_dir("helm-oci-")?;
         let w = work.path();
-        let out = w.join("out");
-        std::fs::create_dir(&out).map_err(|e| SourceError::io_at("creating", &out, e))?;
         let mut shared: Vec<String> = vec![
             "--registry-config".into(),
             w.join("registry.json").display().to_string(),
@@ -287,30 +301,7 @@ impl SourceCache {
         }
         pull.args(shared.iter().cloned());
         run(&pull, &redactor).await?;
-        let unpacked = single_dir(&out).ok_or_else(|| SourceError::InvalidChart {
-            chart: chart.to_string(),
-            reason: "helm pull produced no chart directory".into(),
-        })?;
-        let found = chart_version(&unpacked.join("Chart.yaml")).ok_or_else(|| {
-            SourceError::InvalidChart {
-                chart: chart.to_string(),
-                reason: "Chart.yaml has no usable version".into(),
-            }
-        })?;
-        std::fs::create_dir_all(&base).map_err(|e| SourceError::io_at("creating", &base, e))?;
-        let dir = base.join(&found);
-        if !touch(&dir)
-            && let Err(e) = std::fs::rename(&unpacked, &dir)
-            && !dir.is_dir()
-        {
-            return Err(SourceError::io_at("creating", &dir, e));
-        }
-        lock(&self.helm_versions).insert(
-            (key, chart.to_string(), version.to_string()),
-            (found.clone(), Instant::now()),
-        );
-        tracing::info!(repo = %scrub_url(repo_url), chart, version = %found, "pulled OCI chart");
-        Ok((dir, found))
+        self.store_unpacked(&out, chart, base, repo_url)
     }
 
     fn helm_cmd(&self, helm: &Path, label: &str, repo_url: &str, work: &Path) -> Cmd {
@@ -327,6 +318,12 @@ impl SourceCache {
         cmd.cwd = Some(work.to_path_buf());
         cmd
     }
+}
+
+/// Where a chart is pulled from.
+enum ChartOrigin {
+    Repository(RepoUrl),
+    Oci(OciRepo),
 }
 
 /// A Helm chart repository in an OCI registry: `oci://host/path`, or
