@@ -62,6 +62,9 @@ struct SourceRender<'a> {
     hard: bool,
 }
 
+/// argocd-cm keys that change delivery in Argo CD and that Ferry does not act on.
+pub(crate) const SETTINGS_CONDITION: &str = "UnsupportedSettingWarning";
+
 /// Argo CD's condition for rendered objects argocd-cm excludes.
 pub(crate) const EXCLUDED_CONDITION: &str = "ExcludedResourceWarning";
 
@@ -247,6 +250,7 @@ impl Controller {
                         EMPTY_RENDER_CONDITION,
                         SYNC_WINDOW_CONDITION,
                         EXCLUDED_CONDITION,
+                        SETTINGS_CONDITION,
                     ],
                 );
                 for e in &c.errors {
@@ -257,6 +261,16 @@ impl Controller {
                 }
                 if !c.excluded.is_empty() {
                     set_condition(&mut st, EXCLUDED_CONDITION, &c.excluded.join("; "));
+                }
+                if !c.settings.unsupported.is_empty() {
+                    set_condition(
+                        &mut st,
+                        SETTINGS_CONDITION,
+                        &format!(
+                            "argocd-cm settings Ferry does not act on: {} (see docs/compatibility.md)",
+                            c.settings.unsupported.join(", ")
+                        ),
+                    );
                 }
                 self.fill_status(&mut st, &c);
                 let decision = self.decide(&app, op.as_ref(), &c, &st);
@@ -651,6 +665,31 @@ impl Controller {
     }
 
     /// `refresh`: re-resolve revisions now; `hard`: also render again.
+    /// [`dir_reads_beyond`] once per checked-out directory: checkouts are
+    /// per commit and read-only, so a steady pass touches no file for it.
+    fn reads_beyond_path(&self, app_dir: &std::path::Path, recurse: bool) -> bool {
+        let key = (app_dir.to_path_buf(), recurse);
+        if let Some(hit) = self
+            .dir_facts
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).copied())
+        {
+            return hit;
+        }
+        let fact = dir_reads_beyond(app_dir, recurse);
+        if let Ok(mut m) = self.dir_facts.lock() {
+            // Bounded; dropping one entry at a time costs one re-read later.
+            if m.len() >= 4096
+                && let Some(k) = m.keys().next().cloned()
+            {
+                m.remove(&k);
+            }
+            m.insert(key, fact);
+        }
+        fact
+    }
+
     /// Stage 3 of [`Self::compare`]: one source rendered, or taken from the
     /// render cache when its inputs are unchanged.
     async fn render_source(
@@ -661,7 +700,10 @@ impl Controller {
         let contained = !s.is_helm_repo()
             && self_contained(
                 s,
-                &job.checkout.join(s.path.as_deref().unwrap_or(".")),
+                self.reads_beyond_path(
+                    &job.checkout.join(s.path.as_deref().unwrap_or(".")),
+                    s.directory.as_ref().is_some_and(|d| d.recurse),
+                ),
                 job.refs,
                 job.plugins,
             );
@@ -2183,21 +2225,13 @@ fn hash(s: &str) -> String {
 /// elsewhere, and multi-source `$ref`s all read beyond the path.
 fn self_contained(
     s: &ApplicationSource,
-    app_dir: &std::path::Path,
+    reads_beyond_path: bool,
     refs: &BTreeMap<String, std::path::PathBuf>,
     plugins: &[ferry_render::PluginConfig],
 ) -> bool {
-    let kustomization = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
-        .iter()
-        .any(|f| app_dir.join(f).exists());
-    let chart_deps = std::fs::read_to_string(app_dir.join("Chart.yaml"))
-        .map(|c| c.contains("file://"))
-        .unwrap_or(false);
     s.plugin.is_none()
         && s.kustomize.is_none()
-        && !kustomization
-        && !has_jsonnet(app_dir, s.directory.as_ref().is_some_and(|d| d.recurse))
-        && !chart_deps
+        && !reads_beyond_path
         && refs.is_empty()
         && plugins.iter().all(|p| p.discover.is_none())
         && s.helm.as_ref().is_none_or(|h| {
@@ -2205,6 +2239,18 @@ fn self_contained(
                 .iter()
                 .all(|f| !f.contains("..") && !f.starts_with('$') && !f.starts_with('/'))
         })
+}
+
+/// Whether what is in `app_dir` can make a render read beyond it: a
+/// kustomization, a chart with `file://` dependencies, Jsonnet (imports).
+fn dir_reads_beyond(app_dir: &std::path::Path, recurse: bool) -> bool {
+    let kustomization = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+        .iter()
+        .any(|f| app_dir.join(f).exists());
+    let chart_deps = std::fs::read_to_string(app_dir.join("Chart.yaml"))
+        .map(|c| c.contains("file://"))
+        .unwrap_or(false);
+    kustomization || chart_deps || has_jsonnet(app_dir, recurse)
 }
 
 /// Whether a directory source holds Jsonnet, whose imports may read anywhere in

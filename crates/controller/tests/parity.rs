@@ -11,34 +11,6 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-fn app(name: &str, repo_url: &str, path: &str, dest: &str, extra: Value) -> Value {
-    let mut a = json!({
-        "metadata": { "name": name },
-        "spec": {
-            "project": "default",
-            "source": { "repoURL": repo_url, "path": path, "targetRevision": "main" },
-            "destination": { "server": "https://kubernetes.default.svc", "namespace": dest },
-        }
-    });
-    merge(&mut a, extra);
-    a
-}
-
-fn merge(a: &mut Value, b: Value) {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            for (k, v) in y {
-                merge(x.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b,
-    }
-}
-
-fn automated() -> Value {
-    json!({ "spec": { "syncPolicy": { "automated": { "prune": true, "selfHeal": true } } } })
-}
-
 async fn configmap(h: &Harness, name: &str) -> Option<ConfigMap> {
     Api::<ConfigMap>::namespaced(h.client.clone(), &h.dest)
         .get_opt(name)
@@ -964,6 +936,7 @@ async fn argocd_cm_exclusions_and_aggregated_roles() {
         "data": {
             "resource.exclusions": "- apiGroups: ['']\n  kinds: [Secret]\n",
             "resource.compareoptions": "ignoreAggregatedRoles: true\n",
+            "timeout.reconciliation": "60s",
         },
     }))
     .await;
@@ -1008,6 +981,10 @@ async fn argocd_cm_exclusions_and_aggregated_roles() {
         .map(|r| r.name.clone())
         .collect();
     assert!(!names.contains(&"excluded".to_string()), "{names:?}");
+    assert!(
+        msg.contains("UnsupportedSettingWarning: argocd-cm settings Ferry does not act on: timeout.reconciliation"),
+        "{msg}"
+    );
     assert!(configmap(&h, "included").await.is_some());
     let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.client.clone(), &h.dest)
         .get_opt("excluded")

@@ -150,6 +150,10 @@ impl ResourceSettings {
         }
 
         for (k, v) in data {
+            if not_served(k, v) {
+                unsupported.push(k.clone());
+                continue;
+            }
             let Some(rest) = k.strip_prefix(&format!("{PREFIX}.")) else {
                 continue;
             };
@@ -275,6 +279,34 @@ impl ResourceSettings {
                 .iter()
                 .find(|h| h.key.contains('*') && crate::glob_match(&h.key, &key))
         })
+    }
+}
+
+/// `argocd-cm` keys that change what Argo CD delivers or when, and that Ferry
+/// does not act on: shown on every app rather than ignored. Keys for the UI,
+/// accounts and SSO are the API server's, or change nothing delivered.
+fn not_served(key: &str, value: &str) -> bool {
+    const KEYS: &[&str] = &[
+        "application.instanceLabelKey",
+        "resource.respectRBAC",
+        "helm.valuesFileSchemes",
+        "timeout.reconciliation",
+        "timeout.hard.reconciliation",
+        "kustomize.buildOptions",
+        "application.sync.impersonation.enabled",
+        "resource.sensitive.mask.annotations",
+    ];
+    const PREFIXES: &[&str] = &[
+        "kustomize.buildOptions.",
+        "kustomize.path.",
+        "kustomize.version.",
+    ];
+    match key {
+        // Ferry tracks by annotation, Argo CD's default since 3.0.
+        "application.resourceTrackingMethod" => value.trim() != "annotation",
+        // Generators Ferry always has on; turning one off is not honoured.
+        "jsonnet.enable" | "helm.enable" | "kustomize.enable" => value.trim() == "false",
+        _ => KEYS.contains(&key) || PREFIXES.iter().any(|p| key.starts_with(p)),
     }
 }
 
@@ -440,6 +472,25 @@ mod tests {
             err.contains("resource.exclusions") && err.contains("apiGroup"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn delivery_settings_ferry_does_not_act_on_are_listed() {
+        let s = ResourceSettings::parse(&data(&[
+            ("timeout.reconciliation", "60s"),
+            ("application.resourceTrackingMethod", "annotation"),
+            ("kustomize.buildOptions", "--enable-helm"),
+            ("jsonnet.enable", "true"),
+            ("ui.bannercontent", "hello"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.unsupported,
+            ["kustomize.buildOptions", "timeout.reconciliation"]
+        );
+        let s = ResourceSettings::parse(&data(&[("application.resourceTrackingMethod", "label")]))
+            .unwrap();
+        assert_eq!(s.unsupported, ["application.resourceTrackingMethod"]);
     }
 
     #[test]
