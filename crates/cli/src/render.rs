@@ -160,44 +160,64 @@ async fn render_to_string(args: &RenderArgs) -> Result<String> {
         {
             app.metadata.namespace = namespace.clone();
         }
-        let rendered = ferry_oam::render_for(&app, &defs, cluster_version)
-            .with_context(|| doc.origin.clone())?;
-        let sources = ferry_oam::sources(&app, &defs).with_context(|| doc.origin.clone())?;
-        // In component order, as vela dry-run prints them.
-        for c in &app.spec.components {
-            if let Some(spec) = sources.iter().find(|s| s.component == c.name) {
-                let what = describe_source(spec);
-                let head = format!(
-                    "# Application({}) -- Component({})\n## From {what}\n",
-                    app.metadata.name, c.name
-                );
-                if !(args.fetch || args.plugin) {
-                    out.push_str(&format!(
-                        "---\n# Application({}) -- Component({})\n## {what}: fetched at deploy time (--fetch renders it here)\n",
-                        app.metadata.name, c.name
-                    ));
+        // One block per deploy step and topology, with that step's overrides applied, as
+        // `vela dry-run` prints them.
+        let blocks = ferry_oam::dry_run_blocks(&app).with_context(|| doc.origin.clone())?;
+        if args.plugin && blocks.len() > 1 {
+            bail!(
+                "{}: Application `{}` deploys {} variants ({}); one Argo CD app takes one set of manifests: render it without --plugin to see them, or give each target its own Application",
+                doc.origin,
+                app.metadata.name,
+                blocks.len(),
+                blocks
+                    .iter()
+                    .map(|b| b.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        for block in blocks {
+            let label = block.label;
+            let app = block.app;
+            let rendered = ferry_oam::render_for(&app, &defs, cluster_version)
+                .with_context(|| doc.origin.clone())?;
+            let sources = ferry_oam::sources(&app, &defs).with_context(|| doc.origin.clone())?;
+            // In component order, as vela dry-run prints them.
+            for c in &app.spec.components {
+                if let Some(spec) = sources.iter().find(|s| s.component == c.name) {
+                    let what = describe_source(spec);
+                    let head = format!(
+                        "# Application({}) -- Component({})\n## From {what}\n",
+                        label, c.name
+                    );
+                    if !(args.fetch || args.plugin) {
+                        out.push_str(&format!(
+                            "---\n# Application({}) -- Component({})\n## {what}: fetched at deploy time (--fetch renders it here)\n",
+                            label, c.name
+                        ));
+                        continue;
+                    }
+                    let app_ns = app
+                        .metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into());
+                    let objs = fetch_source(spec, &app.metadata.name, &app_ns)
+                        .await
+                        .with_context(|| format!("{}: component `{}`", doc.origin, c.name))?;
+                    for o in objs
+                        .iter()
+                        .chain(&ferry_oam::image_automation_objects(spec))
+                    {
+                        let h = (!args.plugin).then_some(head.as_str());
+                        push_doc(&mut out, h, o)?;
+                    }
                     continue;
                 }
-                let app_ns = app
-                    .metadata
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| "default".into());
-                let objs = fetch_source(spec, &app.metadata.name, &app_ns)
-                    .await
-                    .with_context(|| format!("{}: component `{}`", doc.origin, c.name))?;
-                for o in objs
-                    .iter()
-                    .chain(&ferry_oam::image_automation_objects(spec))
-                {
-                    let h = (!args.plugin).then_some(head.as_str());
-                    push_doc(&mut out, h, o)?;
+                for r in rendered.iter().filter(|r| r.component == c.name) {
+                    let header = (!args.plugin).then(|| header(&label, r));
+                    push_doc(&mut out, header.as_deref(), &r.object)?;
                 }
-                continue;
-            }
-            for r in rendered.iter().filter(|r| r.component == c.name) {
-                let header = (!args.plugin).then(|| header(&app.metadata.name, r));
-                push_doc(&mut out, header.as_deref(), &r.object)?;
             }
         }
     }

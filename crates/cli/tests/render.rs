@@ -98,11 +98,12 @@ fn my_app_matches_golden_byte_for_byte() {
     // What the golden must show, checked directly too.
     assert!(
         got.starts_with(
-            "---\n# Application(my-app) -- Component(my-server)\napiVersion: apps/v1\n"
-        )
+            "---\n# Application(my-app only with override policies) -- Component(my-server)\napiVersion: apps/v1\n"
+        ),
+        "my-app's one deploy step has no topology: vela dry-run's label for it"
     );
     assert!(got.contains(
-        "---\n# Application(my-app) -- Component(my-server)\n## From the trait ingress\n"
+        "---\n# Application(my-app only with override policies) -- Component(my-server)\n## From the trait ingress\n"
     ));
     let d = docs(&got);
     let kinds: Vec<&str> = d.iter().map(|o| o["kind"].as_str().unwrap()).collect();
@@ -483,4 +484,97 @@ fn parse_errors_name_the_path_and_null_traits_are_empty() {
         "      properties: {image: y}\n",
     );
     ok(&ferry_in(None, &["-f", "-"], Some(&good), &[]));
+}
+
+/// `vela dry-run` with policies: one block per deploy step and topology, each with the step's
+/// overrides (image, trait changes, a selector leaving a component out, a component added).
+#[test]
+fn policies_render_one_block_per_deploy_target_with_its_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.yaml");
+    std::fs::write(
+        &app,
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {name: multi}
+spec:
+  components:
+    - name: web
+      type: webservice
+      properties: {image: "nginx:1.25"}
+      traits: [{type: scaler, properties: {replicas: 1}}]
+    - name: worker
+      type: worker
+      properties: {image: busybox}
+  policies:
+    - {name: hub, type: topology, properties: {clusters: [local]}}
+    - {name: edge, type: topology, properties: {clusters: [edge-1]}}
+    - name: edge-tuning
+      type: override
+      properties:
+        selector: [web, cache]
+        components:
+          - {name: web, properties: {image: "nginx:1.26"}, traits: [{type: scaler, properties: {replicas: 3}}]}
+          - {name: cache, type: worker, properties: {image: "redis:7"}}
+  workflow:
+    steps:
+      - {name: deploy-hub, type: deploy, properties: {policies: [hub]}}
+      - {name: deploy-edge, type: deploy, properties: {policies: [edge, edge-tuning]}}
+"#,
+    )
+    .unwrap();
+    let got = ok(&ferry(&["-f", app.to_str().unwrap()]));
+    let headers: Vec<&str> = got
+        .lines()
+        .filter(|l| l.starts_with("# Application("))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            "# Application(multi with topology hub) -- Component(web)",
+            "# Application(multi with topology hub) -- Component(worker)",
+            "# Application(multi with topology edge) -- Component(web)",
+            "# Application(multi with topology edge) -- Component(cache)",
+        ],
+        "{got}"
+    );
+    let d = docs(&got);
+    let image =
+        |o: &serde_json::Value| o["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    assert_eq!(
+        (image(&d[0]), d[0]["spec"]["replicas"].clone()),
+        ("nginx:1.25".into(), 1.into())
+    );
+    assert_eq!(
+        (image(&d[2]), d[2]["spec"]["replicas"].clone()),
+        ("nginx:1.26".into(), 3.into())
+    );
+    assert_eq!(image(&d[3]), "redis:7", "the component the override adds");
+
+    // A policy type Ferry does not serve is refused here as the controller refuses it.
+    std::fs::write(
+        &app,
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {name: a}\nspec:\n  components: [{name: w, type: worker, properties: {image: x}}]\n  policies: [{name: r, type: replication, properties: {keys: [a], selector: [w]}}]\n",
+    )
+    .unwrap();
+    let out = ferry(&["-f", app.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policy `r`: type `replication` is not supported"),
+        "{err}"
+    );
+
+    // An unknown field is an error that names its path, not a silent drop.
+    std::fs::write(
+        &app,
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {name: a}\nspec:\n  components: [{name: w, type: worker, properties: {image: x}, trait: []}]\n",
+    )
+    .unwrap();
+    let out = ferry(&["-f", app.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.components[0].trait: unknown field `trait`"),
+        "{err}"
+    );
 }

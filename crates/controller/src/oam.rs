@@ -7,6 +7,9 @@
 //! recorded in `status.appliedResources`, which is also what garbage collection reads.
 
 use crate::Controller;
+
+mod refs;
+mod steps;
 use ferry_engine::cluster::ClusterConn;
 use ferry_engine::{health, plan, sync};
 use ferry_model::annotations::TRACKING_ID;
@@ -173,6 +176,8 @@ struct Memo {
     /// watch cache until the cache catches up, so a quick next pass does not act on the
     /// state before it (and, say, send a notification twice).
     written: Option<(u64, Value)>,
+    /// Step outputs of the current generation by name (see `steps`); `None` = not loaded.
+    step_outputs: Option<BTreeMap<String, Value>>,
 }
 
 pub(crate) struct Oam {
@@ -229,6 +234,8 @@ struct ApplyCtx {
     apply_once: Option<policy::ApplyOnce>,
     shared: Option<policy::SharedResource>,
     take_over: Option<policy::SharedResource>,
+    read_only: Option<policy::ReadOnly>,
+    resource_update: Option<policy::ResourceUpdate>,
     stage: policy::ApplyStage,
     /// (group, kind) -> namespaced, of the CRDs this app itself brings.
     crds: HashMap<(String, String), bool>,
@@ -525,7 +532,7 @@ impl Oam {
             return None;
         }
         let generation = obj.metadata.generation.unwrap_or(0);
-        let app: ferry_oam::Application = match ferry_oam::application_from_value(raw.clone()) {
+        let mut app: ferry_oam::Application = match ferry_oam::application_from_value(raw.clone()) {
             Ok(a) => a,
             Err(e) => {
                 self.write_error(ns, name, &old_status, "Parsed", &e.to_string())
@@ -533,6 +540,15 @@ impl Oam {
                 return None;
             }
         };
+        // ref-objects components copy hub objects: read them on every pass, as KubeVela does.
+        if self.may_refer(&app) {
+            let (defs, _) = self.definitions(ns);
+            if let Err(e) = refs::resolve(&self.ctl.client, &mut app, &defs).await {
+                self.write_error(ns, name, &old_status, "Rendered", &e)
+                    .await;
+                return Some(RESYNC);
+            }
+        }
         let resume = obj.annotations().contains_key(RESUME_ANNOTATION);
 
         // 1. Prepare: render every step for every target. Nothing touches a cluster yet.
@@ -637,6 +653,8 @@ impl Oam {
                 .and_then(|p| policy::SharedResource::from_policy(p).ok()),
             take_over: policy_of("take-over")
                 .and_then(|p| policy::SharedResource::take_over_from_policy(p).ok()),
+            read_only: policy::ReadOnly::of(&app).ok().flatten(),
+            resource_update: policy::ResourceUpdate::of(&app).ok().flatten(),
             stage: policy::ApplyStage::Update,
             crds: crd_scopes,
             defs: prepared.defs.clone(),
@@ -658,6 +676,7 @@ impl Oam {
             e.outcomes.clear();
             e.failures.clear();
             e.notified.clear();
+            e.step_outputs = None;
         }
         let mut state = prev;
         let mut services: BTreeMap<(String, String, String), Service> = BTreeMap::new();
@@ -686,6 +705,39 @@ impl Oam {
                         let props = st.properties.clone();
                         let o = self.run_notification(&key, ns, &step, &props).await;
                         outcomes.push(o);
+                    }
+                    continue;
+                }
+                if matches!(
+                    kind,
+                    StepKind::DependsOnApp { .. } | StepKind::ApplyObject | StepKind::ReadObject
+                ) {
+                    let Some(st) = find_step(&prepared.plan.steps, &step) else {
+                        continue;
+                    };
+                    let mut values = self.step_outputs(&key, ns, name, generation).await;
+                    let run = self.run_object_step(&app, ns, st, &values).await;
+                    match run.progress {
+                        Progress::Done => {
+                            if !run.outputs.is_empty() {
+                                values.extend(run.outputs);
+                                if let Err(e) = self
+                                    .save_step_outputs(&key, ns, obj, generation, &values)
+                                    .await
+                                {
+                                    step_messages.insert(step.clone(), e);
+                                    next = next.min(Duration::from_secs(3));
+                                    continue;
+                                }
+                            }
+                            outcomes.push(Outcome::succeeded(&step));
+                        }
+                        Progress::Failed(m) => outcomes.push(Outcome::failed(&step, &m)),
+                        Progress::Waiting(m) => {
+                            step_messages.insert(step.clone(), m);
+                            // Nothing watches the other object: look again soon.
+                            next = next.min(Duration::from_secs(3));
+                        }
                     }
                     continue;
                 }
@@ -719,6 +771,15 @@ impl Oam {
                     Action::Notify { step, properties } => {
                         let outcome = self.run_notification(&key, ns, &step, &properties).await;
                         self.push_outcome(&key, outcome);
+                        started_any = true;
+                    }
+                    // Object steps run in the loop above, from the next round on.
+                    Action::Run { type_name, .. }
+                        if matches!(
+                            type_name.as_str(),
+                            "depends-on-app" | "apply-object" | "read-object"
+                        ) =>
+                    {
                         started_any = true;
                     }
                     Action::Run {
@@ -896,6 +957,19 @@ impl Oam {
         }
     }
 
+    /// Whether a component may be a ref-objects one: its type is the built-in `ref-objects` or
+    /// not a built-in at all (a platform team's definition could be one).
+    fn may_refer(&self, app: &ferry_oam::Application) -> bool {
+        let builtin = ferry_oam::sources::builtin_definitions().ok();
+        app.spec
+            .components
+            .iter()
+            .any(|c| match builtin.and_then(|b| b.component(&c.type_name)) {
+                Some(d) => ferry_oam::refs::is_ref_objects_definition(d),
+                None => true,
+            })
+    }
+
     async fn prepare(
         &self,
         key: &str,
@@ -912,8 +986,17 @@ impl Oam {
             .iter()
             .map(|c| format!("{}|{:?}|{:?}", c.name, c.labels, c.version))
             .collect();
+        // The objects ref-objects components read are not part of the Application's JSON.
+        let referred: Vec<String> = app
+            .spec
+            .components
+            .iter()
+            .filter_map(|c| c.referred.as_ref())
+            .map(|r| serde_json::to_string(r).unwrap_or_default())
+            .collect();
         let input_key = hash_of(&(
             serde_json::to_string(app).unwrap_or_default(),
+            referred,
             defs_version,
             cluster_key,
         ));
@@ -1479,6 +1562,16 @@ impl Oam {
             None => None,
         };
         let mk = (cluster.to_string(), d.key.clone());
+        // read-only: looked at, never written, and whoever owns it may keep it.
+        if ctx.read_only.as_ref().is_some_and(|p| p.selects(&d.object)) {
+            return match live {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "{} ({}) is marked as read-only but does not exist; create it or remove it from the read-only policy",
+                    d.key.kind, d.key.name
+                )),
+            };
+        }
         if let Some(l) = &live {
             let mark = live_mark(l);
             let same = self
@@ -1537,12 +1630,25 @@ impl Oam {
             }
             None => d.object.clone(),
         };
+        let mut options = SyncOptions::default();
+        if let (Some(strategy), Some(l)) = (
+            ctx.resource_update
+                .as_ref()
+                .and_then(|p| p.strategy(&d.object)),
+            &live,
+        ) {
+            if policy::must_recreate(strategy, &desired, l)? {
+                self.recreate(conn, resolved.as_ref(), d).await?;
+            } else if strategy.op == policy::UpdateOp::Replace {
+                options.replace = true;
+            }
+        }
         let res = sync::Resource {
             key: d.key.clone(),
             resolved: resolved.clone(),
             desired,
             hook: plan::HookKind::None,
-            options: SyncOptions::default(),
+            options,
             out_of_sync: true,
         };
         let (_msg, applied) = sync::apply(conn, &res, false).await?;
@@ -1555,6 +1661,42 @@ impl Oam {
                 .insert(mk, (want, live_mark(&a)));
         }
         Ok(())
+    }
+
+    /// Deletes the live object and waits until it is gone, so the apply after it creates it
+    /// afresh (resource-update `recreateFields`).
+    async fn recreate(
+        &self,
+        conn: &ClusterConn,
+        resolved: Option<&ferry_engine::cluster::Resolved>,
+        d: &Desired,
+    ) -> Result<(), String> {
+        let Some(r) = resolved else {
+            return Ok(());
+        };
+        let api = conn.api(r, &d.key.namespace);
+        match api.delete(&d.key.name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            Err(e) => {
+                return Err(format!(
+                    "deleting {} to recreate it: {}",
+                    d.key,
+                    sync::api_message(&e)
+                ));
+            }
+        }
+        for _ in 0..120 {
+            match api.get_opt(&d.key.name).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) => return Err(sync::api_message(&e)),
+            }
+        }
+        Err(format!(
+            "{} was not deleted within 60s to be recreated",
+            d.key
+        ))
     }
 
     /// Health of one component on one target: its definition's `healthPolicy` when it has
@@ -2005,23 +2147,7 @@ fn prepare(
     defs: Definitions,
     clusters: &[ClusterInfo],
 ) -> Result<Prepared, String> {
-    for p in &app.spec.policies {
-        let checked = match p.type_name.as_str() {
-            "topology" => policy::Topology::from_policy(p).map(drop),
-            "override" => policy::OverridePolicy::from_policy(p).map(drop),
-            "garbage-collect" => policy::GarbageCollect::from_policy(p).map(drop),
-            "apply-once" => policy::ApplyOnce::from_policy(p).map(drop),
-            "shared-resource" => policy::SharedResource::from_policy(p).map(drop),
-            "take-over" => policy::SharedResource::take_over_from_policy(p).map(drop),
-            other => {
-                return Err(format!(
-                    "policy `{}`: type `{other}` is not supported (Ferry serves topology, override, garbage-collect, apply-once, shared-resource and take-over)",
-                    p.name
-                ));
-            }
-        };
-        checked.map_err(|e| e.to_string())?;
-    }
+    policy::check_policies(app).map_err(|e| e.to_string())?;
     let with_inputs = ferry_oam::with_input_dependencies(app);
     let app = &with_inputs;
     let plan = Plan::from_application(app, &[]).map_err(|e| e.to_string())?;

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -975,5 +976,351 @@ async fn kustomize_components_pull_prune_unless_told_not_to_and_refuse_an_empty_
         get_opt::<ConfigMap>(&h.client, &h.dest, "a")
             .await
             .is_some()
+    );
+}
+
+#[tokio::test]
+async fn ref_objects_copy_hub_objects_with_traits_and_follow_changes() {
+    let h = harness("oam-ref").await;
+    let copies = format!("{}-copies", h.dest);
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), &h.dest);
+    for (name, colour, team) in [
+        ("settings", "blue", "a"),
+        ("extra", "red", "a"),
+        ("other", "x", "b"),
+    ] {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"team": team}},
+                "data": {"colour": colour},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let deps: Api<Deployment> = Api::namespaced(h.client.clone(), &h.dest);
+    deps.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "shop"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "shop"}},
+                "template": {"metadata": {"labels": {"app": "shop"}},
+                    "spec": {"containers": [{"name": "shop", "image": "registry.local/shop:1"}]}}},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    apply_oam(
+        &h,
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "copier"},
+            "spec": {
+                "components": [
+                    // By name, defaulting to the component's name and the app's namespace; a
+                    // trait patches the first object (the workload).
+                    {"name": "shop", "type": "ref-objects",
+                     "properties": {"objects": [{"resource": "deployment", "group": "apps"}]},
+                     "traits": [{"type": "scaler", "properties": {"replicas": 2}}]},
+                    {"name": "config", "type": "ref-objects",
+                     "properties": {"objects": [{"resource": "configmaps", "labelSelector": {"team": "a"}}]}},
+                ],
+                "policies": [{"name": "elsewhere", "type": "topology",
+                    "properties": {"clusters": ["local"], "namespace": copies}}],
+            },
+        }),
+    )
+    .await;
+    wait_oam(&h, "copier", "running and healthy", running_healthy).await;
+    let copied: Deployment = get_opt(&h.client, &copies, "shop").await.unwrap();
+    assert_eq!(
+        copied.spec.replicas,
+        Some(2),
+        "the scaler trait patched the copy"
+    );
+    let source: Deployment = get_opt(&h.client, &h.dest, "shop").await.unwrap();
+    assert_eq!(source.spec.replicas, Some(1), "the source is untouched");
+    assert_ne!(copied.metadata.uid, source.metadata.uid);
+    for name in ["settings", "extra"] {
+        let cm: ConfigMap = get_opt(&h.client, &copies, name).await.unwrap();
+        assert_eq!(cm.labels()["app.oam.dev/name"], "copier");
+    }
+    assert!(
+        get_opt::<ConfigMap>(&h.client, &copies, "other")
+            .await
+            .is_none(),
+        "team b is not selected"
+    );
+
+    // A changed source is copied again on the next pass (here: the app is touched).
+    cms.patch(
+        "settings",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"colour": "green"}})),
+    )
+    .await
+    .unwrap();
+    oam_apps(&h)
+        .patch(
+            "copier",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
+        )
+        .await
+        .unwrap();
+    h.eventually("the changed source is copied", || async {
+        get_opt::<ConfigMap>(&h.client, &copies, "settings")
+            .await
+            .and_then(|c| c.data)
+            .filter(|d| d["colour"] == "green")
+    })
+    .await;
+
+    // A named object that does not exist stops the app with an error that names it, and
+    // nothing it already copied is removed.
+    apply_oam(
+        &h,
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "copier"},
+            "spec": {
+                "components": [
+                    {"name": "shop", "type": "ref-objects",
+                     "properties": {"objects": [{"resource": "deployment", "group": "apps"}]}},
+                    {"name": "config", "type": "ref-objects",
+                     "properties": {"objects": [{"resource": "configmap", "name": "missing"}]}},
+                ],
+                "policies": [{"name": "elsewhere", "type": "topology",
+                    "properties": {"clusters": ["local"], "namespace": copies}}],
+            },
+        }),
+    )
+    .await;
+    let a = wait_oam(&h, "copier", "an error naming the missing object", |a| {
+        condition_message(a, "Rendered").contains("failed to load ref object ConfigMap")
+    })
+    .await;
+    assert!(
+        condition_message(&a, "Rendered").contains("/missing"),
+        "{a}"
+    );
+    assert!(
+        get_opt::<ConfigMap>(&h.client, &copies, "settings")
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn depends_on_app_creates_the_app_from_its_configmap_and_waits_until_it_runs() {
+    let h = harness("oam-dep-app").await;
+    let base = format!(
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: base\n  namespace: {}\nspec:\n  components:\n    - name: db\n      type: webservice\n      properties:\n        image: registry.local/db:1\n",
+        h.dest
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), &h.dest);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "base"}, "data": {"application": base},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    apply_oam(
+        &h,
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "front"},
+            "spec": {
+                "components": [{"name": "web", "type": "webservice",
+                    "properties": {"image": "registry.local/web:1"}}],
+                "workflow": {"steps": [
+                    {"name": "wait-base", "type": "depends-on-app",
+                     "properties": {"name": "base", "namespace": h.dest}},
+                    {"name": "deploy-web", "type": "apply-component",
+                     "properties": {"component": "web"}},
+                ]},
+            },
+        }),
+    )
+    .await;
+    let front = wait_oam(&h, "front", "running and healthy", running_healthy).await;
+    assert_eq!(step_phase(&front, "wait-base"), "succeeded");
+    // `base` was created from the ConfigMap and ran before `web` was deployed.
+    let base = wait_oam(&h, "base", "running", |a| phase(a) == "running").await;
+    let db: Deployment = get_opt(&h.client, &h.dest, "db").await.unwrap();
+    let web: Deployment = get_opt(&h.client, &h.dest, "web").await.unwrap();
+    assert!(
+        db.metadata.creation_timestamp.unwrap().0 <= web.metadata.creation_timestamp.unwrap().0,
+        "base's objects come first"
+    );
+    assert_eq!(base["metadata"]["name"], "base");
+
+    // Without the ConfigMap the step waits, and says for what.
+    apply_oam(
+        &h,
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "lonely"},
+            "spec": {
+                "components": [{"name": "lonely", "type": "webservice",
+                    "properties": {"image": "registry.local/lonely:1"}}],
+                "workflow": {"steps": [
+                    {"name": "wait-ghost", "type": "depends-on-app",
+                     "properties": {"name": "ghost", "namespace": h.dest}},
+                    {"name": "deploy", "type": "apply-component",
+                     "properties": {"component": "lonely"}},
+                ]},
+            },
+        }),
+    )
+    .await;
+    let a = wait_oam(&h, "lonely", "waiting on ghost", |a| {
+        a.pointer("/status/workflow/steps")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                s["name"] == "wait-ghost"
+                    && s["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("no ConfigMap"))
+            })
+    })
+    .await;
+    assert_eq!(step_phase(&a, "deploy"), "pending", "{a}");
+    assert!(
+        get_opt::<Deployment>(&h.client, &h.dest, "lonely")
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn object_steps_pass_data_and_read_only_and_resource_update_policies_hold() {
+    let h = harness("oam-objsteps").await;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), &h.dest);
+    for (name, data) in [
+        ("settings", json!({"colour": "teal"})),
+        ("shared", json!({"owner": "platform"})),
+    ] {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    apply_oam(
+        &h,
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "steps"},
+            "spec": {
+                "components": [
+                    {"name": "shared", "type": "k8s-objects", "properties": {"objects": [
+                        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"},
+                         "data": {"owner": "steps"}}]}},
+                    {"name": "svc", "type": "k8s-objects", "properties": {"objects": [
+                        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "replaced"},
+                         "data": {"a": "1"}}]}},
+                ],
+                "policies": [
+                    {"name": "ro", "type": "read-only",
+                     "properties": {"rules": [{"selector": {"componentNames": ["shared"]}}]}},
+                    {"name": "ru", "type": "resource-update",
+                     "properties": {"rules": [{"selector": {"componentNames": ["svc"]},
+                        "strategy": {"op": "replace"}}]}},
+                ],
+                "workflow": {"steps": [
+                    {"name": "read", "type": "read-object",
+                     "properties": {"apiVersion": "v1", "kind": "ConfigMap", "name": "settings", "namespace": h.dest},
+                     "outputs": [{"name": "colour", "valueFrom": "output.value.data[\"colour\"]"}]},
+                    {"name": "read-missing", "type": "read-object",
+                     "properties": {"apiVersion": "v1", "kind": "ConfigMap", "name": "nope", "namespace": h.dest}},
+                    {"name": "write", "type": "apply-object",
+                     "inputs": [{"from": "colour", "parameterKey": "value.data.colour"}],
+                     "properties": {"value": {"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "painted", "namespace": h.dest}, "data": {"colour": "unset"}}}},
+                    {"name": "deploy", "type": "deploy", "properties": {"policies": []}},
+                ]},
+            },
+        }),
+    )
+    .await;
+    let a = wait_oam(&h, "steps", "running", |a| phase(a) == "running").await;
+    for step in ["read", "read-missing", "write", "deploy"] {
+        assert_eq!(step_phase(&a, step), "succeeded", "{step}: {a}");
+    }
+    let painted: ConfigMap = get_opt(&h.client, &h.dest, "painted").await.unwrap();
+    assert_eq!(
+        painted.data.unwrap()["colour"],
+        "teal",
+        "read-object's output fed apply-object"
+    );
+    // The output travelled through the app's own Secret, not its status.
+    assert!(!a["status"].to_string().contains("teal"), "{a}");
+    assert!(
+        get_opt::<Secret>(&h.client, &h.dest, "ferry-workflow-steps")
+            .await
+            .is_some()
+    );
+    // read-only: the existing object is not written.
+    let shared: ConfigMap = get_opt(&h.client, &h.dest, "shared").await.unwrap();
+    assert_eq!(shared.data.unwrap()["owner"], "platform");
+    // resource-update replace: a field another writer added is gone after the next update
+    // (a PUT replaces the whole object, where server-side apply would keep it).
+    cms.patch(
+        "replaced",
+        &PatchParams::apply("someone-else"),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "replaced"}, "data": {"b": "2"}})),
+    )
+    .await
+    .unwrap();
+    let mut app = oam_apps(&h).get("steps").await.unwrap();
+    app.data["spec"]["components"][1]["properties"]["objects"][0]["data"]["a"] = json!("3");
+    app.metadata.managed_fields = None;
+    oam_apps(&h)
+        .replace("steps", &PostParams::default(), &app)
+        .await
+        .unwrap();
+    h.eventually("the replaced object has only the rendered data", || async {
+        get_opt::<ConfigMap>(&h.client, &h.dest, "replaced")
+            .await
+            .and_then(|c| c.data)
+            .filter(|d| d.get("a").map(String::as_str) == Some("3") && !d.contains_key("b"))
+    })
+    .await;
+
+    // A read-only object that does not exist fails the step and says so.
+    apply_oam(
+        &h,
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "ro-missing"},
+            "spec": {
+                "components": [{"name": "ghost", "type": "k8s-objects", "properties": {"objects": [
+                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ghost"}}]}}],
+                "policies": [{"name": "ro", "type": "read-only",
+                    "properties": {"rules": [{"selector": {"resourceNames": ["ghost"]}}]}}],
+            },
+        }),
+    )
+    .await;
+    wait_oam(&h, "ro-missing", "a read-only error", |a| {
+        a.to_string()
+            .contains("is marked as read-only but does not exist")
+    })
+    .await;
+    assert!(
+        get_opt::<ConfigMap>(&h.client, &h.dest, "ghost")
+            .await
+            .is_none()
     );
 }

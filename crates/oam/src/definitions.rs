@@ -9,60 +9,118 @@ use crate::{ComponentDefinition, OamError, TraitDefinition};
 /// Built-in definitions, `(file, yaml)`; see `crates/oam/definitions/`.
 const BUILTIN: &[(&str, &str)] = &[
     (
-        "webservice.yaml",
-        include_str!("../definitions/webservice.yaml"),
+        "affinity.yaml",
+        include_str!("../definitions/affinity.yaml"),
     ),
-    ("worker.yaml", include_str!("../definitions/worker.yaml")),
-    (
-        "k8s-objects.yaml",
-        include_str!("../definitions/k8s-objects.yaml"),
-    ),
-    ("raw.yaml", include_str!("../definitions/raw.yaml")),
-    ("task.yaml", include_str!("../definitions/task.yaml")),
-    ("scaler.yaml", include_str!("../definitions/scaler.yaml")),
-    ("labels.yaml", include_str!("../definitions/labels.yaml")),
     (
         "annotations.yaml",
         include_str!("../definitions/annotations.yaml"),
     ),
-    ("env.yaml", include_str!("../definitions/env.yaml")),
-    ("ingress.yaml", include_str!("../definitions/ingress.yaml")),
-    ("sidecar.yaml", include_str!("../definitions/sidecar.yaml")),
-    ("expose.yaml", include_str!("../definitions/expose.yaml")),
-    ("daemon.yaml", include_str!("../definitions/daemon.yaml")),
+    ("command.yaml", include_str!("../definitions/command.yaml")),
+    (
+        "configmap.yaml",
+        include_str!("../definitions/configmap.yaml"),
+    ),
+    (
+        "container-image.yaml",
+        include_str!("../definitions/container-image.yaml"),
+    ),
+    (
+        "cpuscaler.yaml",
+        include_str!("../definitions/cpuscaler.yaml"),
+    ),
     (
         "cron-task.yaml",
         include_str!("../definitions/cron-task.yaml"),
     ),
+    ("daemon.yaml", include_str!("../definitions/daemon.yaml")),
+    ("env.yaml", include_str!("../definitions/env.yaml")),
+    ("expose.yaml", include_str!("../definitions/expose.yaml")),
     ("gateway.yaml", include_str!("../definitions/gateway.yaml")),
-    ("storage.yaml", include_str!("../definitions/storage.yaml")),
+    ("helm.yaml", include_str!("../definitions/helm.yaml")),
     (
-        "resource.yaml",
-        include_str!("../definitions/resource.yaml"),
+        "helmchart.yaml",
+        include_str!("../definitions/helmchart.yaml"),
     ),
     (
-        "affinity.yaml",
-        include_str!("../definitions/affinity.yaml"),
+        "hostalias.yaml",
+        include_str!("../definitions/hostalias.yaml"),
     ),
     ("hpa.yaml", include_str!("../definitions/hpa.yaml")),
-    ("command.yaml", include_str!("../definitions/command.yaml")),
+    (
+        "ingress-1-20.yaml",
+        include_str!("../definitions/ingress-1-20.yaml"),
+    ),
+    ("ingress.yaml", include_str!("../definitions/ingress.yaml")),
     (
         "init-container.yaml",
         include_str!("../definitions/init-container.yaml"),
     ),
     (
+        "json-merge-patch.yaml",
+        include_str!("../definitions/json-merge-patch.yaml"),
+    ),
+    (
         "json-patch.yaml",
         include_str!("../definitions/json-patch.yaml"),
     ),
-    ("helm.yaml", include_str!("../definitions/helm.yaml")),
+    (
+        "k8s-objects.yaml",
+        include_str!("../definitions/k8s-objects.yaml"),
+    ),
+    (
+        "k8s-update-strategy.yaml",
+        include_str!("../definitions/k8s-update-strategy.yaml"),
+    ),
     (
         "kustomize.yaml",
         include_str!("../definitions/kustomize.yaml"),
     ),
+    ("labels.yaml", include_str!("../definitions/labels.yaml")),
     (
-        "json-merge-patch.yaml",
-        include_str!("../definitions/json-merge-patch.yaml"),
+        "lifecycle.yaml",
+        include_str!("../definitions/lifecycle.yaml"),
     ),
+    ("pvc.yaml", include_str!("../definitions/pvc.yaml")),
+    ("raw.yaml", include_str!("../definitions/raw.yaml")),
+    (
+        "ref-objects.yaml",
+        include_str!("../definitions/ref-objects.yaml"),
+    ),
+    (
+        "resource.yaml",
+        include_str!("../definitions/resource.yaml"),
+    ),
+    ("scaler.yaml", include_str!("../definitions/scaler.yaml")),
+    (
+        "service-account.yaml",
+        include_str!("../definitions/service-account.yaml"),
+    ),
+    (
+        "service-binding.yaml",
+        include_str!("../definitions/service-binding.yaml"),
+    ),
+    ("sidecar.yaml", include_str!("../definitions/sidecar.yaml")),
+    (
+        "startup-probe.yaml",
+        include_str!("../definitions/startup-probe.yaml"),
+    ),
+    (
+        "statefulset.yaml",
+        include_str!("../definitions/statefulset.yaml"),
+    ),
+    ("storage.yaml", include_str!("../definitions/storage.yaml")),
+    ("task.yaml", include_str!("../definitions/task.yaml")),
+    (
+        "topologyspreadconstraints.yaml",
+        include_str!("../definitions/topologyspreadconstraints.yaml"),
+    ),
+    ("volumes.yaml", include_str!("../definitions/volumes.yaml")),
+    (
+        "webservice.yaml",
+        include_str!("../definitions/webservice.yaml"),
+    ),
+    ("worker.yaml", include_str!("../definitions/worker.yaml")),
 ];
 
 /// Component and trait definitions by type name.

@@ -9,9 +9,11 @@
 //! See `docs/oam.md`.
 
 mod definitions;
+pub mod dry_run;
 mod engine;
 mod error;
 pub mod policy;
+pub mod refs;
 pub mod schema;
 pub mod sources;
 mod types;
@@ -22,6 +24,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value, json};
 
 pub use definitions::Definitions;
+pub use dry_run::{DryRunBlock, dry_run_blocks};
 pub use error::{OamError, Site};
 pub use sources::{
     SourceComponent, SourceSpec, image_automation_objects, source_component, sources,
@@ -70,7 +73,7 @@ pub fn parse_application(yaml: &str) -> Result<Application, OamError> {
 /// An Application from JSON (as the API server has it); errors name the
 /// field's path, e.g. `spec.components[1].traits[0]: missing field \`type\``.
 pub fn application_from_value(value: Value) -> Result<Application, OamError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let app: Application = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         OamError::Application(if path == "." {
@@ -78,7 +81,38 @@ pub fn application_from_value(value: Value) -> Result<Application, OamError> {
         } else {
             format!("{path}: {inner}")
         })
-    })
+    })?;
+    check_supported(&app)?;
+    Ok(app)
+}
+
+/// Refuses the KubeVela fields Ferry parses but does not act on, by path, so none of them is
+/// dropped without a word.
+pub fn check_supported(app: &Application) -> Result<(), OamError> {
+    let refuse = |path: String, why: &str| Err(OamError::Application(format!("{path}: {why}")));
+    for (i, c) in app.spec.components.iter().enumerate() {
+        if c.external_revision.is_some() {
+            return refuse(
+                format!("spec.components[{i}].externalRevision"),
+                "Ferry keeps no ComponentRevisions to pin; remove the field (the component renders from its properties)",
+            );
+        }
+        if c.scopes.is_some() {
+            return refuse(
+                format!("spec.components[{i}].scopes"),
+                "application scopes are deprecated in KubeVela and not supported by Ferry",
+            );
+        }
+    }
+    if let Some(w) = &app.spec.workflow
+        && w.reference.is_some()
+    {
+        return refuse(
+            "spec.workflow.ref".into(),
+            "a shared Workflow object is not supported by Ferry; write the steps in spec.workflow.steps",
+        );
+    }
+    Ok(())
 }
 
 /// The Kubernetes version a render targets, as KubeVela's `context.clusterVersion`:
@@ -203,6 +237,20 @@ fn render_component(
         sources::source_spec(component, def)?;
         return Ok(());
     }
+    if let Some(b) = def
+        .spec
+        .schematic
+        .builtin
+        .as_deref()
+        .filter(|b| *b != refs::BUILTIN)
+    {
+        return Err(OamError::Definition {
+            name: format!("ComponentDefinition/{}", component.type_name),
+            reason: format!(
+                "unknown spec.schematic.builtin `{b}` for a component; known: source, ref-objects"
+            ),
+        });
+    }
     // Resolve every trait before evaluating anything, so a typo fails fast.
     let mut traits = Vec::with_capacity(component.traits.len());
     for t in &component.traits {
@@ -218,11 +266,28 @@ fn render_component(
 
     let definition = format!("ComponentDefinition/{}", component.type_name);
     let schematic = jsonnet_schematic(&def.spec.schematic, &definition)?;
-    let parameter = check_properties(
-        &component.properties,
-        schematic.parameter_schema.as_ref(),
-        &site,
-    )?;
+    let parameter = if refs::is_ref_objects_definition(def) {
+        let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
+        refs::selectors(component, namespace)?;
+        // The objects come from the hub at deploy time; until read there is nothing to render.
+        match &component.referred {
+            None => return Ok(()),
+            Some(objects) if objects.is_empty() => {
+                return Err(OamError::Schema {
+                    site,
+                    path: ".objects".into(),
+                    reason: "the selectors matched no object on the hub".into(),
+                });
+            }
+            Some(objects) => json!({ "objects": objects }),
+        }
+    } else {
+        check_properties(
+            &component.properties,
+            schematic.parameter_schema.as_ref(),
+            &site,
+        )?
+    };
     let mut context = component_context_for(app, component, version);
     let file = format!("{}.jsonnet", definition.to_lowercase());
     let result = engine
@@ -353,7 +418,7 @@ fn jsonnet_schematic<'a>(
             return OamError::Definition {
                 name: definition.to_owned(),
                 reason: format!(
-                    "spec.schematic.builtin `{b}` is only supported on traits (components: `source`)"
+                    "spec.schematic.builtin `{b}` is only supported on traits (components: `source`, `ref-objects`)"
                 ),
             };
         } else if schematic.helm.is_some() || schematic.kube.is_some() {

@@ -55,6 +55,44 @@ fn parse<T: DeserializeOwned>(policy: &Policy, type_name: &str) -> Result<T, Oam
     serde_json::from_value(props).map_err(|e| err(policy, format!("properties: {e}")))
 }
 
+/// The policy types Ferry serves.
+pub const SERVED_POLICY_TYPES: &[&str] = &[
+    "topology",
+    "override",
+    "garbage-collect",
+    "apply-once",
+    "shared-resource",
+    "take-over",
+    "read-only",
+    "resource-update",
+];
+
+/// Parses every policy of `app`, so a bad or unserved one is an error before anything is
+/// rendered or applied. The controller and `ferry render` both call it: a policy type Ferry
+/// does not serve is refused the same way in both.
+pub fn check_policies(app: &Application) -> Result<(), OamError> {
+    for p in &app.spec.policies {
+        match p.type_name.as_str() {
+            "topology" => Topology::from_policy(p).map(drop),
+            "override" => OverridePolicy::from_policy(p).map(drop),
+            "garbage-collect" => GarbageCollect::from_policy(p).map(drop),
+            "apply-once" => ApplyOnce::from_policy(p).map(drop),
+            "shared-resource" => SharedResource::from_policy(p).map(drop),
+            "take-over" => SharedResource::take_over_from_policy(p).map(drop),
+            "read-only" => ReadOnly::from_policy(p).map(drop),
+            "resource-update" => ResourceUpdate::from_policy(p).map(drop),
+            other => Err(err(
+                p,
+                format!(
+                    "type `{other}` is not supported (Ferry serves {})",
+                    SERVED_POLICY_TYPES.join(", ")
+                ),
+            )),
+        }?;
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // topology
 
@@ -331,6 +369,9 @@ fn new_component(name: &str, type_name: &str, patch: &ComponentPatch) -> Compone
         depends_on: vec![],
         inputs: Value::Null,
         outputs: Value::Null,
+        external_revision: None,
+        scopes: None,
+        referred: None,
     }
 }
 
@@ -783,6 +824,159 @@ impl SharedResource {
 /// Whether `object` may be owned by several apps (any rule selects it).
 pub fn is_shared(policy: &SharedResource, object: &Value) -> bool {
     policy.rules.iter().any(|r| r.selector.matches(object))
+}
+
+// ---------------------------------------------------------------------------------------------
+// read-only, resource-update
+
+/// `read-only` properties: the objects its rules select are never written, only read (their
+/// health counts as usual); one that does not exist fails the apply. Several `read-only`
+/// policies act as one with their rules concatenated, as upstream merges them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadOnly {
+    #[serde(default)]
+    pub rules: Vec<SharedResourceRule>,
+}
+
+impl ReadOnly {
+    pub fn from_policy(policy: &Policy) -> Result<Self, OamError> {
+        if policy.properties.is_null() {
+            return Err(err(policy, "properties: must not be empty"));
+        }
+        let r: ReadOnly = parse(policy, "read-only")?;
+        for (i, rule) in r.rules.iter().enumerate() {
+            check_selector(policy, i, &rule.selector)?;
+        }
+        Ok(r)
+    }
+
+    /// Every `read-only` policy of `app` as one.
+    pub fn of(app: &Application) -> Result<Option<Self>, OamError> {
+        merged(app, "read-only", ReadOnly::from_policy, |a, b| {
+            a.rules.extend(b.rules)
+        })
+    }
+
+    pub fn selects(&self, object: &Value) -> bool {
+        self.rules.iter().any(|r| r.selector.matches(object))
+    }
+}
+
+/// `resource-update` properties: how objects that exist are updated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceUpdate {
+    #[serde(default)]
+    pub rules: Vec<ResourceUpdateRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceUpdateRule {
+    pub selector: ResourceSelector,
+    #[serde(default)]
+    pub strategy: UpdateStrategy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateStrategy {
+    #[serde(default)]
+    pub op: UpdateOp,
+    /// Field paths (`spec.selector`); a live value that differs from the rendered one makes
+    /// the object be deleted and created again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recreate_fields: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UpdateOp {
+    /// Upstream's three-way merge patch; Ferry's server-side apply.
+    #[default]
+    Patch,
+    /// A full update (PUT) with the rendered object.
+    Replace,
+}
+
+impl ResourceUpdate {
+    pub fn from_policy(policy: &Policy) -> Result<Self, OamError> {
+        if policy.properties.is_null() {
+            return Err(err(policy, "properties: must not be empty"));
+        }
+        let r: ResourceUpdate = parse(policy, "resource-update")?;
+        for (i, rule) in r.rules.iter().enumerate() {
+            check_selector(policy, i, &rule.selector)?;
+            if rule.strategy.recreate_fields.iter().any(String::is_empty) {
+                return Err(err(
+                    policy,
+                    format!("rules[{i}].strategy.recreateFields: an empty path"),
+                ));
+            }
+        }
+        Ok(r)
+    }
+
+    /// Every `resource-update` policy of `app` as one (rules concatenated, first match wins).
+    pub fn of(app: &Application) -> Result<Option<Self>, OamError> {
+        merged(
+            app,
+            "resource-update",
+            ResourceUpdate::from_policy,
+            |a, b| a.rules.extend(b.rules),
+        )
+    }
+
+    /// The strategy of the first rule that selects `object`.
+    pub fn strategy(&self, object: &Value) -> Option<&UpdateStrategy> {
+        self.rules
+            .iter()
+            .find(|r| r.selector.matches(object))
+            .map(|r| &r.strategy)
+    }
+}
+
+/// Whether the live object must be deleted and created again: a `recreateFields` path whose
+/// value differs. A path missing from either object is an error, as upstream.
+pub fn must_recreate(
+    strategy: &UpdateStrategy,
+    desired: &Value,
+    live: &Value,
+) -> Result<bool, String> {
+    for path in &strategy.recreate_fields {
+        let segs = path_segments(path);
+        let want = get_path(desired, &segs)
+            .ok_or_else(|| format!("recreateFields: no {path} in the rendered object"))?;
+        let have = get_path(live, &segs)
+            .ok_or_else(|| format!("recreateFields: no {path} in the live object"))?;
+        if want != have {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn merged<T>(
+    app: &Application,
+    type_name: &str,
+    parse_one: fn(&Policy) -> Result<T, OamError>,
+    join: fn(&mut T, T),
+) -> Result<Option<T>, OamError> {
+    let mut out: Option<T> = None;
+    for p in app
+        .spec
+        .policies
+        .iter()
+        .filter(|p| p.type_name == type_name)
+    {
+        let one = parse_one(p)?;
+        match &mut out {
+            None => out = Some(one),
+            Some(acc) => join(acc, one),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

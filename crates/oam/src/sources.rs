@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ferry_model::{ApplicationSource, HelmSource, KustomizeSource};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::workflow::parse_duration;
 use crate::{Application, Component, ComponentDefinition, Definitions, OamError, Site};
@@ -202,6 +202,7 @@ pub(crate) fn source_spec(
     let m = Props { p: &p, bad: &bad };
     match kind {
         "HelmRelease" => helm(component, &m),
+        "HelmChart" => helmchart(component, &m),
         "Kustomization" => kustomize(component, &m),
         other => Err(bad(format!(
             "a `builtin: source` definition needs spec.workload.definition.kind HelmRelease \
@@ -255,10 +256,19 @@ impl Props<'_> {
 fn helm(component: &Component, m: &Props<'_>) -> Result<SourceSpec, OamError> {
     let repo_type = m.str("/repoType").unwrap_or_else(|| "helm".into());
     m.refuse_oss(&repo_type)?;
-    if repo_type == "oci" {
+    // Flux's OCI HelmRepository: `url` is `oci://host[:port]/path` and the chart is
+    // `<url>/<chart>`, as Argo CD's `oci://` repoURL with `chart`; the source pipeline pulls it.
+    if repo_type == "oci" && !m.str("/url").unwrap_or_default().starts_with("oci://") {
         return Err((m.bad)(
-            "properties.repoType: `oci` is not supported yet: Ferry's Helm source fetches charts \
-             from HTTP(S) chart repositories (index.yaml) and Git only, not from OCI registries"
+            "properties.url: with repoType: oci the URL is oci://host[:port]/path (Flux's OCI \
+             HelmRepository form)"
+                .into(),
+        ));
+    }
+    if repo_type != "oci" && m.str("/url").unwrap_or_default().starts_with("oci://") {
+        return Err((m.bad)(
+            "properties.repoType: an oci:// URL needs repoType: oci, as Flux's HelmRepository \
+             does"
                 .into(),
         ));
     }
@@ -341,6 +351,139 @@ fn helm(component: &Component, m: &Props<'_>) -> Result<SourceSpec, OamError> {
                 .and_then(|r| u32::try_from(r).ok())
                 .unwrap_or(3),
             upgrade_crds: m.bool("/upgradeCRD", false),
+        },
+    })
+}
+
+/// KubeVela's native `helmchart`: `chart.source` is `oci://host/path/chart` or a chart name in
+/// `chart.repoURL`; `release.{name, namespace}` default to the component's name and the app's
+/// namespace.
+fn helmchart(component: &Component, m: &Props<'_>) -> Result<SourceSpec, OamError> {
+    for (field, why) in [
+        (
+            "valuesFrom",
+            "values from ConfigMaps/Secrets need cluster reads at render time; use `values`",
+        ),
+        (
+            "healthStatus",
+            "Ferry judges the health of the chart's objects itself (Deployments available, Jobs \
+             complete, ...)",
+        ),
+        (
+            "options/cache",
+            "Ferry caches charts by repository and version itself",
+        ),
+    ] {
+        if m.p.pointer(&format!("/{field}")).is_some() {
+            return Err((m.bad)(format!(
+                "properties.{} is not supported: {why}",
+                field.replace('/', ".")
+            )));
+        }
+    }
+    // Release management Ferry has no release for: only the defaults are accepted.
+    for (option, default) in [
+        ("includeCRDs", json!(true)),
+        ("skipHooks", json!(false)),
+        ("createNamespace", json!(true)),
+        ("timeout", json!("5m")),
+        ("maxHistory", json!(10)),
+        ("atomic", json!(false)),
+        ("wait", json!(false)),
+        ("waitTimeout", json!("10m")),
+        ("force", json!(false)),
+        ("recreatePods", json!(false)),
+        ("cleanupOnFail", json!(false)),
+    ] {
+        if m.p
+            .pointer(&format!("/options/{option}"))
+            .is_some_and(|v| *v != default)
+        {
+            return Err((m.bad)(format!(
+                "properties.options.{option}: only the default ({default}) is supported: Ferry \
+                 renders the chart and applies its objects itself, with no Helm release to manage"
+            )));
+        }
+    }
+    let source_ref = m.str("/chart/source").unwrap_or_default();
+    let version = m
+        .str("/chart/version")
+        .filter(|v| !v.is_empty() && v != "latest");
+    let (repo_url, chart) = if let Some(rest) = source_ref.strip_prefix("oci://") {
+        if m.p.pointer("/chart/repoURL").is_some() {
+            return Err((m.bad)(
+                "properties.chart.repoURL: an oci:// source names its registry itself".into(),
+            ));
+        }
+        match rest.trim_end_matches('/').rsplit_once('/') {
+            Some((repo, chart)) if !repo.is_empty() && !chart.is_empty() => {
+                (format!("oci://{repo}"), chart.to_string())
+            }
+            _ => {
+                return Err((m.bad)(format!(
+                    "properties.chart.source: `{source_ref}` is not oci://host/path/chart"
+                )));
+            }
+        }
+    } else if source_ref.starts_with("http://")
+        || source_ref.starts_with("https://")
+        || source_ref.ends_with(".tgz")
+        || source_ref.ends_with(".tar.gz")
+    {
+        return Err((m.bad)(
+            "properties.chart.source: a chart tarball URL is not supported: Ferry fetches charts \
+             from Helm repositories (give the chart name and chart.repoURL) and OCI registries \
+             (oci://...)"
+                .into(),
+        ));
+    } else {
+        let Some(repo) = m.str("/chart/repoURL").filter(|r| !r.is_empty()) else {
+            return Err((m.bad)(
+                "properties.chart.repoURL is required for repository-based charts".into(),
+            ));
+        };
+        (repo, source_ref)
+    };
+    let secret_ref = match (
+        m.str("/chart/auth/secretRef/name"),
+        m.str("/chart/auth/secretRef/namespace"),
+    ) {
+        (Some(_), Some(ns)) if !ns.is_empty() => {
+            return Err((m.bad)(format!(
+                "properties.chart.auth.secretRef.namespace `{ns}`: the Secret must be in the \
+                 Application's namespace"
+            )));
+        }
+        (name, _) => name,
+    };
+    let skip_tests = m.bool("/options/skipTests", true);
+    let helm = HelmSource {
+        values_object: m.p.get("values").cloned(),
+        release_name: Some(
+            m.str("/release/name")
+                .unwrap_or_else(|| component.name.clone()),
+        ),
+        skip_tests,
+        ..Default::default()
+    };
+    Ok(SourceSpec {
+        component: component.name.clone(),
+        source: ApplicationSource {
+            repo_url,
+            chart: Some(chart),
+            target_revision: version,
+            helm: Some(helm),
+            ..Default::default()
+        },
+        destination_namespace: m.str("/release/namespace"),
+        secret_ref,
+        poll_interval: Duration::from_secs(300),
+        fetch_timeout: None,
+        kind: SourceComponent::Helm {
+            reconcile_interval: Duration::from_secs(30),
+            install_timeout: Duration::from_secs(600),
+            retries: 3,
+            upgrade_crds: false,
         },
     })
 }

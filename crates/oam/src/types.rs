@@ -1,7 +1,9 @@
 //! `core.oam.dev/v1beta1` types: Application, ComponentDefinition, TraitDefinition.
 //!
-//! Only what rendering reads is typed; everything else is kept as JSON (`serde_json::Value`)
-//! or ignored, so newer KubeVela fields do not break parsing.
+//! What rendering reads is typed; values a definition interprets are kept as JSON
+//! (`serde_json::Value`). The Application's own spec refuses fields it does not know
+//! (`deny_unknown_fields`), so a typo such as `trait:` or a KubeVela field Ferry does not act on
+//! is an error that names its path instead of being dropped; metadata and status stay open.
 
 use std::collections::BTreeMap;
 
@@ -48,7 +50,7 @@ pub struct Application {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApplicationSpec {
     #[serde(default, deserialize_with = "null_as_empty")]
     pub components: Vec<Component>,
@@ -63,7 +65,7 @@ pub struct ApplicationSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Component {
     pub name: String,
     #[serde(rename = "type")]
@@ -88,9 +90,21 @@ pub struct Component {
     pub inputs: Value,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub outputs: Value,
+    /// KubeVela pins a named ComponentRevision with it; Ferry keeps no ComponentRevisions,
+    /// so [`check_supported`](crate::check_supported) refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_revision: Option<Value>,
+    /// Deprecated application scopes (health scopes); refused like `externalRevision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Value>,
+    /// A `ref-objects` component's objects, read from the hub by the controller (cleaned);
+    /// `None` until then. Never part of the Application as written.
+    #[serde(skip)]
+    pub referred: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ComponentTrait {
     #[serde(rename = "type")]
     pub type_name: String,
@@ -99,6 +113,7 @@ pub struct ComponentTrait {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     pub name: String,
     #[serde(rename = "type")]
@@ -108,17 +123,28 @@ pub struct Policy {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Workflow {
     #[serde(default, deserialize_with = "null_as_empty")]
     pub steps: Vec<WorkflowStep>,
     /// `mode: {steps: DAG|StepByStep, subSteps: ...}`, kept as read.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub mode: Value,
+    /// A shared `Workflow` object by name; Ferry has no Workflow CRD, so it is refused.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// `meta`: display data only (KubeVela's UI shows `alias`); Ferry keeps it, nothing reads it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkflowStep {
     pub name: String,
     #[serde(rename = "type")]
@@ -141,6 +167,8 @@ pub struct WorkflowStep {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub sub_steps: Vec<WorkflowStep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<StepMeta>,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub inputs: Value,
     #[serde(default, skip_serializing_if = "Value::is_null")]

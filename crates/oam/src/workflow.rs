@@ -21,8 +21,11 @@ use crate::{Application, OamError, WorkflowStep};
 /// Step types Ferry executes itself.
 pub const BUILTIN_STEP_TYPES: &[&str] = &[
     "apply-component",
+    "apply-object",
+    "depends-on-app",
     "deploy",
     "notification",
+    "read-object",
     "step-group",
     "suspend",
 ];
@@ -78,6 +81,28 @@ pub struct Step {
     pub timeout: Option<Duration>,
     /// `properties` as written (for `notification` and custom step types).
     pub properties: Value,
+    /// `inputs`: values other steps' `outputs` produced, set into `properties` at
+    /// `parameterKey` before the step runs (object steps only).
+    pub inputs: Vec<StepInput>,
+    /// `outputs`: values taken from what the step did (`output.value...`), by name.
+    pub outputs: Vec<StepOutput>,
+}
+
+/// One `inputs[]` entry of a step.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepInput {
+    pub from: String,
+    pub parameter_key: String,
+}
+
+/// One `outputs[]` entry of a step: `valueFrom` is a path into the step's `output`, e.g.
+/// `output.value.data["cpu"]` (read-object) or `output.value.metadata.uid` (apply-object).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepOutput {
+    pub name: String,
+    pub value_from: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +122,16 @@ pub enum StepKind {
         sub_steps: Vec<Step>,
     },
     Notification,
+    /// Wait until another KubeVela Application is `running`; when it does not exist, create it
+    /// from the `application` key of the ConfigMap of the same name and namespace.
+    DependsOnApp {
+        name: String,
+        namespace: String,
+    },
+    /// Apply one object (`properties.value`) to `cluster` (the hub when empty); no health wait.
+    ApplyObject,
+    /// Read one object; a missing one is reported in `output.err`, not a failure.
+    ReadObject,
     /// A step type the caller declared it can execute (a WorkflowStepDefinition).
     Other(String),
 }
@@ -110,6 +145,9 @@ impl StepKind {
             StepKind::Suspend { .. } => "suspend",
             StepKind::StepGroup { .. } => "step-group",
             StepKind::Notification => "notification",
+            StepKind::DependsOnApp { .. } => "depends-on-app",
+            StepKind::ApplyObject => "apply-object",
+            StepKind::ReadObject => "read-object",
             StepKind::Other(t) => t,
         }
     }
@@ -465,6 +503,8 @@ fn implicit_steps(app: &Application) -> Vec<Step> {
         condition: Condition::Default,
         timeout: None,
         properties: Value::Null,
+        inputs: vec![],
+        outputs: vec![],
     };
     if !topologies.is_empty() {
         return topologies
@@ -544,6 +584,64 @@ fn convert_step(s: &WorkflowStep, extra: &[&str], top: bool) -> Result<Step, Oam
             StepKind::StepGroup { sub_steps }
         }
         "notification" => StepKind::Notification,
+        "depends-on-app" => {
+            let field = |k: &str| {
+                prop(k)
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                    .map(String::from)
+                    .ok_or_else(|| {
+                        bad(format!("properties.{k}: the Application's {k} is required"))
+                    })
+            };
+            if let Some(extra) = s
+                .properties
+                .as_object()
+                .and_then(|o| o.keys().find(|k| *k != "name" && *k != "namespace"))
+            {
+                return Err(bad(format!(
+                    "properties.{extra}: unknown field; allowed: name, namespace"
+                )));
+            }
+            StepKind::DependsOnApp {
+                name: field("name")?,
+                namespace: field("namespace")?,
+            }
+        }
+        "apply-object" => {
+            check_fields(&s.properties, &["value", "cluster"]).map_err(bad)?;
+            // `value` may come from an input; otherwise it must be an object with a kind.
+            let from_input = s
+                .inputs_keys()
+                .any(|k| k == "value" || k.starts_with("value."));
+            match prop("value") {
+                Some(Value::Object(_)) => {}
+                None if from_input => {}
+                _ => return Err(bad("properties.value: expected a Kubernetes object".into())),
+            }
+            StepKind::ApplyObject
+        }
+        "read-object" => {
+            check_fields(
+                &s.properties,
+                &["apiVersion", "kind", "name", "namespace", "cluster"],
+            )
+            .map_err(bad)?;
+            let from_input = s.inputs_keys().any(|k| k == "name");
+            if prop("name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+                && !from_input
+            {
+                return Err(bad("properties.name: the object's name is required".into()));
+            }
+            if prop("apiVersion").is_some() != prop("kind").is_some() {
+                return Err(bad(
+                    "properties: give both apiVersion and kind, or neither (an Application)".into(),
+                ));
+            }
+            StepKind::ReadObject
+        }
         t if extra.contains(&t) => StepKind::Other(t.to_string()),
         t => {
             let mut known: Vec<&str> = BUILTIN_STEP_TYPES.iter().chain(extra).copied().collect();
@@ -573,6 +671,27 @@ fn convert_step(s: &WorkflowStep, extra: &[&str], top: bool) -> Result<Step, Oam
         .map(parse_duration)
         .transpose()
         .map_err(|e| bad(format!("timeout: {e}")))?;
+    let parse_list = |v: &Value, what: &str| -> Result<Value, OamError> {
+        match v {
+            Value::Null => Ok(Value::Array(vec![])),
+            Value::Array(_) => Ok(v.clone()),
+            _ => Err(bad(format!("{what}: expected a list"))),
+        }
+    };
+    let inputs: Vec<StepInput> = serde_json::from_value(parse_list(&s.inputs, "inputs")?)
+        .map_err(|e| bad(format!("inputs: {e}")))?;
+    let outputs: Vec<StepOutput> = serde_json::from_value(parse_list(&s.outputs, "outputs")?)
+        .map_err(|e| bad(format!("outputs: {e}")))?;
+    // Data passing between steps runs through the object steps only; anywhere else the values
+    // would be dropped without a word.
+    let passes_data = matches!(kind, StepKind::ApplyObject | StepKind::ReadObject);
+    if (!inputs.is_empty() || !outputs.is_empty()) && !passes_data {
+        return Err(bad(format!(
+            "inputs/outputs on a `{}` step are not supported by Ferry (only apply-object and \
+             read-object steps pass data; components pass data with their own inputs/outputs)",
+            s.type_name
+        )));
+    }
     Ok(Step {
         name: s.name.clone(),
         kind,
@@ -580,7 +699,35 @@ fn convert_step(s: &WorkflowStep, extra: &[&str], top: bool) -> Result<Step, Oam
         condition,
         timeout,
         properties: s.properties.clone(),
+        inputs,
+        outputs,
     })
+}
+
+/// Refuses properties outside `allowed`, naming the first.
+fn check_fields(properties: &Value, allowed: &[&str]) -> Result<(), String> {
+    match properties {
+        Value::Null => Ok(()),
+        Value::Object(o) => match o.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(format!(
+                "properties.{k}: unknown field; allowed: {}",
+                allowed.join(", ")
+            )),
+            None => Ok(()),
+        },
+        _ => Err("properties: expected an object".into()),
+    }
+}
+
+impl WorkflowStep {
+    /// The `parameterKey`s of this step's `inputs`, as written.
+    fn inputs_keys(&self) -> impl Iterator<Item = &str> {
+        self.inputs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("parameterKey").and_then(Value::as_str))
+    }
 }
 
 /// Go's `time.ParseDuration` for non-negative values: `300ms`, `1.5h`, `2h45m`, `10s`.
@@ -1198,9 +1345,12 @@ fn step_level(
                 step: step.name.clone(),
                 properties: step.properties.clone(),
             }),
-            StepKind::Other(t) => ctx.actions.push(Action::Run {
+            StepKind::Other(_)
+            | StepKind::DependsOnApp { .. }
+            | StepKind::ApplyObject
+            | StepKind::ReadObject => ctx.actions.push(Action::Run {
                 step: step.name.clone(),
-                type_name: t.clone(),
+                type_name: step.kind.type_name().to_string(),
                 properties: step.properties.clone(),
             }),
             StepKind::Suspend { .. } => st[i].phase = Phase::Suspending,

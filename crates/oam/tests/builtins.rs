@@ -126,7 +126,7 @@ fn daemon_and_cron_task_with_pod_traits_match_golden() {
     );
     assert_eq!(
         job_pod["volumes"],
-        json!([{"name": "scratch", "emptyDir": {"medium": "Memory"}}])
+        json!([{"name": "emptydir-scratch", "emptyDir": {"medium": "Memory"}}])
     );
 }
 
@@ -257,7 +257,7 @@ fn builtin_schematic_on_a_component_is_refused() {
     let err = render(&app, &defs).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "definition ComponentDefinition/x: spec.schematic.builtin `json-patch` is only supported on traits (components: `source`)"
+        "definition ComponentDefinition/x: unknown spec.schematic.builtin `json-patch` for a component; known: source, ref-objects"
     );
 }
 
@@ -280,7 +280,7 @@ fn schema_violations_of_new_builtins() {
             "type: daemon, properties: {image: x, replicas: 3}",
             "scaler",
             "{replicas: 1}",
-            "component `c`: properties.replicas: unknown field `replicas`; allowed: addRevisionLabel, annotations, args, cmd, cpu, env, exposeType, image, imagePullPolicy, imagePullSecrets, labels, livenessProbe, memory, port, ports, readinessProbe, volumeMounts",
+            "component `c`: properties.replicas: unknown field `replicas`; allowed: addRevisionLabel, annotations, args, cmd, cpu, env, exposeType, image, imagePullPolicy, imagePullSecrets, labels, livenessProbe, memory, port, ports, readinessProbe, volumeMounts, volumes",
         ),
         (
             WEB,
@@ -378,16 +378,21 @@ fn pod_trait_assertions_have_messages() {
             .contains("hpa: min (5) is greater than max (2)"),
         "{err}"
     );
-    let err = one_trait(
+    // Two mounts of one volume name declare the volume once, as upstream (storage-clash case).
+    let out = one_trait(
         WEB,
         "storage",
         "{emptyDir: [{name: v, mountPath: /a}, {name: v, mountPath: /b}]}",
     )
-    .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("storage: volume names must be unique"),
-        "{err}"
+    .unwrap();
+    let pod = &out[0].object["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
     );
     let err = one_trait(WEB, "gateway", "{http: {/: 80}, secretName: s}").unwrap_err();
     assert!(

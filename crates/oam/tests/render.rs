@@ -219,7 +219,7 @@ fn unknown_component_type_names_it_and_lists_known() {
     );
     assert_eq!(
         err.to_string(),
-        "component `c`: unknown component type `websrvice`; known types: cron-task, daemon, helm, k8s-objects, kustomize, raw, task, webservice, worker"
+        "component `c`: unknown component type `websrvice`; known types: cron-task, daemon, helm, helmchart, k8s-objects, kustomize, raw, ref-objects, statefulset, task, webservice, worker"
     );
 }
 
@@ -232,7 +232,7 @@ fn unknown_trait_type_names_it_and_lists_known() {
     let err = render(&a, &defs).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "component `c`: unknown trait type `autoscaler`; known traits: affinity, annotations, command, env, expose, gateway, hpa, ingress, init-container, json-merge-patch, json-patch, labels, resource, scaler, sidecar, storage"
+        "component `c`: unknown trait type `autoscaler`; known traits: affinity, annotations, command, configmap, container-image, cpuscaler, env, expose, gateway, hostalias, hpa, ingress, ingress-1-20, init-container, json-merge-patch, json-patch, k8s-update-strategy, labels, lifecycle, pvc, resource, scaler, service-account, service-binding, sidecar, startup-probe, storage, topologyspreadconstraints, volumes"
     );
 }
 

@@ -248,14 +248,26 @@ fn schema_violations() {
 }
 
 #[test]
-fn oci_helm_repositories_are_refused() {
-    let e = err(&helm_component(json!({
-        "repoType": "oci", "url": "oci://ghcr.io/stefanprodan/charts", "chart": "podinfo"
-    })));
-    assert!(
-        e.contains("properties.repoType: `oci` is not supported yet"),
-        "{e}"
-    );
+fn oci_helm_repositories_become_oci_chart_sources() {
+    let spec = source_component(&helm_component(json!({
+        "repoType": "oci", "url": "oci://ghcr.io/stefanprodan/charts", "chart": "podinfo",
+        "version": "6.5.0"
+    })))
+    .unwrap()
+    .unwrap();
+    assert_eq!(spec.source.repo_url, "oci://ghcr.io/stefanprodan/charts");
+    assert_eq!(spec.source.chart.as_deref(), Some("podinfo"));
+    assert_eq!(spec.source.target_revision.as_deref(), Some("6.5.0"));
+    assert!(spec.source.is_helm_repo());
+
+    let e = err(&helm_component(
+        json!({"repoType": "oci", "url": "https://ghcr.io/charts", "chart": "podinfo"}),
+    ));
+    assert!(e.contains("oci://host[:port]/path"), "{e}");
+    let e = err(&helm_component(
+        json!({"url": "oci://ghcr.io/charts", "chart": "podinfo"}),
+    ));
+    assert!(e.contains("needs repoType: oci"), "{e}");
     let e = err(&helm_component(
         json!({"repoType": "oss", "url": "https://oss", "chart": "c", "oss": {"bucketName": "b"}}),
     ));
@@ -374,4 +386,80 @@ fn seed_001_image_repository_becomes_flux_objects_named_after_the_component() {
         .unwrap()
         .unwrap();
     assert!(ferry_oam::image_automation_objects(&mysql).is_empty());
+}
+
+fn helmchart_component(properties: serde_json::Value) -> ferry_oam::Component {
+    serde_json::from_value(json!({"name": "web", "type": "helmchart", "properties": properties}))
+        .unwrap()
+}
+
+#[test]
+fn helmchart_from_an_oci_registry_or_a_repository() {
+    let spec = source_component(&helmchart_component(json!({
+        "chart": {"source": "oci://ghcr.io/stefanprodan/charts/podinfo", "version": "6.5.0"},
+        "release": {"namespace": "web"},
+        "values": {"replicaCount": 2}
+    })))
+    .unwrap()
+    .unwrap();
+    assert_eq!(spec.source.repo_url, "oci://ghcr.io/stefanprodan/charts");
+    assert_eq!(spec.source.chart.as_deref(), Some("podinfo"));
+    assert_eq!(spec.source.target_revision.as_deref(), Some("6.5.0"));
+    assert_eq!(spec.destination_namespace.as_deref(), Some("web"));
+    let helm = spec.source.helm.as_ref().unwrap();
+    assert_eq!(
+        helm.release_name.as_deref(),
+        Some("web"),
+        "the component's name"
+    );
+    assert_eq!(helm.values_object, Some(json!({"replicaCount": 2})));
+    assert!(helm.skip_tests, "options.skipTests defaults to true");
+
+    let spec = source_component(&helmchart_component(json!({
+        "chart": {"source": "nginx", "repoURL": "https://charts.bitnami.com/bitnami"},
+        "release": {"name": "edge"}
+    })))
+    .unwrap()
+    .unwrap();
+    assert_eq!(spec.source.repo_url, "https://charts.bitnami.com/bitnami");
+    assert_eq!(spec.source.chart.as_deref(), Some("nginx"));
+    assert_eq!(
+        spec.source.target_revision, None,
+        "`latest` is the newest version"
+    );
+    assert_eq!(
+        spec.source.helm.unwrap().release_name.as_deref(),
+        Some("edge")
+    );
+
+    for (props, want) in [
+        (json!({"chart": {"source": "nginx"}}), "repoURL is required"),
+        (
+            json!({"chart": {"source": "https://x/charts/a-1.0.0.tgz"}}),
+            "tarball URL is not supported",
+        ),
+        (
+            json!({"chart": {"source": "oci://ghcr.io/podinfo"}, "options": {"atomic": true}}),
+            "options.atomic: only the default",
+        ),
+        (
+            json!({"chart": {"source": "oci://ghcr.io/x/podinfo"}, "valuesFrom": [{"kind": "Secret", "name": "v"}]}),
+            "properties.valuesFrom is not supported",
+        ),
+        (
+            json!({"chart": {"source": "oci://ghcr.io/x/podinfo"}, "healthStatus": []}),
+            "properties.healthStatus is not supported",
+        ),
+        (
+            json!({"chart": {"source": "oci://podinfo"}}),
+            "is not oci://host/path/chart",
+        ),
+        (
+            json!({"chart": {"source": "nginx", "repoURL": "https://x"}, "releaseName": "x"}),
+            "releaseName",
+        ),
+    ] {
+        let e = err(&helmchart_component(props));
+        assert!(e.contains(want), "{want}: {e}");
+    }
 }

@@ -351,7 +351,7 @@ fn unknown_step_type_is_an_error_naming_it() {
     let err = Plan::from_application(&a, &[]).unwrap_err().to_string();
     assert_eq!(
         err,
-        "workflow step `s1`: unknown step type `apply-componnet`; known types: apply-component, deploy, notification, step-group, suspend"
+        "workflow step `s1`: unknown step type `apply-componnet`; known types: apply-component, apply-object, depends-on-app, deploy, notification, read-object, step-group, suspend"
     );
     // Declared by the caller: runs as `Action::Run`.
     let a = app("  workflow:\n    steps:\n    - {name: s1, type: webhook, properties: {url: u}}\n");
@@ -483,4 +483,57 @@ fn durations_follow_go() {
     assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
     assert!(parse_duration("5").is_err());
     assert!(parse_duration("-5s").is_err());
+}
+
+#[test]
+fn object_steps_validate_their_properties_and_only_they_pass_data() {
+    let err = |steps: &str| {
+        Plan::from_application(&app(&format!("  workflow:\n    steps:\n{steps}")), &[])
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        err("    - {name: d, type: depends-on-app, properties: {name: base}}\n")
+            .contains("properties.namespace: the Application's namespace is required")
+    );
+    assert!(
+        err("    - {name: d, type: depends-on-app, properties: {name: a, namespace: n, cluster: x}}\n")
+            .contains("properties.cluster: unknown field")
+    );
+    assert!(
+        err("    - {name: w, type: apply-object, properties: {value: 3}}\n")
+            .contains("properties.value: expected a Kubernetes object")
+    );
+    assert!(
+        err("    - {name: r, type: read-object, properties: {kind: ConfigMap, name: x}}\n")
+            .contains("give both apiVersion and kind")
+    );
+    assert!(
+        err("    - {name: r, type: read-object, properties: {namespace: x}}\n")
+            .contains("properties.name: the object's name is required")
+    );
+    assert!(
+        err("    - {name: s, type: apply-component, properties: {component: db}, outputs: [{name: o, valueFrom: output.value}]}\n")
+            .contains("inputs/outputs on a `apply-component` step are not supported")
+    );
+    assert!(
+        err("    - {name: r, type: read-object, properties: {name: x}, outputs: [{name: o}]}\n")
+            .contains("outputs: missing field `valueFrom`")
+    );
+    let a = app(
+        "  workflow:\n    steps:\n    - {name: r, type: read-object, properties: {apiVersion: v1, kind: ConfigMap, name: x}, outputs: [{name: c, valueFrom: 'output.value.data.c'}]}\n    - {name: w, type: apply-object, inputs: [{from: c, parameterKey: value}]}\n",
+    );
+    let p = Plan::from_application(&a, &[]).unwrap();
+    assert_eq!(p.steps[0].kind, StepKind::ReadObject);
+    assert_eq!(p.steps[0].outputs[0].value_from, "output.value.data.c");
+    assert_eq!(p.steps[1].inputs[0].parameter_key, "value");
+    let (_, actions) = advance(&p, &a, &State::new(&p), &[], 0, false);
+    assert_eq!(
+        actions,
+        vec![Action::Run {
+            step: "r".into(),
+            type_name: "read-object".into(),
+            properties: serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "x"}),
+        }]
+    );
 }
