@@ -554,14 +554,14 @@ spec:
     // A policy type Ferry does not serve is refused here as the controller refuses it.
     std::fs::write(
         &app,
-        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {name: a}\nspec:\n  components: [{name: w, type: worker, properties: {image: x}}]\n  policies: [{name: r, type: replication, properties: {keys: [a], selector: [w]}}]\n",
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {name: a}\nspec:\n  components: [{name: w, type: worker, properties: {image: x}}]\n  policies: [{name: r, type: env-binding, properties: {envs: []}}]\n",
     )
     .unwrap();
     let out = ferry(&["-f", app.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("policy `r`: type `replication` is not supported"),
+        err.contains("policy `r`: type `env-binding` is not supported"),
         "{err}"
     );
 

@@ -1327,12 +1327,25 @@ impl Oam {
                     }
                 }
                 let mut layer_ok = true;
-                for c in layer {
-                    let Some(component) = t.components.iter().find(|x| &x.name == c) else {
-                        continue;
-                    };
-                    let mine: Vec<&Desired> =
-                        layer_objs.iter().filter(|d| &d.component == c).collect();
+                // A replicated component is judged copy by copy (each by its own objects).
+                let copies: Vec<&ferry_oam::Component> = t
+                    .components
+                    .iter()
+                    .filter(|x| layer.contains(&x.name))
+                    .collect();
+                for component in copies {
+                    let c = &component.name;
+                    let mine: Vec<&Desired> = layer_objs
+                        .iter()
+                        .filter(|d| {
+                            &d.component == c
+                                && d.object
+                                    .pointer("/metadata/labels")
+                                    .and_then(|l| l.get(ferry_oam::LABEL_REPLICA_KEY))
+                                    .and_then(Value::as_str)
+                                    == component.replica_key.as_deref()
+                        })
+                        .collect();
                     let svc = self
                         .component_health(app, component, &conn, &t.placement, &mine, &ctx.defs)
                         .await;
@@ -1348,10 +1361,22 @@ impl Oam {
                             }
                         ));
                     }
-                    services.insert(
-                        (svc.name.clone(), svc.cluster.clone(), svc.namespace.clone()),
-                        svc,
-                    );
+                    // Copies of a replicated component share one entry: healthy when all are.
+                    let k = (svc.name.clone(), svc.cluster.clone(), svc.namespace.clone());
+                    match services.get_mut(&k) {
+                        Some(prev) if component.replica_key.is_some() => {
+                            prev.healthy &= svc.healthy;
+                            if !svc.message.is_empty() && !prev.message.contains(&svc.message) {
+                                if !prev.message.is_empty() {
+                                    prev.message.push_str("; ");
+                                }
+                                prev.message.push_str(&svc.message);
+                            }
+                        }
+                        _ => {
+                            services.insert(k, svc);
+                        }
+                    }
                 }
                 if !layer_ok {
                     break 'layers;

@@ -1324,3 +1324,62 @@ async fn object_steps_pass_data_and_read_only_and_resource_update_policies_hold(
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn replication_deploys_one_copy_per_key_named_by_the_definition() {
+    let h = harness("oam-repl").await;
+    h.apply(json!({
+        "apiVersion": "core.oam.dev/v1beta1", "kind": "ComponentDefinition",
+        "metadata": {"name": "replica-worker", "namespace": h.dest},
+        "spec": {"workload": {"definition": {"apiVersion": "apps/v1", "kind": "Deployment"}},
+            "schematic": {"jsonnet": {
+                "parameterSchema": {"type": "object", "required": ["image"],
+                    "properties": {"image": {"type": "string"}}},
+                "template": "function(parameter, context)\n  local name = if context.replicaKey != '' then context.name + '-' + context.replicaKey else context.name;\n  local sel = { 'app.oam.dev/component': context.name, 'app.oam.dev/replicaKey': context.replicaKey };\n  { output: { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: name },\n    spec: { selector: { matchLabels: sel }, template: { metadata: { labels: sel },\n      spec: { containers: [{ name: 'main', image: parameter.image, env: [{ name: 'REGION', value: context.replicaKey }] }] } } } } }\n",
+            }}},
+    }))
+    .await;
+    apply_oam(
+        &h,
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "regions"},
+            "spec": {
+                "components": [
+                    {"name": "hello", "type": "replica-worker", "properties": {"image": "registry.local/hello:1"}},
+                    {"name": "single", "type": "worker", "properties": {"image": "registry.local/single:1"}},
+                ],
+                "policies": [
+                    {"name": "hub", "type": "topology", "properties": {"clusters": ["local"]}},
+                    {"name": "per-region", "type": "replication",
+                     "properties": {"keys": ["beijing", "hangzhou"], "selector": ["hello"]}},
+                ],
+                "workflow": {"steps": [{"name": "deploy", "type": "deploy",
+                    "properties": {"policies": ["hub", "per-region"]}}]},
+            },
+        }),
+    )
+    .await;
+    wait_oam(&h, "regions", "running and healthy", running_healthy).await;
+    for key in ["beijing", "hangzhou"] {
+        let d: Deployment = get_opt(&h.client, &h.dest, &format!("hello-{key}"))
+            .await
+            .unwrap_or_else(|| panic!("no copy for {key}"));
+        assert_eq!(d.labels()["app.oam.dev/replicaKey"], key);
+        let env = d.spec.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert_eq!(env[0].value.as_deref(), Some(key));
+    }
+    assert!(
+        get_opt::<Deployment>(&h.client, &h.dest, "hello")
+            .await
+            .is_none()
+    );
+    assert!(
+        get_opt::<Deployment>(&h.client, &h.dest, "single")
+            .await
+            .is_some()
+    );
+}

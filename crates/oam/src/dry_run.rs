@@ -7,7 +7,9 @@
 //! gives one block labelled `<app>`. Overrides apply in the step's order; a `selector` leaves
 //! components out of the block and a component an override adds is rendered at the end.
 //! Placements (clusters, namespaces) are not applied: the block shows what the step renders,
-//! not where. Unlike upstream, a `deploy` inside a `step-group` gets its blocks too.
+//! not where. Unlike upstream, a `deploy` inside a `step-group` gets its blocks too, and a
+//! step's `replication` policies are applied (upstream's dry-run ignores them), so the output
+//! shows every copy the step deploys.
 
 use crate::policy::{self, OverridePolicy};
 use crate::workflow::{Plan, StepKind};
@@ -43,6 +45,7 @@ pub fn dry_run_blocks(app: &Application) -> Result<Vec<DryRunBlock>, OamError> {
         };
         let mut topologies: Vec<&Policy> = Vec::new();
         let mut overrides: Vec<&Policy> = Vec::new();
+        let mut replications: Vec<&Policy> = Vec::new();
         for p in policies {
             let found = app
                 .spec
@@ -59,18 +62,22 @@ pub fn dry_run_blocks(app: &Application) -> Result<Vec<DryRunBlock>, OamError> {
                     OverridePolicy::from_policy(found)?;
                     overrides.push(found)
                 }
+                "replication" => replications.push(found),
                 other => {
                     return Err(OamError::Policy {
                         policy: found.name.clone(),
                         reason: format!(
-                            "a deploy step takes topology and override policies, not `{other}`"
+                            "a deploy step takes topology, override and replication policies, not `{other}`"
                         ),
                     });
                 }
             }
         }
         let mut patched = app.clone();
-        patched.spec.components = policy::apply_overrides(&app.spec.components, &overrides)?;
+        patched.spec.components = policy::replicate(
+            policy::apply_overrides(&app.spec.components, &overrides)?,
+            &replications,
+        )?;
         if topologies.is_empty() {
             blocks.push(DryRunBlock {
                 label: format!("{name} only with override policies"),

@@ -19,7 +19,7 @@ pub mod sources;
 mod types;
 pub mod workflow;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -55,6 +55,8 @@ pub const LABEL_COMPONENT: &str = "app.oam.dev/component";
 pub const LABEL_WORKLOAD_TYPE: &str = "workload.oam.dev/type";
 pub const LABEL_TRAIT_TYPE: &str = "trait.oam.dev/type";
 pub const LABEL_TRAIT_RESOURCE: &str = "trait.oam.dev/resource";
+/// The key of a component copy a `replication` policy made.
+pub const LABEL_REPLICA_KEY: &str = "app.oam.dev/replicaKey";
 
 /// YAML 1.2 booleans only (`y`, `on`, `no` stay strings), as Kubernetes reads them.
 pub(crate) fn yaml_options() -> serde_saphyr::Options {
@@ -177,6 +179,8 @@ pub fn component_context_for(
         "revision": format!("{}-v{num}", component.name),
         "appLabels": app.metadata.labels,
         "appAnnotations": app.metadata.annotations,
+        // Upstream sets it for every component, "" when not replicated.
+        "replicaKey": component.replica_key.clone().unwrap_or_default(),
         "clusterVersion": {
             "major": version.major,
             "minor": version.minor,
@@ -202,7 +206,7 @@ pub fn render_for(
 ) -> Result<Vec<Rendered>, OamError> {
     let mut seen = BTreeSet::new();
     for c in &app.spec.components {
-        if !seen.insert(c.name.as_str()) {
+        if !seen.insert((c.name.as_str(), c.replica_key.as_deref())) {
             return Err(OamError::DuplicateComponent(c.name.clone()));
         }
     }
@@ -210,6 +214,44 @@ pub fn render_for(
     let mut out = Vec::new();
     for component in &app.spec.components {
         render_component(&engine, app, component, defs, version, &mut out)?;
+    }
+    // Two renderings of one object would overwrite each other on apply: say so instead.
+    let mut objects: BTreeMap<(String, String, String), &Rendered> = BTreeMap::new();
+    for r in &out {
+        let field = |p: &str| {
+            r.object
+                .pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+        let group = field("/apiVersion")
+            .rsplit_once('/')
+            .map(|(g, _)| g.to_owned())
+            .unwrap_or_default();
+        let key = (
+            format!("{group}/{}", field("/kind")),
+            field("/metadata/namespace"),
+            field("/metadata/name"),
+        );
+        if let Some(first) = objects.insert(key.clone(), r) {
+            let by = |r: &Rendered| match &r.trait_type {
+                Some(t) => format!("component `{}` (trait `{t}`)", r.component),
+                None => format!("component `{}`", r.component),
+            };
+            return Err(OamError::Application(format!(
+                "{} {} is rendered twice, by {} and by {}{}",
+                field("/kind"),
+                key.2,
+                by(first),
+                by(r),
+                if first.component == r.component {
+                    "; replicated components need a definition that names its objects with context.replicaKey"
+                } else {
+                    ""
+                }
+            )));
+        }
     }
     Ok(out)
 }
@@ -684,6 +726,9 @@ fn finish(app: &Application, component: &Component, r: &mut Rendered) {
     };
     set(LABEL_APP, &app.metadata.name);
     set(LABEL_COMPONENT, &component.name);
+    if let Some(key) = &component.replica_key {
+        set(LABEL_REPLICA_KEY, key);
+    }
     match (&r.trait_type, &r.output) {
         (None, None) => set(LABEL_WORKLOAD_TYPE, &component.type_name),
         (Some(t), Some(o)) => {

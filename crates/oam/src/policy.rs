@@ -65,6 +65,7 @@ pub const SERVED_POLICY_TYPES: &[&str] = &[
     "take-over",
     "read-only",
     "resource-update",
+    "replication",
 ];
 
 /// Parses every policy of `app`, so a bad or unserved one is an error before anything is
@@ -81,6 +82,7 @@ pub fn check_policies(app: &Application) -> Result<(), OamError> {
             "take-over" => SharedResource::take_over_from_policy(p).map(drop),
             "read-only" => ReadOnly::from_policy(p).map(drop),
             "resource-update" => ResourceUpdate::from_policy(p).map(drop),
+            "replication" => Replication::from_policy(p).map(drop),
             other => Err(err(
                 p,
                 format!(
@@ -372,6 +374,7 @@ fn new_component(name: &str, type_name: &str, patch: &ComponentPatch) -> Compone
         external_revision: None,
         scopes: None,
         referred: None,
+        replica_key: None,
     }
 }
 
@@ -467,6 +470,7 @@ pub fn deploy_targets(
 ) -> Result<Vec<DeployTarget>, OamError> {
     let mut places: Vec<Placement> = Vec::new();
     let mut overrides: Vec<&Policy> = Vec::new();
+    let mut replications: Vec<&Policy> = Vec::new();
     let mut any_topology = false;
     for name in policies {
         let p = app
@@ -488,10 +492,13 @@ pub fn deploy_targets(
                 }
             }
             "override" => overrides.push(p),
+            "replication" => replications.push(p),
             other => {
                 return Err(err(
                     p,
-                    format!("a deploy step takes topology and override policies, not `{other}`"),
+                    format!(
+                        "a deploy step takes topology, override and replication policies, not `{other}`"
+                    ),
                 ));
             }
         }
@@ -499,7 +506,10 @@ pub fn deploy_targets(
     if !any_topology {
         places.push(Placement::local());
     }
-    let components = apply_overrides(&app.spec.components, &overrides)?;
+    let components = replicate(
+        apply_overrides(&app.spec.components, &overrides)?,
+        &replications,
+    )?;
     Ok(places
         .into_iter()
         .map(|placement| DeployTarget {
@@ -824,6 +834,74 @@ impl SharedResource {
 /// Whether `object` may be owned by several apps (any rule selects it).
 pub fn is_shared(policy: &SharedResource, object: &Value) -> bool {
     policy.rules.iter().any(|r| r.selector.matches(object))
+}
+
+// ---------------------------------------------------------------------------------------------
+// replication
+
+/// `replication` properties: the `selector`ed components are deployed once per key, each copy
+/// rendered with `context.replicaKey` set (definitions name their objects with it) and labelled
+/// `app.oam.dev/replicaKey`. Only `deploy` steps replicate, after topology and overrides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Replication {
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub selector: Vec<String>,
+}
+
+impl Replication {
+    pub fn from_policy(policy: &Policy) -> Result<Self, OamError> {
+        if policy.properties.is_null() {
+            return Err(err(policy, "properties: must not be empty"));
+        }
+        let r: Replication = parse(policy, "replication")?;
+        let mut seen = std::collections::BTreeSet::new();
+        for k in &r.keys {
+            if k.is_empty() || !seen.insert(k) {
+                return Err(err(policy, format!("keys: `{k}` is empty or repeated")));
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// KubeVela's `ReplicateComponents`: the components no policy selects, in order, then one copy
+/// per key of each selected component (component by component, keys in order). A policy that
+/// selects none of `components` is an error.
+pub fn replicate(
+    components: Vec<Component>,
+    policies: &[&Policy],
+) -> Result<Vec<Component>, OamError> {
+    if policies.is_empty() {
+        return Ok(components);
+    }
+    let mut selected: Vec<String> = Vec::new();
+    let mut copies: Vec<Component> = Vec::new();
+    for p in policies {
+        let r = Replication::from_policy(p)?;
+        let chosen: Vec<&Component> = components
+            .iter()
+            .filter(|c| r.selector.contains(&c.name))
+            .collect();
+        if chosen.is_empty() {
+            return Err(err(p, "selector: no component selected to replicate"));
+        }
+        for c in chosen {
+            selected.push(c.name.clone());
+            for k in &r.keys {
+                let mut copy = c.clone();
+                copy.replica_key = Some(k.clone());
+                copies.push(copy);
+            }
+        }
+    }
+    let mut out: Vec<Component> = components
+        .into_iter()
+        .filter(|c| !selected.contains(&c.name))
+        .collect();
+    out.extend(copies);
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------

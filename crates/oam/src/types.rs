@@ -101,6 +101,10 @@ pub struct Component {
     /// `None` until then. Never part of the Application as written.
     #[serde(skip)]
     pub referred: Option<Vec<Value>>,
+    /// Set on the copies a `replication` policy makes: `context.replicaKey` and the
+    /// `app.oam.dev/replicaKey` label. Never part of the Application as written.
+    #[serde(skip)]
+    pub replica_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -926,13 +926,24 @@ pub fn parse_expr(s: &str) -> Result<Expr, String> {
 /// layers (`spec.components[].dependsOn`: applied only after those are healthy). Within a
 /// layer, declaration order. An unknown dependency or a cycle is an error naming it.
 pub fn component_order(app: &Application) -> Result<Vec<Vec<String>>, OamError> {
-    let names: Vec<String> = app.spec.components.iter().map(|c| c.name.clone()).collect();
-    let deps: Vec<Vec<String>> = app
-        .spec
-        .components
-        .iter()
-        .map(|c| c.depends_on.clone())
-        .collect();
+    // A replicated component appears once per key with one name: its copies go together.
+    let mut names: Vec<String> = Vec::new();
+    let mut deps: Vec<Vec<String>> = Vec::new();
+    for c in &app.spec.components {
+        match names.iter().position(|n| *n == c.name) {
+            Some(i) => {
+                for d in &c.depends_on {
+                    if !deps[i].contains(d) {
+                        deps[i].push(d.clone());
+                    }
+                }
+            }
+            None => {
+                names.push(c.name.clone());
+                deps.push(c.depends_on.clone());
+            }
+        }
+    }
     layers(&names, &deps, "component")
 }
 

@@ -554,3 +554,142 @@ fn shared_resource_any_rule() {
         "rules is required"
     );
 }
+
+#[test]
+fn replication_copies_selected_components_per_key_after_the_others() {
+    let cs = components();
+    let names: Vec<&str> = cs.iter().map(|c| c.name.as_str()).collect();
+    let r = policy(
+        "rep",
+        "replication",
+        json!({"keys": ["beijing", "hangzhou"], "selector": [names[0]]}),
+    );
+    let out = replicate(cs.clone(), &[&r]).unwrap();
+    let got: Vec<(&str, Option<&str>)> = out
+        .iter()
+        .map(|c| (c.name.as_str(), c.replica_key.as_deref()))
+        .collect();
+    let mut want: Vec<(&str, Option<&str>)> = names[1..].iter().map(|n| (*n, None)).collect();
+    want.push((names[0], Some("beijing")));
+    want.push((names[0], Some("hangzhou")));
+    assert_eq!(got, want);
+
+    // A copy renders with context.replicaKey and the label; a definition that does not name
+    // its objects with the key renders the same object twice, which is refused.
+    let mut app = parse_application(
+        "metadata: {name: a}\nspec: {components: [{name: w, type: worker, properties: {image: x}}]}",
+    )
+    .unwrap();
+    let r = policy(
+        "rep",
+        "replication",
+        json!({"keys": ["a", "b"], "selector": ["w"]}),
+    );
+    app.spec.components = replicate(app.spec.components.clone(), &[&r]).unwrap();
+    assert_eq!(
+        crate::component_context(&app, &app.spec.components[1])["replicaKey"],
+        "b"
+    );
+    let e = crate::render(&app, &crate::Definitions::builtin().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Deployment w is rendered twice") && e.contains("context.replicaKey"),
+        "{e}"
+    );
+
+    for (props, want) in [
+        (
+            json!({"keys": ["a"], "selector": ["nope"]}),
+            "no component selected to replicate",
+        ),
+        (
+            json!({"keys": ["a", "a"], "selector": ["w"]}),
+            "empty or repeated",
+        ),
+        (
+            json!({"keys": ["a"], "selecter": ["w"]}),
+            "unknown field `selecter`",
+        ),
+        (Value::Null, "must not be empty"),
+    ] {
+        let p = policy("rep", "replication", props);
+        let e = replicate(app.spec.components.clone(), &[&p])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+}
+
+#[test]
+fn read_only_and_resource_update_rules_merge_and_select() {
+    let mut app = parse_application(
+        "metadata: {name: a}\nspec: {components: [{name: w, type: worker, properties: {image: x}}]}",
+    )
+    .unwrap();
+    app.spec.policies = vec![
+        policy(
+            "ro1",
+            "read-only",
+            json!({"rules": [{"selector": {"componentNames": ["db"]}}]}),
+        ),
+        policy(
+            "ro2",
+            "read-only",
+            json!({"rules": [{"selector": {"resourceTypes": ["Secret"]}}]}),
+        ),
+        policy(
+            "ru",
+            "resource-update",
+            json!({"rules": [
+                {"selector": {"resourceTypes": ["Deployment"]}, "strategy": {"recreateFields": ["spec.selector"]}},
+                {"selector": {"resourceTypes": ["Deployment", "Service"]}, "strategy": {"op": "replace"}}
+            ]}),
+        ),
+    ];
+    check_policies(&app).unwrap();
+    let ro = ReadOnly::of(&app).unwrap().unwrap();
+    assert_eq!(ro.rules.len(), 2, "rules of both policies");
+    let secret = json!({"kind": "Secret", "metadata": {"name": "s"}});
+    let svc = json!({"kind": "Service", "metadata": {"name": "s"}});
+    assert!(ro.selects(&secret) && !ro.selects(&svc));
+    let ru = ResourceUpdate::of(&app).unwrap().unwrap();
+    let dep = json!({"kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "1"}}}});
+    let s = ru.strategy(&dep).unwrap();
+    assert_eq!(s.op, UpdateOp::Patch, "the first matching rule wins");
+    let live_same = dep.clone();
+    let mut live_other = dep.clone();
+    live_other["spec"]["selector"]["matchLabels"]["a"] = json!("2");
+    assert!(!must_recreate(s, &dep, &live_same).unwrap());
+    assert!(must_recreate(s, &dep, &live_other).unwrap());
+    assert!(
+        must_recreate(s, &dep, &json!({"kind": "Deployment"}))
+            .unwrap_err()
+            .contains("no spec.selector in the live object")
+    );
+    assert_eq!(ru.strategy(&svc).unwrap().op, UpdateOp::Replace);
+
+    app.spec.policies = vec![policy(
+        "ro",
+        "read-only",
+        json!({"rules": [{"selector": {}}]}),
+    )];
+    assert!(
+        check_policies(&app)
+            .unwrap_err()
+            .to_string()
+            .contains("selects nothing")
+    );
+    app.spec.policies = vec![policy(
+        "ru",
+        "resource-update",
+        json!({"rules": [{"selector": {"resourceTypes": ["X"]}, "strategy": {"op": "merge"}}]}),
+    )];
+    assert!(
+        check_policies(&app)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown variant `merge`")
+    );
+}
