@@ -1383,3 +1383,66 @@ async fn replication_deploys_one_copy_per_key_named_by_the_definition() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn helm_and_helmchart_components_pull_charts_from_an_oci_registry() {
+    let h = harness("oam-oci").await;
+    let chart = tempfile::tempdir().unwrap();
+    std::fs::write(
+        chart.path().join("Chart.yaml"),
+        "apiVersion: v2\nname: ocivela\nversion: 0.2.0\n",
+    )
+    .unwrap();
+    std::fs::write(chart.path().join("values.yaml"), "message: default\n").unwrap();
+    std::fs::create_dir(chart.path().join("templates")).unwrap();
+    std::fs::write(
+        chart.path().join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  message: {{ .Values.message | quote }}\n",
+    )
+    .unwrap();
+    let registry = &h.env.registry;
+    let path = format!("vela-charts-{}", std::process::id());
+    registry
+        .push_chart(&h.env.tools.helm, chart.path(), &path)
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), &h.dest);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "registry-creds"},
+                "stringData": {"username": registry.user(), "password": registry.password().expose()},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let url = format!("oci://{}/{path}", registry.host);
+    apply_oam(
+        &h,
+        json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "charts"},
+            "spec": {"components": [
+                {"name": "flux-style", "type": "helm", "properties": {
+                    // No version: Flux's default `*`, the newest.
+                    "repoType": "oci", "url": url, "chart": "ocivela",
+                    "secretRef": "registry-creds", "values": {"message": "via helm"}}},
+                {"name": "native", "type": "helmchart", "properties": {
+                    // No version: upstream's `latest`, here the newest chart version.
+                    "chart": {"source": format!("{url}/ocivela"),
+                        "auth": {"secretRef": {"name": "registry-creds"}}},
+                    "release": {"name": "native-release"},
+                    "values": {"message": "via helmchart"}}},
+            ]},
+        }),
+    )
+    .await;
+    wait_oam(&h, "charts", "running", |a| phase(a) == "running").await;
+    let cm: ConfigMap = get_opt(&h.client, &h.dest, "flux-style-cm").await.unwrap();
+    assert_eq!(cm.data.unwrap()["message"], "via helm");
+    let cm: ConfigMap = get_opt(&h.client, &h.dest, "native-release-cm")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["message"], "via helmchart");
+}
