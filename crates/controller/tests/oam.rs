@@ -552,15 +552,21 @@ async fn topology_and_override_deploy_to_both_clusters() {
                 "properties": {"image": "registry.local/hello:1"},
                 "traits": [{"type": "scaler", "properties": {"replicas": 1}}]},
                 {"name": "site", "type": "kustomize",
-                 "properties": {"url": url, "git": {"branch": "main"}, "path": "./base"}}],
+                 "properties": {"url": url, "git": {"branch": "main"}, "path": "./base"}},
+                {"name": "audit", "type": "worker", "properties": {"image": "registry.local/audit:1"}}],
             "policies": [
                 {"name": "hub", "type": "topology", "properties": {"clusters": ["local"]}},
                 {"name": "edges", "type": "topology",
                  "properties": {"clusterLabelSelector": {"region": "edge"}, "namespace": remote_ns}},
-                {"name": "edge-tuning", "type": "override", "properties": {"components": [
+                {"name": "edge-tuning", "type": "override", "properties": {
+                    // The edge gets hello and site (overridden) and a cache only it has; the
+                    // hub-only `audit` is left out by the selector.
+                    "selector": ["hello", "site", "edge-cache"],
+                    "components": [
                     {"name": "hello", "properties": {"image": "registry.local/hello:edge"},
                      "traits": [{"type": "scaler", "properties": {"replicas": 2}}]},
-                    {"name": "site", "properties": {"path": "./edge"}}]}},
+                    {"name": "site", "properties": {"path": "./edge"}},
+                    {"name": "edge-cache", "type": "worker", "properties": {"image": "registry.local/cache:1"}}]}},
             ],
             "workflow": {"steps": [
                 {"name": "deploy-hub", "type": "deploy", "properties": {"policies": ["hub"]}},
@@ -571,7 +577,7 @@ async fn topology_and_override_deploy_to_both_clusters() {
     apply_oam(&h, app).await;
     let a = wait_oam(&h, "spread", "running and healthy", running_healthy).await;
     let services = a["status"]["services"].as_array().unwrap();
-    assert_eq!(services.len(), 4, "{services:?}");
+    assert_eq!(services.len(), 6, "{services:?}");
     assert!(
         services
             .iter()
@@ -596,6 +602,27 @@ async fn topology_and_override_deploy_to_both_clusters() {
     assert_eq!(hub_site.data.unwrap()["where"], "hub");
     let edge_site: ConfigMap = get_opt(&client2, &remote_ns, "site").await.unwrap();
     assert_eq!(edge_site.data.unwrap()["where"], "edge");
+    // What the override's selector and added component decide, per cluster.
+    assert!(
+        get_opt::<Deployment>(&h.client, &h.dest, "audit")
+            .await
+            .is_some()
+    );
+    assert!(
+        get_opt::<Deployment>(&client2, &remote_ns, "audit")
+            .await
+            .is_none()
+    );
+    assert!(
+        get_opt::<Deployment>(&client2, &remote_ns, "edge-cache")
+            .await
+            .is_some()
+    );
+    assert!(
+        get_opt::<Deployment>(&h.client, &h.dest, "edge-cache")
+            .await
+            .is_none()
+    );
     // Not on the hub under the edge namespace, not on the edge under the hub's.
     assert!(
         get_opt::<Deployment>(&h.client, &remote_ns, "hello")
