@@ -524,6 +524,15 @@ spec:
     )
     .unwrap();
     let got = ok(&ferry(&["-f", app.to_str().unwrap()]));
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/multi-target.yaml");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &got).unwrap();
+    }
+    assert!(
+        got == std::fs::read_to_string(&golden).unwrap(),
+        "output differs from {}; got:\n{got}",
+        golden.display()
+    );
     let headers: Vec<&str> = got
         .lines()
         .filter(|l| l.starts_with("# Application("))

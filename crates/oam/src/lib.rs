@@ -336,6 +336,7 @@ fn render_component(
         .component(&file, &schematic.template, &parameter, &context)
         .map_err(|e| template_error(&site, &definition, e))?;
     let (mut workload, outputs) = split(result, "output", &site, &definition)?;
+    check_traits_apply(component, def, &traits, &workload)?;
 
     let mut all_outputs = outputs.clone();
     let mut rendered_outputs: Vec<Rendered> = outputs
@@ -395,6 +396,73 @@ fn render_component(
     for mut r in rendered_outputs {
         finish(app, component, &mut r);
         out.push(r);
+    }
+    Ok(())
+}
+
+/// KubeVela's trait checks: each trait's `appliesToWorkloads` must name the component's
+/// workload — `*`, `*.<group>`, `<resource>.<group>` of the rendered workload (`deployments.apps`),
+/// the component type or the definition's `workload.type` — and no two traits may be in each
+/// other's `conflictsWith` (names, or `*`). Empty lists allow everything.
+fn check_traits_apply(
+    component: &Component,
+    def: &ComponentDefinition,
+    traits: &[(&ComponentTrait, &TraitDefinition)],
+    workload: &Value,
+) -> Result<(), OamError> {
+    let api_version = workload
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = workload.get("kind").and_then(Value::as_str).unwrap_or("");
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let lower = kind.to_lowercase();
+    let plural = if lower.ends_with('s') {
+        format!("{lower}es")
+    } else if let Some(stem) = lower.strip_suffix('y') {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    };
+    let resource = if group.is_empty() {
+        plural
+    } else {
+        format!("{plural}.{group}")
+    };
+    let workload_type = def.spec.workload.get("type").and_then(Value::as_str);
+    for (t, tdef) in traits {
+        let allowed = &tdef.spec.applies_to_workloads;
+        let applies = allowed.is_empty()
+            || allowed.iter().any(|a| {
+                a == "*"
+                    || a.strip_prefix("*.") == Some(group)
+                    || *a == resource
+                    || *a == component.type_name
+                    || Some(a.as_str()) == workload_type
+            });
+        if !applies {
+            return Err(OamError::Application(format!(
+                "component `{}`: trait `{}` does not apply to its workload {resource} (type `{}`); it applies to: {}",
+                component.name,
+                t.type_name,
+                component.type_name,
+                allowed.join(", ")
+            )));
+        }
+        for (other, _) in traits {
+            if other.type_name != t.type_name
+                && tdef
+                    .spec
+                    .conflicts_with
+                    .iter()
+                    .any(|c| c == "*" || *c == other.type_name)
+            {
+                return Err(OamError::Application(format!(
+                    "component `{}`: trait `{}` conflicts with trait `{}`",
+                    component.name, t.type_name, other.type_name
+                )));
+            }
+        }
     }
     Ok(())
 }

@@ -263,7 +263,7 @@ pub struct TraitDefinition {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TraitDefinitionSpec {
-    /// Read, not enforced yet.
+    /// Workloads the trait may patch; checked when a component is rendered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applies_to_workloads: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -540,6 +540,19 @@ fn implicit_steps(app: &Application) -> Vec<Step> {
 fn convert_step(s: &WorkflowStep, extra: &[&str], top: bool) -> Result<Step, OamError> {
     let bad = |reason: String| OamError::Workflow(format!("step `{}`: {reason}", s.name));
     let prop = |k: &str| s.properties.get(k);
+    // The properties each built-in reads; anything else would be dropped without a word.
+    // (Upstream's deploy also reads parallelism and ignoreTerraformComponent: Ferry applies a
+    // step's components layer by layer without a limit, and has no Terraform.)
+    let allowed: Option<&[&str]> = match s.type_name.as_str() {
+        "deploy" => Some(&["policies"]),
+        "apply-component" => Some(&["component", "cluster"]),
+        "suspend" => Some(&["duration"]),
+        "step-group" => Some(&[]),
+        _ => None,
+    };
+    if let Some(allowed) = allowed {
+        check_fields(&s.properties, allowed).map_err(bad)?;
+    }
     let kind = match s.type_name.as_str() {
         "deploy" => {
             let policies = match prop("policies") {

@@ -538,3 +538,45 @@ fn daemon_volume_mounts_as_upstream() {
         json!([{"name": "varlog", "mountPath": "/var/log"}, {"name": "varlog", "mountPath": "/host/var/log"}])
     );
 }
+
+/// appliesToWorkloads accepts `*`, `*.<group>`, `<resource>.<group>` and the component type;
+/// conflictsWith refuses two traits that exclude each other.
+#[test]
+fn applies_to_workloads_and_conflicts_with_are_enforced() {
+    let mut defs = Definitions::builtin().unwrap();
+    let tr = |name: &str, applies: &str, conflicts: &str| {
+        format!(
+            "apiVersion: core.oam.dev/v1beta1\nkind: TraitDefinition\nmetadata: {{name: {name}}}\nspec:\n  appliesToWorkloads: {applies}\n  conflictsWith: {conflicts}\n  schematic: {{jsonnet: {{template: 'function(parameter, context) {{ patch: {{}} }}'}}}}\n"
+        )
+    };
+    defs.add_yaml("a", &tr("by-group", "['*.apps']", "[]"))
+        .unwrap();
+    defs.add_yaml("b", &tr("by-type", "[worker]", "[]"))
+        .unwrap();
+    defs.add_yaml("c", &tr("jobs-only", "[jobs.batch]", "[]"))
+        .unwrap();
+    defs.add_yaml("d", &tr("exclusive", "[]", "[by-group]"))
+        .unwrap();
+    let run = |traits: &str| {
+        render(
+            &parse_application(&format!(
+                "metadata: {{name: a}}\nspec: {{components: [{{name: c, type: worker, properties: {{image: x}}, traits: [{traits}]}}]}}"
+            ))
+            .unwrap(),
+            &defs,
+        )
+    };
+    run("{type: by-group}, {type: by-type}").unwrap();
+    let e = run("{type: jobs-only}").unwrap_err().to_string();
+    assert!(
+        e.contains("trait `jobs-only` does not apply to its workload deployments.apps (type `worker`); it applies to: jobs.batch"),
+        "{e}"
+    );
+    let e = run("{type: by-group}, {type: exclusive}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("trait `exclusive` conflicts with trait `by-group`"),
+        "{e}"
+    );
+}

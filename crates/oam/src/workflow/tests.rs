@@ -537,3 +537,25 @@ fn object_steps_validate_their_properties_and_only_they_pass_data() {
         }]
     );
 }
+
+#[test]
+fn built_in_steps_refuse_properties_they_do_not_read() {
+    for (step, want) in [
+        (
+            "{name: d, type: deploy, properties: {policies: [], parallelism: 2}}",
+            "properties.parallelism: unknown field; allowed: policies",
+        ),
+        (
+            "{name: a, type: apply-component, properties: {component: db, namespace: x}}",
+            "properties.namespace: unknown field; allowed: component, cluster",
+        ),
+        (
+            "{name: s, type: suspend, properties: {duration: 1m, message: hi}}",
+            "properties.message: unknown field; allowed: duration",
+        ),
+    ] {
+        let a = app(&format!("  workflow:\n    steps:\n    - {step}\n"));
+        let e = Plan::from_application(&a, &[]).unwrap_err().to_string();
+        assert!(e.contains(want), "{step}: {e}");
+    }
+}
