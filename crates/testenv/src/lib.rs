@@ -18,16 +18,19 @@
 pub mod cluster;
 mod error;
 pub mod git;
+pub mod openbao;
 pub mod pki;
 pub mod prereq;
 pub mod process;
 pub mod registry;
 mod secret;
 pub mod simnode;
+pub mod sops;
 
 pub use cluster::{ADMIN_USER, Cluster, RESTRICTED_USER};
 pub use error::{Error, Result};
 pub use git::GitServer;
+pub use openbao::OpenBao;
 pub use prereq::{KUBERNETES_VERSION, SearchPath, Tools};
 pub use registry::Registry;
 pub use secret::Secret;

@@ -1,0 +1,200 @@
+//! secrets: resolves argocd-vault-plugin placeholders in rendered manifests from secret stores (Vault/OpenBao, Kubernetes Secrets, SOPS).
+//!
+//! [`placeholder`] finds and replaces avp's placeholders (pure); [`modifiers`] and [`jsonpath`]
+//! are its `| modifier` stages; [`config`] reads avp's settings from the same sources; a
+//! [`Backend`] reads whole secrets from a store ([`vault`], [`kube_secret`], [`sops`]).
+//! [`Resolver`] ties them together: it collects every secret a set of manifests needs, reads
+//! each (path, version) once, keeps values in memory for a TTL, and replaces. Resolved values
+//! exist only in memory and in the manifests it returns.
+
+pub mod backend;
+pub mod config;
+pub mod jsonpath;
+pub mod kube_secret;
+pub mod modifiers;
+pub mod placeholder;
+pub mod sops;
+pub mod vault;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+pub use backend::Backend;
+pub use config::AvpConfig;
+pub use placeholder::{Fetched, ManifestError, SecretRef, Settings};
+
+pub(crate) fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // reqwest is built without a bundled provider; ring is the workspace's. An Err only means
+    // another part of the process installed one first.
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The backend `AVP_TYPE` names. `kube` is needed for `kubernetessecret`; `base` is what a
+/// sops path is relative to; `sops` is the sops binary.
+pub fn backend_from_config(
+    c: &AvpConfig,
+    kube: Option<kube::Client>,
+    base: PathBuf,
+    sops: PathBuf,
+) -> Result<Arc<dyn Backend>, String> {
+    match c.value("AVP_TYPE").as_deref() {
+        Some("vault") => Ok(Arc::new(vault::Vault::new(c)?)),
+        Some("kubernetessecret") => match kube {
+            Some(k) => Ok(Arc::new(kube_secret::KubeSecret::new(k))),
+            None => Err(
+                "Failed to perform login for kubernetes secret backend: no Kubernetes client"
+                    .into(),
+            ),
+        },
+        Some("sops") => {
+            let env = ["SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY", "SOPS_AGE_RECIPIENTS"]
+                .iter()
+                .filter_map(|k| c.value(k).map(|v| (k.to_string(), v)))
+                .collect();
+            Ok(Arc::new(sops::Sops::new(sops, base, env)))
+        }
+        Some(
+            t @ ("ibmsecretsmanager"
+            | "awssecretsmanager"
+            | "gcpsecretmanager"
+            | "azurekeyvault"
+            | "yandexcloudlockbox"
+            | "delineasecretserver"
+            | "1passwordconnect"
+            | "keepersecretsmanager"),
+        ) => Err(format!(
+            "AVP_TYPE {t} is an avp backend Ferry does not serve (it serves vault, kubernetessecret and sops)"
+        )),
+        other => Err(format!(
+            "Must provide a supported Vault Type, received {}",
+            other.unwrap_or("")
+        )),
+    }
+}
+
+/// `AVP_PATH_VALIDATION` compiled, as avp compiles it.
+pub fn settings_from_config(c: &AvpConfig) -> Result<Settings, String> {
+    let path_validation = match c.value("AVP_PATH_VALIDATION") {
+        Some(re) => Some(
+            regex::Regex::new(&re)
+                .map_err(|e| format!("{re} is not a valid regular expression: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Settings { path_validation })
+}
+
+type Cached = (Instant, Result<Arc<Map<String, Value>>, String>);
+
+/// Reads secrets for many manifests: each (path, version) once per pass, values kept in memory
+/// for `ttl` (errors are not kept: the next pass asks again).
+pub struct Resolver {
+    backend: Arc<dyn Backend>,
+    ttl: Duration,
+    logged_in: Mutex<bool>,
+    cache: Mutex<HashMap<SecretRef, Cached>>,
+    /// Reads made (cache misses), for tests and benchmarks.
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl Resolver {
+    pub fn new(backend: Arc<dyn Backend>, ttl: Duration) -> Resolver {
+        Resolver {
+            backend,
+            ttl,
+            logged_in: Mutex::new(false),
+            cache: Mutex::new(HashMap::new()),
+            reads: Default::default(),
+        }
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// How many secrets were read from the store so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Logs in if not yet done; avp logs in before the first manifest, placeholders or not.
+    pub async fn login(&self) -> Result<(), String> {
+        let mut done = self.logged_in.lock().await;
+        if !*done {
+            self.backend.login().await?;
+            *done = true;
+        }
+        Ok(())
+    }
+
+    /// Forgets cached values so the next pass reads the store again (a forced refresh).
+    pub async fn forget(&self) {
+        self.cache.lock().await.clear();
+    }
+
+    /// Every secret in `wanted`, from the cache when fresh, else read once.
+    pub async fn fetch(
+        &self,
+        wanted: impl IntoIterator<Item = SecretRef>,
+    ) -> Result<Fetched, String> {
+        self.login().await?;
+        let mut out = BTreeMap::new();
+        for r in wanted {
+            let cached = self
+                .cache
+                .lock()
+                .await
+                .get(&r)
+                .filter(|(at, _)| at.elapsed() < self.ttl)
+                .map(|(_, v)| v.clone());
+            let v = match cached {
+                Some(v) => v,
+                None => {
+                    self.reads
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let v = self.backend.get_secrets(&r).await.map(Arc::new);
+                    if v.is_ok() {
+                        self.cache
+                            .lock()
+                            .await
+                            .insert(r.clone(), (Instant::now(), v.clone()));
+                    }
+                    v
+                }
+            };
+            out.insert(r, v);
+        }
+        Ok(Fetched(out))
+    }
+
+    /// Resolves `manifests` (each on its own: one's error does not stop the others).
+    pub async fn resolve(
+        &self,
+        manifests: &[Value],
+        settings: &Settings,
+    ) -> Result<Vec<Result<Value, ManifestError>>, String> {
+        let wanted = placeholder::needed_by_all(manifests, settings);
+        let mut fetched = self.fetch(wanted).await?;
+        Ok(manifests
+            .iter()
+            .map(|m| placeholder::replace(m, settings, &mut fetched))
+            .collect())
+    }
+}
+
+/// Whether a manifest could hold placeholders: a cheap test before any parsing.
+pub fn mentions_placeholders(manifest: &Value) -> bool {
+    let text = manifest.to_string();
+    text.contains("<path:") || text.contains(placeholder::ANNOTATION_PATH) || {
+        // A Secret's base64 values can hide them.
+        manifest.get("kind").and_then(Value::as_str) == Some("Secret")
+    }
+}
