@@ -19,8 +19,24 @@ use serde_json::Value;
     about = "Resolve argocd-vault-plugin placeholders in Kubernetes manifests from a secret store"
 )]
 pub struct AvpCli {
+    /// avp's settings, which its command lines give before or after `generate`.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     #[command(subcommand)]
     pub command: Option<AvpCommand>,
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct SettingsArgs {
+    /// A configuration file (YAML, JSON or KEY=value lines) with avp's settings.
+    #[arg(short = 'c', long = "config-path", global = true)]
+    pub config_path: Option<PathBuf>,
+    /// A Secret with avp's settings, `[namespace:]name` (namespace `argocd` by default).
+    #[arg(short = 's', long = "secret-name", global = true)]
+    pub secret_name: Option<String>,
+    /// Accepted for avp's command lines: Ferry never prints secret values, verbose or not.
+    #[arg(long = "verbose-sensitive-output", global = true)]
+    pub verbose_sensitive_output: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -36,15 +52,6 @@ pub enum AvpCommand {
 pub struct GenerateArgs {
     /// A file, a directory, or `-` for stdin.
     pub path: Option<String>,
-    /// A configuration file (YAML, JSON or KEY=value lines) with avp's settings.
-    #[arg(short = 'c', long = "config-path")]
-    pub config_path: Option<PathBuf>,
-    /// A Secret with avp's settings, `[namespace:]name` (namespace `argocd` by default).
-    #[arg(short = 's', long = "secret-name")]
-    pub secret_name: Option<String>,
-    /// Accepted for avp's command lines: Ferry never prints secret values, verbose or not.
-    #[arg(long = "verbose-sensitive-output")]
-    pub verbose_sensitive_output: bool,
 }
 
 /// Runs avp's CLI; errors print as avp prints them (`Error: ...`) and exit 1.
@@ -63,7 +70,7 @@ pub async fn run(cli: AvpCli) -> ExitCode {
         }
         Some(AvpCommand::Generate(args)) => {
             let mut stdout = std::io::stdout().lock();
-            match generate(args, &mut stdout).await {
+            match generate(args, &cli.settings, &mut stdout).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("Error: {e}");
@@ -76,12 +83,16 @@ pub async fn run(cli: AvpCli) -> ExitCode {
 
 /// Resolves and writes each manifest, in order, with `---` after each (as avp prints them);
 /// stops at the first manifest that fails, after writing the ones before it.
-pub async fn generate(args: GenerateArgs, out: &mut dyn std::io::Write) -> Result<(), String> {
+pub async fn generate(
+    args: GenerateArgs,
+    settings: &SettingsArgs,
+    out: &mut dyn std::io::Write,
+) -> Result<(), String> {
     let path = args
         .path
         .ok_or("<path> argument required to generate manifests")?;
     let (manifests, base) = read_manifests(&path)?;
-    let file = match (&args.config_path, &args.secret_name) {
+    let file = match (&settings.config_path, &settings.secret_name) {
         (Some(p), _) => Some(ferry_secrets::config::read_config_file(p)?),
         (None, Some(s)) => Some(read_config_secret(s).await?),
         (None, None) => None,

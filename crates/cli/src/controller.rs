@@ -59,6 +59,15 @@ pub struct ControllerArgs {
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
+/// Plugins reach the cluster as this process does (argocd-vault-plugin's `-s secret`): the
+/// `--kubeconfig` given, else what the environment already says (passed on by ferry-render).
+pub fn plugin_env(kubeconfig: Option<&std::path::Path>) -> Vec<(String, String)> {
+    kubeconfig
+        .and_then(|p| std::path::absolute(p).ok())
+        .map(|p| vec![("KUBECONFIG".to_string(), p.display().to_string())])
+        .unwrap_or_default()
+}
+
 /// A client from `kubeconfig`, else $KUBECONFIG, ~/.kube/config, then in-cluster.
 pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     Ok(match kubeconfig {
@@ -101,6 +110,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         oam: !args.no_oam,
         oam_namespace: args.oam_namespace,
         application_namespaces: args.application_namespaces,
+        plugin_env: plugin_env(args.kubeconfig.as_deref()),
         ..ferry_controller::Config::default()
     };
     let _metrics = match args.metrics_addr {

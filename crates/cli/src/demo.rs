@@ -119,6 +119,7 @@ pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<Demo> {
             cache_dir: env.dir.join("ferry-server-cache"),
             plugin_dirs: vec![],
             application_namespaces: Vec::new(),
+            plugin_env: Vec::new(),
         },
     )
     .await

@@ -7,6 +7,7 @@ mod controller;
 mod demo;
 mod dev;
 mod image;
+mod kustomize;
 mod login;
 mod output;
 mod proj;
@@ -49,12 +50,16 @@ enum Command {
     },
     /// Render KubeVela (OAM) Applications into Kubernetes manifests, offline.
     Render(render::RenderArgs),
+    /// kustomize for plugins: `edit` natively, `build` through kubectl (also run as
+    /// `kustomize` through a link of that name).
+    #[command(disable_help_flag = true)]
+    Kustomize {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// argocd-vault-plugin: resolve secret placeholders in manifests (also run as
     /// `argocd-vault-plugin` through a link of that name).
-    Avp {
-        #[command(subcommand)]
-        command: avp::AvpCommand,
-    },
+    Avp(avp::AvpCli),
     /// List KubeVela (OAM) Applications: one row per component.
     Ls(vela::LsArgs),
     /// Show a KubeVela (OAM) Application: about, workflow steps, services.
@@ -96,6 +101,9 @@ async fn main() -> ExitCode {
     if avp::invoked_as_avp() {
         return avp::run(<avp::AvpCli as Parser>::parse()).await;
     }
+    if kustomize::invoked_as_kustomize() {
+        return kustomize::run(std::env::args().skip(1).collect());
+    }
     let cli = Cli::parse();
     // kube's client logs every failed request at error level; the readiness
     // polls of `dev up` fail by design until a server answers.
@@ -120,12 +128,8 @@ async fn main() -> ExitCode {
             };
         }
         Command::Render(args) => render::run(args).await,
-        Command::Avp { command } => {
-            return avp::run(avp::AvpCli {
-                command: Some(command),
-            })
-            .await;
-        }
+        Command::Kustomize { args } => return kustomize::run(args),
+        Command::Avp(cli) => return avp::run(cli).await,
         Command::Ls(args) => vela::ls(args).await,
         Command::Status(args) => vela::status(args).await,
         Command::Workflow { command } => vela::workflow(command).await,

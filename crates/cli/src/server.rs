@@ -42,6 +42,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| std::env::temp_dir().join("ferry-server-cache")),
         plugin_dirs: args.plugin_dirs,
         application_namespaces: args.application_namespaces,
+        plugin_env: crate::controller::plugin_env(args.kubeconfig.as_deref()),
     };
     let (started, serve) = ferry_server::start(client, cfg)
         .await

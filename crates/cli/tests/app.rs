@@ -47,7 +47,12 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
     env.git.create_repo(&repo).unwrap();
     let src = work.path().join("src");
     std::fs::create_dir_all(src.join("app")).unwrap();
-    for f in ["kustomization.yaml", "deployment.yaml", "service.yaml"] {
+    for f in [
+        "kustomization.yaml",
+        "deployment.yaml",
+        "service.yaml",
+        "secret.yaml",
+    ] {
         std::fs::copy(examples().join("avp").join(f), src.join("app").join(f)).unwrap();
     }
     env.git.commit_dir(&repo, &src, "avp app").unwrap();
@@ -61,7 +66,63 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    // The plugin seed 002 names, defined locally.
+    // Seed 002's store: OpenBao with a KV v2 engine at `kv`, the app's value at
+    // kv/<namespace>/<app>, and AppRole credentials for avp in the Secret AVP_SECRET names.
+    let bao = ferry_testenv::OpenBao::start(work.path()).await.unwrap();
+    bao.mount_kv("kv", 2).await.unwrap();
+    let vault_value = format!("pw-{}", ferry_testenv::Secret::random().expose());
+    bao.kv_put(
+        "kv",
+        2,
+        "shop/avp-demo",
+        json!({"password-vault-key": vault_value}),
+    )
+    .await
+    .unwrap();
+    bao.call(
+        "PUT",
+        "sys/policies/acl/avp",
+        Some(json!({"policy": "path \"kv/data/*\" { capabilities = [\"read\"] }"})),
+    )
+    .await
+    .unwrap();
+    bao.call("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
+        .await
+        .unwrap();
+    bao.call(
+        "POST",
+        "auth/approle/role/argocd",
+        Some(json!({"token_policies": ["avp"]})),
+    )
+    .await
+    .unwrap();
+    let role_id = bao
+        .call("GET", "auth/approle/role/argocd/role-id", None)
+        .await
+        .unwrap()["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_id = bao
+        .call("POST", "auth/approle/role/argocd/secret-id", None)
+        .await
+        .unwrap()["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let avp_config: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "avp-config" },
+        "stringData": { "AVP_TYPE": "vault", "AVP_AUTH_TYPE": "approle", "VAULT_ADDR": bao.addr,
+            "AVP_ROLE_ID": role_id, "AVP_SECRET_ID": secret_id },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &avp_config)
+        .await
+        .unwrap();
+    let avp_secret = format!("AVP_SECRET={ns}:avp-config");
+
+    // The plugin seed 002 names, its commands verbatim.
     let plugin = std::fs::read_to_string(examples().join("plugins/avp-kustomize.yaml")).unwrap();
     let cm: ConfigMap = serde_json::from_value(json!({
         "metadata": { "name": "cmp-avp-kustomize", "labels": { "ferry.dev/cmp-plugin": "true" } },
@@ -175,7 +236,7 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
             "--revision",
             "main",
             "--plugin-env",
-            "AVP_SECRET=x",
+            &avp_secret,
             "--plugin-env",
             &format!("APP_REPO={url}"),
             "--plugin-env",
@@ -200,15 +261,37 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
             "--health",
             "--sync",
             "--timeout",
-            "150",
+            "60",
         ],
     );
-    assert!(o.status.success(), "{}", text(&o));
+    if !o.status.success() {
+        let app = ferry(&config, &["app", "get", "myapp", "-o", "json"]);
+        panic!(
+            "{}\napp: {}\ncontroller log: {}",
+            text(&o),
+            String::from_utf8_lossy(&app.stdout),
+            std::fs::read_to_string(&controller_log).unwrap_or_default()
+        );
+    }
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), &dest);
     let d = serde_json::to_value(deploys.get("avp-demo").await.unwrap()).unwrap();
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.local/team/app:1.4.2"
+    );
+    assert_eq!(
+        d["metadata"]["annotations"]["github.com/url"],
+        url.as_str(),
+        "kustomize edit set annotation ran"
+    );
+    // The Secret holds the value from OpenBao.
+    let s = Api::<Secret>::namespaced(client.clone(), &dest)
+        .get("avp-demo")
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(s.data.unwrap()["password"].0.clone()).unwrap(),
+        vault_value
     );
 
     // The app as the CLI shows it.
@@ -238,6 +321,14 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
         m.contains("kind: Deployment") && m.contains("registry.local/team/app:1.4.2"),
         "{}",
         text(&o)
+    );
+    let encoded = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&vault_value)
+    };
+    assert!(
+        m.contains("kind: Secret") && !m.contains(&vault_value) && !m.contains(&encoded),
+        "the store's value never shows: {m}"
     );
     let o = ferry(&config, &["app", "history", "myapp"]);
     assert!(
@@ -310,6 +401,64 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // Seed 002's CI deploy stage: the same line with a new IMAGE_TAG rolls the Deployment,
+    // no commit needed.
+    let o = ferry(
+        &config,
+        &[
+            "app",
+            "create",
+            "myapp",
+            "--repo",
+            &url,
+            "--path",
+            "app",
+            "--project",
+            "default",
+            "--dest-name",
+            "in-cluster",
+            "--dest-namespace",
+            &dest,
+            "--config-management-plugin=avp-kustomize",
+            "--revision",
+            "main",
+            "--plugin-env",
+            &avp_secret,
+            "--plugin-env",
+            &format!("APP_REPO={url}"),
+            "--plugin-env",
+            "IMAGE_NAME=registry.local/team/app",
+            "--plugin-env",
+            "IMAGE_TAG=1.4.3",
+            "--sync-policy",
+            "automated",
+            "--sync-option",
+            "ApplyOutOfSyncOnly=true,ServerSideApply=true",
+            "--upsert",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let d = serde_json::to_value(deploys.get("avp-demo").await.unwrap()).unwrap();
+        if d["spec"]["template"]["spec"]["containers"][0]["image"]
+            == "registry.local/team/app:1.4.3"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new tag never rolled out: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let o = ferry(&config, &["app", "diff", "myapp"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !out.contains(&vault_value) && !out.contains(&encoded),
+        "{out}"
+    );
+
     // Logged out, the CLI says what to do.
     let o = ferry(&config, &["logout"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -336,5 +485,10 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
             log.display()
         );
         assert!(!l.contains("eyJ"), "a JWT in {}", log.display());
+        assert!(
+            !l.contains(&vault_value) && !l.contains(&secret_id),
+            "a secret from the store in {}",
+            log.display()
+        );
     }
 }

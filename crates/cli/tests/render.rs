@@ -289,6 +289,7 @@ fn example_oam_plugin_runs_under_ferrys_cmp_support() {
     let tools = RenderTools {
         helm: "helm".into(),
         kustomize: "kustomize".into(),
+        ..Default::default()
     };
     let refs = Default::default();
     // By name, and by discovery (an empty `plugin: {}`).

@@ -67,6 +67,9 @@ pub struct Config {
     /// Applications are served (globs, or `/regex/`). Their projects must list
     /// them in `sourceNamespaces`.
     pub application_namespaces: Vec<String>,
+    /// Environment config-management plugins get besides Argo CD's: how they reach the
+    /// cluster (`KUBECONFIG`), as argocd-vault-plugin's `-s secret` needs.
+    pub plugin_env: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -88,6 +91,7 @@ impl Default for Config {
             oam: true,
             oam_namespace: None,
             application_namespaces: Vec::new(),
+            plugin_env: Vec::new(),
         }
     }
 }
@@ -205,7 +209,15 @@ impl Controller {
         let sources = ferry_source::SourceCache::new(cfg.cache_dir.join("sources"))
             .map_err(|e| Error::Setup(e.to_string()))?;
         let ctl = Arc::new(Controller {
-            tools: ferry_render::RenderTools::locate().map_err(|e| e.to_string()),
+            tools: ferry_render::RenderTools::locate()
+                .map(|mut t| {
+                    for (k, v) in &cfg.plugin_env {
+                        t.plugin_env.retain(|(key, _)| key != k);
+                        t.plugin_env.push((k.clone(), v.clone()));
+                    }
+                    t
+                })
+                .map_err(|e| e.to_string()),
             cfg: cfg.clone(),
             client: client.clone(),
             apps: apps.clone(),

@@ -16,6 +16,7 @@ mod glob;
 mod helm;
 mod jsonnet;
 mod kustomize;
+pub mod kustomize_edit;
 mod manifest;
 mod plugin;
 mod tools;

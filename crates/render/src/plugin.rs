@@ -353,7 +353,12 @@ type EnvVars = Vec<(OsString, OsString)>;
 /// values to keep out of error messages.
 fn plugin_env(ctx: &Ctx, base: &Path) -> Result<(EnvVars, Vec<String>), RenderError> {
     let input = ctx.input;
-    let mut path = exec::search_path();
+    let mut path = std::ffi::OsString::new();
+    for dir in &input.tools.plugin_path {
+        path.push(dir);
+        path.push(":");
+    }
+    path.push(exec::search_path());
     for tool in [&input.tools.helm, &input.tools.kustomize] {
         if let Some(dir) = tool.parent().filter(|d| !d.as_os_str().is_empty()) {
             path.push(":");
@@ -372,6 +377,13 @@ fn plugin_env(ctx: &Ctx, base: &Path) -> Result<(EnvVars, Vec<String>), RenderEr
         ("HOME".into(), base.join("home").into()),
         ("TMPDIR".into(), base.join("tmp").into()),
     ];
+    env.extend(
+        input
+            .tools
+            .plugin_env
+            .iter()
+            .map(|(k, v)| (k.into(), v.into())),
+    );
     let mut secrets = Vec::new();
     if let Some(plugin) = &input.source.plugin {
         let mut extra = Vec::new();

@@ -1,12 +1,19 @@
 use crate::RenderError;
 use std::path::{Path, PathBuf};
 
-/// Where the `helm` and `kustomize` binaries are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the `helm` and `kustomize` binaries are, and what config-management plugins get
+/// besides Argo CD's environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RenderTools {
     pub helm: PathBuf,
     /// Accepts `build DIR` (kustomize itself, or a wrapper over `kubectl kustomize`).
     pub kustomize: PathBuf,
+    /// Directories put first on plugins' PATH: [`ferry_shims`] gives `kustomize` (with `edit`)
+    /// and `argocd-vault-plugin` as the running `ferry`.
+    pub plugin_path: Vec<PathBuf>,
+    /// Extra environment for plugins: how a plugin reaches the cluster (`KUBECONFIG`, or the
+    /// in-cluster service variables), as avp's `-s secret` needs.
+    pub plugin_env: Vec<(String, String)>,
 }
 
 impl RenderTools {
@@ -22,7 +29,19 @@ impl RenderTools {
         }
         let find = |name: &str| dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p));
         match (find("helm"), find("kustomize")) {
-            (Some(helm), Some(kustomize)) => Ok(RenderTools { helm, kustomize }),
+            (Some(helm), Some(kustomize)) => Ok(RenderTools {
+                helm,
+                kustomize,
+                plugin_path: ferry_shims().into_iter().collect(),
+                plugin_env: [
+                    "KUBECONFIG",
+                    "KUBERNETES_SERVICE_HOST",
+                    "KUBERNETES_SERVICE_PORT",
+                ]
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+                .collect(),
+            }),
             (h, k) => {
                 let missing: Vec<&str> = [("helm", h.is_none()), ("kustomize", k.is_none())]
                     .iter()
@@ -68,4 +87,32 @@ fn is_executable(p: &Path) -> bool {
     p.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+/// A directory of links to the running binary under the names plugins call — `kustomize` and
+/// `argocd-vault-plugin` — when the running binary is `ferry` (not, say, a test harness). Made
+/// once per binary, under the system temp directory.
+pub fn ferry_shims() -> Option<PathBuf> {
+    static SHIMS: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    SHIMS
+        .get_or_init(|| {
+            let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
+            if exe.file_name()? != "ferry" {
+                return None;
+            }
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            exe.hash(&mut h);
+            let dir = std::env::temp_dir().join(format!("ferry-shims-{:x}", h.finish()));
+            std::fs::create_dir_all(&dir).ok()?;
+            for name in ["kustomize", "argocd-vault-plugin"] {
+                let link = dir.join(name);
+                if std::fs::read_link(&link).ok().as_deref() != Some(exe.as_path()) {
+                    let _ = std::fs::remove_file(&link);
+                    std::os::unix::fs::symlink(&exe, &link).ok()?;
+                }
+            }
+            Some(dir)
+        })
+        .clone()
 }

@@ -166,11 +166,12 @@ fn replace_with(
             _ => Kind::Other,
         },
         remove_missing,
+        secret_data: false,
         errors: Vec::new(),
     };
     let mut out = manifest.clone();
     if let Value::Object(m) = &mut out {
-        ctx.walk_map(m);
+        ctx.walk_top(m);
     }
     if ctx.errors.is_empty() || recording {
         Ok(out)
@@ -198,6 +199,8 @@ struct Ctx<'a> {
     kv_version: Option<String>,
     kind: Kind,
     remove_missing: bool,
+    /// Walking a Secret's `data`: values must end up base64.
+    secret_data: bool,
     errors: Vec<String>,
 }
 
@@ -208,6 +211,28 @@ enum Failure {
 }
 
 impl Ctx<'_> {
+    /// The manifest's top level: a Secret's `data` is walked knowing its values are base64.
+    fn walk_top(&mut self, m: &mut Map<String, Value>) {
+        if self.kind == Kind::Secret
+            && let Some(Value::Object(data)) = m.get_mut("data")
+        {
+            let mut data = std::mem::take(data);
+            self.secret_data = true;
+            self.walk_map(&mut data);
+            self.secret_data = false;
+            m.insert("data".into(), Value::Object(data));
+        }
+        let data = if self.kind == Kind::Secret {
+            m.remove("data")
+        } else {
+            None
+        };
+        self.walk_map(m);
+        if let Some(d) = data {
+            m.insert("data".into(), d);
+        }
+    }
+
     fn walk_map(&mut self, m: &mut Map<String, Value>) {
         let keys: Vec<String> = m.keys().cloned().collect();
         for key in keys {
@@ -265,7 +290,27 @@ impl Ctx<'_> {
                         Err(e) => (Value::String(value.to_owned()), vec![Failure::Other(e)]),
                     };
                 }
-                self.replace_string(field, value)
+                let (v, failures) = self.replace_string(field, value);
+                // A `data` value must be base64. avp 1.x inserts the value as it is, which the
+                // API server refuses unless the store held base64 (or `| base64encode` made
+                // it); Ferry encodes a value that is one whole placeholder and not already
+                // base64, so both forms work (text around placeholders is left as avp leaves it).
+                let whole = GENERIC
+                    .find(value)
+                    .is_some_and(|m| m.start() == 0 && m.end() == value.len());
+                if self.secret_data
+                    && whole
+                    && failures.is_empty()
+                    && v.as_str() != Some(value)
+                    && let Ok(text) = stringify(&v)
+                    && decode_base64(&text).is_none()
+                {
+                    return (
+                        Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
+                        failures,
+                    );
+                }
+                (v, failures)
             }
             Kind::ConfigMap => {
                 let (v, mut failures) = self.replace_string(field, value);

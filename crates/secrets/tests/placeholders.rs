@@ -125,13 +125,35 @@ fn secrets_base64_values_are_replaced_inside_and_reencoded() {
         .unwrap();
         assert_eq!(out["data"]["v"], want, "{input}");
     }
-    // A placeholder not in base64 is put in as the value is: avp never encodes for you.
+    // A `data` value that is one whole placeholder must end up base64: a value that is not
+    // base64 text already is encoded (avp 1.x inserts it as it is, which the API server refuses),
+    // one that is stays as it is, as does text around a placeholder.
     let out = resolve(
         &with_path("Secret", "data", json!({"v": "<password>"})),
         &mut store,
     )
     .unwrap();
-    assert_eq!(out["data"]["v"], "pass");
+    assert_eq!(out["data"]["v"], "cGFzcw==");
+    let mut store = Store::new(json!({"path/to/secret": {"b64": "dGVzdA==", "plain": "s3cret!"}}));
+    let out = resolve(
+        &with_path(
+            "Secret",
+            "data",
+            json!({"a": "<b64>", "b": "<plain>", "c": "<plain | base64encode>"}),
+        ),
+        &mut store,
+    )
+    .unwrap();
+    assert_eq!(
+        out["data"],
+        json!({"a": "dGVzdA==", "b": "czNjcmV0IQ==", "c": "czNjcmV0IQ=="})
+    );
+    let out = resolve(
+        &with_path("Secret", "stringData", json!({"v": "<plain>"})),
+        &mut store,
+    )
+    .unwrap();
+    assert_eq!(out["stringData"]["v"], "s3cret!", "stringData takes text");
 }
 
 #[test]

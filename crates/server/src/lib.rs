@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// Further namespaces whose Applications are served (globs or `/regex/`),
     /// named `namespace/name` in paths or with `?appNamespace=`.
     pub application_namespaces: Vec<String>,
+    /// Environment for config-management plugins besides Argo CD's (`KUBECONFIG`), as the
+    /// controller's: the diff and manifest endpoints render as it does.
+    pub plugin_env: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +252,7 @@ pub async fn start(
         install_crds: false,
         image_automation: false,
         application_namespaces: cfg.application_namespaces.clone(),
+        plugin_env: cfg.plugin_env.clone(),
         ..ferry_controller::Config::default()
     };
     let (ctl, ctl_tasks) = ferry_controller::Controller::watch(client.clone(), ctl_cfg)

@@ -85,6 +85,7 @@ impl Server {
                 .join(format!("ferry-server-test-{}", std::process::id())),
             plugin_dirs: vec![],
             application_namespaces,
+            plugin_env: Vec::new(),
         };
         let (started, serve) = ferry_server::start(client.clone(), cfg).await.unwrap();
         let admin_password = started
