@@ -184,6 +184,18 @@ async fn render_to_string(args: &RenderArgs) -> Result<String> {
             let sources = ferry_oam::sources(&app, &defs).with_context(|| doc.origin.clone())?;
             // In component order, as vela dry-run prints them.
             for c in &app.spec.components {
+                // ref-objects copy objects from the hub: offline there is nothing to print
+                // but the note that says so (vela dry-run fails outright here).
+                if defs
+                    .component(&c.type_name)
+                    .is_some_and(ferry_oam::refs::is_ref_objects_definition)
+                {
+                    out.push_str(&format!(
+                        "---\n# Application({label}) -- Component({})\n## ref-objects: the selected objects are read from the hub at deploy time\n",
+                        c.name
+                    ));
+                    continue;
+                }
                 if let Some(spec) = sources.iter().find(|s| s.component == c.name) {
                     let what = describe_source(spec);
                     let head = format!(

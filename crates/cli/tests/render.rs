@@ -588,3 +588,25 @@ spec:
         "{err}"
     );
 }
+
+/// ref-objects read the hub at deploy time: offline, `ferry render` says so instead of printing
+/// nothing for the component.
+#[test]
+fn ref_objects_render_as_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.yaml");
+    std::fs::write(
+        &app,
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {name: copier}\nspec:\n  components:\n    - {name: shop, type: ref-objects, properties: {objects: [{resource: deployment, group: apps}]}}\n    - {name: w, type: worker, properties: {image: x}}\n",
+    )
+    .unwrap();
+    let got = ok(&ferry(&["-f", app.to_str().unwrap()]));
+    assert!(
+        got.starts_with("---\n# Application(copier) -- Component(shop)\n## ref-objects: the selected objects are read from the hub at deploy time\n"),
+        "{got}"
+    );
+    assert!(
+        got.contains("# Application(copier) -- Component(w)\n"),
+        "{got}"
+    );
+}
