@@ -459,6 +459,134 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
         "{out}"
     );
 
+    // The same app served natively: avp's standard `argocd-vault-plugin-kustomize`, which no
+    // plugin defines here, so no plugin process runs; Kustomize's own images and
+    // commonAnnotations stand in for the seed's `kustomize edit`. Same objects, same value.
+    let dest2 = env
+        .cluster
+        .create_namespace(&client, "cli-native")
+        .await
+        .unwrap();
+    let native: ferry_model::Application = serde_json::from_value(json!({
+        "metadata": { "name": "myapp-native", "namespace": ns },
+        "spec": {
+            "project": "default",
+            "source": {
+                "repoURL": url, "path": "app", "targetRevision": "main",
+                "plugin": { "name": "argocd-vault-plugin-kustomize",
+                    "env": [{ "name": "AVP_SECRET", "value": format!("{ns}:avp-config") },
+                            { "name": "FERRY_SECRETS_TTL", "value": "2s" }] },
+                "kustomize": { "images": ["registry.local/team/app:1.4.3"],
+                    "commonAnnotations": { "github.com/url": url } },
+            },
+            "destination": { "name": "in-cluster", "namespace": dest2 },
+            // selfHeal: as in Argo CD, an automated sync does not repeat a sync to the same
+            // revision unless told to; a rotated value is such a change.
+            "syncPolicy": { "automated": { "selfHeal": true }, "syncOptions": ["ServerSideApply=true"] },
+        },
+    }))
+    .unwrap();
+    Api::<ferry_model::Application>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &native)
+        .await
+        .unwrap();
+    let o = ferry(
+        &config,
+        &[
+            "app",
+            "wait",
+            "myapp-native",
+            "--health",
+            "--sync",
+            "--timeout",
+            "120",
+        ],
+    );
+    if !o.status.success() {
+        let app = ferry(&config, &["app", "get", "myapp-native", "-o", "json"]);
+        panic!(
+            "{}\napp: {}",
+            text(&o),
+            String::from_utf8_lossy(&app.stdout)
+        );
+    }
+    let by_plugin = deploys.get("avp-demo").await.unwrap();
+    let natively = Api::<Deployment>::namespaced(client.clone(), &dest2)
+        .get("avp-demo")
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&natively.spec).unwrap(),
+        serde_json::to_value(&by_plugin.spec).unwrap()
+    );
+    assert_eq!(
+        natively.metadata.annotations.as_ref().unwrap()["github.com/url"],
+        url
+    );
+    let s = Api::<Secret>::namespaced(client.clone(), &dest2)
+        .get("avp-demo")
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(s.data.unwrap()["password"].0.clone()).unwrap(),
+        vault_value
+    );
+    let o = ferry(&config, &["app", "manifests", "myapp-native"]);
+    let m = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        m.contains("kind: Secret") && !m.contains(&vault_value) && !m.contains(&encoded),
+        "{m}"
+    );
+    // Rotation: a new value in the store reaches the cluster on a hard refresh, no commit.
+    let rotated = format!("pw-{}", ferry_testenv::Secret::random().expose());
+    bao.kv_put(
+        "kv",
+        2,
+        "shop/avp-demo",
+        json!({"password-vault-key": rotated}),
+    )
+    .await
+    .unwrap();
+    let o = ferry(&config, &["app", "get", "myapp-native", "--hard-refresh"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = Api::<Secret>::namespaced(client.clone(), &dest2)
+            .get("avp-demo")
+            .await
+            .unwrap();
+        if String::from_utf8(s.data.unwrap()["password"].0.clone()).unwrap() == rotated {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rotated value never arrived");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // ... and without one, once the re-resolve interval (FERRY_SECRETS_TTL, 2s here) is over.
+    let rotated_again = format!("pw-{}", ferry_testenv::Secret::random().expose());
+    bao.kv_put(
+        "kv",
+        2,
+        "shop/avp-demo",
+        json!({"password-vault-key": rotated_again}),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = Api::<Secret>::namespaced(client.clone(), &dest2)
+            .get("avp-demo")
+            .await
+            .unwrap();
+        if String::from_utf8(s.data.unwrap()["password"].0.clone()).unwrap() == rotated_again {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the value rotated in the store never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // Logged out, the CLI says what to do.
     let o = ferry(&config, &["logout"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -486,7 +614,10 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
         );
         assert!(!l.contains("eyJ"), "a JWT in {}", log.display());
         assert!(
-            !l.contains(&vault_value) && !l.contains(&secret_id),
+            !l.contains(&vault_value)
+                && !l.contains(&secret_id)
+                && !l.contains(&rotated)
+                && !l.contains(&rotated_again),
             "a secret from the store in {}",
             log.display()
         );

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod oam;
 mod queue;
 mod reconcile;
+pub mod secrets;
 
 pub use clusters::{ClusterSecret, b64};
 pub use inspect::{Inspection, ObjectView, mask_secret};
@@ -143,6 +144,8 @@ pub struct Controller {
     pub(crate) tools: Result<ferry_render::RenderTools, String>,
     pub(crate) resolved: Mutex<HashMap<(String, String), (String, Instant)>>,
     pub(crate) rendered: Mutex<HashMap<String, Arc<RenderedSource>>>,
+    /// Secret-store sessions of natively served avp apps, by store identity.
+    pub(crate) resolvers: secrets::Resolvers,
     pub(crate) compared: Mutex<HashMap<String, Vec<String>>>,
     /// Per checked-out app directory: whether a render may read beyond it.
     pub(crate) dir_facts: Mutex<HashMap<(PathBuf, bool), bool>>,
@@ -232,6 +235,7 @@ impl Controller {
             sources,
             resolved: Mutex::new(HashMap::new()),
             rendered: Mutex::new(HashMap::new()),
+            resolvers: secrets::Resolvers::default(),
             compared: Mutex::new(HashMap::new()),
             dir_facts: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),

@@ -792,6 +792,27 @@ impl Controller {
         Ok(rendered)
     }
 
+    /// Placeholders of a natively served avp app, resolved from its store.
+    async fn resolve_secrets(
+        &self,
+        source: &ApplicationSource,
+        base: &std::path::Path,
+        objects: &[Value],
+        hard: bool,
+    ) -> Result<Vec<Value>, Stop> {
+        let secret_error = |m: String| stop("ComparisonError", format!("secrets: {m}"));
+        let config = crate::secrets::Resolvers::config(&self.client, source)
+            .await
+            .map_err(secret_error)?;
+        let resolver = self
+            .resolvers
+            .get(&config, &self.client, base)
+            .map_err(secret_error)?;
+        crate::secrets::resolve(&resolver, &config, objects, hard)
+            .await
+            .map_err(secret_error)
+    }
+
     pub(crate) async fn compare(
         &self,
         app: &Application,
@@ -1008,11 +1029,21 @@ impl Controller {
             if s.ref_name.is_some() && s.path.is_none() && !s.is_helm_repo() {
                 continue;
             }
+            // avp's standard plugins are served natively: rendered without a plugin process,
+            // placeholders resolved below (after the render cache).
+            let native = crate::secrets::is_native(s, &plugins);
+            let plain;
+            let render_as = if native {
+                plain = crate::secrets::without_plugin(s);
+                &plain
+            } else {
+                s
+            };
             let rendered = self
                 .render_source(SourceRender {
                     app_name: &app_name,
                     dest_ns: &dest_ns,
-                    source: s,
+                    source: render_as,
                     checkout: dir,
                     revision: rev,
                     tree: tree.as_deref(),
@@ -1024,6 +1055,16 @@ impl Controller {
                 })
                 .await?;
             source_type = rendered.source_type.clone();
+            if native {
+                let base = dir.join(s.path.as_deref().unwrap_or("."));
+                let resolved = self
+                    .resolve_secrets(s, &base, &rendered.objects, hard)
+                    .await?;
+                source_type = "Plugin".into();
+                objects.extend(resolved);
+                skipped.extend(rendered.skipped.iter().cloned());
+                continue;
+            }
             objects.extend(rendered.objects.iter().cloned());
             skipped.extend(rendered.skipped.iter().cloned());
         }

@@ -8,11 +8,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Settings by upper-case key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct AvpConfig {
     argocd_env: BTreeMap<String, String>,
     env: BTreeMap<String, String>,
     file: BTreeMap<String, String>,
+}
+
+// Settings hold credentials: only their keys are shown.
+impl std::fmt::Debug for AvpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AvpConfig")
+            .field("argocd_env", &self.argocd_env.keys().collect::<Vec<_>>())
+            .field("file", &self.file.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AvpConfig {
