@@ -58,6 +58,23 @@ impl Controller {
             .compare(app, op.as_ref(), false, false)
             .await
             .map_err(|s| format!("{}: {}", s.type_, s.message))?;
+        let store_values = self
+            .secret_values
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&self.app_key(app)).cloned())
+            .unwrap_or_default();
+        let mask_store = |view: &mut ObjectView| {
+            if store_values.is_empty() {
+                return;
+            }
+            for o in [&mut view.desired, &mut view.target, &mut view.live]
+                .into_iter()
+                .flatten()
+            {
+                crate::secrets::mask_values(o, &store_values);
+            }
+        };
         let status_of = |g: &str, k: &str, ns: &str, n: &str| {
             c.statuses
                 .iter()
@@ -120,6 +137,7 @@ impl Controller {
                 live: live_n,
             };
             mask_secret(&mut view);
+            mask_store(&mut view);
             objects.push(view);
         }
         for p in &c.prune {
@@ -144,6 +162,7 @@ impl Controller {
                 live,
             };
             mask_secret(&mut view);
+            mask_store(&mut view);
             objects.push(view);
         }
         Ok(Inspection {

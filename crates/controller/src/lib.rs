@@ -146,6 +146,9 @@ pub struct Controller {
     pub(crate) rendered: Mutex<HashMap<String, Arc<RenderedSource>>>,
     /// Secret-store sessions of natively served avp apps, by store identity.
     pub(crate) resolvers: secrets::Resolvers,
+    /// Per app (`namespace/name`): the store values its native resolution used, which views
+    /// (diff, manifests) mask wherever they appear. In memory only.
+    pub(crate) secret_values: Mutex<HashMap<String, Arc<Vec<String>>>>,
     pub(crate) compared: Mutex<HashMap<String, Vec<String>>>,
     /// Per checked-out app directory: whether a render may read beyond it.
     pub(crate) dir_facts: Mutex<HashMap<(PathBuf, bool), bool>>,
@@ -236,6 +239,7 @@ impl Controller {
             resolved: Mutex::new(HashMap::new()),
             rendered: Mutex::new(HashMap::new()),
             resolvers: secrets::Resolvers::default(),
+            secret_values: Mutex::new(HashMap::new()),
             compared: Mutex::new(HashMap::new()),
             dir_facts: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),

@@ -795,6 +795,7 @@ impl Controller {
     /// Placeholders of a natively served avp app, resolved from its store.
     async fn resolve_secrets(
         &self,
+        app_key: &str,
         source: &ApplicationSource,
         base: &std::path::Path,
         objects: &[Value],
@@ -808,9 +809,13 @@ impl Controller {
             .resolvers
             .get(&config, &self.client, base)
             .map_err(secret_error)?;
-        crate::secrets::resolve(&resolver, &config, objects, hard)
+        let (resolved, values) = crate::secrets::resolve(&resolver, &config, objects, hard)
             .await
-            .map_err(secret_error)
+            .map_err(secret_error)?;
+        if let Ok(mut m) = self.secret_values.lock() {
+            m.insert(app_key.to_string(), Arc::new(values));
+        }
+        Ok(resolved)
     }
 
     pub(crate) async fn compare(
@@ -1058,7 +1063,7 @@ impl Controller {
             if native {
                 let base = dir.join(s.path.as_deref().unwrap_or("."));
                 let resolved = self
-                    .resolve_secrets(s, &base, &rendered.objects, hard)
+                    .resolve_secrets(&self.app_key(app), s, &base, &rendered.objects, hard)
                     .await?;
                 source_type = "Plugin".into();
                 objects.extend(resolved);

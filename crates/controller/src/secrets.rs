@@ -141,19 +141,20 @@ impl Resolvers {
     }
 }
 
-/// Resolves `objects`; the first failure names the object and what the store answered.
+/// Resolves `objects`; the first failure names the object and what the store answered. Also
+/// gives the store's values the objects may now hold, for views to mask.
 pub async fn resolve(
     resolver: &Resolver,
     config: &AvpConfig,
     objects: &[Value],
     refresh: bool,
-) -> Result<Vec<Value>, String> {
+) -> Result<(Vec<Value>, Vec<String>), String> {
     if refresh {
         resolver.forget().await;
     }
     let settings = ferry_secrets::settings_from_config(config)?;
-    let results = resolver.resolve(objects, &settings).await?;
-    objects
+    let (results, values) = resolver.resolve_with_values(objects, &settings).await?;
+    let resolved = objects
         .iter()
         .zip(results)
         .map(|(o, r)| {
@@ -168,5 +169,23 @@ pub async fn resolve(
                 )
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((resolved, values))
+}
+
+/// Replaces every occurrence of a store value in the strings of `v` with a mask (`++++++++`):
+/// views of natively resolved apps show that a value is there, never what it is.
+pub fn mask_values(v: &mut Value, values: &[String]) {
+    match v {
+        Value::String(s) => {
+            for secret in values {
+                if s.contains(secret.as_str()) {
+                    *s = s.replace(secret.as_str(), "++++++++");
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| mask_values(x, values)),
+        Value::Object(m) => m.values_mut().for_each(|x| mask_values(x, values)),
+        _ => {}
+    }
 }

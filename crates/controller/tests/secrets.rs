@@ -22,16 +22,33 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
     let dir = tempfile::tempdir().unwrap();
     let bao = OpenBao::start(dir.path()).await.unwrap();
     bao.mount_kv("kv", 2).await.unwrap();
-    bao.kv_put("kv", 2, "team/app", serde_json::json!({"greeting": "hello-from-bao"}))
-        .await
-        .unwrap();
+    bao.kv_put(
+        "kv",
+        2,
+        "team/app",
+        serde_json::json!({"greeting": "hello-from-bao"}),
+    )
+    .await
+    .unwrap();
     let repo = new_repo(
         "avp-bad",
         &[
-            ("good/cm.yaml", &cm("good", "<path:kv/data/team/app#greeting>")),
-            ("missing-key/cm.yaml", &cm("missing-key", "<path:kv/data/team/app#nope>")),
-            ("no-data/cm.yaml", &cm("no-data", "<path:kv/team/app#greeting>")),
-            ("no-path/cm.yaml", &cm("no-path", "<path:kv/data/team/absent#greeting>")),
+            (
+                "good/cm.yaml",
+                &cm("good", "<path:kv/data/team/app#greeting>"),
+            ),
+            (
+                "missing-key/cm.yaml",
+                &cm("missing-key", "<path:kv/data/team/app#nope>"),
+            ),
+            (
+                "no-data/cm.yaml",
+                &cm("no-data", "<path:kv/team/app#greeting>"),
+            ),
+            (
+                "no-path/cm.yaml",
+                &cm("no-path", "<path:kv/data/team/absent#greeting>"),
+            ),
         ],
     );
     let url = h.env.git.file_url(&repo);
@@ -55,10 +72,15 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
         ])
     };
     h.apply_app(native("good", "good", vault_env(&root))).await;
-    for (name, path) in [("missing-key", "missing-key"), ("no-data", "no-data"), ("no-path", "no-path")] {
+    for (name, path) in [
+        ("missing-key", "missing-key"),
+        ("no-data", "no-data"),
+        ("no-path", "no-path"),
+    ] {
         h.apply_app(native(name, path, vault_env(&root))).await;
     }
-    h.apply_app(native("bad-token", "good", vault_env("not-a-token"))).await;
+    h.apply_app(native("bad-token", "good", vault_env("not-a-token")))
+        .await;
     h.apply_app(native(
         "unserved",
         "good",
@@ -70,21 +92,41 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "AVP_PATH_VALIDATION", "value": "^kv/data/other/"}));
-    h.apply_app(native("refused-path", "good", restricted)).await;
+    h.apply_app(native("refused-path", "good", restricted))
+        .await;
 
     let good = h.wait_synced_healthy("good").await;
     let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), &h.dest);
     let value = |c: ConfigMap| c.data.unwrap()["value"].clone();
     assert_eq!(value(cms.get("good").await.unwrap()), "hello-from-bao");
-    assert!(!conditions(&good).contains("secrets:"), "{}", conditions(&good));
+    assert!(
+        !conditions(&good).contains("secrets:"),
+        "{}",
+        conditions(&good)
+    );
 
     for (name, want) in [
-        ("missing-key", "missing Vault value for placeholder path:kv/data/team/app#nope"),
-        ("no-data", "did you forget to include /data/ in the Vault path for kv-v2"),
-        ("no-path", "Could not find secrets at path kv/data/team/absent"),
+        (
+            "missing-key",
+            "missing Vault value for placeholder path:kv/data/team/app#nope",
+        ),
+        (
+            "no-data",
+            "did you forget to include /data/ in the Vault path for kv-v2",
+        ),
+        (
+            "no-path",
+            "Could not find secrets at path kv/data/team/absent",
+        ),
         ("bad-token", "Code: 403"),
-        ("unserved", "awssecretsmanager is an avp backend Ferry does not serve"),
-        ("refused-path", "is disallowed by AVP_PATH_VALIDATION restriction"),
+        (
+            "unserved",
+            "awssecretsmanager is an avp backend Ferry does not serve",
+        ),
+        (
+            "refused-path",
+            "is disallowed by AVP_PATH_VALIDATION restriction",
+        ),
     ] {
         let a = h
             .wait_app(name, want, |a| conditions(a).contains(want))
@@ -101,6 +143,35 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
             "{name}: nothing applied"
         );
     }
+    // Views (diff, manifests) mask the store's value wherever it lands, not only in Secrets.
+    let (ctl, _tasks) = ferry_controller::Controller::watch(
+        h.client.clone(),
+        ferry_controller::Config {
+            namespace: h.ns.clone(),
+            leader_election: false,
+            install_crds: false,
+            image_automation: false,
+            oam: false,
+            cache_dir: dir.path().join("inspect-cache"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let app = h.apps().get("good").await.unwrap();
+    let view = h
+        .eventually("an inspection", || {
+            let (ctl, app) = (ctl.clone(), app.clone());
+            async move { ctl.inspect(&app, None, true).await.ok() }
+        })
+        .await;
+    let shown = serde_json::to_string(&view.objects).unwrap();
+    assert!(
+        shown.contains("ConfigMap") && shown.contains("++++++++"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hello-from-bao"), "{shown}");
+
     // The store errors name its address.
     let a = h.apps().get("no-path").await.unwrap();
     assert!(conditions(&a).contains(&bao.addr), "{}", conditions(&a));
@@ -113,13 +184,21 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
         .patch(
             "good",
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}})),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}}),
+            ),
         )
         .await
         .unwrap();
     let a = h
-        .wait_app("good", "a sealed-store condition", |a| conditions(a).contains("sealed"))
+        .wait_app("good", "a sealed-store condition", |a| {
+            conditions(a).contains("sealed")
+        })
         .await;
     assert!(conditions(&a).contains("Code: 503"), "{}", conditions(&a));
-    assert_eq!(value(cms.get("good").await.unwrap()), "hello-from-bao", "nothing pruned");
+    assert_eq!(
+        value(cms.get("good").await.unwrap()),
+        "hello-from-bao",
+        "nothing pruned"
+    );
 }

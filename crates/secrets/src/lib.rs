@@ -181,12 +181,57 @@ impl Resolver {
         manifests: &[Value],
         settings: &Settings,
     ) -> Result<Vec<Result<Value, ManifestError>>, String> {
+        Ok(self.resolve_with_values(manifests, settings).await?.0)
+    }
+
+    /// [`Resolver::resolve`], and every text value the secrets read hold: what views of the
+    /// manifests must mask wherever it appears.
+    pub async fn resolve_with_values(
+        &self,
+        manifests: &[Value],
+        settings: &Settings,
+    ) -> Result<(Vec<Result<Value, ManifestError>>, Vec<String>), String> {
         let wanted = placeholder::needed_by_all(manifests, settings);
         let mut fetched = self.fetch(wanted).await?;
-        Ok(manifests
+        let mut values = Vec::new();
+        for m in fetched.0.values().flatten() {
+            for v in m.values() {
+                collect_text(v, &mut values);
+            }
+        }
+        values.sort();
+        values.dedup();
+        let out = manifests
             .iter()
             .map(|m| placeholder::replace(m, settings, &mut fetched))
-            .collect())
+            .collect();
+        Ok((out, values))
+    }
+}
+
+/// Every string (and number) inside `v`, as text, that is long enough to mean something: the
+/// values a mask looks for. Short ones (`1`, `true`) would mask half of any manifest.
+fn collect_text(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if s.len() >= 4 => {
+            out.push(s.clone());
+            // A value stored as JSON or YAML text reaches manifests through jsonPath/yamlParse.
+            if let Ok(inner) = serde_json::from_str::<Value>(s)
+                && (inner.is_object() || inner.is_array())
+            {
+                collect_text(&inner, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_text(x, out)),
+        Value::Object(m) => m.values().for_each(|x| collect_text(x, out)),
+        _ => {}
+    }
+}
+
+impl Resolver {
+    /// How long values are reused.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 }
 
