@@ -1726,9 +1726,13 @@ async fn wait_one(
     let progress = Progress::new(format!("waiting for {name}"));
     let until = deadline(timeout);
     loop {
-        let pending = match get_app(client, name, None).await {
+        // The raw answer: `get_app` words a 404 for people, which hides the status here.
+        let got = client
+            .get(&format!("{API}/{}", seg(name)), &[] as &[(&str, String)])
+            .await;
+        let pending = match got {
             Err(e) if wf.delete && ApiError::status_of(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err(app_error(name)(e)),
             Ok(app) if !wf.delete && wf.satisfied(&app) => return Ok(Some(app)),
             Ok(_) if wf.delete => "still exists".to_string(),
             Ok(app) => wf.pending(&app),

@@ -587,6 +587,118 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // The full cycle, watched for the store's values: drift, diff, manifests, the app with
+    // its status and history, rollback, events, delete; then every output, both logs and
+    // both cache directories are searched for every value the store held (and its base64).
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut keep = |what: &str, o: &Output| {
+        seen.push((what.to_string(), text(o)));
+    };
+    Api::<Deployment>::namespaced(client.clone(), &dest2)
+        .patch(
+            "avp-demo",
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "avp-demo" }, "spec": { "replicas": 2 } })),
+        )
+        .await
+        .unwrap();
+    keep("diff", &ferry(&config, &["app", "diff", "myapp-native"]));
+    keep(
+        "manifests",
+        &ferry(&config, &["app", "manifests", "myapp-native"]),
+    );
+    keep(
+        "get",
+        &ferry(&config, &["app", "get", "myapp-native", "-o", "json"]),
+    );
+    keep(
+        "get wide",
+        &ferry(&config, &["app", "get", "myapp-native", "--show-operation"]),
+    );
+    keep(
+        "history",
+        &ferry(&config, &["app", "history", "myapp-native", "-o", "json"]),
+    );
+    keep(
+        "resources",
+        &ferry(&config, &["app", "resources", "myapp-native"]),
+    );
+    keep("list", &ferry(&config, &["app", "list", "-o", "json"]));
+    // Rollback needs automation off, as in Argo CD.
+    Api::<ferry_model::Application>::namespaced(client.clone(), &ns)
+        .patch(
+            "myapp-native",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "syncPolicy": null } })),
+        )
+        .await
+        .unwrap();
+    let o = ferry(
+        &config,
+        &["app", "rollback", "myapp-native", "--timeout", "60"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    keep("rollback", &o);
+    keep(
+        "history after rollback",
+        &ferry(&config, &["app", "history", "myapp-native"]),
+    );
+    for namespace in [&ns, &dest2] {
+        let events =
+            Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), namespace)
+                .list(&Default::default())
+                .await
+                .unwrap();
+        seen.push((
+            format!("events in {namespace}"),
+            serde_json::to_string(&events.items).unwrap(),
+        ));
+    }
+    let o = ferry(
+        &config,
+        &[
+            "app",
+            "delete",
+            "myapp-native",
+            "-y",
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    seen.push(("delete".into(), text(&o)));
+    for dir in ["controller-cache", "server-cache"] {
+        let mut stack = vec![work.path().join(dir)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(bytes) = std::fs::read(&p) {
+                    seen.push((
+                        p.display().to_string(),
+                        String::from_utf8_lossy(&bytes).into_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    let secrets_held = [&vault_value, &rotated, &rotated_again];
+    for (what, text) in &seen {
+        for v in secrets_held {
+            let encoded = {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(v)
+            };
+            assert!(
+                !text.contains(v.as_str()) && !text.contains(&encoded),
+                "a store value in {what}"
+            );
+        }
+    }
+    assert!(seen.len() > 12, "the search covered the outputs and caches");
+
     // Logged out, the CLI says what to do.
     let o = ferry(&config, &["logout"]);
     assert!(o.status.success(), "{}", text(&o));
