@@ -94,6 +94,21 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
         .push(json!({"name": "AVP_PATH_VALIDATION", "value": "^kv/data/other/"}));
     h.apply_app(native("refused-path", "good", restricted))
         .await;
+    // A store that is down: nothing listens on the address.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_addr = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    h.apply_app(native(
+        "store-down",
+        "good",
+        json!([
+            {"name": "AVP_TYPE", "value": "vault"},
+            {"name": "AVP_AUTH_TYPE", "value": "token"},
+            {"name": "VAULT_ADDR", "value": down_addr},
+            {"name": "VAULT_TOKEN", "value": root},
+        ]),
+    ))
+    .await;
 
     let good = h.wait_synced_healthy("good").await;
     let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), &h.dest);
@@ -127,6 +142,7 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
             "refused-path",
             "is disallowed by AVP_PATH_VALIDATION restriction",
         ),
+        ("store-down", "Connection refused"),
     ] {
         let a = h
             .wait_app(name, want, |a| conditions(a).contains(want))
@@ -175,6 +191,8 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
     // The store errors name its address.
     let a = h.apps().get("no-path").await.unwrap();
     assert!(conditions(&a).contains(&bao.addr), "{}", conditions(&a));
+    let a = h.apps().get("store-down").await.unwrap();
+    assert!(conditions(&a).contains(&down_addr), "{}", conditions(&a));
 
     // A sealed store: the good app says so and keeps what it applied (nothing pruned).
     bao.call("PUT", "sys/seal", None).await.unwrap();
