@@ -194,20 +194,10 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) {
 
 /// `-s [namespace:]name`: the Secret's keys as settings.
 async fn read_config_secret(name: &str) -> Result<BTreeMap<String, String>, String> {
-    let (ns, name) = ferry_secrets::kube_secret::split_path(name);
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("could not connect to local Kubernetes cluster to read Secret: {e}")
     })?;
-    let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, ns);
-    let s = api
-        .get(name)
-        .await
-        .map_err(|e| format!("could not read Secret {ns}/{name}: {e}"))?;
-    Ok(s.data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-        .collect())
+    ferry_secrets::config::read_secret(&client, name).await
 }
 
 /// `sops` from `$FERRY_SOPS`, else the PATH.
@@ -215,13 +205,4 @@ fn sops_binary() -> PathBuf {
     std::env::var_os("FERRY_SOPS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("sops"))
-}
-
-/// Whether this process was started as `argocd-vault-plugin` (a symlink or copy of `ferry`).
-pub fn invoked_as_avp() -> bool {
-    std::env::args_os()
-        .next()
-        .map(PathBuf::from)
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .is_some_and(|n| n == "argocd-vault-plugin")
 }

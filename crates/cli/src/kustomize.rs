@@ -118,12 +118,3 @@ fn build(args: &[String]) -> ExitCode {
         }
     }
 }
-
-/// Whether this process was started as `kustomize` (a link to `ferry`).
-pub fn invoked_as_kustomize() -> bool {
-    std::env::args_os()
-        .next()
-        .map(PathBuf::from)
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .is_some_and(|n| n == "kustomize")
-}

@@ -96,12 +96,21 @@ enum Command {
     },
 }
 
+/// Whether this process was started under `name` (a link to `ferry` that plugins call).
+fn invoked_as(name: &str) -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|n| n == name)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    if avp::invoked_as_avp() {
+    if invoked_as("argocd-vault-plugin") {
         return avp::run(<avp::AvpCli as Parser>::parse()).await;
     }
-    if kustomize::invoked_as_kustomize() {
+    if invoked_as("kustomize") {
         return kustomize::run(std::env::args().skip(1).collect());
     }
     let cli = Cli::parse();

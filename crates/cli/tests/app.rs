@@ -86,30 +86,7 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
     )
     .await
     .unwrap();
-    bao.call("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
-        .await
-        .unwrap();
-    bao.call(
-        "POST",
-        "auth/approle/role/argocd",
-        Some(json!({"token_policies": ["avp"]})),
-    )
-    .await
-    .unwrap();
-    let role_id = bao
-        .call("GET", "auth/approle/role/argocd/role-id", None)
-        .await
-        .unwrap()["data"]["role_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let secret_id = bao
-        .call("POST", "auth/approle/role/argocd/secret-id", None)
-        .await
-        .unwrap()["data"]["secret_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (role_id, secret_id) = bao.approle("argocd", &["avp"]).await.unwrap();
     let avp_config: Secret = serde_json::from_value(json!({
         "metadata": { "name": "avp-config" },
         "stringData": { "AVP_TYPE": "vault", "AVP_AUTH_TYPE": "approle", "VAULT_ADDR": bao.addr,

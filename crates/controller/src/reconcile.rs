@@ -802,7 +802,9 @@ impl Controller {
         hard: bool,
     ) -> Result<Vec<Value>, Stop> {
         let secret_error = |m: String| stop("ComparisonError", format!("secrets: {m}"));
-        let config = crate::secrets::Resolvers::config(&self.client, source)
+        let config = self
+            .resolvers
+            .config(&self.client, source, hard)
             .await
             .map_err(secret_error)?;
         let resolver = self

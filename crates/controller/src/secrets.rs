@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_model::ApplicationSource;
 use ferry_secrets::{AvpConfig, Resolver};
@@ -49,18 +49,50 @@ pub fn without_plugin(source: &ApplicationSource) -> ApplicationSource {
 
 /// Resolvers by store identity (a hash of the settings), so apps that share a store share its
 /// session and cache.
+/// A settings Secret's keys.
+type Settings = BTreeMap<String, String>;
+
 #[derive(Default)]
 pub struct Resolvers {
     by_config: Mutex<HashMap<u64, Arc<Resolver>>>,
+    /// `AVP_SECRET` Secrets' keys, read at most once per [`DEFAULT_TTL`] (or on a hard
+    /// refresh), so a steady pass costs no API request.
+    settings: Mutex<HashMap<String, (Instant, Settings)>>,
 }
 
 impl Resolvers {
+    async fn settings_secret(
+        &self,
+        client: &kube::Client,
+        name: &str,
+        refresh: bool,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let cached = self
+            .settings
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+            .filter(|(at, _)| !refresh && at.elapsed() < DEFAULT_TTL);
+        if let Some((_, keys)) = cached {
+            return Ok(keys);
+        }
+        let keys = ferry_secrets::config::read_secret(client, name)
+            .await
+            .map_err(|e| format!("AVP_SECRET: {e}"))?;
+        if let Ok(mut m) = self.settings.lock() {
+            m.insert(name.to_string(), (Instant::now(), keys.clone()));
+        }
+        Ok(keys)
+    }
+
     /// The settings of `source`'s app: the controller's environment, the plugin env as Argo CD
     /// passes it (`ARGOCD_ENV_<name>`), and the keys of the Secret `AVP_SECRET` names
     /// (`[namespace:]name`, `-s`), read with `client`.
     pub async fn config(
+        &self,
         client: &kube::Client,
         source: &ApplicationSource,
+        refresh: bool,
     ) -> Result<AvpConfig, String> {
         let mut env: Vec<(String, String)> = std::env::vars().collect();
         let mut secret_name = None;
@@ -74,25 +106,7 @@ impl Resolvers {
         }
         let file = match secret_name.filter(|s| !s.is_empty()) {
             None => None,
-            Some(s) => {
-                let (ns, name) = ferry_secrets::kube_secret::split_path(&s);
-                let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-                    kube::Api::namespaced(client.clone(), ns);
-                let secret = api.get(name).await.map_err(|e| {
-                    format!(
-                        "AVP_SECRET {ns}:{name}: {}",
-                        ferry_engine::sync::api_message(&e)
-                    )
-                })?;
-                Some(
-                    secret
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                        .collect::<BTreeMap<_, _>>(),
-                )
-            }
+            Some(name) => Some(self.settings_secret(client, &name, refresh).await?),
         };
         Ok(AvpConfig::new(env, file))
     }

@@ -77,6 +77,28 @@ impl AvpConfig {
     }
 }
 
+/// The keys of the Secret `[namespace:]name` (namespace `argocd`, as avp's `-s`), as settings.
+pub async fn read_secret(
+    client: &kube::Client,
+    path: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let (ns, name) = crate::kube_secret::split_path(path);
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), ns);
+    let s = api.get(name).await.map_err(|e| match e {
+        kube::Error::Api(s) => format!(
+            "could not read Secret {ns}/{name}: {} ({})",
+            s.message, s.code
+        ),
+        other => format!("could not read Secret {ns}/{name}: {other}"),
+    })?;
+    Ok(s.data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect())
+}
+
 /// Reads a `-c` file by its extension: YAML (`.yaml`, `.yml`), JSON, or `KEY=value` lines
 /// (`.env`, `.envfile`, `.properties`).
 pub fn read_config_file(path: &Path) -> Result<BTreeMap<String, String>, String> {

@@ -105,7 +105,8 @@ pub fn apply(name: &str, args: &[&str], value: Value) -> Result<Value, Error> {
         "yamlParse" => {
             no_args(args)?;
             let s = text(&value, false)?;
-            serde_saphyr::from_str::<Value>(s).map_err(|e| failed(e.to_string()))
+            // The parser's message can quote the input, which is the secret.
+            serde_saphyr::from_str::<Value>(s).map_err(|_| failed("the value is not valid YAML"))
         }
         "indent" => {
             if args.len() != 1 {

@@ -210,30 +210,7 @@ async fn vault_kv_versions_and_every_auth_method_against_openbao() {
     assert_eq!(out["data"]["t"], "v1-token");
 
     // approle
-    bao.call("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
-        .await
-        .unwrap();
-    bao.call(
-        "POST",
-        "auth/approle/role/avp",
-        Some(json!({"token_policies": ["avp"]})),
-    )
-    .await
-    .unwrap();
-    let role_id = bao
-        .call("GET", "auth/approle/role/avp/role-id", None)
-        .await
-        .unwrap()["data"]["role_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let secret_id = bao
-        .call("POST", "auth/approle/role/avp/secret-id", None)
-        .await
-        .unwrap()["data"]["secret_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (role_id, secret_id) = bao.approle("avp", &["avp"]).await.unwrap();
     let approle = vault(&[
         ("AVP_TYPE", "vault"),
         ("AVP_AUTH_TYPE", "approle"),

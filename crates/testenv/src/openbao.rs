@@ -175,6 +175,29 @@ impl OpenBao {
         self.call("POST", &api_path, Some(body)).await.map(drop)
     }
 
+    /// Enables AppRole auth (once) and a role with `policies`: its role id and a secret id.
+    pub async fn approle(&self, role: &str, policies: &[&str]) -> Result<(String, String)> {
+        let enabled = self.call("GET", "sys/auth", None).await?;
+        if enabled.get("approle/").is_none() && enabled.pointer("/data/approle~1").is_none() {
+            self.call("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
+                .await?;
+        }
+        let path = format!("auth/approle/role/{role}");
+        self.call("POST", &path, Some(json!({"token_policies": policies})))
+            .await?;
+        let field = |v: Value, k: &str| v["data"][k].as_str().unwrap_or_default().to_owned();
+        let role_id = field(
+            self.call("GET", &format!("{path}/role-id"), None).await?,
+            "role_id",
+        );
+        let secret_id = field(
+            self.call("POST", &format!("{path}/secret-id"), None)
+                .await?,
+            "secret_id",
+        );
+        Ok((role_id, secret_id))
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         vec![self.proc.pid()]
     }
