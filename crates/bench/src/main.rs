@@ -6,6 +6,10 @@
 //!    verb (from the API server's own metrics), controller CPU seconds.
 //! 3. Commit -> applied latency after a refresh, p50 and p95.
 //! 4. Controller peak RSS.
+//! 5. Secrets ([`secrets`]): apps whose placeholders are resolved from OpenBao, against the same
+//!    apps with the values written in; store requests in a cold sync and in a steady pass.
+
+mod secrets;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -31,6 +35,9 @@ struct Args {
     /// Markdown file to write the results to.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
+    /// Applications in the secrets workload (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    secret_apps: usize,
     /// The ferry binary (default: next to this one).
     #[arg(long)]
     ferry: Option<PathBuf>,
@@ -284,9 +291,72 @@ async fn main() -> anyhow::Result<()> {
     let pid = ctl.id();
     let result = run_ferry(&env, &client, n, r, args.samples, &log, pid, &src).await;
     let rss = peak_rss_mib(pid);
+    let secret_figures = match (&result, args.secret_apps) {
+        (Ok(_), m) if m > 0 => {
+            let total = n + 2 * m;
+            let log2 = log.clone();
+            Some(
+                secrets::run(&env, &client, NS, m, r, &log, || async move {
+                    let mark = std::fs::read_to_string(&log2).unwrap_or_default().len();
+                    // SAFETY: signalling our own child.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, libc::SIGUSR1);
+                    }
+                    let t = Instant::now();
+                    while count_reconciles(&log2, mark) < total {
+                        if t.elapsed() > Duration::from_secs(600) {
+                            bail!(
+                                "the steady-state pass did not finish; see {}",
+                                log2.display()
+                            );
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Ok(total)
+                })
+                .await,
+            )
+        }
+        _ => None,
+    };
     let _ = ctl.kill();
     let _ = ctl.wait();
     let (cold_secs, steady_secs, steady_cpu, verbs, lat) = result?;
+    let secrets_section = match secret_figures.transpose()? {
+        None => String::new(),
+        Some(f) => {
+            let s = format!(
+                "| measure | result | aim |\n|---|---|---|\n\
+                 | cold sync, {m} apps with placeholders (resolved natively) | {:.1} s | |\n\
+                 | cold sync, the same {m} apps with the values written in | {:.1} s | |\n\
+                 | placeholders / values written in | {:.2}x | <= 1.1x |\n\
+                 | store requests in the cold sync: secret reads / logins | {} / {} | {} / 1 |\n\
+                 | store requests in a steady pass over {} apps: reads / logins | {} / {} | 0 / 0 |\n",
+                f.vault_cold_secs,
+                f.plain_cold_secs,
+                f.vault_cold_secs / f.plain_cold_secs,
+                f.cold_reads,
+                f.cold_logins,
+                secrets::PATHS,
+                f.steady_apps,
+                f.steady_reads,
+                f.steady_logins,
+                m = f.apps,
+            );
+            println!("{s}");
+            format!(
+                "\n## Secrets from a store\n\n{m} more Applications, each rendering {r} objects of which a ConfigMap holds three \
+                 argocd-vault-plugin placeholders and a Secret two (`<path:kv/data/bench/sN#kI>`, base64 text in the Secret's data), \
+                 {p} placeholders per app over {paths} distinct KV v2 paths of a real OpenBao server, resolved natively (plugin \
+                 `argocd-vault-plugin` with `AVP_SECRET` naming a Secret with AppRole credentials, as in seed 002). The comparison \
+                 is {m} apps with the same objects and the values written in, synced after them. Store requests are counted \
+                 from OpenBao's file audit device; the steady pass runs over every app in the controller, these and the ones above.\n\n{s}",
+                m = f.apps,
+                p = secrets::PLACEHOLDERS,
+                paths = secrets::PATHS,
+            )
+        }
+    };
 
     let ratio = cold_secs / kubectl_secs;
     let mut verbs_s: Vec<String> = verbs.iter().map(|(k, v)| format!("{k}: {v:.0}")).collect();
@@ -338,7 +408,7 @@ async fn main() -> anyhow::Result<()> {
          one Application per directory, each in its own namespace (CreateNamespace). The baseline applies the same objects \
          with one `kubectl apply --server-side`. API requests are counted from the API server's `apiserver_request_total` \
          for the resources a delivery engine touches (configmaps, services, namespaces, secrets, applications, appprojects); \
-         dry-run requests are listed apart; the steady-state window starts once the API server has seen no write for 3 seconds (the controller manager finishes its own work for the new namespaces first). Latency samples: {} commits, each followed by a `refresh` annotation.\n\n{table}",
+         dry-run requests are listed apart; the steady-state window starts once the API server has seen no write for 3 seconds (the controller manager finishes its own work for the new namespaces first). Latency samples: {} commits, each followed by a `refresh` annotation.\n\n{table}{secrets_section}",
         args.samples
     );
     if let Some(dir) = args.out.parent() {

@@ -121,15 +121,19 @@ impl Resolvers {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         config.hash(&mut h);
-        base.hash(&mut h);
+        // Only sops reads files relative to the app's checkout; every other store is shared by
+        // all apps with the same settings, with one session and one cache.
+        if config.value("AVP_TYPE").as_deref() == Some("sops") {
+            base.hash(&mut h);
+        }
         let key = h.finish();
-        if let Some(r) = self
+        // Held while a resolver is made, so apps starting together share one.
+        let mut by_config = self
             .by_config
             .lock()
-            .ok()
-            .and_then(|m| m.get(&key).cloned())
-        {
-            return Ok(r);
+            .map_err(|_| "secrets: resolver table poisoned".to_string())?;
+        if let Some(r) = by_config.get(&key) {
+            return Ok(r.clone());
         }
         let sops = std::env::var_os("FERRY_SOPS")
             .map(Into::into)
@@ -148,9 +152,7 @@ impl Resolvers {
                 .ok_or_else(|| format!("FERRY_SECRETS_TTL: invalid duration `{t}`"))?,
         };
         let r = Arc::new(Resolver::new(backend, ttl));
-        if let Ok(mut m) = self.by_config.lock() {
-            m.insert(key, r.clone());
-        }
+        by_config.insert(key, r.clone());
         Ok(r)
     }
 }

@@ -81,6 +81,54 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
     }
     h.apply_app(native("bad-token", "good", vault_env("not-a-token")))
         .await;
+    // Wrong credentials for the other login methods: a real role with a secret id it never
+    // issued, a real user with the wrong password.
+    bao.call(
+        "PUT",
+        "sys/policies/acl/team",
+        Some(json!({"policy": "path \"kv/data/team/*\" { capabilities = [\"read\"] }"})),
+    )
+    .await
+    .unwrap();
+    let (role_id, _) = bao.approle("avp", &["team"]).await.unwrap();
+    h.apply_app(native(
+        "bad-approle",
+        "good",
+        json!([
+            {"name": "AVP_TYPE", "value": "vault"},
+            {"name": "AVP_AUTH_TYPE", "value": "approle"},
+            {"name": "VAULT_ADDR", "value": bao.addr},
+            {"name": "AVP_ROLE_ID", "value": role_id},
+            {"name": "AVP_SECRET_ID", "value": "00000000-0000-0000-0000-000000000000"},
+        ]),
+    ))
+    .await;
+    bao.call(
+        "POST",
+        "sys/auth/userpass",
+        Some(json!({"type": "userpass"})),
+    )
+    .await
+    .unwrap();
+    bao.call(
+        "POST",
+        "auth/userpass/users/avp",
+        Some(json!({"password": "right-password", "token_policies": ["team"]})),
+    )
+    .await
+    .unwrap();
+    h.apply_app(native(
+        "bad-userpass",
+        "good",
+        json!([
+            {"name": "AVP_TYPE", "value": "vault"},
+            {"name": "AVP_AUTH_TYPE", "value": "userpass"},
+            {"name": "VAULT_ADDR", "value": bao.addr},
+            {"name": "AVP_USERNAME", "value": "avp"},
+            {"name": "AVP_PASSWORD", "value": "wrong-password"},
+        ]),
+    ))
+    .await;
     h.apply_app(native(
         "unserved",
         "good",
@@ -134,6 +182,8 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
             "Could not find secrets at path kv/data/team/absent",
         ),
         ("bad-token", "Code: 403"),
+        ("bad-approle", "auth/approle/login"),
+        ("bad-userpass", "auth/userpass/login/avp"),
         (
             "unserved",
             "awssecretsmanager is an avp backend Ferry does not serve",
@@ -150,6 +200,10 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
         let c = conditions(&a);
         assert!(c.contains("ComparisonError: secrets: "), "{name}: {c}");
         assert!(!c.contains(&root), "{name}: the token never shows");
+        assert!(
+            !c.contains("wrong-password") && !c.contains("00000000-0000"),
+            "{name}: credentials never show: {c}"
+        );
         assert!(
             Api::<ConfigMap>::namespaced(h.client.clone(), &h.dest)
                 .get_opt(name)

@@ -92,7 +92,11 @@ pub fn settings_from_config(c: &AvpConfig) -> Result<Settings, String> {
     Ok(Settings { path_validation })
 }
 
-type Cached = (Instant, Result<Arc<Map<String, Value>>, String>);
+type Cached = (Instant, Arc<Map<String, Value>>);
+
+/// One secret's cache entry. Its own lock makes reads single-flight: when many apps need the
+/// same secret at once (a cold start), one reads the store and the others wait for its answer.
+type Slot = Arc<Mutex<Option<Cached>>>;
 
 /// Reads secrets for many manifests: each (path, version) once per pass, values kept in memory
 /// for `ttl` (errors are not kept: the next pass asks again).
@@ -100,7 +104,7 @@ pub struct Resolver {
     backend: Arc<dyn Backend>,
     ttl: Duration,
     logged_in: Mutex<bool>,
-    cache: Mutex<HashMap<SecretRef, Cached>>,
+    cache: Mutex<HashMap<SecretRef, Slot>>,
     /// Reads made (cache misses), for tests and benchmarks.
     reads: std::sync::atomic::AtomicU64,
 }
@@ -148,24 +152,27 @@ impl Resolver {
         self.login().await?;
         let mut out = BTreeMap::new();
         for r in wanted {
-            let cached = self
+            let slot = self
                 .cache
                 .lock()
                 .await
-                .get(&r)
+                .entry(r.clone())
+                .or_default()
+                .clone();
+            let mut entry = slot.lock().await;
+            let fresh = entry
+                .as_ref()
                 .filter(|(at, _)| at.elapsed() < self.ttl)
                 .map(|(_, v)| v.clone());
-            let v = match cached {
-                Some(v) => v,
+            let v = match fresh {
+                Some(v) => Ok(v),
                 None => {
                     self.reads
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // Errors are not kept: the next pass asks the store again.
                     let v = self.backend.get_secrets(&r).await.map(Arc::new);
-                    if v.is_ok() {
-                        self.cache
-                            .lock()
-                            .await
-                            .insert(r.clone(), (Instant::now(), v.clone()));
+                    if let Ok(v) = &v {
+                        *entry = Some((Instant::now(), v.clone()));
                     }
                     v
                 }
@@ -241,5 +248,72 @@ pub fn mentions_placeholders(manifest: &Value) -> bool {
     text.contains("<path:") || text.contains(placeholder::ANNOTATION_PATH) || {
         // A Secret's base64 values can hide them.
         manifest.get("kind").and_then(Value::as_str) == Some("Secret")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BoxFuture;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A store that answers slowly and counts what it was asked.
+    struct Slow(AtomicUsize);
+
+    impl Backend for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn login(&self) -> BoxFuture<'_, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn get_secrets<'a>(
+            &'a self,
+            r: &'a SecretRef,
+        ) -> BoxFuture<'a, Result<Map<String, Value>, String>> {
+            Box::pin(async move {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut m = Map::new();
+                m.insert("key".into(), Value::String(r.path.clone()));
+                Ok(m)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn apps_asking_for_the_same_secret_at_once_cause_one_read() {
+        let store = Arc::new(Slow(AtomicUsize::new(0)));
+        let resolver = Arc::new(Resolver::new(store.clone(), Duration::from_secs(60)));
+        let secret = |p: &str| SecretRef {
+            path: p.into(),
+            version: None,
+            kv_version: None,
+        };
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let (resolver, wanted) = (
+                    resolver.clone(),
+                    vec![secret("kv/data/a"), secret(&format!("kv/data/b{}", i % 4))],
+                );
+                tokio::spawn(async move { resolver.fetch(wanted).await.map(|f| f.0.len()) })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), 2);
+        }
+        assert_eq!(
+            store.0.load(Ordering::SeqCst),
+            5,
+            "one read per distinct path"
+        );
+        assert_eq!(resolver.reads(), 5);
+        resolver.forget().await;
+        resolver.fetch(vec![secret("kv/data/a")]).await.unwrap();
+        assert_eq!(
+            store.0.load(Ordering::SeqCst),
+            6,
+            "a forced refresh reads again"
+        );
     }
 }

@@ -22,6 +22,9 @@ pub struct OpenBao {
     root_token: Secret,
     http: reqwest::Client,
     proc: Proc,
+    /// The server's file audit device: one JSON line per request and per response (values
+    /// HMAC'd), which benchmarks count requests from.
+    audit_log: PathBuf,
 }
 
 /// `$FERRY_BAO`, else the binary `make setup` caches.
@@ -50,11 +53,14 @@ impl OpenBao {
         let port = free_port()?;
         let addr = format!("http://127.0.0.1:{port}");
         let config = dir.join("bao.hcl");
+        let audit_log = dir.join("audit.log");
         // The cluster listener would take port+1 once unsealed; port 0 lets the kernel choose.
         write_private(
             &config,
             &format!(
-                "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:0\"\n  tls_disable = 1\n}}\napi_addr = \"{addr}\"\nui = false\nlog_level = \"warn\"\n"
+                "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:0\"\n  tls_disable = 1\n}}\napi_addr = \"{addr}\"\nui = false\nlog_level = \"warn\"\n\
+                 audit \"file\" \"file\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                audit_log.display()
             ),
         )?;
         let mut proc = Proc::spawn(
@@ -80,6 +86,7 @@ impl OpenBao {
             root_token: Secret::new(String::new()),
             http,
             proc,
+            audit_log,
         };
         let init = bao
             .call(
@@ -196,6 +203,22 @@ impl OpenBao {
             "secret_id",
         );
         Ok((role_id, secret_id))
+    }
+
+    /// Requests the server has audited so far whose path starts with `prefix` (`kv/`,
+    /// `auth/approle/login`), counting the root token's configuration calls too.
+    pub fn audited_requests(&self, prefix: &str) -> usize {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["type"] == "request")
+            .filter(|e| {
+                e.pointer("/request/path")
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| p.starts_with(prefix))
+            })
+            .count()
     }
 
     pub fn pids(&self) -> Vec<u32> {
