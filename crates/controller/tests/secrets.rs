@@ -46,6 +46,14 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
                 &cm("no-data", "<path:kv/team/app#greeting>"),
             ),
             (
+                "bad-modifier/cm.yaml",
+                &cm("bad-modifier", "<path:kv/data/team/app#greeting | shout>"),
+            ),
+            (
+                "bad-indent/cm.yaml",
+                &cm("bad-indent", "<path:kv/data/team/app#greeting | indent x>"),
+            ),
+            (
                 "no-path/cm.yaml",
                 &cm("no-path", "<path:kv/data/team/absent#greeting>"),
             ),
@@ -76,6 +84,8 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
         ("missing-key", "missing-key"),
         ("no-data", "no-data"),
         ("no-path", "no-path"),
+        ("bad-modifier", "bad-modifier"),
+        ("bad-indent", "bad-indent"),
     ] {
         h.apply_app(native(name, path, vault_env(&root))).await;
     }
@@ -182,6 +192,8 @@ async fn bad_inputs_are_conditions_and_nothing_is_applied_or_pruned() {
             "Could not find secrets at path kv/data/team/absent",
         ),
         ("bad-token", "Code: 403"),
+        ("bad-modifier", "invalid modifier: shout for placeholder"),
+        ("bad-indent", "invalid indentation level"),
         ("bad-approle", "auth/approle/login"),
         ("bad-userpass", "auth/userpass/login/avp"),
         (
