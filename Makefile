@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ferry/target
 CARGO ?= cargo
 
-.PHONY: setup build demo test lint bench
+.PHONY: setup build demo test lint bench manifests image
 
 setup:
 	bash scripts/setup.sh
@@ -29,3 +29,17 @@ lint:
 bench: setup
 	$(CARGO) build --locked --release -p ferry -p ferry-bench
 	"$(CARGO_TARGET_DIR)/release/ferry-bench" --out docs/benchmarks.md
+
+# Regenerates deploy/install.yaml and the chart's CRDs from `ferry install` (a test fails when
+# they are stale).
+manifests: build
+	"$(CARGO_TARGET_DIR)/debug/ferry" install > deploy/install.yaml
+	"$(CARGO_TARGET_DIR)/debug/ferry" install --crds-only > deploy/chart/crds/crds.yaml
+
+# Ferry's container image, built offline (mmdebstrap + umoci; see deploy/image/README.md), then
+# its root filesystem's smoke test. REGISTRY=host:port (with REGISTRY_USER, REGISTRY_PASSWORD,
+# INSECURE=1) also pushes it.
+image: setup
+	$(CARGO) build --locked --release -p ferry
+	FERRY_BIN="$(CARGO_TARGET_DIR)/release/ferry" bash deploy/image/build.sh
+	bash deploy/image/smoke.sh "$${OUT:-$(HOME)/.cache/ferry/image}/rootfs"

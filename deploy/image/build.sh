@@ -116,6 +116,7 @@ log "helm: $HELM_BIN; kubectl: $KUBECTL_BIN; sops: $SOPS_BIN"
 if [ -z "${MIRRORS:-}" ]; then
   # Every "deb" source of this suite (bookworm, -updates, -security), whatever
   # file or format it is configured in; others (third-party repos) are left out.
+  # shellcheck disable=SC2016 # apt's $(FIELD) placeholders
   MIRRORS=$(apt-get indextargets --format '$(TARGET_OF) $(REPO_URI) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' |
     awk -v s="$SUITE" '$1 == "deb" && ($3 == s || index($3, s "-") == 1) {
         k = $2 " " $3; if (!(k in c)) o[n++] = k; if (index(" " c[k] " ", " " $4 " ") == 0) c[k] = c[k] " " $4 }

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # single-quoted scripts run inside the image
 # Smoke test of Ferry's image root filesystem (build.sh leaves it at OUT/rootfs):
 # runs each tool inside it with chroot, as the image's user (999:999) with the
 # image's environment and working directory, in a private mount namespace
@@ -48,13 +49,7 @@ check() { # check NAME cmd...: runs cmd in the image, prints its first line of o
   fi
 }
 
-ferry_version() {
-  # `ferry version` is planned; until it exists, `ferry --version`.
-  local v
-  if v=$(in_image ferry version 2>/dev/null); then echo "$v"; else
-    v=$(in_image ferry --version) && echo "$v (ferry --version; no \`ferry version\` yet)"
-  fi
-}
+ferry_version() { in_image ferry version --client -o short; }
 sops_version() { in_image sops --version --disable-version-check; }
 ssh_version() { in_image ssh -V 2>&1; }
 identity() {

@@ -25,6 +25,9 @@ pub struct ControllerArgs {
     /// Directories of CMP plugin.yaml files (besides ConfigMaps labelled ferry.dev/cmp-plugin).
     #[arg(long = "plugin-dir")]
     plugin_dirs: Vec<PathBuf>,
+    /// Do not install or upgrade the CRDs (a namespaced install, whose identity may not).
+    #[arg(long)]
+    no_install_crds: bool,
     /// Run without leader election (a single replica).
     #[arg(long)]
     no_leader_election: bool,
@@ -100,6 +103,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         workers: args.workers,
         plugin_dirs: args.plugin_dirs,
         leader_election: !args.no_leader_election,
+        install_crds: !args.no_install_crds,
         lease_duration: Duration::from_secs(args.lease_seconds.max(2)),
         identity: args
             .identity
@@ -115,10 +119,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let _metrics = match args.metrics_addr {
         Some(addr) => {
-            let (local, task) =
-                ferry_server::metrics::serve(addr, ferry_server::metrics::controller_registry())
-                    .await
-                    .with_context(|| format!("listening on {addr}"))?;
+            let ready = cfg.ready.clone();
+            let (local, task) = ferry_server::metrics::serve_with_health(
+                addr,
+                ferry_server::metrics::controller_registry(),
+                std::sync::Arc::new(move || ready.get()),
+            )
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
             tracing::info!(%local, "serving metrics");
             Some(AbortOnDrop(task))
         }

@@ -7,6 +7,7 @@ mod controller;
 mod demo;
 mod dev;
 mod image;
+mod install;
 mod kustomize;
 mod login;
 mod output;
@@ -14,6 +15,7 @@ mod proj;
 mod render;
 mod server;
 mod vela;
+mod version;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +36,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print the manifest that installs Ferry in a cluster (`ferry install | kubectl apply -f -`).
+    Install(install::InstallArgs),
+    /// This binary's version, commit and tools, and the server's (argocd version).
+    Version(version::VersionArgs),
     /// Local development environment: a real Kubernetes control plane, Git server and registry.
     Dev {
         #[command(subcommand)]
@@ -123,6 +129,8 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Version(args) => version::run(args).await,
+        Command::Install(args) => install::run(args),
         Command::Dev { command } => dev::run(command).await,
         Command::Controller(args) => controller::run(args).await,
         Command::Server(args) => server::run(args).await,

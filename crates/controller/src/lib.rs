@@ -71,6 +71,22 @@ pub struct Config {
     /// Environment config-management plugins get besides Argo CD's: how they reach the
     /// cluster (`KUBECONFIG`), as argocd-vault-plugin's `-s secret` needs.
     pub plugin_env: Vec<(String, String)>,
+    /// Set while this replica can do its job: standing by for the Lease, or leading with its
+    /// caches listed. `/readyz` answers from it.
+    pub ready: Readiness,
+}
+
+/// Whether a replica is ready (shared with the health endpoint).
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<std::sync::atomic::AtomicBool>);
+
+impl Readiness {
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn set(&self, ready: bool) {
+        self.0.store(ready, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Default for Config {
@@ -93,6 +109,7 @@ impl Default for Config {
             oam_namespace: None,
             application_namespaces: Vec::new(),
             plugin_env: Vec::new(),
+            ready: Readiness::default(),
         }
     }
 }
@@ -178,7 +195,9 @@ pub async fn run(client: Client, cfg: Config) -> Result<(), Error> {
             cfg.lease_duration,
         );
         tracing::info!(identity = %cfg.identity, "waiting for leadership");
+        cfg.ready.set(true);
         le.acquire().await;
+        cfg.ready.set(false);
         tracing::info!(identity = %cfg.identity, "became leader");
         tokio::select! {
             r = run_as_leader(client, cfg.clone()) => r,
@@ -421,6 +440,7 @@ impl Controller {
 async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     ensure_default_project(&client, &cfg.namespace).await?;
     let (ctl, tasks) = Controller::watch(client.clone(), cfg.clone()).await?;
+    cfg.ready.set(true);
     let _images = if cfg.image_automation {
         Some(images::Images::start(client.clone(), ctl.clone()).await)
     } else {
@@ -559,16 +579,14 @@ impl Drop for TaskGuard {
     }
 }
 
-/// Installs the Application and AppProject CRDs (and Flux's image
-/// automation and GitRepository CRDs) when absent. Refuses to run when they
-/// belong to a running Argo CD application controller.
+/// Installs the CRDs Ferry serves ([`crds::all`]) when absent and upgrades the ones it installed
+/// before (labelled as Ferry's, by the controller or by `ferry install`), so a new Ferry brings
+/// its CRDs along. Others' CRDs of the same names (Argo CD's) are used as they are; refuses to
+/// run when they belong to a running Argo CD application controller.
 pub async fn install_crds(client: &Client) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut all = vec![crds::application_crd(), crds::appproject_crd()];
-    all.extend(crds::flux_crds());
-    all.extend(crds::oam_crds());
     let mut names = Vec::new();
-    for crd in all {
+    for crd in crds::all() {
         let name = crd["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -587,6 +605,13 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
                     return Err(Error::ForeignController(format!(
                         "CRD {name} and a running argocd-application-controller"
                     )));
+                }
+                let current = serde_json::to_value(&existing.spec).unwrap_or_default();
+                if ours && !is_subset(&crd["spec"], &current) {
+                    // Forced: `kubectl apply` of the install manifest owns the fields too.
+                    let pp = PatchParams::apply("ferry-controller").force();
+                    api.patch(&name, &pp, &Patch::Apply(&crd)).await?;
+                    tracing::info!(crd = %name, "upgraded CRD");
                 }
             }
             None => {
@@ -620,6 +645,20 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Whether everything `want` says is in `have` (which the API server has filled with defaults).
+fn is_subset(want: &serde_json::Value, have: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| is_subset(v, hv))),
+        (Value::Array(w), Value::Array(h)) => {
+            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b))
+        }
+        _ => want == have,
+    }
 }
 
 async fn argocd_controller_running(client: &Client) -> bool {

@@ -101,6 +101,15 @@ pub fn flux_crds() -> Vec<serde_json::Value> {
     ]
 }
 
+/// Every CRD Ferry serves, in the order they are installed: what the controller installs and
+/// upgrades, and what `ferry install` prints.
+pub fn all() -> Vec<serde_json::Value> {
+    let mut all = vec![application_crd(), appproject_crd()];
+    all.extend(flux_crds());
+    all.extend(oam_crds());
+    all
+}
+
 /// KubeVela's `core.oam.dev/v1beta1` Application and the definitions platform teams apply.
 pub fn oam_crds() -> Vec<serde_json::Value> {
     let oam = ("core.oam.dev", "v1beta1", true);

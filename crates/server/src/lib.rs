@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod rbac;
 mod settings;
 mod tree;
+pub mod version;
 pub mod webhook;
 
 use axum::Router;
@@ -94,6 +95,19 @@ async fn track(State(st): State<Arc<api::AppState>>, req: Request, next: Next) -
 fn router(state: Arc<api::AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        // The router serves only once the watch caches are listed (see `start`).
+        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/api/version",
+            get(|| async {
+                axum::Json(
+                    tokio::task::spawn_blocking(version::info)
+                        .await
+                        .map(|v| serde_json::to_value(v).unwrap_or_default())
+                        .unwrap_or_default(),
+                )
+            }),
+        )
         .route(
             "/api/openapi.json",
             get(|| async { axum::Json(openapi::document()) }),

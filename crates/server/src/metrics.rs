@@ -73,23 +73,51 @@ pub async fn serve(
     addr: std::net::SocketAddr,
     render: Arc<dyn Fn() -> String + Send + Sync>,
 ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with_health(addr, render, Arc::new(|| true)).await
+}
+
+/// [`serve`], with `/healthz` (the process answers) and `/readyz` (`ready()`: 200 or 503) beside
+/// `/metrics`, as Argo CD's controller serves its probe on the metrics port.
+pub async fn serve_with_health(
+    addr: std::net::SocketAddr,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let render = render.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    render(),
-                )
-            }
-        }),
-    );
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready();
+                async move {
+                    if ready {
+                        (axum::http::StatusCode::OK, "ok")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "caches not synced",
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let render = render.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        render(),
+                    )
+                }
+            }),
+        );
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -114,8 +114,12 @@ pub async fn build(client: &Client, app: &Application) -> ApiResult<Vec<Value>> 
     for ns in &namespaces {
         for ar in &child_kinds {
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
-            if let Ok(list) = api.list(&ListParams::default()).await {
-                children.extend(list.items.into_iter().map(|o| (o, ar.clone())));
+            match api.list(&ListParams::default()).await {
+                Ok(list) => children.extend(list.items.into_iter().map(|o| (o, ar.clone()))),
+                // The tree is still worth showing; the operator needs to know why it is short.
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, kind = %ar.kind, error = %e, "resource tree: cannot list children")
+                }
             }
         }
     }
