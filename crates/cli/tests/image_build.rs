@@ -41,7 +41,14 @@ fn the_image_builds_offline_pushes_and_its_root_filesystem_runs_the_tools() {
     let o = run(smoke, None);
     let shown = text(&o);
     assert!(o.status.success(), "smoke.sh: {shown}");
-    for tool in ["ferry: v", "git version", "v4.", "Client Version", "sops", "OpenSSH"] {
+    for tool in [
+        "ferry: v",
+        "git version",
+        "v4.",
+        "Client Version",
+        "sops",
+        "OpenSSH",
+    ] {
         assert!(shown.contains(tool), "{tool} missing: {shown}");
     }
 }

@@ -5,14 +5,13 @@
 
 mod common;
 
-use common::{KillOnDrop, run, text};
+use common::{cli, run, start_controller, start_server, text};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn repo_root() -> PathBuf {
@@ -275,7 +274,7 @@ async fn apply(client: &kube::Client, obj: Value) {
     .unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
     let env = ferry_testenv::shared();
     let client = env.cluster.client().await.unwrap();
@@ -348,74 +347,10 @@ async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
     // The two components, as the install's Deployments run them, but for the kubeconfig.
     let ctl_log = work.path().join("controller.log");
     let srv_log = work.path().join("server.log");
-    let _controller = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args([
-                "controller",
-                "--namespace",
-                ns,
-                "--identity",
-                "ferry-controller-0",
-            ])
-            .args([
-                "--poll-seconds",
-                "5",
-                "--log",
-                "info",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
-            .arg("--kubeconfig")
-            .arg(&ctl_kc)
-            .arg("--cache-dir")
-            .arg(work.path().join("controller-cache"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&ctl_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let mut server = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args([
-                "server",
-                "--namespace",
-                ns,
-                "--listen",
-                "127.0.0.1:0",
-                "--log",
-                "info",
-            ])
-            .arg("--kubeconfig")
-            .arg(&srv_kc)
-            .arg("--cache-dir")
-            .arg(work.path().join("server-cache"))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&srv_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = server.0.stdout.take().unwrap();
-    let (password, addr) = tokio::task::spawn_blocking(move || {
-        let mut password = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if let Some(p) = line.split("argocd-initial-admin-secret): ").nth(1) {
-                password = Some(p.trim().to_string());
-            }
-            if let Some(a) = line.strip_prefix("Serving the API on http://") {
-                return (password, a.trim().to_string());
-            }
-        }
-        (None, String::new())
-    })
-    .await
-    .unwrap();
+    let _controller = start_controller(&ctl_kc, ns, work.path(), &ctl_log);
+    let (_server, password, addr) =
+        tokio::task::block_in_place(|| start_server(&srv_kc, ns, work.path(), &srv_log));
     let logs = [ctl_log.as_path(), srv_log.as_path()];
-    assert!(
-        !addr.is_empty(),
-        "the server did not start:\n{}",
-        std::fs::read_to_string(&srv_log).unwrap_or_default()
-    );
     let password = password.expect("the server made the admin password");
 
     // Sources: a Git repository with an Argo CD app's objects and an image-automated file.
@@ -577,17 +512,7 @@ async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
 
     // 4. The API: log in and sync.
     let config = work.path().join("ferry-config");
-    let cli = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(args)
-            .env("FERRY_CONFIG", &config)
-            .env("FERRY_PASSWORD", &password)
-            .env_remove("FERRY_SERVER")
-            .env_remove("FERRY_AUTH_TOKEN")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| cli(&config, &password, args);
     let o = cli(&["login", &addr, "--plaintext", "--username", "admin"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = cli(&["app", "sync", "guestbook", "--timeout", "60"]);

@@ -48,3 +48,98 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// `ferry controller` for `ns` with `kubeconfig`, logging to `log`, as the install runs it
+/// (leader election on, with its own identity).
+pub fn start_controller(
+    kubeconfig: &std::path::Path,
+    ns: &str,
+    work: &std::path::Path,
+    log: &std::path::Path,
+) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args([
+                "controller",
+                "--namespace",
+                ns,
+                "--identity",
+                "ferry-controller-0",
+            ])
+            .args([
+                "--poll-seconds",
+                "5",
+                "--log",
+                "info",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(work.join("controller-cache"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `ferry server` for `ns` on a free loopback port: the process, the admin password it made
+/// (when it made one) and its address.
+pub fn start_server(
+    kubeconfig: &std::path::Path,
+    ns: &str,
+    work: &std::path::Path,
+    log: &std::path::Path,
+) -> (KillOnDrop, Option<String>, String) {
+    use std::io::{BufRead, BufReader};
+    let mut server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args([
+                "server",
+                "--namespace",
+                ns,
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                "info",
+            ])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(work.join("server-cache"))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = server.0.stdout.take().unwrap();
+    let mut password = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(p) = line.split("argocd-initial-admin-secret): ").nth(1) {
+            password = Some(p.trim().to_string());
+        }
+        if let Some(a) = line.strip_prefix("Serving the API on http://") {
+            return (server, password, a.trim().to_string());
+        }
+    }
+    panic!(
+        "the server exited before serving:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// The `ferry` CLI with its own config file and the admin password in the environment.
+pub fn cli(config: &std::path::Path, password: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env("FERRY_CONFIG", config)
+        .env("FERRY_PASSWORD", password)
+        .env_remove("FERRY_SERVER")
+        .env_remove("FERRY_AUTH_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
