@@ -132,10 +132,19 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    tokio::select! {
-        r = ferry_controller::run(client, cfg) => r.context("controller stopped"),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    // SIGTERM (a rolling restart, `kubectl delete pod`) and Ctrl-C both stop gracefully: the
+    // running reconciles finish and the Lease is released for the standby replica.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    ferry_controller::run_until(client, cfg, shutdown)
+        .await
+        .context("controller stopped")
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

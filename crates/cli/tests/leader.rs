@@ -13,13 +13,23 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn spawn(identity: &str, ns: &str, kubeconfig: &std::path::Path, log: &std::path::Path) -> Child {
+    spawn_with_lease(identity, ns, kubeconfig, log, "4")
+}
+
+fn spawn_with_lease(
+    identity: &str,
+    ns: &str,
+    kubeconfig: &std::path::Path,
+    log: &std::path::Path,
+    lease_seconds: &str,
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args([
             "controller",
             "--namespace",
             ns,
             "--lease-seconds",
-            "4",
+            lease_seconds,
             "--poll-seconds",
             "2",
             "--identity",
@@ -177,4 +187,79 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
     .await;
     follower.0.kill().unwrap();
     follower.0.wait().unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_finishes_releases_the_lease_and_the_standby_takes_over_at_once() {
+    let env = ferry_testenv::shared();
+    let client = env.cluster.client().await.unwrap();
+    let ns = env.cluster.create_namespace(&client, "term").await.unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
+    // A lease far longer than the waits below: a takeover that waited for expiry would fail.
+    let lease = "120";
+    let mut a = KillOnDrop(spawn_with_lease(
+        "term-a",
+        &ns,
+        &env.cluster.kubeconfig,
+        &log_a,
+        lease,
+    ));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    wait("replica a to lead", || async {
+        (holder(&leases).await.as_deref() == Some("term-a")).then_some(())
+    })
+    .await;
+    let _b = KillOnDrop(spawn_with_lease(
+        "term-b",
+        &ns,
+        &env.cluster.kubeconfig,
+        &log_b,
+        lease,
+    ));
+    wait("replica b to stand by", || async {
+        read(&log_b)
+            .contains("waiting for leadership")
+            .then_some(())
+    })
+    .await;
+
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(a.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(s) = a.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(60),
+            "replica a did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        status.success(),
+        "a graceful stop exits 0: {status:?}\n{}",
+        read(&log_a)
+    );
+    assert!(
+        read(&log_a).contains("released the lease"),
+        "{}",
+        read(&log_a)
+    );
+    wait("replica b to take the released lease", || async {
+        (holder(&leases).await.as_deref() == Some("term-b")).then_some(())
+    })
+    .await;
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "took {took:?}: b waited for the 120 s lease to expire instead of taking the released one"
+    );
+    wait("replica b to lead", || async {
+        read(&log_b).contains("became leader").then_some(())
+    })
+    .await;
 }

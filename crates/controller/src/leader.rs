@@ -98,16 +98,47 @@ impl LeaderElection {
         }
     }
 
-    /// Blocks until this replica holds the lease.
+    /// Blocks until this replica holds the lease. Besides retrying every fifth of a lease, it
+    /// watches the Lease, so one released by a leader shutting down is taken within a moment.
     pub async fn acquire(&self) {
+        use futures::StreamExt;
+        let changes = kube::runtime::watcher(
+            self.api.clone(),
+            kube::runtime::watcher::Config::default()
+                .fields(&format!("metadata.name={}", self.name)),
+        );
+        let mut changes = std::pin::pin!(changes);
         loop {
             match self.try_acquire().await {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election: lease request failed"),
             }
-            tokio::time::sleep(self.lease_duration / 5).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.lease_duration / 5) => {}
+                _ = changes.next() => {}
+            }
         }
+    }
+
+    /// Gives the lease up if this replica holds it (client-go's ReleaseOnCancel): no holder,
+    /// and a one-second duration, so a standby takes it now.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
+        let mut spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+        lease.spec = Some(spec);
+        self.api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+            .map(drop)
     }
 
     /// Renews until renewals have failed past the renew deadline (two thirds

@@ -183,31 +183,70 @@ pub struct Controller {
 /// Runs the controller until the process ends (or, with leader election,
 /// until leadership is lost, when it returns so the process can exit).
 pub async fn run(client: Client, cfg: Config) -> Result<(), Error> {
+    run_until(client, cfg, std::future::pending()).await
+}
+
+/// [`run`] until `shutdown` completes (SIGTERM): no new work is taken, running reconciles get
+/// up to half a lease duration to finish (an operation cut short stays in `.operation` for the
+/// next leader), and the Lease is released so a standby replica takes over at once instead of
+/// after the lease expires.
+pub async fn run_until(
+    client: Client,
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    tokio::pin!(shutdown);
     if cfg.install_crds {
         install_crds(&client).await?;
     }
-    if cfg.leader_election {
-        let le = leader::LeaderElection::new(
-            client.clone(),
-            &cfg.namespace,
-            "ferry-controller",
-            &cfg.identity,
-            cfg.lease_duration,
-        );
-        tracing::info!(identity = %cfg.identity, "waiting for leadership");
-        cfg.ready.set(true);
-        le.acquire().await;
-        cfg.ready.set(false);
-        tracing::info!(identity = %cfg.identity, "became leader");
-        tokio::select! {
-            r = run_as_leader(client, cfg.clone()) => r,
-            _ = le.hold() => {
-                tracing::warn!(identity = %cfg.identity, "lost leadership; stopping");
-                Err(Error::Setup("lost leadership".into()))
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grace = cfg.lease_duration / 2;
+    if !cfg.leader_election {
+        let leader = run_as_leader(client, cfg, stop_rx);
+        tokio::pin!(leader);
+        return tokio::select! {
+            r = &mut leader => r,
+            () = &mut shutdown => {
+                let _ = stop_tx.send(true);
+                tokio::time::timeout(grace, leader).await.unwrap_or(Ok(()))
             }
+        };
+    }
+    let le = leader::LeaderElection::new(
+        client.clone(),
+        &cfg.namespace,
+        "ferry-controller",
+        &cfg.identity,
+        cfg.lease_duration,
+    );
+    tracing::info!(identity = %cfg.identity, "waiting for leadership");
+    cfg.ready.set(true);
+    tokio::select! {
+        () = le.acquire() => {}
+        () = &mut shutdown => return Ok(()),
+    }
+    cfg.ready.set(false);
+    tracing::info!(identity = %cfg.identity, "became leader");
+    let leader = run_as_leader(client, cfg.clone(), stop_rx);
+    tokio::pin!(leader);
+    tokio::select! {
+        r = &mut leader => r,
+        _ = le.hold() => {
+            tracing::warn!(identity = %cfg.identity, "lost leadership; stopping");
+            Err(Error::Setup("lost leadership".into()))
         }
-    } else {
-        run_as_leader(client, cfg).await
+        () = &mut shutdown => {
+            tracing::info!(identity = %cfg.identity, "shutting down: finishing running reconciles");
+            let _ = stop_tx.send(true);
+            // Renewals stop here; the last one is at most a fifth of a lease old, so the lease
+            // outlives the grace period.
+            let r = tokio::time::timeout(grace, &mut leader).await.unwrap_or(Ok(()));
+            match le.release().await {
+                Ok(()) => tracing::info!(identity = %cfg.identity, "released the lease"),
+                Err(e) => tracing::warn!(error = %e, "could not release the lease; it expires on its own"),
+            }
+            r
+        }
     }
 }
 
@@ -437,7 +476,11 @@ impl Controller {
     }
 }
 
-async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
+async fn run_as_leader(
+    client: Client,
+    cfg: Config,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Error> {
     ensure_default_project(&client, &cfg.namespace).await?;
     let (ctl, tasks) = Controller::watch(client.clone(), cfg.clone()).await?;
     cfg.ready.set(true);
@@ -454,9 +497,14 @@ async fn run_as_leader(client: Client, cfg: Config) -> Result<(), Error> {
     let mut workers = Vec::new();
     for _ in 0..cfg.workers.max(1) {
         let ctl = ctl.clone();
+        let mut stopping = stopping.clone();
         workers.push(tokio::spawn(async move {
             loop {
-                let name = ctl.queue.next().await;
+                // A reconcile under way is never cut here; stopping only ends the wait for the next.
+                let name = tokio::select! {
+                    name = ctl.queue.next() => name,
+                    _ = stopping.wait_for(|s| *s) => return,
+                };
                 let started = Instant::now();
                 let next = ctl.reconcile(&name).await;
                 let m = metrics::get();
