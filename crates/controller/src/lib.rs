@@ -1,6 +1,7 @@
 //! controller: reconciles Argo CD Applications and Flux image automation natively — watches, work queues, leader election, and the source → render → compare → sync → status pipeline.
 
 mod clusters;
+pub mod events;
 pub mod fetch;
 mod images;
 mod inspect;
@@ -699,9 +700,16 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
 fn is_subset(want: &serde_json::Value, have: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w
-            .iter()
-            .all(|(k, v)| h.get(k).is_some_and(|hv| is_subset(v, hv))),
+        // The API server drops empty maps and lists (`subresources: {}`).
+        (Value::Object(w), Value::Object(h)) => w.iter().all(|(k, v)| match h.get(k) {
+            Some(hv) => is_subset(v, hv),
+            None => match v {
+                Value::Object(m) => m.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                Value::Null => true,
+                _ => false,
+            },
+        }),
         (Value::Array(w), Value::Array(h)) => {
             w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b))
         }

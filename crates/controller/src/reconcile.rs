@@ -352,6 +352,17 @@ impl Controller {
                                 _ => 0,
                             };
                             tracing::info!(app = %name, "sync started");
+                            if automated {
+                                let rev = c.revisions.first().cloned().unwrap_or_default();
+                                crate::events::emit(
+                                    &self.client,
+                                    &app,
+                                    vec![crate::events::AppEvent::normal(
+                                        crate::events::OPERATION_STARTED,
+                                        format!("Initiated automated sync to '{rev}'"),
+                                    )],
+                                );
+                            }
                             // Argo CD shows a sync in progress as phase
                             // Running; users and tools (`app wait
                             // --operation`) watch for it.
@@ -378,6 +389,19 @@ impl Controller {
                                     started.clone(),
                                     finished.clone(),
                                 );
+                            }
+                            if !dry_run {
+                                let mut events = crate::events::resources(
+                                    &changed_resources(&c, &outcome.results),
+                                    &pruned_resources(&outcome.results),
+                                );
+                                events.push(crate::events::operation_completed(
+                                    &rev,
+                                    outcome.succeeded,
+                                    !whole_app,
+                                    &outcome.message,
+                                ));
+                                crate::events::emit(&self.client, &app, events);
                             }
                             st.operation_state = Some(OperationState {
                                 operation: operation.clone(),
@@ -463,10 +487,31 @@ impl Controller {
             }
             None => app,
         };
-        if let Err(e) = self
+        let status_events = crate::events::status_changes(
+            &old.sync
+                .as_ref()
+                .map(|s| s.status.clone())
+                .unwrap_or_default(),
+            &st.sync
+                .as_ref()
+                .map(|s| s.status.clone())
+                .unwrap_or_default(),
+            &old.health
+                .as_ref()
+                .map(|h| h.status.clone())
+                .unwrap_or_default(),
+            &st.health
+                .as_ref()
+                .map(|h| h.status.clone())
+                .unwrap_or_default(),
+        );
+        let written = self
             .write_status(&app, &old, st, ran_op, refresh_requested)
-            .await
-        {
+            .await;
+        if written.is_ok() {
+            crate::events::emit(&self.client, &app, status_events);
+        }
+        if let Err(e) = written {
             tracing::warn!(app = %name, error = %e, "writing status failed");
             next = next.min(Duration::from_secs(5));
         }
@@ -2375,4 +2420,53 @@ mod tests {
         // A user's absurd value is refused, not a panic in a worker.
         assert_eq!(parse_duration("99999999999999999999999h"), None);
     }
+}
+
+/// Resources a sync changed (it applied them and they differed from Git, or were missing), for
+/// their Events: group, kind, namespace, name, whether they existed, the apply's message.
+fn changed_resources(
+    c: &Comparison,
+    results: &[ResourceResult],
+) -> Vec<(String, String, String, String, bool, String)> {
+    results
+        .iter()
+        .filter(|r| r.status == "Synced" && r.hook_type.is_empty())
+        .filter_map(|r| {
+            let status = c.statuses.iter().find(|s| {
+                s.kind == r.kind
+                    && s.name == r.name
+                    && s.group == r.group
+                    && s.namespace == r.namespace
+            })?;
+            (status.status.as_deref() != Some("Synced")).then(|| {
+                let missing = status
+                    .health
+                    .as_ref()
+                    .is_some_and(|h| h.status == "Missing");
+                (
+                    r.group.clone(),
+                    r.kind.clone(),
+                    r.namespace.clone(),
+                    r.name.clone(),
+                    !missing,
+                    r.message.clone(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn pruned_resources(results: &[ResourceResult]) -> Vec<(String, String, String, String)> {
+    results
+        .iter()
+        .filter(|r| r.status == "Pruned")
+        .map(|r| {
+            (
+                r.group.clone(),
+                r.kind.clone(),
+                r.namespace.clone(),
+                r.name.clone(),
+            )
+        })
+        .collect()
 }

@@ -1,0 +1,272 @@
+//! Kubernetes Events on Applications, with Argo CD's reasons and messages (its controller's
+//! `logAppEvent`): an automated sync initiated, an operation's result, sync and health status
+//! changes, and each resource a sync changed or pruned. Best effort: an Event that cannot be
+//! written is logged, never a reason to fail a reconcile.
+
+use ferry_model::Application;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+pub const OPERATION_STARTED: &str = "OperationStarted";
+pub const OPERATION_COMPLETED: &str = "OperationCompleted";
+pub const RESOURCE_UPDATED: &str = "ResourceUpdated";
+pub const RESOURCE_CREATED: &str = "ResourceCreated";
+pub const RESOURCE_DELETED: &str = "ResourceDeleted";
+
+/// `kubectl describe`'s "From" column.
+const COMPONENT: &str = "ferry-controller";
+/// Resources one event names at most; the rest are counted.
+pub const MAX_NAMED: usize = 20;
+
+pub struct AppEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl AppEvent {
+    pub fn normal(reason: &'static str, message: String) -> AppEvent {
+        AppEvent {
+            warning: false,
+            reason,
+            message,
+        }
+    }
+    pub fn warning(reason: &'static str, message: String) -> AppEvent {
+        AppEvent {
+            warning: true,
+            reason,
+            message,
+        }
+    }
+}
+
+/// The Event object for `e` on `app` (pure; [`emit`] writes it).
+pub fn event(app: &Application, e: &AppEvent, now: k8s_openapi::jiff::Timestamp) -> Event {
+    let dest = &app.spec.destination;
+    serde_json::from_value(json!({
+        "metadata": {
+            // Argo CD's naming: unique per event, never aggregated.
+            "name": format!("{}.{:x}", app.name_any(), now.as_nanosecond()),
+            "namespace": app.namespace().unwrap_or_default(),
+            "annotations": {
+                "dest-server": dest.server.clone().unwrap_or_default(),
+                "dest-namespace": dest.namespace.clone().unwrap_or_default(),
+            },
+        },
+        "involvedObject": {
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "name": app.name_any(), "namespace": app.namespace().unwrap_or_default(),
+            "uid": app.uid().unwrap_or_default(), "resourceVersion": app.resource_version().unwrap_or_default(),
+        },
+        "reason": e.reason,
+        "message": e.message,
+        "type": if e.warning { "Warning" } else { "Normal" },
+        "source": { "component": COMPONENT },
+        "firstTimestamp": now.to_string(),
+        "lastTimestamp": now.to_string(),
+        "count": 1,
+    }))
+    .unwrap_or_default()
+}
+
+/// Writes `events` on `app` in the background, in order.
+pub fn emit(client: &Client, app: &Application, events: Vec<AppEvent>) {
+    if events.is_empty() {
+        return;
+    }
+    let api: Api<Event> = Api::namespaced(client.clone(), &app.namespace().unwrap_or_default());
+    let app = app.clone();
+    tokio::spawn(async move {
+        for e in events {
+            let ev = event(&app, &e, k8s_openapi::jiff::Timestamp::now());
+            tracing::info!(app = %app.name_any(), namespace = %app.namespace().unwrap_or_default(),
+                reason = e.reason, message = %e.message, "event");
+            if let Err(err) = api.create(&PostParams::default(), &ev).await {
+                tracing::warn!(app = %app.name_any(), error = %err, "could not write an event");
+            }
+        }
+    });
+}
+
+/// Argo CD's messages for status changes (an empty old value prints empty, as Argo CD's does).
+pub fn status_changes(
+    old_sync: &str,
+    new_sync: &str,
+    old_health: &str,
+    new_health: &str,
+) -> Vec<AppEvent> {
+    let mut out = Vec::new();
+    if old_sync != new_sync && !new_sync.is_empty() {
+        out.push(AppEvent::normal(
+            RESOURCE_UPDATED,
+            format!("Updated sync status: {old_sync} -> {new_sync}"),
+        ));
+    }
+    if old_health != new_health && !new_health.is_empty() {
+        out.push(AppEvent::normal(
+            RESOURCE_UPDATED,
+            format!("Updated health status: {old_health} -> {new_health}"),
+        ));
+    }
+    out
+}
+
+/// The result of a finished operation, in Argo CD's words.
+pub fn operation_completed(
+    revision: &str,
+    succeeded: bool,
+    partial: bool,
+    message: &str,
+) -> AppEvent {
+    let what = if partial {
+        "Partial sync operation"
+    } else {
+        "Sync operation"
+    };
+    if succeeded {
+        AppEvent::normal(
+            OPERATION_COMPLETED,
+            format!("{what} to {revision} succeeded"),
+        )
+    } else {
+        AppEvent::warning(
+            OPERATION_COMPLETED,
+            format!("{what} to {revision} failed: {message}"),
+        )
+    }
+}
+
+/// The resources a sync created, changed or pruned (`changed`: group, kind, namespace, name,
+/// whether it existed before, the apply's message; `pruned` likewise): one event for what was
+/// applied and one for what was pruned, each naming up to [`MAX_NAMED`] resources — an Event per
+/// object would double the API requests of a sync.
+pub fn resources(
+    changed: &[(String, String, String, String, bool, String)],
+    pruned: &[(String, String, String, String)],
+) -> Vec<AppEvent> {
+    let id = |g: &str, k: &str, ns: &str, n: &str| {
+        format!(
+            "{g}/{k}/{}{n}",
+            if ns.is_empty() {
+                String::new()
+            } else {
+                format!("{ns}/")
+            }
+        )
+    };
+    let list = |names: Vec<String>| {
+        let total = names.len();
+        let mut shown: Vec<String> = names.into_iter().take(MAX_NAMED).collect();
+        if total > MAX_NAMED {
+            shown.push(format!("and {} more", total - MAX_NAMED));
+        }
+        shown.join(", ")
+    };
+    let plural = |n: usize| if n == 1 { "resource" } else { "resources" };
+    let mut out = Vec::new();
+    if !changed.is_empty() {
+        let names = changed
+            .iter()
+            .map(|(g, k, ns, n, existed, _)| {
+                format!(
+                    "{} ({})",
+                    id(g, k, ns, n),
+                    if *existed { "updated" } else { "created" }
+                )
+            })
+            .collect();
+        let reason = if changed.iter().all(|c| !c.4) {
+            RESOURCE_CREATED
+        } else {
+            RESOURCE_UPDATED
+        };
+        out.push(AppEvent::normal(
+            reason,
+            format!(
+                "Applied {} {}: {}",
+                changed.len(),
+                plural(changed.len()),
+                list(names)
+            ),
+        ));
+    }
+    if !pruned.is_empty() {
+        let names = pruned.iter().map(|(g, k, ns, n)| id(g, k, ns, n)).collect();
+        out.push(AppEvent::normal(
+            RESOURCE_DELETED,
+            format!(
+                "Pruned {} {}: {}",
+                pruned.len(),
+                plural(pruned.len()),
+                list(names)
+            ),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argo_cd_messages() {
+        let e = status_changes("", "OutOfSync", "Healthy", "Progressing");
+        assert_eq!(e[0].message, "Updated sync status:  -> OutOfSync");
+        assert_eq!(
+            e[1].message,
+            "Updated health status: Healthy -> Progressing"
+        );
+        assert!(status_changes("Synced", "Synced", "Healthy", "Healthy").is_empty());
+        let ok = operation_completed("abc123", true, false, "");
+        assert_eq!(ok.message, "Sync operation to abc123 succeeded");
+        assert!(!ok.warning);
+        let failed = operation_completed("abc123", false, true, "one or more objects failed");
+        assert_eq!(
+            failed.message,
+            "Partial sync operation to abc123 failed: one or more objects failed"
+        );
+        assert!(failed.warning);
+    }
+
+    #[test]
+    fn one_event_for_what_was_applied_and_one_for_what_was_pruned() {
+        let changed: Vec<_> = (0..25)
+            .map(|i| {
+                (
+                    "".to_string(),
+                    "ConfigMap".to_string(),
+                    "ns".to_string(),
+                    format!("cm-{i}"),
+                    i % 2 == 0,
+                    "configured".to_string(),
+                )
+            })
+            .collect();
+        let pruned = vec![(
+            "apps".into(),
+            "Deployment".into(),
+            "ns".into(),
+            "old".into(),
+        )];
+        let e = resources(&changed, &pruned);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].reason, RESOURCE_UPDATED);
+        assert!(
+            e[0].message.starts_with(
+                "Applied 25 resources: /ConfigMap/ns/cm-0 (updated), /ConfigMap/ns/cm-1 (created), "
+            ),
+            "{}",
+            e[0].message
+        );
+        assert!(e[0].message.ends_with(", and 5 more"), "{}", e[0].message);
+        assert_eq!(e[1].reason, RESOURCE_DELETED);
+        assert_eq!(e[1].message, "Pruned 1 resource: apps/Deployment/ns/old");
+        let created = resources(&changed[1..2], &[]);
+        assert_eq!(created[0].reason, RESOURCE_CREATED);
+        assert!(resources(&[], &[]).is_empty());
+    }
+}
