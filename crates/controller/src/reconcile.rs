@@ -2404,24 +2404,6 @@ fn render_key(
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_as_argo_cd_writes_them() {
-        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_duration("3m"), Some(Duration::from_secs(180)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
-        // A user's absurd value is refused, not a panic in a worker.
-        assert_eq!(parse_duration("99999999999999999999999h"), None);
-    }
-}
-
 /// Resources a sync changed (it applied them and they differed from Git, or were missing), for
 /// their Events: group, kind, namespace, name, whether they existed, the apply's message.
 fn changed_resources(
@@ -2469,4 +2451,22 @@ fn pruned_resources(results: &[ResourceResult]) -> Vec<(String, String, String, 
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_as_argo_cd_writes_them() {
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("3m"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
+        // A user's absurd value is refused, not a panic in a worker.
+        assert_eq!(parse_duration("99999999999999999999999h"), None);
+    }
 }
