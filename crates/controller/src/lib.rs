@@ -484,6 +484,7 @@ async fn run_as_leader(
 ) -> Result<(), Error> {
     ensure_default_project(&client, &cfg.namespace).await?;
     let (ctl, tasks) = Controller::watch(client.clone(), cfg.clone()).await?;
+    metrics::watch_apps(ctl.apps.clone());
     cfg.ready.set(true);
     let _images = if cfg.image_automation {
         Some(images::Images::start(client.clone(), ctl.clone()).await)
@@ -511,6 +512,14 @@ async fn run_as_leader(
                 let m = metrics::get();
                 m.reconciles.inc();
                 m.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+                if let Some(app) = ctl.application(&name) {
+                    m.app_reconcile
+                        .get_or_create(&metrics::ReconcileLabels {
+                            namespace: app.metadata.namespace.clone().unwrap_or_default(),
+                            dest_server: app.spec.destination.server.clone().unwrap_or_default(),
+                        })
+                        .observe(started.elapsed().as_secs_f64());
+                }
                 tracing::debug!(app = %name, ms = started.elapsed().as_millis() as u64, "reconciled");
                 ctl.queue.done(&name);
                 if let Some(delay) = next {

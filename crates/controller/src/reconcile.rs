@@ -478,6 +478,19 @@ impl Controller {
                     phase: os.phase.clone(),
                 })
                 .inc();
+            // Argo CD counts completed operations only.
+            if matches!(os.phase.as_str(), "Succeeded" | "Failed" | "Error") {
+                crate::metrics::get()
+                    .app_syncs
+                    .get_or_create(&crate::metrics::AppSyncLabels {
+                        namespace: app.namespace().unwrap_or_default(),
+                        name: app.name_any(),
+                        project: app.spec.project.clone(),
+                        dest_server: app.spec.destination.server.clone().unwrap_or_default(),
+                        phase: os.phase.clone(),
+                    })
+                    .inc();
+            }
         }
         let app = match running_rv {
             Some(rv) => {
@@ -674,7 +687,7 @@ impl Controller {
             .sources
             .resolve(url, revision, creds.as_ref())
             .await
-            .inspect(|_| crate::metrics::git("ls-remote", started.elapsed()))
+            .inspect(|_| crate::metrics::git(url, "ls-remote", started.elapsed()))
             .map_err(|e| stop("ComparisonError", e.to_string()))?;
         if let Ok(mut m) = self.resolved.lock() {
             m.insert(key, (sha.clone(), Instant::now()));
@@ -1036,7 +1049,7 @@ impl Controller {
                     .sources
                     .checkout(&s.repo_url, &sha, creds.as_ref())
                     .await
-                    .inspect(|_| crate::metrics::git("checkout", started.elapsed()))
+                    .inspect(|_| crate::metrics::git(&s.repo_url, "checkout", started.elapsed()))
                     .map_err(|e| stop("ComparisonError", e.to_string()))?;
                 let tree = self
                     .sources

@@ -1313,6 +1313,44 @@ async fn live_views_filters_rollback_and_metrics_with_a_controller() {
         text.contains("ferry_git_request_duration_seconds_count{request_type=\"ls-remote\"}"),
         "{text}"
     );
+    // Argo CD's names and labels, for existing dashboards and alerts.
+    let has = |prefix: &str, parts: &[&str]| {
+        text.lines()
+            .any(|l| l.starts_with(prefix) && parts.iter().all(|p| l.contains(p)))
+    };
+    assert!(
+        has(
+            "argocd_app_info{",
+            &[
+                "name=\"live\"",
+                "autosync_enabled=\"false\"",
+                "sync_status=",
+                "health_status=",
+                "autosync_enabled=",
+                "dest_server=",
+                "operation=\"\""
+            ]
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            "argocd_app_sync_total{",
+            &["name=\"live\"", "phase=\"Succeeded\""]
+        ),
+        "{text}"
+    );
+    assert!(
+        has("argocd_app_reconcile_bucket{", &["le=\"0.25\""]),
+        "{text}"
+    );
+    assert!(
+        has(
+            "argocd_git_request_total{",
+            &["request_type=\"ls-remote\"", "repo="]
+        ),
+        "{text}"
+    );
 
     let responses = s.seen.lock().unwrap().clone();
     let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, in_git);
