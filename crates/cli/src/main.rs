@@ -30,6 +30,9 @@ struct Cli {
     /// Log filter, e.g. `info` or `ferry=debug` (also RUST_LOG).
     #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
     log: String,
+    /// Log line format: text, or json (one object per line, for log collectors).
+    #[arg(long, global = true, env = "FERRY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -123,11 +126,19 @@ async fn main() -> ExitCode {
     // kube's client logs every failed request at error level; the readiness
     // polls of `dev up` fail by design until a server answers.
     let filter = format!("kube_client::client::builder=off,{}", cli.log);
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        // Span fields (an app's name and namespace) on every line, flattened for collectors.
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let result = match cli.command {
         Command::Version(args) => version::run(args).await,
         Command::Install(args) => install::run(args),

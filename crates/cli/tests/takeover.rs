@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{cli, run, start_controller, start_server, text};
+use common::{cli, run, start_controller_with, start_server, text};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -213,7 +213,13 @@ async fn an_argo_cd_cluster_is_taken_over_with_no_writes_and_rollback_works() {
     // Argo CD's application controller is gone; Ferry starts.
     let ctl_log = work.path().join("controller.log");
     let srv_log = work.path().join("server.log");
-    let _controller = start_controller(&env.cluster.kubeconfig, NS, work.path(), &ctl_log);
+    let _controller = start_controller_with(
+        &env.cluster.kubeconfig,
+        NS,
+        work.path(),
+        &ctl_log,
+        &["--log-format", "json"],
+    );
     let start = Instant::now();
     let status = loop {
         let a = apps.get(APP).await.unwrap();
@@ -257,6 +263,23 @@ async fn an_argo_cd_cluster_is_taken_over_with_no_writes_and_rollback_works() {
         Some("argocd"),
         "Argo CD's CRD is used as it is"
     );
+
+    // The controller's log is JSON lines, and every line of a reconcile names the app and its
+    // namespace.
+    let log_text = std::fs::read_to_string(&ctl_log).unwrap();
+    let lines: Vec<Value> = log_text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let in_reconcile: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["span"]["name"] == "reconcile")
+        .collect();
+    assert!(!in_reconcile.is_empty(), "{log_text}");
+    for l in &in_reconcile {
+        assert_eq!(l["span"]["app"], APP, "{l}");
+        assert_eq!(l["span"]["namespace"], NS, "{l}");
+    }
 
     // History and rollback through the API, as `argocd app history|rollback`.
     let (_server, password, addr) = tokio::task::block_in_place(|| {

@@ -508,7 +508,10 @@ async fn run_as_leader(
                     _ = stopping.wait_for(|s| *s) => return,
                 };
                 let started = Instant::now();
-                let next = ctl.reconcile(&name).await;
+                // Every line logged while reconciling names the app and its namespace.
+                let (app_ns, app_name) = ctl.split_app_key(&name);
+                let span = tracing::info_span!("reconcile", app = %app_name, namespace = %app_ns);
+                let next = tracing::Instrument::instrument(ctl.reconcile(&name), span).await;
                 let m = metrics::get();
                 m.reconciles.inc();
                 m.reconcile_seconds.observe(started.elapsed().as_secs_f64());

@@ -57,8 +57,20 @@ pub fn start_controller(
     work: &std::path::Path,
     log: &std::path::Path,
 ) -> KillOnDrop {
+    start_controller_with(kubeconfig, ns, work, log, &[])
+}
+
+/// [`start_controller`] with more arguments.
+pub fn start_controller_with(
+    kubeconfig: &std::path::Path,
+    ns: &str,
+    work: &std::path::Path,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> KillOnDrop {
     KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(extra)
             .args([
                 "controller",
                 "--namespace",
