@@ -17,6 +17,61 @@ pub struct Demo {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     pub api: std::net::SocketAddr,
     pub admin_password: Option<String>,
+    /// The KubeVela app's phase once it settled.
+    pub vela_phase: String,
+    /// The image automation's commit and the image the cluster runs after it.
+    pub automation_commit: String,
+    pub delivered_image: String,
+}
+
+const IMAGE_REPO: &str = "demo/podinfo";
+
+/// The image-automated Deployment, with its setter marker, at `tag`.
+fn podinfo_deployment(registry: &str, tag: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: podinfo\n  template:\n    metadata:\n      labels:\n        app: podinfo\n    spec:\n      containers:\n      - name: podinfo\n        image: {registry}/{IMAGE_REPO}:{tag} # {{\"$imagepolicy\": \"{NAMESPACE}:podinfo\"}}\n"
+    )
+}
+
+async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not happen within 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn apply(client: &kube::Client, obj: serde_json::Value) -> anyhow::Result<()> {
+    let gvk = kube::api::GroupVersionKind::try_from(&kube::api::TypeMeta {
+        api_version: obj["apiVersion"].as_str().unwrap_or_default().into(),
+        kind: obj["kind"].as_str().unwrap_or_default().into(),
+    })?;
+    let (ar, _) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply("ferry-demo").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .with_context(|| format!("applying {} {name}", gvk.kind))?;
+    Ok(())
 }
 
 /// Pushes the examples, starts the controller, applies the Applications,
@@ -31,8 +86,19 @@ pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<Demo> {
     env.git
         .create_repo(REPO)
         .context("creating the demo repository")?;
+    // The examples, and the image-automated Deployment at the first tag pushed to the registry.
+    env.registry
+        .push_image(IMAGE_REPO, "1.0.0")
+        .context("pushing the demo image")?;
+    let content = tempfile::tempdir()?;
+    copy_dir(examples, content.path())?;
+    std::fs::create_dir_all(content.path().join("image-demo"))?;
+    std::fs::write(
+        content.path().join("image-demo/deployment.yaml"),
+        podinfo_deployment(&env.registry.host, "1.0.0"),
+    )?;
     env.git
-        .commit_dir(REPO, examples, "Ferry demo: initial content")
+        .commit_dir(REPO, content.path(), "Ferry demo: initial content")
         .context("pushing the examples")?;
     let repo_url = env.git.file_url(REPO);
 
@@ -110,6 +176,8 @@ pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<Demo> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let vela_phase = kubevela(&client, examples).await?;
+    let (automation_commit, delivered_image) = image_automation(env, &client).await?;
     let (started, serve) = ferry_server::start(
         client,
         ferry_server::ServerConfig {
@@ -128,7 +196,131 @@ pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<Demo> {
         tasks: vec![task, tokio::spawn(serve)],
         api: started.addr,
         admin_password: started.initial_admin_password,
+        vela_phase,
+        automation_commit,
+        delivered_image,
     })
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// KubeVela's front door: examples/demo/hello-vela.yaml, until its workflow has run.
+async fn kubevela(client: &kube::Client, examples: &Path) -> anyhow::Result<String> {
+    let path = examples.join("demo/hello-vela.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let app = ferry_render::parse_manifests(&text, &path.display().to_string())?
+        .into_iter()
+        .next()
+        .context("no Application in hello-vela.yaml")?;
+    let ns = app["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    apply(
+        client,
+        serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
+    )
+    .await?;
+    apply(client, app).await?;
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "core.oam.dev",
+        "v1beta1",
+        "Application",
+    ));
+    let apps: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+    wait_for("the KubeVela app to run", || {
+        let apps = apps.clone();
+        async move {
+            let a = apps.get_opt("hello-vela").await.ok()??;
+            let phase = a.data["status"]["status"].as_str()?.to_string();
+            (phase == "running").then_some(phase)
+        }
+    })
+    .await
+}
+
+/// Flux image automation's front door: a new tag in the registry becomes a commit in Git
+/// (Ferry's image controller) and then a rollout (the `podinfo` Argo CD app).
+async fn image_automation(
+    env: &TestEnv,
+    client: &kube::Client,
+) -> anyhow::Result<(String, String)> {
+    let url = env.git.http_url(REPO);
+    let secret = |name: &str, data: serde_json::Value| serde_json::json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name, "namespace": NAMESPACE }, "stringData": data });
+    apply(client, secret("demo-git", serde_json::json!({ "username": env.git.user(), "password": env.git.password().expose() }))).await?;
+    let mut regcred = secret(
+        "demo-registry",
+        serde_json::json!({ ".dockerconfigjson": env.registry.docker_config_json()? }),
+    );
+    regcred["type"] = serde_json::json!("kubernetes.io/dockerconfigjson");
+    apply(client, regcred).await?;
+    for obj in [
+        serde_json::json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": { "name": "demo", "namespace": NAMESPACE },
+            "spec": { "url": url, "interval": "1m", "ref": { "branch": "main" }, "secretRef": { "name": "demo-git" } },
+        }),
+        serde_json::json!({
+            "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImageRepository",
+            "metadata": { "name": "podinfo", "namespace": NAMESPACE },
+            "spec": { "image": format!("{}/{IMAGE_REPO}", env.registry.host), "interval": "5s", "insecure": true, "secretRef": { "name": "demo-registry" } },
+        }),
+        serde_json::json!({
+            "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImagePolicy",
+            "metadata": { "name": "podinfo", "namespace": NAMESPACE },
+            "spec": { "imageRepositoryRef": { "name": "podinfo" }, "policy": { "semver": { "range": ">=1.0.0" } } },
+        }),
+        serde_json::json!({
+            "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImageUpdateAutomation",
+            "metadata": { "name": "demo", "namespace": NAMESPACE },
+            "spec": {
+                "interval": "5s",
+                "sourceRef": { "kind": "GitRepository", "name": "demo" },
+                "git": {
+                    "checkout": { "ref": { "branch": "main" } },
+                    "commit": { "author": { "name": "ferry-bot", "email": "bot@ferry.dev" }, "messageTemplate": "Update podinfo to the newest tag" },
+                    "push": { "branch": "main" },
+                },
+                "update": { "path": "./image-demo", "strategy": "Setters" },
+            },
+        }),
+    ] {
+        apply(client, obj).await?;
+    }
+    // A new build lands in the registry.
+    env.registry
+        .push_image(IMAGE_REPO, "1.1.0")
+        .context("pushing the new demo tag")?;
+    let want = format!("{}/{IMAGE_REPO}:1.1.0", env.registry.host);
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "podinfo");
+    let image = wait_for("the new tag to be committed and delivered", || {
+        let deployments = deployments.clone();
+        let want = want.clone();
+        async move {
+            let d = serde_json::to_value(deployments.get_opt("podinfo").await.ok()??).ok()?;
+            let image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()?
+                .to_string();
+            (image == want).then_some(image)
+        }
+    })
+    .await?;
+    let commit = env.git.head(REPO).unwrap_or_default();
+    Ok((commit, image))
 }
 
 fn print_table(apps: &[Application]) {

@@ -92,11 +92,17 @@ fn print_summary(env: &TestEnv, ctrl_c_hint: bool) -> anyhow::Result<()> {
         env.cluster.restricted_kubeconfig.display()
     )?;
     writeln!(out)?;
+    // Every credential the lines below need, each in a file only its owner can read.
+    let git_password = env.dir.join("git-http-password");
+    ferry_testenv::cluster::write_private(&git_password, env.git.password().expose())?;
+    let registry_password = env.dir.join("registry-password");
+    ferry_testenv::cluster::write_private(&registry_password, env.registry.password().expose())?;
     writeln!(
         out,
-        "  git over http:   {}/<repo>.git  (user {})",
+        "  git over http:   {}/<repo>.git  (user {}; password in {}, mode 0600)",
         env.git.http_base,
-        env.git.user()
+        env.git.user(),
+        git_password.display()
     )?;
     writeln!(out, "  git over ssh:    {}", env.git.ssh_url("<repo>"))?;
     writeln!(
@@ -106,9 +112,10 @@ fn print_summary(env: &TestEnv, ctrl_c_hint: bool) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "  registry:        {}  (user {}; docker config {})",
+        "  registry:        {}  (user {}; password in {}; docker config {}, both 0600)",
         env.registry.host,
         env.registry.user(),
+        registry_password.display(),
         env.registry.auth_file.display()
     )?;
     writeln!(
@@ -140,6 +147,23 @@ fn print_demo_help(env: &TestEnv, demo: &crate::demo::Demo) {
         "  KUBECONFIG={kubeconfig} {kubectl} -n staging get configmap message-app-config -o yaml -w"
     );
     println!("  KUBECONFIG={kubeconfig} {kubectl} -n argocd get applications -w");
+    // `ferry` as the user can type it: the bare name when it is this binary on the PATH.
+    let ferry = ferry_command();
+    println!();
+    println!(
+        "KubeVela: hello-vela (examples/demo/hello-vela.yaml) is {} in namespace vela-demo:",
+        demo.vela_phase
+    );
+    println!("  KUBECONFIG={kubeconfig} {ferry} ls -n vela-demo");
+    println!();
+    println!(
+        "Image automation: a new tag of demo/podinfo became commit {} and runs as {}:",
+        demo.automation_commit.chars().take(10).collect::<String>(),
+        demo.delivered_image
+    );
+    println!(
+        "  KUBECONFIG={kubeconfig} {kubectl} -n argocd get imagepolicies,imageupdateautomations"
+    );
     println!();
     println!("Or through Ferry's API and CLI:");
     match demo.admin_password.as_deref() {
@@ -150,11 +174,29 @@ fn print_demo_help(env: &TestEnv, demo: &crate::demo::Demo) {
     }
     // Typed at the prompt rather than on the command line, where shell
     // history and `ps` would keep it.
-    println!("  ferry login {} --plaintext --username admin", demo.api);
-    println!("  ferry app list");
-    println!("  ferry app get message-app-staging");
+    println!("  {ferry} login {} --plaintext --username admin", demo.api);
+    println!("  {ferry} app list");
+    println!("  {ferry} app get message-app-staging");
     println!();
     println!("Press Ctrl-C to stop everything.");
+}
+
+/// `ferry` when the PATH finds this very binary under that name, else its full path.
+fn ferry_command() -> String {
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("ferry"))
+            .find(|p| p.is_file())
+            .and_then(|p| p.canonicalize().ok())
+    });
+    match (me, on_path) {
+        (Some(me), Some(found)) if me == found => "ferry".into(),
+        (Some(me), _) => me.display().to_string(),
+        (None, _) => "ferry".into(),
+    }
 }
 
 async fn wait_for_shutdown() {

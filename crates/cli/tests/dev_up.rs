@@ -9,6 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+fn ferry_path() -> String {
+    std::path::Path::new(env!("CARGO_BIN_EXE_ferry"))
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
 fn processes_mentioning(needle: &str) -> Vec<u32> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -82,7 +90,8 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
         if let Some(p) = t.strip_prefix("all state, logs and credentials:") {
             dir = Some(PathBuf::from(p.trim()));
         }
-        if let Some(args) = t.strip_prefix("ferry login ") {
+        // The printed command names this binary by its full path (it is not on the PATH).
+        if let Some(args) = t.strip_prefix(&format!("{} login ", ferry_path())) {
             login = Some(args.split_whitespace().map(str::to_string).collect());
         }
         if t.starts_with("Press Ctrl-C") {
@@ -106,7 +115,12 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
         .unwrap();
     assert_eq!(nodes.items.len(), 1);
     // The demo printed its table only once every app was Synced and Healthy.
-    for app in ["message-app-staging", "guestbook-prod", "web-staging"] {
+    for app in [
+        "message-app-staging",
+        "guestbook-prod",
+        "web-staging",
+        "podinfo",
+    ] {
         let line = printed
             .lines()
             .find(|l| l.starts_with(app))
@@ -116,6 +130,38 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
             "{line}"
         );
     }
+    // The other two front doors: the KubeVela app ran, and a new tag was committed and
+    // delivered.
+    assert!(
+        printed.contains("KubeVela: hello-vela (examples/demo/hello-vela.yaml) is running"),
+        "{printed}"
+    );
+    let automation = printed
+        .lines()
+        .find(|l| l.starts_with("Image automation: a new tag of demo/podinfo became commit "))
+        .unwrap_or_else(|| panic!("no image automation line in:\n{printed}"));
+    assert!(automation.contains("/demo/podinfo:1.1.0"), "{automation}");
+    // Credentials are named by file, each readable by its owner only, never printed.
+    let git_password = dir.join("git-http-password");
+    assert!(
+        printed.contains(&git_password.display().to_string()),
+        "{printed}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&git_password)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let secret = std::fs::read_to_string(&git_password).unwrap();
+    assert!(
+        !secret.is_empty() && !printed.contains(&secret),
+        "{printed}"
+    );
+
     // The printed login line works, and the CLI sees the demo's apps.
     let login = login.unwrap_or_else(|| panic!("no login line in:\n{printed}"));
     let cli_config = logs.path().join("ferry-config");

@@ -336,7 +336,7 @@ fn kubeconfig_yaml(
 }
 
 /// Writes a file only its owner can read: these hold tokens and keys.
-pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
