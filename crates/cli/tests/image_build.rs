@@ -58,6 +58,8 @@ async fn the_image_builds_offline_pushes_and_its_root_filesystem_runs_the_tools(
     ] {
         assert!(shown.contains(tool), "{tool} missing: {shown}");
     }
+
+    controller_in_the_image(&out.path().join("rootfs"), &root).await;
 }
 
 /// The controller inside the image, as a pod of the install's Deployment would run it.
