@@ -578,6 +578,32 @@ async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
     .await;
     assert!(seen.iter().any(|e| e.contains("succeeded")), "{seen:?}");
 
+    // KubeVela and image automation objects get events for their state changes too.
+    let found = |name: &'static str, want: &'static str| {
+        let events = events.clone();
+        async move {
+            let lp =
+                kube::api::ListParams::default().fields(&format!("involvedObject.name={name}"));
+            let list = events.list(&lp).await.ok()?.items;
+            list.iter()
+                .any(|e| e.message.as_deref().unwrap_or_default().contains(want))
+                .then_some(())
+        }
+    };
+    for (name, want) in [
+        ("vela-app", "Deployed successfully"),
+        ("app", "resolved to 1.1.0"),
+        ("apps", "pushed commit '"),
+    ] {
+        eventually(
+            &format!("an event on {name}: {want}"),
+            Duration::from_secs(30),
+            &logs,
+            || found(name, want),
+        )
+        .await;
+    }
+
     // The views the server builds from the live cluster: the diff and the resource tree down
     // to the Deployment's ReplicaSet and Pod.
     let o = cli(&["app", "diff", "guestbook"]);

@@ -72,6 +72,149 @@ pub fn event(app: &Application, e: &AppEvent, now: k8s_openapi::jiff::Timestamp)
     .unwrap_or_default()
 }
 
+/// Writes `events` on another object (KubeVela's Application, Flux's image objects) in the
+/// background: `involved` is its apiVersion, kind, namespace, name and uid; `component` the
+/// controller it speaks for.
+pub fn emit_for(
+    client: &Client,
+    involved: serde_json::Value,
+    component: &'static str,
+    events: Vec<AppEvent>,
+) {
+    if events.is_empty() {
+        return;
+    }
+    let ns = involved["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = involved["name"].as_str().unwrap_or_default().to_string();
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    tokio::spawn(async move {
+        for e in events {
+            let now = k8s_openapi::jiff::Timestamp::now();
+            let ev: Event = serde_json::from_value(json!({
+                "metadata": { "name": format!("{name}.{:x}", now.as_nanosecond()), "namespace": ns },
+                "involvedObject": involved,
+                "reason": e.reason,
+                "message": e.message,
+                "type": if e.warning { "Warning" } else { "Normal" },
+                "source": { "component": component },
+                "firstTimestamp": now.to_string(),
+                "lastTimestamp": now.to_string(),
+                "count": 1,
+            }))
+            .unwrap_or_default();
+            tracing::info!(kind = %involved["kind"], namespace = %ns, name = %name,
+                reason = e.reason, message = %e.message, "event");
+            if let Err(err) = api.create(&PostParams::default(), &ev).await {
+                tracing::warn!(name = %name, error = %err, "could not write an event");
+            }
+        }
+    });
+}
+
+/// Events for a KubeVela Application whose status went from `old` to `new`, in vela-core's
+/// reasons: the workflow's phase, and each condition that turned false.
+pub fn oam_status_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<AppEvent> {
+    let mut out = Vec::new();
+    let phase = |v: &serde_json::Value| v["status"].as_str().unwrap_or_default().to_string();
+    let (was, now) = (phase(old), phase(new));
+    if was != now && !now.is_empty() {
+        out.push(if now == "running" {
+            AppEvent::normal("Deployed", "Deployed successfully".into())
+        } else if now.contains("Failed") || now == "workflowFailed" {
+            AppEvent::warning("FailedWorkflow", format!("workflow phase {now}"))
+        } else {
+            AppEvent::normal("PhaseChanged", format!("Application phase {was} -> {now}"))
+        });
+    }
+    out.extend(false_conditions(old, new));
+    out
+}
+
+/// A Warning for each condition that is False in `new` with a message it did not have before.
+fn false_conditions(old: &serde_json::Value, new: &serde_json::Value) -> Vec<AppEvent> {
+    let empty = Vec::new();
+    let before = old["conditions"].as_array().unwrap_or(&empty);
+    new["conditions"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .filter(|c| c["status"] == "False")
+        .filter(|c| {
+            !before.iter().any(|b| {
+                b["type"] == c["type"] && b["status"] == "False" && b["message"] == c["message"]
+            })
+        })
+        .map(|c| AppEvent {
+            warning: true,
+            reason: leak_reason(c["reason"].as_str().unwrap_or("Failed")),
+            message: c["message"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+/// Reasons are a small fixed set; keep them `'static` without allocating per event.
+fn leak_reason(r: &str) -> &'static str {
+    static SEEN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = seen.iter().find(|s| **s == r) {
+        return s;
+    }
+    let s: &'static str = Box::leak(r.to_string().into_boxed_str());
+    seen.push(s);
+    s
+}
+
+/// Events for a Flux image object whose status went from `old` to `new`, in Flux's words: a
+/// policy's newly chosen tag, an automation's pushed commit, and Ready turning false.
+pub fn image_status_changes(
+    kind: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+) -> Vec<AppEvent> {
+    let mut out = Vec::new();
+    match kind {
+        "ImagePolicy" => {
+            let tag = |v: &serde_json::Value| v["latestRef"]["tag"].as_str().map(str::to_string);
+            if let (Some(now), image) = (
+                tag(new),
+                new["latestRef"]["name"].as_str().unwrap_or_default(),
+            ) {
+                match tag(old) {
+                    None => out.push(AppEvent::normal(
+                        "Succeeded",
+                        format!("Latest image tag for {image} resolved to {now}"),
+                    )),
+                    Some(was) if was != now => out.push(AppEvent::normal(
+                        "Succeeded",
+                        format!("Latest image tag for {image} updated from {was} to {now}"),
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        "ImageUpdateAutomation" => {
+            let commit = |v: &serde_json::Value| v["lastPushCommit"].as_str().map(str::to_string);
+            if let Some(now) = commit(new)
+                && commit(old).as_deref() != Some(now.as_str())
+            {
+                out.push(AppEvent::normal(
+                    "Succeeded",
+                    format!(
+                        "pushed commit '{}'",
+                        now.chars().take(7).collect::<String>()
+                    ),
+                ));
+            }
+        }
+        _ => {}
+    }
+    out.extend(false_conditions(old, new));
+    out
+}
+
 /// Writes `events` on `app` in the background, in order.
 pub fn emit(client: &Client, app: &Application, events: Vec<AppEvent>) {
     if events.is_empty() {
@@ -230,6 +373,43 @@ mod tests {
             "Partial sync operation to abc123 failed: one or more objects failed"
         );
         assert!(failed.warning);
+    }
+
+    #[test]
+    fn kubevela_and_flux_state_changes() {
+        let e = oam_status_changes(
+            &json!({"status": "runningWorkflow"}),
+            &json!({"status": "running"}),
+        );
+        assert_eq!(
+            (e[0].reason, e[0].message.as_str()),
+            ("Deployed", "Deployed successfully")
+        );
+        let failed = json!({"status": "running", "conditions": [
+            {"type": "Rendered", "status": "False", "reason": "RenderError", "message": "bad trait"}]});
+        let e = oam_status_changes(&json!({"status": "running"}), &failed);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].warning && e[0].reason == "RenderError" && e[0].message == "bad trait");
+        assert!(oam_status_changes(&failed, &failed).is_empty(), "no repeat");
+
+        let p = |tag: &str| json!({"latestRef": {"name": "reg/app", "tag": tag}});
+        let e = image_status_changes("ImagePolicy", &json!({}), &p("1.0.0"));
+        assert_eq!(
+            e[0].message,
+            "Latest image tag for reg/app resolved to 1.0.0"
+        );
+        let e = image_status_changes("ImagePolicy", &p("1.0.0"), &p("1.1.0"));
+        assert_eq!(
+            e[0].message,
+            "Latest image tag for reg/app updated from 1.0.0 to 1.1.0"
+        );
+        assert!(image_status_changes("ImagePolicy", &p("1.1.0"), &p("1.1.0")).is_empty());
+        let e = image_status_changes(
+            "ImageUpdateAutomation",
+            &json!({}),
+            &json!({"lastPushCommit": "0123456789abcdef"}),
+        );
+        assert_eq!(e[0].message, "pushed commit '0123456'");
     }
 
     #[test]

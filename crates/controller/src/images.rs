@@ -924,14 +924,29 @@ impl Images {
         }
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         let body = serde_json::json!({ "status": status });
-        if let Err(e) = api
+        match api
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
             .await
         {
-            tracing::info!(kind = %K::kind(&()), %ns, %name, error = %e, "status write failed");
-            return false;
+            Err(e) => {
+                tracing::info!(kind = %K::kind(&()), %ns, %name, error = %e, "status write failed");
+                false
+            }
+            Ok(written) => {
+                let kind = K::kind(&()).to_string();
+                let events = crate::events::image_status_changes(
+                    &kind,
+                    &serde_json::to_value(prev).unwrap_or_default(),
+                    &serde_json::to_value(status).unwrap_or_default(),
+                );
+                let involved = serde_json::json!({
+                    "apiVersion": K::api_version(&()), "kind": kind, "namespace": ns, "name": name,
+                    "uid": written.meta().uid,
+                });
+                crate::events::emit_for(&self.client, involved, "ferry-image-automation", events);
+                true
+            }
         }
-        true
     }
 }
 

@@ -2011,6 +2011,16 @@ impl Oam {
             .await
         {
             Ok(o) => {
+                let involved = json!({
+                    "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+                    "namespace": ns, "name": name, "uid": o.uid(),
+                });
+                crate::events::emit_for(
+                    &self.ctl.client,
+                    involved,
+                    "ferry-kubevela",
+                    crate::events::oam_status_changes(old, &new),
+                );
                 let rv = o
                     .resource_version()
                     .and_then(|r| r.parse::<u64>().ok())
