@@ -10,7 +10,8 @@
 #   FERRY_BIN          the ferry binary [$FERRY_CACHE/target/release/ferry]
 #   OUT                output dir [$HOME/.cache/ferry/image]: OUT/oci (OCI layout,
 #                      tagged TAG) and OUT/rootfs (the image unpacked, for smoke.sh)
-#   TAG                [the version `ferry --version` prints, else "latest"]
+#   TAG                [v + the version `ferry --version` prints (ferry install's default
+#                      image tag), else "latest"]
 #   REGISTRY           host:port to push to as REGISTRY/REPO:TAG [none: no push]
 #   REPO               repository name in the registry [ferry]
 #   REGISTRY_USER, REGISTRY_PASSWORD   registry credentials [none]
@@ -106,7 +107,8 @@ trap 'rm -rf "$WORK"' EXIT
 cp -p "$FERRY_BIN" "$WORK/ferry"
 chmod 0755 "$WORK/ferry"
 if [ -z "${TAG:-}" ]; then
-  TAG=$("$WORK/ferry" --version 2>/dev/null | awk 'NR == 1 { print $2 }') || true
+  # `v` + the version, as `ferry install`'s default image (ferry:vX.Y.Z) names it.
+  TAG=$("$WORK/ferry" --version 2>/dev/null | awk 'NR == 1 { print "v" $2 }') || true
   TAG="${TAG:-latest}"
 fi
 log "ferry: $FERRY_BIN -> tag $TAG"

@@ -37,6 +37,10 @@ pub struct InstallArgs {
     /// Only the CRDs.
     #[arg(long, conflicts_with = "namespaced")]
     pub crds_only: bool,
+    /// Without the CRDs: for a cluster that has Argo CD's (or Flux's, KubeVela's) already, which
+    /// Ferry uses as they are (`helm install --skip-crds` for the chart).
+    #[arg(long, conflicts_with = "crds_only")]
+    pub no_crds: bool,
     /// Without the API server (and its Service and RBAC).
     #[arg(long)]
     pub no_server: bool,
@@ -109,18 +113,15 @@ fn server_home_rules() -> Value {
     ])
 }
 
-/// The server across the cluster: it reads what apps deployed (resource trees, diffs, logs)
-/// and deletes or patches single resources on a user's request, as Argo CD's server does; it
-/// never creates arbitrary objects.
-fn server_cluster_rules(a: &InstallArgs) -> Value {
-    let mut rules = vec![
-        json!({ "apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch", "patch", "delete"] }),
-        json!({ "apiGroups": ["argoproj.io"], "resources": ["applications", "appprojects"], "verbs": ["create", "update"] }),
-    ];
-    if !a.no_oam {
-        rules.push(json!({ "apiGroups": ["core.oam.dev"], "resources": ["applications"], "verbs": ["update"] }));
-    }
-    json!(rules)
+/// The server across the cluster: it reads what apps deployed (resource trees, diffs, live
+/// manifests) and writes only Argo CD's own objects (syncs, refreshes, apps in other namespaces);
+/// it never changes a deployed object — the controller does. `patch` is for the server-side
+/// apply dry-runs its diffs are computed with (`dryRun=All` needs the verb, changes nothing).
+fn server_cluster_rules() -> Value {
+    json!([
+        { "apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch", "patch"] },
+        { "apiGroups": ["argoproj.io"], "resources": ["applications", "appprojects"], "verbs": ["create", "update", "patch", "delete"] },
+    ])
 }
 
 fn role(kind: &str, name: &str, ns: Option<&str>, rules: Value) -> Value {
@@ -244,7 +245,7 @@ pub fn objects(a: &InstallArgs) -> Vec<Value> {
         return ferry_model::crds::all();
     }
     out.push(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns, "labels": { "app.kubernetes.io/part-of": "ferry" } } }));
-    if !a.namespaced {
+    if !a.namespaced && !a.no_crds {
         out.extend(ferry_model::crds::all());
     }
     out.push(json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(CONTROLLER, Some(ns), CONTROLLER) }));
@@ -277,7 +278,7 @@ pub fn objects(a: &InstallArgs) -> Vec<Value> {
         out.push(role("Role", SERVER, Some(ns), server_home_rules()));
         out.push(binding("RoleBinding", "Role", SERVER, Some(ns), ns));
         if !a.namespaced {
-            out.push(role("ClusterRole", SERVER, None, server_cluster_rules(a)));
+            out.push(role("ClusterRole", SERVER, None, server_cluster_rules()));
             out.push(binding(
                 "ClusterRoleBinding",
                 "ClusterRole",

@@ -186,6 +186,11 @@ fn the_committed_manifest_and_the_chart_are_what_ferry_install_prints() {
             "1.20.2",
         ]),
     );
+    assert_same(
+        "without CRDs (a cluster that has Argo CD's)",
+        &helm_template(&[]),
+        &install(&["--no-crds"]),
+    );
     let namespaced = install(&["--namespaced"]);
     assert!(
         namespaced
@@ -656,6 +661,86 @@ async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
         "only the older CRD is upgraded; the manifest's are the controller's own:\n{ctl_text}"
     );
     assert!(ctl_text.contains(&format!("upgraded CRD crd={old_crd}")));
+
+    // Probes: the controller serves them beside its metrics, the server beside its API.
+    let metrics_addr = std::fs::read_to_string(&ctl_log)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.split("serving metrics local=")
+                .nth(1)
+                .map(|a| a.trim().to_string())
+        })
+        .expect("the controller logs its metrics address");
+    let http = reqwest::Client::new();
+    let status = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(format!("http://{metrics_addr}/healthz")).await, 200);
+    assert_eq!(status(format!("http://{metrics_addr}/readyz")).await, 200);
+    assert_eq!(status(format!("http://{addr}/healthz")).await, 200);
+    assert_eq!(status(format!("http://{addr}/readyz")).await, 200);
+    // A replica whose caches cannot list (an identity without any permission) is alive but
+    // never ready.
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    // It may read its project (the controller checks the default one exists), nothing else.
+    let rbac = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: nobody\n  namespace: {ns}\nrules:\n- apiGroups: [argoproj.io]\n  resources: [appprojects]\n  verbs: [get]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: nobody\n  namespace: {ns}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: nobody\nsubjects:\n- kind: ServiceAccount\n  name: nobody\n  namespace: {ns}\n"
+    );
+    let mut cmd = Command::new(&kubectl);
+    cmd.args(["apply", "-f", "-", "--kubeconfig"])
+        .arg(&env.cluster.kubeconfig);
+    let o = run(cmd, Some(&rbac));
+    assert!(o.status.success(), "{}", text(&o));
+    let nobody_kc =
+        service_account_kubeconfig(&client, &env.cluster.kubeconfig, ns, "nobody", work.path())
+            .await;
+    let nobody_log = work.path().join("nobody.log");
+    let _nobody = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args([
+                "controller",
+                "--namespace",
+                ns,
+                "--no-leader-election",
+                "--no-install-crds",
+            ])
+            .args(["--metrics-addr", "127.0.0.1:0", "--log", "info"])
+            .arg("--kubeconfig")
+            .arg(&nobody_kc)
+            .arg("--cache-dir")
+            .arg(work.path().join("nobody-cache"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&nobody_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let nobody_addr = eventually(
+        "the unready replica's metrics address",
+        Duration::from_secs(30),
+        &[nobody_log.as_path()],
+        || {
+            let log = nobody_log.clone();
+            async move {
+                std::fs::read_to_string(&log).ok()?.lines().find_map(|l| {
+                    l.split("serving metrics local=")
+                        .nth(1)
+                        .map(|a| a.trim().to_string())
+                })
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(format!("http://{nobody_addr}/healthz")).await, 200);
+    assert_eq!(status(format!("http://{nobody_addr}/readyz")).await, 503);
 
     // Nothing was refused on the way: a permission the manifest lacks is a 403 (Forbidden) in a
     // log.

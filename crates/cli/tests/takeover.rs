@@ -210,6 +210,91 @@ async fn an_argo_cd_cluster_is_taken_over_with_no_writes_and_rollback_works() {
     .unwrap();
     let before = fingerprint(&client).await;
 
+    // Argo CD's application controller still runs: Ferry refuses to start next to it.
+    let sts_api: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), NS);
+    let sts = |replicas: i32| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": { "name": "argocd-application-controller", "namespace": NS },
+            "spec": {
+                "replicas": replicas, "serviceName": "argocd-application-controller",
+                "selector": { "matchLabels": { "app.kubernetes.io/name": "argocd-application-controller" } },
+                "template": {
+                    "metadata": { "labels": { "app.kubernetes.io/name": "argocd-application-controller" } },
+                    "spec": { "containers": [{ "name": "argocd-application-controller", "image": "quay.io/argoproj/argocd:v3.1.0" }] },
+                },
+            },
+        })
+    };
+    sts_api
+        .patch(
+            "argocd-application-controller",
+            &PatchParams::apply("argocd"),
+            &Patch::Apply(sts(1)),
+        )
+        .await
+        .unwrap();
+    let ready = |want: i32| {
+        let sts_api = sts_api.clone();
+        async move {
+            let s = sts_api.get("argocd-application-controller").await.unwrap();
+            s.status.and_then(|st| st.ready_replicas).unwrap_or(0) == want
+        }
+    };
+    let start = Instant::now();
+    while !ready(1).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the stand-in Argo CD pod never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let refused = run(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+            c.args([
+                "controller",
+                "--namespace",
+                NS,
+                "--no-leader-election",
+                "--kubeconfig",
+            ])
+            .arg(&env.cluster.kubeconfig)
+            .arg("--cache-dir")
+            .arg(work.path().join("refused-cache"));
+            c
+        },
+        None,
+    );
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("StatefulSet argocd/argocd-application-controller"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        fingerprint(&client).await,
+        before,
+        "nothing touched while refusing"
+    );
+    // As docs/migration.md says: scale it to zero, then start Ferry.
+    sts_api
+        .patch(
+            "argocd-application-controller",
+            &PatchParams::apply("argocd"),
+            &Patch::Apply(sts(0)),
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while !ready(0).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the stand-in Argo CD did not scale down"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     // Argo CD's application controller is gone; Ferry starts.
     let ctl_log = work.path().join("controller.log");
     let srv_log = work.path().join("server.log");
@@ -281,11 +366,27 @@ async fn an_argo_cd_cluster_is_taken_over_with_no_writes_and_rollback_works() {
         assert_eq!(l["span"]["namespace"], NS, "{l}");
     }
 
-    // History and rollback through the API, as `argocd app history|rollback`.
-    let (_server, password, addr) = tokio::task::block_in_place(|| {
+    // History and rollback through the API, as `argocd app history|rollback`, logged in with
+    // the admin password Argo CD left (its bcrypt hash in argocd-secret; the example hash of its
+    // docs, for "password").
+    let argocd_secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": { "name": "argocd-secret", "namespace": NS, "labels": { "app.kubernetes.io/part-of": "argocd" } },
+        "stringData": {
+            "admin.password": "$2a$10$rRyBsGSHK6.uc8fntPwVIuLVHgsAhAX7TcdrqW/RADU0uh7CaChLa",
+            "admin.passwordMtime": "2026-11-30T10:00:00Z",
+            "server.secretkey": "a-signing-key-argo-cd-generated-long-enough",
+        },
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &argocd_secret)
+        .await
+        .unwrap();
+    let (_server, generated, addr) = tokio::task::block_in_place(|| {
         start_server(&env.cluster.kubeconfig, NS, work.path(), &srv_log)
     });
-    let password = password.expect("the server made the admin password");
+    assert!(generated.is_none(), "Argo CD's admin password is kept");
+    let password = "password".to_string();
     let config = work.path().join("ferry-config");
     let o = cli(
         &config,

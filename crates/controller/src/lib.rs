@@ -122,7 +122,7 @@ pub enum Error {
     #[error("{0}")]
     Setup(String),
     #[error(
-        "the argoproj.io CRDs belong to another controller ({0}); Ferry will not fight it. Stop that controller or run Ferry against another cluster."
+        "Argo CD's application controller is running ({0}); Ferry will not fight it over the same Applications. Scale it to zero first (see docs/migration.md)."
     )]
     ForeignController(String),
 }
@@ -197,6 +197,11 @@ pub async fn run_until(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     tokio::pin!(shutdown);
+    // Whatever labels the CRDs carry (`ferry install` relabels them): two controllers must
+    // never act on the same Applications.
+    if let Some(running) = argocd_controller_running(&client).await {
+        return Err(Error::ForeignController(running));
+    }
     if cfg.install_crds {
         install_crds(&client).await?;
     }
@@ -659,14 +664,6 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
                     .get(crds::MANAGED_BY_LABEL)
                     .map(String::as_str)
                     == Some(crds::MANAGED_BY_VALUE);
-                if !ours
-                    && name.ends_with(".argoproj.io")
-                    && argocd_controller_running(client).await
-                {
-                    return Err(Error::ForeignController(format!(
-                        "CRD {name} and a running argocd-application-controller"
-                    )));
-                }
                 let current = serde_json::to_value(&existing.spec).unwrap_or_default();
                 if ours && !is_subset(&crd["spec"], &current) {
                     // Forced: `kubectl apply` of the install manifest owns the fields too.
@@ -729,22 +726,41 @@ fn is_subset(want: &serde_json::Value, have: &serde_json::Value) -> bool {
     }
 }
 
-async fn argocd_controller_running(client: &Client) -> bool {
-    use k8s_openapi::api::apps::v1::StatefulSet;
-    let sts: Api<StatefulSet> = Api::all(client.clone());
+/// A ready `argocd-application-controller` (a StatefulSet, as Argo CD installs it, or a
+/// Deployment) anywhere this identity can list: its namespace and name.
+async fn argocd_controller_running(client: &Client) -> Option<String> {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     let lp = kube::api::ListParams::default().fields("metadata.name=argocd-application-controller");
-    sts.list(&lp)
-        .await
-        .map(|l| {
-            l.items.iter().any(|s| {
-                s.status
-                    .as_ref()
-                    .and_then(|st| st.ready_replicas)
-                    .unwrap_or(0)
-                    > 0
-            })
+    let ready = |n: Option<i32>| n.unwrap_or(0) > 0;
+    let sts = Api::<StatefulSet>::all(client.clone()).list(&lp).await;
+    let deploys = Api::<Deployment>::all(client.clone()).list(&lp).await;
+    let found = sts
+        .ok()
+        .into_iter()
+        .flat_map(|l| l.items)
+        .find(|s| ready(s.status.as_ref().and_then(|st| st.ready_replicas)))
+        .map(|s| {
+            format!(
+                "StatefulSet {}/{}",
+                s.namespace().unwrap_or_default(),
+                s.name_any()
+            )
         })
-        .unwrap_or(false)
+        .or_else(|| {
+            deploys
+                .ok()
+                .into_iter()
+                .flat_map(|l| l.items)
+                .find(|d| ready(d.status.as_ref().and_then(|st| st.ready_replicas)))
+                .map(|d| {
+                    format!(
+                        "Deployment {}/{}",
+                        d.namespace().unwrap_or_default(),
+                        d.name_any()
+                    )
+                })
+        });
+    found
 }
 
 /// Creates the `default` AppProject when missing (the controller and the API server both do,

@@ -236,6 +236,11 @@ pub fn hash_password(password: &str) -> ApiResult<String> {
 }
 
 fn password_matches(hash: &str, password: &str) -> bool {
+    // Argo CD stores bcrypt hashes (`$2a$`): after a take-over its accounts keep working, and the
+    // next password change writes argon2.
+    if hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$") {
+        return bcrypt::verify(password, hash).unwrap_or(false);
+    }
     PasswordHash::new(hash)
         .map(|h| {
             argon2::Argon2::default()
@@ -379,5 +384,22 @@ mod tests {
         let a = random_password();
         assert_eq!(a.len(), 16);
         assert_ne!(a, random_password());
+    }
+}
+
+#[cfg(test)]
+mod bcrypt_tests {
+    #[test]
+    fn argo_cds_bcrypt_hashes_verify() {
+        // `argocd account bcrypt --password password`'s kind of hash (cost 10).
+        let hash = bcrypt::hash("password", 10)
+            .unwrap()
+            .replacen("$2b$", "$2a$", 1);
+        assert!(super::password_matches(&hash, "password"));
+        assert!(!super::password_matches(&hash, "wrong"));
+        assert!(!super::password_matches("$2a$10$garbage", "password"));
+        // The example in Argo CD's argocd-secret.yaml docs.
+        let documented = "$2a$10$rRyBsGSHK6.uc8fntPwVIuLVHgsAhAX7TcdrqW/RADU0uh7CaChLa";
+        assert!(super::password_matches(documented, "password"));
     }
 }
