@@ -734,8 +734,7 @@ async fn argocd_controller_running(client: &Client) -> Option<String> {
     let ready = |n: Option<i32>| n.unwrap_or(0) > 0;
     let sts = Api::<StatefulSet>::all(client.clone()).list(&lp).await;
     let deploys = Api::<Deployment>::all(client.clone()).list(&lp).await;
-    let found = sts
-        .ok()
+    sts.ok()
         .into_iter()
         .flat_map(|l| l.items)
         .find(|s| ready(s.status.as_ref().and_then(|st| st.ready_replicas)))
@@ -759,8 +758,7 @@ async fn argocd_controller_running(client: &Client) -> Option<String> {
                         d.name_any()
                     )
                 })
-        });
-    found
+        })
 }
 
 /// Creates the `default` AppProject when missing (the controller and the API server both do,
