@@ -28,6 +28,10 @@ pub struct ControllerArgs {
     /// Do not install or upgrade the CRDs (a namespaced install, whose identity may not).
     #[arg(long)]
     no_install_crds: bool,
+    /// A namespaced install: watch and deliver in --namespace only; anything else is an error
+    /// on the app (the identity has Roles, no ClusterRoles).
+    #[arg(long)]
+    namespaced: bool,
     /// Run without leader election (a single replica).
     #[arg(long)]
     no_leader_election: bool,
@@ -103,7 +107,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         workers: args.workers,
         plugin_dirs: args.plugin_dirs,
         leader_election: !args.no_leader_election,
-        install_crds: !args.no_install_crds,
+        install_crds: !args.no_install_crds && !args.namespaced,
+        namespaced: args.namespaced,
         lease_duration: Duration::from_secs(args.lease_seconds.max(2)),
         identity: args
             .identity

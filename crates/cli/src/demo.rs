@@ -188,6 +188,7 @@ pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<Demo> {
             plugin_dirs: vec![],
             application_namespaces: Vec::new(),
             plugin_env: Vec::new(),
+            namespaced: false,
         },
     )
     .await

@@ -306,7 +306,7 @@ pub fn objects(a: &InstallArgs) -> Vec<Value> {
         controller_args.push("--no-leader-election".into());
     }
     if a.namespaced {
-        controller_args.push("--no-install-crds".into());
+        controller_args.push("--namespaced".into());
     }
     for (off, flag, scoped) in [
         (a.no_oam, "--no-oam", "--oam-namespace"),
@@ -362,6 +362,10 @@ pub fn objects(a: &InstallArgs) -> Vec<Value> {
         ]
         .map(String::from)
         .into();
+        let mut server_args = server_args;
+        if a.namespaced {
+            server_args.push("--namespaced".into());
+        }
         out.push(deployment(
             a,
             SERVER,

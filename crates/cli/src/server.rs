@@ -29,6 +29,10 @@ pub struct ServerArgs {
     /// /regex/), as the controller's --application-namespaces.
     #[arg(long, value_delimiter = ',')]
     application_namespaces: Vec<String>,
+    /// A namespaced install: read live objects in --namespace only (the identity has Roles,
+    /// no ClusterRoles).
+    #[arg(long)]
+    namespaced: bool,
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -43,6 +47,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         plugin_dirs: args.plugin_dirs,
         application_namespaces: args.application_namespaces,
         plugin_env: crate::controller::plugin_env(args.kubeconfig.as_deref()),
+        namespaced: args.namespaced,
     };
     let (started, serve) = ferry_server::start(client, cfg)
         .await

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// The CRDs are cluster-wide and both end-to-end tests here apply them.
+static CRD_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -187,6 +190,11 @@ fn the_committed_manifest_and_the_chart_are_what_ferry_install_prints() {
         ]),
     );
     assert_same(
+        "namespaced with the server",
+        &helm_template(&["--set", "namespaced=true"]),
+        &install(&["--namespaced"]),
+    );
+    assert_same(
         "without CRDs (a cluster that has Argo CD's)",
         &helm_template(&[]),
         &install(&["--no-crds"]),
@@ -288,6 +296,9 @@ async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
 
     // The manifest as a user applies it (the local API server is 1.20: PodDisruptionBudget is
     // still policy/v1beta1 there; everything else is deploy/install.yaml's).
+    // Held until the controller has upgraded the CRD this test makes stale, so the other test's
+    // apply of the same CRDs cannot undo the staleness first.
+    let crd_guard = CRD_LOCK.lock().await;
     let manifest = String::from_utf8(
         ferry(&[
             "install",
@@ -305,11 +316,7 @@ async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
         .parent()
         .unwrap()
         .join("kubectl");
-    let mut cmd = Command::new(&kubectl);
-    cmd.args(["apply", "-f", "-", "--kubeconfig"])
-        .arg(&env.cluster.kubeconfig);
-    let o = run(cmd, Some(&manifest));
-    assert!(o.status.success(), "kubectl apply: {}", text(&o));
+    kubectl_apply(&kubectl, &env.cluster.kubeconfig, &manifest).await;
 
     let ctl_kc = service_account_kubeconfig(
         &client,
@@ -363,6 +370,23 @@ async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
     let ctl_log = work.path().join("controller.log");
     let srv_log = work.path().join("server.log");
     let _controller = start_controller(&ctl_kc, ns, work.path(), &ctl_log);
+    eventually(
+        "the older CRD upgraded",
+        Duration::from_secs(60),
+        &[ctl_log.as_path()],
+        || {
+            let crds = crds.clone();
+            async move {
+                let c = crds.get(old_crd).await.ok()?;
+                c.spec.versions[0]
+                    .additional_printer_columns
+                    .is_some()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    drop(crd_guard);
     let (_server, password, addr) =
         tokio::task::block_in_place(|| start_server(&srv_kc, ns, work.path(), &srv_log));
     let logs = [ctl_log.as_path(), srv_log.as_path()];
@@ -753,5 +777,189 @@ async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
                 log.display()
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespaced_install_delivers_in_its_namespace_and_refuses_others_by_name() {
+    let env = ferry_testenv::shared();
+    let client = env.cluster.client().await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let ns = "ferry-ns";
+    let kubectl = ferry_render::RenderTools::locate()
+        .unwrap()
+        .kustomize
+        .parent()
+        .unwrap()
+        .join("kubectl");
+    let apply = |yaml: &str| {
+        let mut cmd = Command::new(&kubectl);
+        cmd.args(["apply", "-f", "-", "--kubeconfig"])
+            .arg(&env.cluster.kubeconfig);
+        let o = run(cmd, Some(yaml));
+        assert!(o.status.success(), "kubectl apply: {}", text(&o));
+    };
+    // The CRDs once, by an administrator (the other test may be applying them at the same
+    // moment: a conflict is retried); then the namespaced manifest.
+    let crds = String::from_utf8(ferry(&["install", "--crds-only"]).stdout).unwrap();
+    {
+        let _guard = CRD_LOCK.lock().await;
+        kubectl_apply(&kubectl, &env.cluster.kubeconfig, &crds).await;
+    }
+    let manifest = String::from_utf8(
+        ferry(&[
+            "install",
+            "--namespaced",
+            "--no-server",
+            "--namespace",
+            ns,
+            "--kube-version",
+            ferry_testenv::KUBERNETES_VERSION,
+        ])
+        .stdout,
+    )
+    .unwrap();
+    apply(&manifest);
+    let kc = service_account_kubeconfig(
+        &client,
+        &env.cluster.kubeconfig,
+        ns,
+        "ferry-controller",
+        work.path(),
+    )
+    .await;
+
+    // The controller with the arguments the manifest gives it.
+    let objs = objects(&manifest);
+    let args: Vec<String> = objs[&format!("Deployment/{ns}/ferry-controller")]["spec"]["template"]
+        ["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .unwrap()
+                .replace("$(POD_NAME)", "ferry-controller-0")
+        })
+        .collect();
+    assert!(args.contains(&"--namespaced".to_string()), "{args:?}");
+    let log = work.path().join("controller.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    let mut args = args.clone();
+    let cache = args.iter().position(|a| a == "--cache-dir").unwrap() + 1;
+    args[cache] = work.path().join("cache").display().to_string();
+    cmd.args(&args)
+        .args(["--poll-seconds", "5", "--log", "info", "--kubeconfig"])
+        .arg(&kc)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _controller = common::KillOnDrop(cmd.spawn().unwrap());
+
+    let repo = "namespaced";
+    env.git.create_repo(repo).unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: in-scope\ndata:\n  by: ferry\n",
+    )
+    .unwrap();
+    env.git.commit_dir(repo, &src, "cm").unwrap();
+    let url = env.git.file_url(repo);
+    for (name, dest) in [("inside", ns), ("outside", "default")] {
+        apply_app(&client, ns, name, &url, dest).await;
+    }
+    let logs = [log.as_path()];
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    eventually(
+        "the in-namespace app's ConfigMap",
+        Duration::from_secs(90),
+        &logs,
+        || {
+            let cms = cms.clone();
+            async move { cms.get_opt("in-scope").await.ok().flatten() }
+        },
+    )
+    .await;
+    let ar = kube::api::ApiResource::erase::<ferry_model::Application>(&());
+    let apps: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let condition = eventually(
+        "the outside app's condition",
+        Duration::from_secs(60),
+        &logs,
+        || {
+            let apps = apps.clone();
+            async move {
+                let a = apps.get("outside").await.ok()?;
+                let text = a.data["status"]["conditions"].to_string();
+                text.contains("namespaced install").then_some(text)
+            }
+        },
+    )
+    .await;
+    assert!(
+        condition.contains("a namespaced install manages namespace ferry-ns only"),
+        "{condition}"
+    );
+    assert!(
+        Api::<ConfigMap>::namespaced(client.clone(), "default")
+            .get_opt("in-scope")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing delivered outside"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("orbidden"),
+        "no request beyond the Role:\n{text}"
+    );
+}
+
+async fn apply_app(client: &kube::Client, ns: &str, name: &str, url: &str, dest: &str) {
+    let ar = kube::api::ApiResource::erase::<ferry_model::Application>(&());
+    let apps: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let app = json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": {
+            "project": "default",
+            "source": { "repoURL": url, "path": ".", "targetRevision": "main" },
+            "destination": { "server": "https://kubernetes.default.svc", "namespace": dest },
+            "syncPolicy": { "automated": {} },
+        },
+    });
+    let start = Instant::now();
+    // The CRD may still be establishing.
+    while apps
+        .patch(
+            name,
+            &kube::api::PatchParams::apply("test"),
+            &kube::api::Patch::Apply(&app),
+        )
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "cannot create {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `kubectl apply` of `yaml`; the two tests here apply the same CRDs at the same time, so a
+/// conflict is retried.
+async fn kubectl_apply(kubectl: &Path, kubeconfig: &Path, yaml: &str) {
+    for attempt in 0.. {
+        let mut cmd = Command::new(kubectl);
+        cmd.args(["apply", "-f", "-", "--kubeconfig"])
+            .arg(kubeconfig);
+        let o = run(cmd, Some(yaml));
+        if o.status.success() {
+            return;
+        }
+        assert!(attempt < 10, "kubectl apply: {}", text(&o));
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -72,6 +72,8 @@ pub struct Config {
     /// Environment config-management plugins get besides Argo CD's: how they reach the
     /// cluster (`KUBECONFIG`), as argocd-vault-plugin's `-s secret` needs.
     pub plugin_env: Vec<(String, String)>,
+    /// A namespaced install: watch and deliver in `namespace` only (Roles, no ClusterRoles).
+    pub namespaced: bool,
     /// Set while this replica can do its job: standing by for the Lease, or leading with its
     /// caches listed. `/readyz` answers from it.
     pub ready: Readiness,
@@ -110,6 +112,7 @@ impl Default for Config {
             oam_namespace: None,
             application_namespaces: Vec::new(),
             plugin_env: Vec::new(),
+            namespaced: false,
             ready: Readiness::default(),
         }
     }
@@ -270,12 +273,22 @@ impl Controller {
         let (known_hosts, known_hosts_w) = reflector::store::<ConfigMap>();
         let (settings_cm, settings_w) = reflector::store::<ConfigMap>();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Trigger>();
-        let local = ClusterConn::new(
-            ferry_model::IN_CLUSTER_NAME,
-            ferry_model::IN_CLUSTER_SERVER,
-            client.clone(),
-            tx.clone(),
-        );
+        let local = if cfg.namespaced {
+            ClusterConn::scoped(
+                ferry_model::IN_CLUSTER_NAME,
+                ferry_model::IN_CLUSTER_SERVER,
+                client.clone(),
+                tx.clone(),
+                &cfg.namespace,
+            )
+        } else {
+            ClusterConn::new(
+                ferry_model::IN_CLUSTER_NAME,
+                ferry_model::IN_CLUSTER_SERVER,
+                client.clone(),
+                tx.clone(),
+            )
+        };
         let sources = ferry_source::SourceCache::new(cfg.cache_dir.join("sources"))
             .map_err(|e| Error::Setup(e.to_string()))?;
         let ctl = Arc::new(Controller {

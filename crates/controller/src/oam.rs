@@ -300,7 +300,13 @@ impl Oam {
             let stream = reflector::reflector(
                 w,
                 watcher(
-                    Api::<DynamicObject>::all_with(client.clone(), &ar),
+                    // A namespaced install reads definitions from its namespace only.
+                    match &ctl.cfg.oam_namespace {
+                        Some(ns) if ctl.cfg.namespaced => {
+                            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
+                        }
+                        _ => Api::<DynamicObject>::all_with(client.clone(), &ar),
+                    },
                     watcher::Config::default(),
                 ),
             )

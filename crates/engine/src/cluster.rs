@@ -38,6 +38,8 @@ pub struct ClusterConn {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     api_versions: Mutex<Option<(std::time::Instant, Vec<String>)>>,
     triggers: UnboundedSender<Trigger>,
+    /// A namespaced install: the only namespace Ferry may watch and deliver to on this cluster.
+    scope: Option<String>,
 }
 
 impl std::fmt::Debug for ClusterConn {
@@ -75,7 +77,39 @@ impl ClusterConn {
             tasks: Mutex::new(Vec::new()),
             api_versions: Mutex::new(None),
             triggers,
+            scope: None,
         })
+    }
+
+    /// [`ClusterConn::new`] for a namespaced install: watches and deliveries stay in `namespace`;
+    /// anything else is an error that says so, not a 403 to wait out.
+    pub fn scoped(
+        name: &str,
+        server: &str,
+        client: Client,
+        triggers: UnboundedSender<Trigger>,
+        namespace: &str,
+    ) -> Arc<ClusterConn> {
+        let mut conn = ClusterConn::new(name, server, client, triggers);
+        if let Some(c) = Arc::get_mut(&mut conn) {
+            c.scope = Some(namespace.to_string());
+        }
+        conn
+    }
+
+    /// Whether `namespace` (of a `namespaced` kind, or a cluster-scoped one) is this
+    /// connection's to manage; the error says why not.
+    pub fn check_scope(&self, kind: &str, namespaced: bool, namespace: &str) -> Result<(), String> {
+        match &self.scope {
+            None => Ok(()),
+            Some(scope) if !namespaced => Err(format!(
+                "{kind} is cluster-scoped: a namespaced install manages namespace {scope} only"
+            )),
+            Some(scope) if namespace != scope => Err(format!(
+                "{kind} in namespace {namespace}: a namespaced install manages namespace {scope} only"
+            )),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Finds how the cluster serves `apiVersion`/`kind`. Only hits are cached,
@@ -115,6 +149,7 @@ impl ClusterConn {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Value>, String> {
+        self.check_scope(&r.api.kind, r.namespaced, namespace)?;
         let store = self.store(r).await?;
         let ns = if r.namespaced {
             Some(namespace.to_string())
@@ -131,6 +166,10 @@ impl ClusterConn {
     /// objects, as controllers do onto ReplicaSets, do not count), and no
     /// owner manages it instead.
     pub async fn tracked_by(&self, r: &Resolved, app: &str) -> Result<Vec<Value>, String> {
+        if self.scope.is_some() && !r.namespaced {
+            // Nothing cluster-scoped can be ours in a namespaced install.
+            return Ok(Vec::new());
+        }
         let store = self.store(r).await?;
         let group = r.api.group.clone();
         Ok(store
@@ -200,7 +239,10 @@ impl ClusterConn {
         writer: reflector::store::Writer<DynamicObject>,
         ready: tokio::sync::watch::Sender<bool>,
     ) {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let api: Api<DynamicObject> = match &self.scope {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        };
         let triggers = self.triggers.clone();
         let cluster = self.name.clone();
         let stream = reflector::reflector(

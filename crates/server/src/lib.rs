@@ -49,6 +49,8 @@ pub struct ServerConfig {
     /// Environment for config-management plugins besides Argo CD's (`KUBECONFIG`), as the
     /// controller's: the diff and manifest endpoints render as it does.
     pub plugin_env: Vec<(String, String)>,
+    /// A namespaced install: live objects are read in `namespace` only.
+    pub namespaced: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +269,7 @@ pub async fn start(
         image_automation: false,
         application_namespaces: cfg.application_namespaces.clone(),
         plugin_env: cfg.plugin_env.clone(),
+        namespaced: cfg.namespaced,
         ..ferry_controller::Config::default()
     };
     let (ctl, ctl_tasks) = ferry_controller::Controller::watch(client.clone(), ctl_cfg)

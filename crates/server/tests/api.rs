@@ -86,6 +86,7 @@ impl Server {
             plugin_dirs: vec![],
             application_namespaces,
             plugin_env: Vec::new(),
+            namespaced: false,
         };
         let (started, serve) = ferry_server::start(client.clone(), cfg).await.unwrap();
         let admin_password = started
