@@ -3,6 +3,8 @@
 # image's user, with its environment and working directory, /dev, /proc and a fresh /tmp, in a
 # private mount namespace (all gone when the command ends), plus the environment given as
 # NAME=VALUE arguments before `--`. The network is the host's, so loopback servers are reachable.
+# SERVICEACCOUNT_DIR=DIR mounts DIR where a kubelet mounts a pod's ServiceAccount token
+# (/var/run/secrets/kubernetes.io/serviceaccount), for this process only.
 #
 #   deploy/image/run.sh ROOTFS [NAME=VALUE...] -- ferry controller --namespace argocd
 set -euo pipefail
@@ -23,6 +25,11 @@ mkdir -p "$ROOTFS/dev" "$ROOTFS/proc" "$ROOTFS/tmp"
 mount --bind /dev "$ROOTFS/dev"
 mount -t proc proc "$ROOTFS/proc"
 mount -t tmpfs -o mode=1777 tmpfs "$ROOTFS/tmp"
+if [ -n "${SERVICEACCOUNT_DIR:-}" ]; then
+  # /var/run is a link to /run inside the image; mount on the real directory.
+  mkdir -p "$ROOTFS/run/secrets/kubernetes.io/serviceaccount"
+  mount --bind -o ro "$SERVICEACCOUNT_DIR" "$ROOTFS/run/secrets/kubernetes.io/serviceaccount"
+fi
 
 USERSPEC=999:999 CWD=/home/ferry
 ENV=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/home/ferry

@@ -10,11 +10,10 @@ mod common;
 
 use common::{KillOnDrop, run, text};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_builds_offline_pushes_and_its_root_filesystem_runs_the_tools() {
@@ -59,19 +58,79 @@ async fn the_image_builds_offline_pushes_and_its_root_filesystem_runs_the_tools(
         assert!(shown.contains(tool), "{tool} missing: {shown}");
     }
 
-    controller_in_the_image(&out.path().join("rootfs"), &root).await;
+    components_in_the_image(&out.path().join("rootfs"), &root).await;
 }
 
-/// The controller inside the image, as a pod of the install's Deployment would run it.
-async fn controller_in_the_image(rootfs: &std::path::Path, root: &std::path::Path) {
+/// A ServiceAccount's token, CA and namespace in a directory, as a kubelet mounts them.
+async fn service_account_dir(
+    client: &kube::Client,
+    ns: &str,
+    sa: &str,
+    ca: &[u8],
+    dir: &std::path::Path,
+) -> PathBuf {
+    let token: Value = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_subresource(
+            "token",
+            sa,
+            &PostParams::default(),
+            &json!({ "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": { "audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600 } }),
+        )
+        .await
+        .unwrap();
+    let out = dir.join(format!("sa-{sa}"));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("token"),
+        token["status"]["token"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(out.join("ca.crt"), ca).unwrap();
+    std::fs::write(out.join("namespace"), ns).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["token", "ca.crt", "namespace"] {
+        std::fs::set_permissions(out.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    out
+}
+
+/// A container's args from the manifest, for a process on this machine: its pod name, free
+/// loopback ports instead of the pod's, and a private cache directory.
+fn container_args(objs: &serde_json::Map<String, Value>, deployment: &str) -> Vec<String> {
+    objs[deployment]["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap();
+            match a {
+                "$(POD_NAME)" => format!(
+                    "{}-0",
+                    objs[deployment]["metadata"]["name"].as_str().unwrap()
+                ),
+                a if a.starts_with("0.0.0.0:") => "127.0.0.1:0".to_string(),
+                "/home/ferry/.cache/ferry" => "/tmp/cache".to_string(),
+                a => a.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Ferry's two Deployments, as pods of the install manifest would run them: the image's root
+/// filesystem, its user, the manifest's arguments, each ServiceAccount's token where a kubelet
+/// mounts it and in-cluster configuration. Then the README's commands against them.
+async fn components_in_the_image(rootfs: &std::path::Path, root: &std::path::Path) {
     let env = ferry_testenv::shared();
     let client = env.cluster.client().await.unwrap();
+    let work = tempfile::tempdir().unwrap();
     let ns = "ferry-image";
     let manifest = String::from_utf8(
         run(
             {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
-                c.args(["install", "--namespace", ns, "--no-server"])
+                c.args(["install", "--namespace", ns])
                     .args(["--kube-version", ferry_testenv::KUBERNETES_VERSION]);
                 c
             },
@@ -86,19 +145,22 @@ async fn controller_in_the_image(rootfs: &std::path::Path, root: &std::path::Pat
         .arg(&env.cluster.kubeconfig);
     let o = run(apply, Some(&manifest));
     assert!(o.status.success(), "kubectl apply: {}", text(&o));
+    let objs: serde_json::Map<String, Value> = serde_saphyr::from_multiple::<Value>(&manifest)
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.is_object())
+        .map(|d| {
+            (
+                format!(
+                    "{}/{}",
+                    d["kind"].as_str().unwrap(),
+                    d["metadata"]["name"].as_str().unwrap()
+                ),
+                d,
+            )
+        })
+        .collect();
 
-    // What a kubelet mounts for the pod's ServiceAccount. (/var/run is a link to /run inside
-    // the image; from outside, write through /run of the root filesystem.)
-    let token: Value = Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create_subresource(
-            "token",
-            "ferry-controller",
-            &PostParams::default(),
-            &json!({ "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                "spec": { "audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600 } }),
-        )
-        .await
-        .unwrap();
     let kc: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(&env.cluster.kubeconfig).unwrap()).unwrap();
     let cluster = &kc["clusters"][0]["cluster"];
@@ -107,25 +169,73 @@ async fn controller_in_the_image(rootfs: &std::path::Path, root: &std::path::Pat
         cluster["certificate-authority-data"].as_str().unwrap(),
     )
     .unwrap();
-    let sa_dir = rootfs.join("run/secrets/kubernetes.io/serviceaccount");
-    std::fs::create_dir_all(&sa_dir).unwrap();
-    std::fs::write(
-        sa_dir.join("token"),
-        token["status"]["token"].as_str().unwrap(),
-    )
-    .unwrap();
-    std::fs::write(sa_dir.join("ca.crt"), ca).unwrap();
-    std::fs::write(sa_dir.join("namespace"), ns).unwrap();
     let server = cluster["server"].as_str().unwrap();
-    let hostport = server.trim_start_matches("https://");
-    let (host, port) = hostport.rsplit_once(':').unwrap();
+    let (host, port) = server
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .unwrap();
+    let in_image =
+        |sa_dir: &std::path::Path, args: Vec<String>, log: &std::path::Path, stdout: Stdio| {
+            KillOnDrop(
+                Command::new("bash")
+                    .arg(root.join("deploy/image/run.sh"))
+                    .arg(rootfs)
+                    .arg(format!("KUBERNETES_SERVICE_HOST={host}"))
+                    .arg(format!("KUBERNETES_SERVICE_PORT={port}"))
+                    .args(["--", "ferry"])
+                    .args(&args)
+                    .args(["--log", "info"])
+                    .env("SERVICEACCOUNT_DIR", sa_dir)
+                    .stdout(stdout)
+                    .stderr(std::fs::File::create(log).unwrap())
+                    .spawn()
+                    .unwrap(),
+            )
+        };
+    let ctl_sa = service_account_dir(&client, ns, "ferry-controller", &ca, work.path()).await;
+    let srv_sa = service_account_dir(&client, ns, "ferry-server", &ca, work.path()).await;
+    let ctl_log = work.path().join("controller.log");
+    let srv_log = work.path().join("server.log");
+    let mut ctl_args = container_args(&objs, "Deployment/ferry-controller");
+    ctl_args.extend(["--poll-seconds".to_string(), "5".to_string()]);
+    let _controller = in_image(&ctl_sa, ctl_args, &ctl_log, Stdio::null());
+    let mut server = in_image(
+        &srv_sa,
+        container_args(&objs, "Deployment/ferry-server"),
+        &srv_log,
+        Stdio::piped(),
+    );
+    let stdout = server.0.stdout.take().unwrap();
+    let (password, addr) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut password = None;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(p) = line.split("argocd-initial-admin-secret): ").nth(1) {
+                password = Some(p.trim().to_string());
+            }
+            if let Some(a) = line.strip_prefix("Serving the API on http://") {
+                return (password, a.trim().to_string());
+            }
+        }
+        (None, String::new())
+    })
+    .await
+    .unwrap();
+    assert!(
+        !addr.is_empty(),
+        "the server in the image did not start:\n{}",
+        std::fs::read_to_string(&srv_log).unwrap_or_default()
+    );
+    let password = password.expect("the server made the admin password");
 
-    // An app for it to deliver, from the test Git server over http.
+    // A repository, and the README's commands.
     let repo = "image-app";
     env.git.create_repo(repo).unwrap();
     let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("app")).unwrap();
     std::fs::write(
-        src.path().join("cm.yaml"),
+        src.path().join("app/cm.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-the-image\ndata:\n  by: ferry\n",
     )
     .unwrap();
@@ -142,57 +252,57 @@ async fn controller_in_the_image(rootfs: &std::path::Path, root: &std::path::Pat
         )
         .await
         .unwrap();
-
-    let log = rootfs.parent().unwrap().join("controller.log");
-    let _controller = KillOnDrop(
-        Command::new("bash")
-            .arg(root.join("deploy/image/run.sh"))
-            .arg(rootfs)
-            .arg(format!("KUBERNETES_SERVICE_HOST={host}"))
-            .arg(format!("KUBERNETES_SERVICE_PORT={port}"))
-            .args([
-                "--",
-                "ferry",
-                "controller",
-                "--namespace",
-                ns,
-                "--no-leader-election",
-            ])
-            .args(["--poll-seconds", "5", "--log", "info"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let ar = kube::api::ApiResource::erase::<ferry_model::Application>(&());
-    let apps: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    let app = json!({
-        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-        "metadata": { "name": "from-the-image", "namespace": ns },
-        "spec": {
-            "project": "default",
-            "source": { "repoURL": url, "path": ".", "targetRevision": "main" },
-            "destination": { "server": "https://kubernetes.default.svc", "namespace": ns },
-            "syncPolicy": { "automated": {} },
-        },
-    });
-    apps.patch(
-        "from-the-image",
-        &PatchParams::apply("test"),
-        &Patch::Apply(&app),
-    )
-    .await
-    .unwrap();
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let start = Instant::now();
-    while cms.get_opt("from-the-image").await.unwrap().is_none() {
+    let config = work.path().join("ferry-config");
+    let cli = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .env("FERRY_CONFIG", &config)
+            .env("FERRY_PASSWORD", &password)
+            .env_remove("FERRY_SERVER")
+            .env_remove("FERRY_AUTH_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the controller in the image delivered nothing:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            o.status.success(),
+            "ferry {args:?}: {}\ncontroller:\n{}\nserver:\n{}",
+            text(&o),
+            std::fs::read_to_string(&ctl_log).unwrap_or_default(),
+            std::fs::read_to_string(&srv_log).unwrap_or_default()
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        o
+    };
+    cli(&["login", &addr, "--plaintext", "--username", "admin"]);
+    cli(&[
+        "app",
+        "create",
+        "myapp",
+        "--repo",
+        &url,
+        "--path",
+        "app",
+        "--dest-name",
+        "in-cluster",
+        "--dest-namespace",
+        ns,
+        "--sync-policy",
+        "automated",
+        "--upsert",
+    ]);
+    cli(&[
+        "app",
+        "wait",
+        "myapp",
+        "--health",
+        "--sync",
+        "--timeout",
+        "120",
+    ]);
+    cli(&["app", "diff", "myapp"]);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    assert!(cms.get_opt("from-the-image").await.unwrap().is_some());
+    for log in [&ctl_log, &srv_log] {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(!text.contains("orbidden"), "{}: {text}", log.display());
     }
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!text.contains("orbidden"), "{text}");
 }
