@@ -168,6 +168,10 @@ fn probe(path: &str, port: &str, period: u32) -> Value {
     json!({ "httpGet": { "path": path, "port": port }, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": 3 })
 }
 
+fn startup_probe(port: &str) -> Value {
+    json!({ "httpGet": { "path": "/healthz", "port": port }, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 60 })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn deployment(
     a: &InstallArgs,
@@ -206,6 +210,9 @@ fn deployment(
                             { "name": "HOME", "value": "/home/ferry" },
                         ],
                         "ports": ports,
+                        // The server listens only once its caches are listed: liveness waits
+                        // for the first answer (up to five minutes on a large cluster).
+                        "startupProbe": startup_probe(probe_port),
                         "readinessProbe": probe("/readyz", probe_port, 5),
                         "livenessProbe": probe("/healthz", probe_port, 10),
                         "resources": resources,

@@ -107,12 +107,23 @@ impl Controller {
                             diff::apply_ignores(&mut p, &rules, owners.as_ref());
                             Some(p)
                         }
-                        // Cannot be predicted (e.g. its namespace does not
-                        // exist yet): show what Git has.
-                        Err(_) => {
+                        // Cannot be predicted because its namespace does not exist yet
+                        // (the sync creates it): show what Git has.
+                        Err(kube::Error::Api(e)) if e.code == 404 => {
                             let mut d = r.desired.clone();
                             diff::normalize(&mut d);
                             Some(d)
+                        }
+                        // Anything else (forbidden, invalid) would make Git's text pass for
+                        // a prediction, the API server's defaults for differences: say so.
+                        Err(e) => {
+                            return Err(format!(
+                                "{} {}/{}: cannot predict the applied object: {}",
+                                k.kind,
+                                k.namespace,
+                                k.name,
+                                sync::api_message(&e)
+                            ));
                         }
                     }
                 } else {
