@@ -130,6 +130,12 @@ pub enum Error {
     ForeignController(String),
 }
 
+/// Rendered sources kept: more than the apps one controller serves, so steady passes render
+/// nothing; past it the least recently used go first.
+const RENDER_CACHE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4096).unwrap();
+/// Compared objects kept (about ten per app).
+const COMPARE_CACHE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(65_536).unwrap();
+
 static RENDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many renders (cache misses) this process has run.
@@ -164,13 +170,16 @@ pub struct Controller {
     pub(crate) sources: ferry_source::SourceCache,
     pub(crate) tools: Result<ferry_render::RenderTools, String>,
     pub(crate) resolved: Mutex<HashMap<(String, String), (String, Instant)>>,
-    pub(crate) rendered: Mutex<HashMap<String, Arc<RenderedSource>>>,
+    /// Rendered sources by (repository, revision, path, options): least recently used first out,
+    /// so a full cache costs one re-render, not every app's at once.
+    pub(crate) rendered: Mutex<lru::LruCache<String, Arc<RenderedSource>>>,
     /// Secret-store sessions of natively served avp apps, by store identity.
     pub(crate) resolvers: secrets::Resolvers,
     /// Per app (`namespace/name`): the store values its native resolution used, which views
     /// (diff, manifests) mask wherever they appear. In memory only.
     pub(crate) secret_values: Mutex<HashMap<String, Arc<Vec<String>>>>,
-    pub(crate) compared: Mutex<HashMap<String, Vec<String>>>,
+    /// Dry-run comparisons by (object, resourceVersion, desired state, rules): bounded the same way.
+    pub(crate) compared: Mutex<lru::LruCache<String, Vec<String>>>,
     /// Per checked-out app directory: whether a render may read beyond it.
     pub(crate) dir_facts: Mutex<HashMap<(PathBuf, bool), bool>>,
     /// The Application as our last status write returned it; newer than the
@@ -314,10 +323,10 @@ impl Controller {
             local,
             sources,
             resolved: Mutex::new(HashMap::new()),
-            rendered: Mutex::new(HashMap::new()),
+            rendered: Mutex::new(lru::LruCache::new(RENDER_CACHE)),
             resolvers: secrets::Resolvers::default(),
             secret_values: Mutex::new(HashMap::new()),
-            compared: Mutex::new(HashMap::new()),
+            compared: Mutex::new(lru::LruCache::new(COMPARE_CACHE)),
             dir_facts: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             triggers: tx,

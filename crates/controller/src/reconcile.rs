@@ -781,7 +781,11 @@ impl Controller {
             job.plugins,
         );
         if !job.hard
-            && let Some(cached) = self.rendered.lock().ok().and_then(|m| m.get(&key).cloned())
+            && let Some(cached) = self
+                .rendered
+                .lock()
+                .ok()
+                .and_then(|mut m| m.get(&key).cloned())
         {
             return Ok(cached);
         }
@@ -842,10 +846,7 @@ impl Controller {
             skipped: out.skipped,
         });
         if let Ok(mut m) = self.rendered.lock() {
-            if m.len() > 2000 {
-                m.clear();
-            }
-            m.insert(key, rendered.clone());
+            m.put(key, rendered.clone());
         }
         Ok(rendered)
     }
@@ -1565,7 +1566,7 @@ impl Controller {
             .compared
             .lock()
             .ok()
-            .and_then(|m| m.get(&cache_key).cloned())
+            .and_then(|mut m| m.get(&cache_key).cloned())
         {
             return Ok(d);
         }
@@ -1591,10 +1592,7 @@ impl Controller {
         diff::apply_ignores(&mut b, &rules, owners.as_ref());
         let d = diff::differences(&a, &b);
         if let Ok(mut m) = self.compared.lock() {
-            if m.len() > 50_000 {
-                m.clear();
-            }
-            m.insert(cache_key, d.clone());
+            m.put(cache_key, d.clone());
         }
         Ok(d)
     }
@@ -1625,7 +1623,7 @@ impl Controller {
                 .and_then(Value::as_str)
                 .unwrap_or("-");
             if let Ok(mut m) = self.compared.lock() {
-                m.insert(
+                m.put(
                     compare_key(
                         &c.conn.server,
                         &r.key,
