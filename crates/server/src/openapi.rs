@@ -15,6 +15,14 @@ type Op = (
 
 const OPS: &[Op] = &[
     (
+        "get",
+        "/api/version",
+        "Ferry's version, commit and the tools it found (Argo CD's field names)",
+        &[],
+        None,
+        true,
+    ),
+    (
         "post",
         "/api/v1/session",
         "Log in: username and password for a session token",
