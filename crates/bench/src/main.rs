@@ -155,11 +155,14 @@ fn peak_rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-async fn all_synced(apps: &Api<Application>, n: usize) -> anyhow::Result<bool> {
-    let list = apps.list(&Default::default()).await?;
-    let ok = list
+/// Whether the `n` apps whose names start with `prefix` are all Synced and Healthy.
+async fn all_synced(apps: &Api<Application>, prefix: &str, n: usize) -> anyhow::Result<bool> {
+    let ok = apps
+        .list(&Default::default())
+        .await?
         .items
         .iter()
+        .filter(|a| a.metadata.name.as_deref().unwrap_or("").starts_with(prefix))
         .filter(|a| {
             let st = a.status.clone().unwrap_or_default();
             st.sync.map(|s| s.status) == Some("Synced".into())
@@ -485,7 +488,7 @@ async fn run_ferry(
             .patch(&format!("bench-{a}"), &pp, &Patch::Apply(&app))
             .await?;
     }
-    while !all_synced(&apps, n).await? {
+    while !all_synced(&apps, "bench-", n).await? {
         if t.elapsed() > Duration::from_secs(1800) {
             bail!(
                 "cold sync did not finish in 30 minutes; see {}",

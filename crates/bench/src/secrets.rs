@@ -80,22 +80,6 @@ fn manifests(a: usize, resources: usize, resolved: bool) -> Vec<(String, String)
     files
 }
 
-async fn synced(apps: &Api<Application>, prefix: &str, n: usize) -> anyhow::Result<bool> {
-    let ok = apps
-        .list(&Default::default())
-        .await?
-        .items
-        .iter()
-        .filter(|a| a.metadata.name.as_deref().unwrap_or("").starts_with(prefix))
-        .filter(|a| {
-            let st = a.status.clone().unwrap_or_default();
-            st.sync.map(|s| s.status) == Some("Synced".into())
-                && st.health.map(|h| h.status) == Some("Healthy".into())
-        })
-        .count();
-    Ok(ok == n)
-}
-
 /// Creates `n` apps named `<prefix><a>` from `repo` and waits until all are Synced and Healthy.
 #[allow(clippy::too_many_arguments)]
 async fn cold_sync(
@@ -134,7 +118,7 @@ async fn cold_sync(
             .patch(&format!("{prefix}{a}"), &pp, &Patch::Apply(&app))
             .await?;
     }
-    while !synced(&apps, prefix, n).await? {
+    while !crate::all_synced(&apps, prefix, n).await? {
         if t.elapsed() > Duration::from_secs(1800) {
             bail!(
                 "{prefix}* apps did not sync in 30 minutes; see {}",

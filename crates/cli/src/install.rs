@@ -60,18 +60,6 @@ fn default_image() -> String {
     format!("ferry:v{}", env!("CARGO_PKG_VERSION"))
 }
 
-impl Default for InstallArgs {
-    fn default() -> Self {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            args: InstallArgs,
-        }
-        Wrap::parse_from(["install"]).args
-    }
-}
-
 fn labels(component: &str) -> Value {
     json!({
         "app.kubernetes.io/name": component,

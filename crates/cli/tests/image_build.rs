@@ -9,7 +9,7 @@
 mod common;
 
 use common::{KillOnDrop, run, text};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -69,23 +69,10 @@ async fn service_account_dir(
     ca: &[u8],
     dir: &std::path::Path,
 ) -> PathBuf {
-    let token: Value = Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create_subresource(
-            "token",
-            sa,
-            &PostParams::default(),
-            &json!({ "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                "spec": { "audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600 } }),
-        )
-        .await
-        .unwrap();
+    let token = common::service_account_token(client, ns, sa).await;
     let out = dir.join(format!("sa-{sa}"));
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(
-        out.join("token"),
-        token["status"]["token"].as_str().unwrap(),
-    )
-    .unwrap();
+    std::fs::write(out.join("token"), token).unwrap();
     std::fs::write(out.join("ca.crt"), ca).unwrap();
     std::fs::write(out.join("namespace"), ns).unwrap();
     use std::os::unix::fs::PermissionsExt;

@@ -218,16 +218,7 @@ async fn service_account_kubeconfig(
     sa: &str,
     out: &Path,
 ) -> PathBuf {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let req = json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": { "audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600 },
-    });
-    let resp: Value = sas
-        .create_subresource("token", sa, &PostParams::default(), &req)
-        .await
-        .unwrap();
-    let token = resp["status"]["token"].as_str().unwrap().to_string();
+    let token = common::service_account_token(client, ns, sa).await;
     let mut kc: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(admin_kubeconfig).unwrap()).unwrap();
     for u in kc["users"].as_array_mut().unwrap() {
@@ -310,12 +301,7 @@ async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
         .stdout,
     )
     .unwrap();
-    let kubectl = ferry_render::RenderTools::locate()
-        .unwrap()
-        .kustomize
-        .parent()
-        .unwrap()
-        .join("kubectl");
+    let kubectl = env.tools.kubectl.clone();
     kubectl_apply(&kubectl, &env.cluster.kubeconfig, &manifest).await;
 
     let ctl_kc = service_account_kubeconfig(
@@ -687,22 +673,14 @@ async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
     assert!(ctl_text.contains(&format!("upgraded CRD crd={old_crd}")));
 
     // Probes: the controller serves them beside its metrics, the server beside its API.
-    let metrics_addr = std::fs::read_to_string(&ctl_log)
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.split("serving metrics local=")
-                .nth(1)
-                .map(|a| a.trim().to_string())
-        })
-        .expect("the controller logs its metrics address");
+    let ctl_metrics = metrics_addr(&ctl_log).expect("the controller logs its metrics address");
     let http = reqwest::Client::new();
     let status = |url: String| {
         let http = http.clone();
         async move { http.get(url).send().await.unwrap().status().as_u16() }
     };
-    assert_eq!(status(format!("http://{metrics_addr}/healthz")).await, 200);
-    assert_eq!(status(format!("http://{metrics_addr}/readyz")).await, 200);
+    assert_eq!(status(format!("http://{ctl_metrics}/healthz")).await, 200);
+    assert_eq!(status(format!("http://{ctl_metrics}/readyz")).await, 200);
     assert_eq!(status(format!("http://{addr}/healthz")).await, 200);
     assert_eq!(status(format!("http://{addr}/readyz")).await, 200);
     // A replica whose caches cannot list (an identity without any permission) is alive but
@@ -752,13 +730,7 @@ async fn ferry_delivers_under_the_identity_the_install_manifest_gives_it() {
         &[nobody_log.as_path()],
         || {
             let log = nobody_log.clone();
-            async move {
-                std::fs::read_to_string(&log).ok()?.lines().find_map(|l| {
-                    l.split("serving metrics local=")
-                        .nth(1)
-                        .map(|a| a.trim().to_string())
-                })
-            }
+            async move { metrics_addr(&log) }
         },
     )
     .await;
@@ -786,12 +758,7 @@ async fn a_namespaced_install_delivers_in_its_namespace_and_refuses_others_by_na
     let client = env.cluster.client().await.unwrap();
     let work = tempfile::tempdir().unwrap();
     let ns = "ferry-ns";
-    let kubectl = ferry_render::RenderTools::locate()
-        .unwrap()
-        .kustomize
-        .parent()
-        .unwrap()
-        .join("kubectl");
+    let kubectl = env.tools.kubectl.clone();
     let apply = |yaml: &str| {
         let mut cmd = Command::new(&kubectl);
         cmd.args(["apply", "-f", "-", "--kubeconfig"])
@@ -962,4 +929,13 @@ async fn kubectl_apply(kubectl: &Path, kubeconfig: &Path, yaml: &str) {
         assert!(attempt < 10, "kubectl apply: {}", text(&o));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The metrics (and probe) address a controller logged at start.
+fn metrics_addr(log: &Path) -> Option<String> {
+    std::fs::read_to_string(log).ok()?.lines().find_map(|l| {
+        l.split("serving metrics local=")
+            .nth(1)
+            .map(|a| a.trim().to_string())
+    })
 }

@@ -88,12 +88,7 @@ async fn an_argo_cd_cluster_is_taken_over_with_no_writes_and_rollback_works() {
     let env = ferry_testenv::shared();
     let client = env.cluster.client().await.unwrap();
     let work = tempfile::tempdir().unwrap();
-    let kubectl = ferry_render::RenderTools::locate()
-        .unwrap()
-        .kustomize
-        .parent()
-        .unwrap()
-        .join("kubectl");
+    let kubectl = env.tools.kubectl.clone();
     let kubectl_apply = |args: &[&str], input: &str| {
         let mut c = Command::new(&kubectl);
         c.args(args)

@@ -7,7 +7,8 @@ use ferry_model::Application;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
+use std::borrow::Cow;
 
 pub const OPERATION_STARTED: &str = "OperationStarted";
 pub const OPERATION_COMPLETED: &str = "OperationCompleted";
@@ -22,7 +23,8 @@ pub const MAX_NAMED: usize = 20;
 
 pub struct AppEvent {
     pub warning: bool,
-    pub reason: &'static str,
+    /// Ours are constants; a condition's reason is whatever the condition says.
+    pub reason: Cow<'static, str>,
     pub message: String,
 }
 
@@ -30,41 +32,39 @@ impl AppEvent {
     pub fn normal(reason: &'static str, message: String) -> AppEvent {
         AppEvent {
             warning: false,
-            reason,
+            reason: reason.into(),
             message,
         }
     }
     pub fn warning(reason: &'static str, message: String) -> AppEvent {
         AppEvent {
             warning: true,
-            reason,
+            reason: reason.into(),
             message,
         }
     }
 }
 
-/// The Event object for `e` on `app` (pure; [`emit`] writes it).
-pub fn event(app: &Application, e: &AppEvent, now: k8s_openapi::jiff::Timestamp) -> Event {
-    let dest = &app.spec.destination;
+/// The Event for `e` on the object `involved` (apiVersion, kind, namespace, name, uid), as
+/// Argo CD writes them: a new object per event, never aggregated (pure; [`emit_for`] writes it).
+fn event(
+    involved: &Value,
+    annotations: &Value,
+    component: &str,
+    e: &AppEvent,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Event {
     serde_json::from_value(json!({
         "metadata": {
-            // Argo CD's naming: unique per event, never aggregated.
-            "name": format!("{}.{:x}", app.name_any(), now.as_nanosecond()),
-            "namespace": app.namespace().unwrap_or_default(),
-            "annotations": {
-                "dest-server": dest.server.clone().unwrap_or_default(),
-                "dest-namespace": dest.namespace.clone().unwrap_or_default(),
-            },
+            "name": format!("{}.{:x}", involved["name"].as_str().unwrap_or_default(), now.as_nanosecond()),
+            "namespace": involved["namespace"],
+            "annotations": annotations,
         },
-        "involvedObject": {
-            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-            "name": app.name_any(), "namespace": app.namespace().unwrap_or_default(),
-            "uid": app.uid().unwrap_or_default(), "resourceVersion": app.resource_version().unwrap_or_default(),
-        },
+        "involvedObject": involved,
         "reason": e.reason,
         "message": e.message,
         "type": if e.warning { "Warning" } else { "Normal" },
-        "source": { "component": COMPONENT },
+        "source": { "component": component },
         "firstTimestamp": now.to_string(),
         "lastTimestamp": now.to_string(),
         "count": 1,
@@ -72,12 +72,29 @@ pub fn event(app: &Application, e: &AppEvent, now: k8s_openapi::jiff::Timestamp)
     .unwrap_or_default()
 }
 
-/// Writes `events` on another object (KubeVela's Application, Flux's image objects) in the
-/// background: `involved` is its apiVersion, kind, namespace, name and uid; `component` the
-/// controller it speaks for.
+/// Writes `events` on an Application in the background, in order, with the destination in
+/// the annotations as Argo CD's controller does.
+pub fn emit(client: &Client, app: &Application, events: Vec<AppEvent>) {
+    let dest = &app.spec.destination;
+    let involved = json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "name": app.name_any(), "namespace": app.namespace().unwrap_or_default(),
+        "uid": app.uid().unwrap_or_default(), "resourceVersion": app.resource_version().unwrap_or_default(),
+    });
+    let annotations = json!({
+        "dest-server": dest.server.clone().unwrap_or_default(),
+        "dest-namespace": dest.namespace.clone().unwrap_or_default(),
+    });
+    emit_for(client, involved, annotations, COMPONENT, events);
+}
+
+/// Writes `events` on any object (an Application, KubeVela's Application, Flux's image objects)
+/// in the background, in order: `involved` is its apiVersion, kind, namespace, name and uid;
+/// `component` the controller it speaks for.
 pub fn emit_for(
     client: &Client,
-    involved: serde_json::Value,
+    involved: Value,
+    annotations: Value,
     component: &'static str,
     events: Vec<AppEvent>,
 ) {
@@ -88,27 +105,20 @@ pub fn emit_for(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let name = involved["name"].as_str().unwrap_or_default().to_string();
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
     tokio::spawn(async move {
         for e in events {
-            let now = k8s_openapi::jiff::Timestamp::now();
-            let ev: Event = serde_json::from_value(json!({
-                "metadata": { "name": format!("{name}.{:x}", now.as_nanosecond()), "namespace": ns },
-                "involvedObject": involved,
-                "reason": e.reason,
-                "message": e.message,
-                "type": if e.warning { "Warning" } else { "Normal" },
-                "source": { "component": component },
-                "firstTimestamp": now.to_string(),
-                "lastTimestamp": now.to_string(),
-                "count": 1,
-            }))
-            .unwrap_or_default();
-            tracing::info!(kind = %involved["kind"], namespace = %ns, name = %name,
-                reason = e.reason, message = %e.message, "event");
+            let ev = event(
+                &involved,
+                &annotations,
+                component,
+                &e,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            tracing::info!(kind = %involved["kind"], namespace = %ns, name = %involved["name"],
+                reason = %e.reason, message = %e.message, "event");
             if let Err(err) = api.create(&PostParams::default(), &ev).await {
-                tracing::warn!(name = %name, error = %err, "could not write an event");
+                tracing::warn!(name = %involved["name"], error = %err, "could not write an event");
             }
         }
     });
@@ -116,14 +126,14 @@ pub fn emit_for(
 
 /// Events for a KubeVela Application whose status went from `old` to `new`, in vela-core's
 /// reasons: the workflow's phase, and each condition that turned false.
-pub fn oam_status_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<AppEvent> {
+pub fn oam_status_changes(old: &Value, new: &Value) -> Vec<AppEvent> {
     let mut out = Vec::new();
-    let phase = |v: &serde_json::Value| v["status"].as_str().unwrap_or_default().to_string();
+    let phase = |v: &Value| v["status"].as_str().unwrap_or_default().to_string();
     let (was, now) = (phase(old), phase(new));
     if was != now && !now.is_empty() {
         out.push(if now == "running" {
             AppEvent::normal("Deployed", "Deployed successfully".into())
-        } else if now.contains("Failed") || now == "workflowFailed" {
+        } else if now.contains("Failed") {
             AppEvent::warning("FailedWorkflow", format!("workflow phase {now}"))
         } else {
             AppEvent::normal("PhaseChanged", format!("Application phase {was} -> {now}"))
@@ -134,7 +144,7 @@ pub fn oam_status_changes(old: &serde_json::Value, new: &serde_json::Value) -> V
 }
 
 /// A Warning for each condition that is False in `new` with a message it did not have before.
-fn false_conditions(old: &serde_json::Value, new: &serde_json::Value) -> Vec<AppEvent> {
+fn false_conditions(old: &Value, new: &Value) -> Vec<AppEvent> {
     let empty = Vec::new();
     let before = old["conditions"].as_array().unwrap_or(&empty);
     new["conditions"]
@@ -149,35 +159,19 @@ fn false_conditions(old: &serde_json::Value, new: &serde_json::Value) -> Vec<App
         })
         .map(|c| AppEvent {
             warning: true,
-            reason: leak_reason(c["reason"].as_str().unwrap_or("Failed")),
+            reason: Cow::Owned(c["reason"].as_str().unwrap_or("Failed").to_string()),
             message: c["message"].as_str().unwrap_or_default().to_string(),
         })
         .collect()
 }
 
-/// Reasons are a small fixed set; keep them `'static` without allocating per event.
-fn leak_reason(r: &str) -> &'static str {
-    static SEEN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = seen.iter().find(|s| **s == r) {
-        return s;
-    }
-    let s: &'static str = Box::leak(r.to_string().into_boxed_str());
-    seen.push(s);
-    s
-}
-
 /// Events for a Flux image object whose status went from `old` to `new`, in Flux's words: a
 /// policy's newly chosen tag, an automation's pushed commit, and Ready turning false.
-pub fn image_status_changes(
-    kind: &str,
-    old: &serde_json::Value,
-    new: &serde_json::Value,
-) -> Vec<AppEvent> {
+pub fn image_status_changes(kind: &str, old: &Value, new: &Value) -> Vec<AppEvent> {
     let mut out = Vec::new();
     match kind {
         "ImagePolicy" => {
-            let tag = |v: &serde_json::Value| v["latestRef"]["tag"].as_str().map(str::to_string);
+            let tag = |v: &Value| v["latestRef"]["tag"].as_str().map(str::to_string);
             if let (Some(now), image) = (
                 tag(new),
                 new["latestRef"]["name"].as_str().unwrap_or_default(),
@@ -196,7 +190,7 @@ pub fn image_status_changes(
             }
         }
         "ImageUpdateAutomation" => {
-            let commit = |v: &serde_json::Value| v["lastPushCommit"].as_str().map(str::to_string);
+            let commit = |v: &Value| v["lastPushCommit"].as_str().map(str::to_string);
             if let Some(now) = commit(new)
                 && commit(old).as_deref() != Some(now.as_str())
             {
@@ -213,25 +207,6 @@ pub fn image_status_changes(
     }
     out.extend(false_conditions(old, new));
     out
-}
-
-/// Writes `events` on `app` in the background, in order.
-pub fn emit(client: &Client, app: &Application, events: Vec<AppEvent>) {
-    if events.is_empty() {
-        return;
-    }
-    let api: Api<Event> = Api::namespaced(client.clone(), &app.namespace().unwrap_or_default());
-    let app = app.clone();
-    tokio::spawn(async move {
-        for e in events {
-            let ev = event(&app, &e, k8s_openapi::jiff::Timestamp::now());
-            tracing::info!(app = %app.name_any(), namespace = %app.namespace().unwrap_or_default(),
-                reason = e.reason, message = %e.message, "event");
-            if let Err(err) = api.create(&PostParams::default(), &ev).await {
-                tracing::warn!(app = %app.name_any(), error = %err, "could not write an event");
-            }
-        }
-    });
 }
 
 /// Argo CD's messages for status changes (an empty old value prints empty, as Argo CD's does).
@@ -382,7 +357,7 @@ mod tests {
             &json!({"status": "running"}),
         );
         assert_eq!(
-            (e[0].reason, e[0].message.as_str()),
+            (e[0].reason.as_ref(), e[0].message.as_str()),
             ("Deployed", "Deployed successfully")
         );
         let failed = json!({"status": "running", "conditions": [

@@ -943,7 +943,13 @@ impl Images {
                     "apiVersion": K::api_version(&()), "kind": kind, "namespace": ns, "name": name,
                     "uid": written.meta().uid,
                 });
-                crate::events::emit_for(&self.client, involved, "ferry-image-automation", events);
+                crate::events::emit_for(
+                    &self.client,
+                    involved,
+                    serde_json::json!({}),
+                    "ferry-image-automation",
+                    events,
+                );
                 true
             }
         }

@@ -2024,6 +2024,7 @@ impl Oam {
                 crate::events::emit_for(
                     &self.ctl.client,
                     involved,
+                    json!({}),
                     "ferry-kubevela",
                     crate::events::oam_status_changes(old, &new),
                 );

@@ -14,9 +14,11 @@ pub trait Backend: Send + Sync {
     /// `AVP_TYPE`'s value for it (`vault`, `kubernetessecret`, `sops`).
     fn name(&self) -> &'static str;
 
-    /// Authenticates (a no-op for stores that need none). Called before the first read and again
-    /// when the store says the session has ended.
-    fn login(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Authenticates. Called before the first read and again when the store says the session
+    /// has ended; stores that need no login keep this default.
+    fn login(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// The secret at `r.path` (its `version`, where the store keeps versions): key → value.
     /// Errors are messages that name the store, the path and what it answered.

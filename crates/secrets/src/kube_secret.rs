@@ -31,10 +31,6 @@ impl Backend for KubeSecret {
         "kubernetessecret"
     }
 
-    fn login(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
-
     fn get_secrets<'a>(
         &'a self,
         r: &'a SecretRef,

@@ -264,9 +264,6 @@ mod tests {
         fn name(&self) -> &'static str {
             "slow"
         }
-        fn login(&self) -> BoxFuture<'_, Result<(), String>> {
-            Box::pin(async { Ok(()) })
-        }
         fn get_secrets<'a>(
             &'a self,
             r: &'a SecretRef,

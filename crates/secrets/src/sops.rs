@@ -29,10 +29,6 @@ impl Backend for Sops {
         "sops"
     }
 
-    fn login(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
-
     fn get_secrets<'a>(
         &'a self,
         r: &'a SecretRef,

@@ -155,3 +155,18 @@ pub fn cli(config: &std::path::Path, password: &str, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// A token for ServiceAccount `sa` in `ns` from the API server (TokenRequest, an hour long):
+/// what a kubelet mounts into the ServiceAccount's pods.
+pub async fn service_account_token(client: &kube::Client, ns: &str, sa: &str) -> String {
+    let req = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": { "audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600 },
+    });
+    let resp: serde_json::Value =
+        kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), ns)
+            .create_subresource("token", sa, &Default::default(), &req)
+            .await
+            .unwrap();
+    resp["status"]["token"].as_str().unwrap().to_string()
+}
