@@ -747,6 +747,25 @@ async fn a_manual_sync_with_retry_is_retried_with_backoff_until_the_limit() {
     .await;
     h.wait_app("retry", "compared", |a| sync_status(a) == "OutOfSync")
         .await;
+    // The pending-retry state lasts one backoff (a second): watch every state the app goes
+    // through rather than poll for it, so a slow machine cannot step over it.
+    let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::<ferry_model::Application>::new()));
+    let _watch = {
+        use futures::StreamExt;
+        let states = states.clone();
+        let stream = kube::runtime::watcher(
+            h.apps(),
+            kube::runtime::watcher::Config::default().fields("metadata.name=retry"),
+        );
+        AbortOnDrop(tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                if let Ok(kube::runtime::watcher::Event::Apply(a)) = ev {
+                    states.lock().unwrap().push(a);
+                }
+            }
+        }))
+    };
     let patch = json!({ "operation": {
         "sync": { "revision": "main" },
         "initiatedBy": { "username": "test" },
@@ -757,13 +776,23 @@ async fn a_manual_sync_with_retry_is_retried_with_backoff_until_the_limit() {
         .await
         .unwrap();
     let retrying = h
-        .wait_app("retry", "a retry pending", |a| {
-            a.status
-                .as_ref()
-                .and_then(|s| s.operation_state.as_ref())
-                .is_some_and(|o| {
-                    o.phase == "Running" && o.message.starts_with("Retrying attempt #1")
-                })
+        .eventually("a retry pending", || {
+            let states = states.clone();
+            async move {
+                states
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|a| {
+                        a.status
+                            .as_ref()
+                            .and_then(|s| s.operation_state.as_ref())
+                            .is_some_and(|o| {
+                                o.phase == "Running" && o.message.starts_with("Retrying attempt #1")
+                            })
+                    })
+                    .cloned()
+            }
         })
         .await;
     assert!(
@@ -1005,4 +1034,12 @@ async fn argocd_cm_exclusions_and_aggregated_roles() {
     a_few_passes().await;
     let a = h.apps().get("exclude").await.unwrap();
     assert_eq!(sync_status(&a), "Synced", "{}", conditions(&a));
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
