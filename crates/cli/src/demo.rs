@@ -189,6 +189,8 @@ pub async fn start(env: &TestEnv, examples: &Path) -> anyhow::Result<Demo> {
             application_namespaces: Vec::new(),
             plugin_env: Vec::new(),
             namespaced: false,
+            // Loopback only, opened in the browser of the same machine.
+            tls: ferry_server::tls::TlsMode::Off,
         },
     )
     .await

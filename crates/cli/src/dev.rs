@@ -165,6 +165,9 @@ fn print_demo_help(env: &TestEnv, demo: &crate::demo::Demo) {
         "  KUBECONFIG={kubeconfig} {kubectl} -n argocd get imagepolicies,imageupdateautomations"
     );
     println!();
+    println!("Or in the browser, Ferry's web UI (log in as admin):");
+    println!("  http://{}/applications", demo.api);
+    println!();
     println!("Or through Ferry's API and CLI:");
     match demo.admin_password.as_deref() {
         Some(p) => println!(

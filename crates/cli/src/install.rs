@@ -152,12 +152,21 @@ fn writable_volumes() -> (Value, Value) {
     )
 }
 
+/// `port` named `https` is probed over HTTPS (the kubelet does not verify the certificate).
+fn http_get(path: &str, port: &str) -> Value {
+    if port == "https" {
+        json!({ "path": path, "port": port, "scheme": "HTTPS" })
+    } else {
+        json!({ "path": path, "port": port })
+    }
+}
+
 fn probe(path: &str, port: &str, period: u32) -> Value {
-    json!({ "httpGet": { "path": path, "port": port }, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": 3 })
+    json!({ "httpGet": http_get(path, port), "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": 3 })
 }
 
 fn startup_probe(port: &str) -> Value {
-    json!({ "httpGet": { "path": "/healthz", "port": port }, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 60 })
+    json!({ "httpGet": http_get("/healthz", port), "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 60 })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -366,14 +375,16 @@ pub fn objects(a: &InstallArgs) -> Vec<Value> {
             SERVER,
             a.server_replicas,
             server_args,
+            // HTTPS with the certificate of Secret argocd-server-tls, else a self-signed one,
+            // as Argo CD's server; `--insecure` in the args serves plain HTTP behind a proxy.
             json!([
-                { "name": "http", "containerPort": 8080, "protocol": "TCP" },
+                { "name": "https", "containerPort": 8080, "protocol": "TCP" },
                 { "name": "metrics", "containerPort": 8083, "protocol": "TCP" },
             ]),
-            "http",
+            "https",
             json!({ "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "memory": "512Mi" } }),
         ));
-        out.push(service(ns, SERVER, SERVER, 80, "http"));
+        out.push(service(ns, SERVER, SERVER, 443, "https"));
         out.push(service(ns, "ferry-server-metrics", SERVER, 8083, "metrics"));
     }
     out

@@ -25,6 +25,12 @@ pub struct LoginArgs {
     /// Accepted so argocd command lines work; ferry does not probe TLS first.
     #[arg(long, hide = true)]
     skip_test_tls: bool,
+    /// Log in through the server's single sign-on provider (oidc.config), in a browser
+    #[arg(long)]
+    sso: bool,
+    /// Port of the local callback the provider redirects the browser to
+    #[arg(long, default_value_t = 8085)]
+    sso_port: u16,
     #[command(flatten)]
     opts: ClientOpts,
 }
@@ -79,6 +85,29 @@ pub async fn login(args: LoginArgs) -> Result<()> {
         bail!("empty server address: run `ferry login host:port`");
     }
     let plaintext = scheme_plain.unwrap_or(args.opts.plaintext);
+    let target = crate::client::Target {
+        server: server.clone(),
+        plaintext,
+        insecure: args.opts.insecure,
+        token: None,
+        context: None,
+    };
+    if args.sso {
+        let client = Client::new(&target)?;
+        let (token, who) = crate::sso::login(&client, args.sso_port).await?;
+        let name = args.name.unwrap_or_else(|| server.clone());
+        cfg.upsert(Context {
+            name: name.clone(),
+            server,
+            token: Some(token),
+            plaintext,
+            insecure: args.opts.insecure,
+        });
+        cfg.save(&path)?;
+        println!("'{who}' logged in successfully");
+        println!("Context '{name}' updated");
+        return Ok(());
+    }
     let username = match args.username {
         Some(u) => u,
         None if output::stdin_is_terminal() => {
@@ -90,13 +119,6 @@ pub async fn login(args: LoginArgs) -> Result<()> {
     let password = match args.password {
         Some(p) => p,
         None => read_secret("Password: ", "--password (or FERRY_PASSWORD)")?,
-    };
-    let target = crate::client::Target {
-        server: server.clone(),
-        plaintext,
-        insecure: args.opts.insecure,
-        token: None,
-        context: None,
     };
     let token = session(&Client::new(&target)?, &username, &password).await?;
     let name = args.name.unwrap_or_else(|| server.clone());

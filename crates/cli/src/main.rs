@@ -14,6 +14,7 @@ mod output;
 mod proj;
 mod render;
 mod server;
+mod sso;
 mod vela;
 mod version;
 

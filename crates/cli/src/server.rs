@@ -33,6 +33,16 @@ pub struct ServerArgs {
     /// no ClusterRoles).
     #[arg(long)]
     namespaced: bool,
+    /// Serve plain HTTP (behind a proxy that terminates TLS), as argocd-server --insecure.
+    #[arg(long)]
+    insecure: bool,
+    /// PEM certificate chain to serve (default: Secret argocd-server-tls, else a self-signed
+    /// certificate made at start).
+    #[arg(long, requires = "tls_key_file", conflicts_with = "insecure")]
+    tls_cert_file: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -48,6 +58,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         application_namespaces: args.application_namespaces,
         plugin_env: crate::controller::plugin_env(args.kubeconfig.as_deref()),
         namespaced: args.namespaced,
+        tls: match (args.insecure, args.tls_cert_file, args.tls_key_file) {
+            (true, _, _) => ferry_server::tls::TlsMode::Off,
+            (false, Some(cert), Some(key)) => ferry_server::tls::TlsMode::Files { cert, key },
+            _ => ferry_server::tls::TlsMode::Auto,
+        },
     };
     let (started, serve) = ferry_server::start(client, cfg)
         .await
@@ -57,7 +72,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         // in the Secret argocd-initial-admin-secret until deleted.
         println!("Initial admin password (also in Secret argocd-initial-admin-secret): {p}");
     }
-    println!("Serving the API on http://{}", started.addr);
+    let how = match started.tls {
+        None => " (plain HTTP: --insecure)",
+        Some(ferry_server::tls::CertSource::SelfSigned) => {
+            " (self-signed certificate: `ferry login --insecure`)"
+        }
+        Some(ferry_server::tls::CertSource::Secret) => " (certificate of Secret argocd-server-tls)",
+        Some(ferry_server::tls::CertSource::Files) => "",
+    };
+    println!("Serving the API on {}", started.url());
+    println!("The web UI is at {}/applications{how}", started.url());
     if let Some(m) = started.metrics_addr {
         println!("Serving metrics on http://{m}/metrics");
     }

@@ -141,6 +141,7 @@ async fn seed_002_command_line_creates_an_app_that_syncs() {
         Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args([
                 "server",
+                "--insecure",
                 "--namespace",
                 &ns,
                 "--listen",

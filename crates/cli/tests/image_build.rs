@@ -201,7 +201,7 @@ async fn components_in_the_image(rootfs: &std::path::Path, root: &std::path::Pat
             if let Some(p) = line.split("argocd-initial-admin-secret): ").nth(1) {
                 password = Some(p.trim().to_string());
             }
-            if let Some(a) = line.strip_prefix("Serving the API on http://") {
+            if let Some(a) = line.strip_prefix("Serving the API on https://") {
                 return (password, a.trim().to_string());
             }
         }
@@ -259,7 +259,7 @@ async fn components_in_the_image(rootfs: &std::path::Path, root: &std::path::Pat
         );
         o
     };
-    cli(&["login", &addr, "--plaintext", "--username", "admin"]);
+    cli(&["login", &addr, "--insecure", "--username", "admin"]);
     cli(&[
         "app",
         "create",

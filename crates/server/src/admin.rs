@@ -21,12 +21,32 @@ use std::time::Duration;
 // ---- session and accounts ----------------------------------------------
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LoginBody {
+    #[serde(default)]
     username: String,
+    #[serde(default)]
     password: String,
+    /// `ferry login --sso`: an ID token from the identity provider, exchanged for a session.
+    #[serde(default)]
+    id_token: Option<String>,
 }
 
 pub async fn login(State(st): St, Json(b): Json<LoginBody>) -> ApiResult<Json<Value>> {
+    if let Some(id_token) = b.id_token.as_deref().filter(|t| !t.is_empty()) {
+        let token = crate::oidc::session_from_id_token(&st, id_token).await?;
+        return Ok(Json(json!({ "token": token })));
+    }
+    Ok(Json(json!({ "token": password_login(&st, b.username, b.password).await? })))
+}
+
+/// A local account's username and password → session token, with argon2 bounded and off the
+/// async workers. Shared by the API and the UI's login form.
+pub async fn password_login(
+    st: &std::sync::Arc<AppState>,
+    username: String,
+    password: String,
+) -> ApiResult<String> {
     // Each check hashes with argon2 (memory-hard on purpose): bound how many
     // run at once so a flood of logins cannot exhaust memory.
     let _slot = st.login_slots.try_acquire().map_err(|_| {
@@ -37,11 +57,22 @@ pub async fn login(State(st): St, Json(b): Json<LoginBody>) -> ApiResult<Json<Va
     })?;
     let st2 = st.clone();
     // argon2 is deliberately slow: keep it off the async workers.
-    let token =
-        tokio::task::spawn_blocking(move || auth::login(&st2.settings, &b.username, &b.password))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
-    Ok(Json(json!({ "token": token })))
+    tokio::task::spawn_blocking(move || auth::login(&st2.settings, &username, &password))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+/// `GET /api/v1/settings`, public as Argo CD's: what a login screen or `ferry login --sso`
+/// needs to know, and nothing secret.
+pub async fn public_settings(State(st): St) -> Json<Value> {
+    let oidc = crate::oidc::config(&st.settings).ok().flatten().map(|c| {
+        json!({
+            "name": c.name, "issuer": c.issuer, "clientID": c.client_id,
+            "cliClientID": c.cli_client_id, "scopes": c.scopes(),
+        })
+    });
+    let url = st.settings.config().get("url").cloned();
+    Json(json!({ "url": url, "oidcConfig": oidc }))
 }
 
 pub async fn userinfo(p: Principal) -> Json<Value> {

@@ -30,30 +30,63 @@ pub struct AppState {
     pub webhook_bucket: Mutex<(f64, Instant)>,
     /// Concurrent password checks allowed.
     pub login_slots: tokio::sync::Semaphore,
+    /// Single sign-on: the provider's discovery and keys, fetched on first use.
+    pub oidc: crate::oidc::Oidc,
+    /// Session cookies are `Secure` when served over HTTPS.
+    pub secure_cookies: bool,
+    /// A namespaced install: objects are listed in `ns` only.
+    pub namespaced: bool,
 }
 
 pub type St = State<Arc<AppState>>;
+
+/// How a request carries its session: an API client's bearer token, or a browser's cookie.
+pub enum Credential {
+    Bearer(String),
+    Cookie(String),
+}
+
+impl Credential {
+    pub fn of(headers: &axum::http::HeaderMap) -> Option<Credential> {
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        if let Some(t) = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            return Some(Credential::Bearer(t.to_string()));
+        }
+        crate::ui::session_cookie(headers).map(Credential::Cookie)
+    }
+
+    pub fn token(&self) -> &str {
+        match self {
+            Credential::Bearer(t) | Credential::Cookie(t) => t,
+        }
+    }
+}
 
 impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> ApiResult<Principal> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default();
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthenticated(
-                    "no token: log in with `ferry login` or send Authorization: Bearer <token>",
-                )
-            })?;
-        auth::authenticate(&st.settings, &|p| st.ctl.app_project(p), token)
+        let cred = Credential::of(&parts.headers).ok_or_else(|| {
+            ApiError::unauthenticated(
+                "no token: log in with `ferry login` or send Authorization: Bearer <token>",
+            )
+        })?;
+        // A browser sends its cookie along with requests other sites make it send: a change
+        // made with the cookie must also carry the token only Ferry's own pages know.
+        if let Credential::Cookie(session) = &cred
+            && !parts.method.is_safe()
+        {
+            crate::ui::check_csrf(&st.settings, &parts.headers, session)?;
+        }
+        auth::authenticate(&st.settings, &|p| st.ctl.app_project(p), cred.token())
     }
 }
 
@@ -970,16 +1003,9 @@ pub async fn stream_apps(
     headers: axum::http::HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let token = Credential::of(&headers)
+        .map(|c| c.token().to_string())
+        .unwrap_or_default();
     let rx = st.ctl.subscribe();
     let st2 = st.clone();
     let stream = tokio_stream_from(rx)

@@ -27,6 +27,12 @@ pub struct Claims {
     pub exp: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// Single sign-on sessions: the identity provider's issuer. Their subject is no local
+    /// account, and their groups come from the provider's `groups` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// An authenticated caller.
@@ -70,6 +76,26 @@ fn signing_key(settings: &Settings) -> ApiResult<Vec<u8>> {
 }
 
 pub fn issue(settings: &Settings, sub: &str, ttl: Option<Duration>) -> ApiResult<(String, Claims)> {
+    issue_with(settings, sub, ttl, None, Vec::new())
+}
+
+/// A session for someone the identity provider `sso` vouched for, with its groups.
+pub fn issue_sso(
+    settings: &Settings,
+    sub: &str,
+    sso: &str,
+    groups: Vec<String>,
+) -> ApiResult<String> {
+    Ok(issue_with(settings, sub, Some(SESSION_TTL), Some(sso.to_string()), groups)?.0)
+}
+
+fn issue_with(
+    settings: &Settings,
+    sub: &str,
+    ttl: Option<Duration>,
+    sso: Option<String>,
+    groups: Vec<String>,
+) -> ApiResult<(String, Claims)> {
     let key = signing_key(settings)?;
     let iat = now_secs();
     let mut id = [0u8; 16];
@@ -80,6 +106,8 @@ pub fn issue(settings: &Settings, sub: &str, ttl: Option<Duration>) -> ApiResult
         iat,
         exp: ttl.map(|t| iat + t.as_secs() as i64),
         jti: Some(id.iter().map(|b| format!("{b:02x}")).collect()),
+        sso,
+        groups,
     };
     let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -88,6 +116,23 @@ pub fn issue(settings: &Settings, sub: &str, ttl: Option<Duration>) -> ApiResult
     )
     .map_err(|e| ApiError::internal(format!("signing a token: {e}")))?;
     Ok((token, claims))
+}
+
+/// The CSRF token of a browser session: bound to its session token, so a page of another
+/// site can neither read nor guess it.
+pub fn csrf_token(settings: &Settings, session: &str) -> ApiResult<String> {
+    use hmac::{Hmac, Mac};
+    let key = signing_key(settings)?;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key)
+        .map_err(|e| ApiError::internal(format!("csrf key: {e}")))?;
+    mac.update(b"ferry-csrf\0");
+    mac.update(session.as_bytes());
+    Ok(mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn decode(settings: &Settings, token: &str) -> ApiResult<Claims> {
@@ -153,6 +198,20 @@ pub fn authenticate(
                 role.policies.clone(),
                 role.groups.clone(),
             )),
+            policy: Default::default(),
+        });
+    }
+    if c.sso.is_some() {
+        // The provider's configuration may have gone since: SSO sessions end with it.
+        if crate::oidc::configured_issuer(settings).as_deref() != c.sso.as_deref() {
+            return Err(ApiError::unauthenticated(
+                "single sign-on is no longer configured for this session's provider: log in again",
+            ));
+        }
+        return Ok(Principal {
+            subject: c.sub.clone(),
+            groups: c.groups.clone(),
+            project_role: None,
             policy: Default::default(),
         });
     }

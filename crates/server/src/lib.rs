@@ -16,7 +16,10 @@ mod oam;
 pub mod openapi;
 pub mod rbac;
 mod settings;
+pub mod tls;
 mod tree;
+mod ui;
+mod oidc;
 pub mod version;
 pub mod webhook;
 
@@ -51,6 +54,8 @@ pub struct ServerConfig {
     pub plugin_env: Vec<(String, String)>,
     /// A namespaced install: live objects are read in `namespace` only.
     pub namespaced: bool,
+    /// HTTPS (the default) or plain HTTP.
+    pub tls: tls::TlsMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +77,16 @@ pub struct Started {
     pub metrics_addr: Option<SocketAddr>,
     /// The admin password when this start generated it (print it once).
     pub initial_admin_password: Option<String>,
+    /// Where the HTTPS certificate came from; none when serving plain HTTP.
+    pub tls: Option<tls::CertSource>,
+}
+
+impl Started {
+    /// The URL the API and the UI answer on.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
 }
 
 async fn track(State(st): State<Arc<api::AppState>>, req: Request, next: Next) -> Response {
@@ -186,7 +201,10 @@ fn router(state: Arc<api::AppState>) -> Router {
             "/api/webhook",
             post(hooks::receive).layer(DefaultBodyLimit::max(1024 * 1024)),
         )
+        .route("/api/v1/settings", get(admin::public_settings))
+        .merge(ui::router())
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
+        .layer(axum::middleware::from_fn(ui::headers))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -276,6 +294,8 @@ pub async fn start(
         .await
         .map_err(|e| ServerError::Setup(e.to_string()))?;
     let metrics = metrics::ServerMetrics::new();
+    let client_for_tls = client.clone();
+    let oidc = oidc::Oidc::new();
     let state = Arc::new(api::AppState {
         client,
         ns: cfg.namespace.clone(),
@@ -284,6 +304,9 @@ pub async fn start(
         metrics: metrics.clone(),
         webhook_bucket: Mutex::new((40.0, Instant::now())),
         login_slots: tokio::sync::Semaphore::new(4),
+        oidc,
+        secure_cookies: !matches!(cfg.tls, tls::TlsMode::Off),
+        namespaced: cfg.namespaced,
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -297,6 +320,7 @@ pub async fn start(
             addr: cfg.listen,
             source,
         })?;
+    let tls = tls::server_config(&client_for_tls, &cfg.namespace, &cfg.tls).await?;
     let mut metrics_addr = None;
     if let Some(m) = cfg.metrics_listen {
         let render = {
@@ -314,11 +338,17 @@ pub async fn start(
         &axum::middleware::map_request(app_namespace_param),
         router(state),
     );
+    let cert_source = tls.as_ref().map(|(_, s)| s.clone());
     let serve = async move {
         let _keep = (ctl_tasks, Guard(tasks));
-        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "server stopped");
+        match tls {
+            Some((tls_cfg, _)) => tls::serve(listener, tls_cfg, app).await,
+            None => {
+                let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "server stopped");
+                }
+            }
         }
     };
     Ok((
@@ -326,6 +356,7 @@ pub async fn start(
             addr,
             metrics_addr,
             initial_admin_password: initial,
+            tls: cert_source,
         },
         serve,
     ))

@@ -87,6 +87,15 @@ impl Settings {
             .unwrap_or_default()
     }
 
+    /// `argocd-rbac-cm` data.
+    pub fn rbac(&self) -> BTreeMap<String, String> {
+        self.rbac
+            .state()
+            .first()
+            .and_then(|c| c.data.clone())
+            .unwrap_or_default()
+    }
+
     /// `argocd-secret` data, decoded. Never logged or returned.
     pub fn secret(&self) -> BTreeMap<String, String> {
         self.secret

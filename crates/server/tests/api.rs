@@ -87,6 +87,7 @@ impl Server {
             application_namespaces,
             plugin_env: Vec::new(),
             namespaced: false,
+            tls: ferry_server::tls::TlsMode::Off,
         };
         let (started, serve) = ferry_server::start(client.clone(), cfg).await.unwrap();
         let admin_password = started

@@ -18,6 +18,7 @@
 pub mod cluster;
 mod error;
 pub mod git;
+pub mod oidc;
 pub mod openbao;
 pub mod pki;
 pub mod prereq;
@@ -30,6 +31,7 @@ pub mod sops;
 pub use cluster::{ADMIN_USER, Cluster, RESTRICTED_USER};
 pub use error::{Error, Result};
 pub use git::GitServer;
+pub use oidc::{OidcClient, OidcProvider, OidcUser};
 pub use openbao::OpenBao;
 pub use prereq::{KUBERNETES_VERSION, SearchPath, Tools};
 pub use registry::Registry;

@@ -29,6 +29,9 @@ failureThreshold: 3
 httpGet:
   path: {{ .path }}
   port: {{ .port }}
+  {{- if eq .port "https" }}
+  scheme: HTTPS
+  {{- end }}
 periodSeconds: {{ .period }}
 timeoutSeconds: 5
 {{- end -}}

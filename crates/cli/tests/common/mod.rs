@@ -116,6 +116,7 @@ pub fn start_server(
                 "127.0.0.1:0",
                 "--log",
                 "info",
+                "--insecure",
             ])
             .arg("--kubeconfig")
             .arg(kubeconfig)
