@@ -40,6 +40,7 @@ APT_PACKAGES=(
   skopeo                 # pushing image tags
   git openssl curl unzip procps ca-certificates python3-pip python3-venv
   age                    # SOPS keys
+  chromium chromium-driver  # the web UI's browser tests (WebDriver)
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -80,11 +80,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Some(ferry_server::tls::CertSource::Secret) => " (certificate of Secret argocd-server-tls)",
         Some(ferry_server::tls::CertSource::Files) => "",
     };
-    println!("Serving the API on {}", started.url());
+    // The last line: scripts and tests read the address from it.
     println!("The web UI is at {}/applications{how}", started.url());
     if let Some(m) = started.metrics_addr {
         println!("Serving metrics on http://{m}/metrics");
     }
+    println!("Serving the API on {}", started.url());
     tokio::select! {
         () = serve => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),

@@ -56,7 +56,9 @@ async fn callback(listener: tokio::net::TcpListener) -> Result<Vec<(String, Stri
         let request = String::from_utf8_lossy(&buf[..len]).into_owned();
         let Some(params) = callback_params(&request) else {
             let _ = conn
-                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
                 .await;
             continue;
         };
@@ -113,7 +115,9 @@ pub async fn login(server: &Client, port: u16) -> Result<(String, String)> {
         .with_context(|| format!("the identity provider {issuer} does not answer"))?
         .json()
         .await?;
-    let auth = discovery["authorization_endpoint"].as_str().unwrap_or_default();
+    let auth = discovery["authorization_endpoint"]
+        .as_str()
+        .unwrap_or_default();
     let token_url = discovery["token_endpoint"].as_str().unwrap_or_default();
     let (state, nonce, verifier) = (random(16), random(16), random(32));
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -121,7 +125,9 @@ pub async fn login(server: &Client, port: u16) -> Result<(String, String)> {
     let redirect = format!("http://localhost:{port}/auth/callback");
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
-        .with_context(|| format!("listening for the login callback on localhost:{port} (--sso-port)"))?;
+        .with_context(|| {
+            format!("listening for the login callback on localhost:{port} (--sso-port)")
+        })?;
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("response_type", "code")
         .append_pair("client_id", &client_id)
@@ -204,8 +210,16 @@ mod tests {
 
     #[test]
     fn the_callback_is_read_from_the_request_line() {
-        let p = callback_params("GET /auth/callback?code=abc&state=x%2By HTTP/1.1\r\nhost: l\r\n\r\n").unwrap();
-        assert_eq!(p, vec![("code".into(), "abc".into()), ("state".into(), "x+y".into())]);
+        let p =
+            callback_params("GET /auth/callback?code=abc&state=x%2By HTTP/1.1\r\nhost: l\r\n\r\n")
+                .unwrap();
+        assert_eq!(
+            p,
+            vec![
+                ("code".into(), "abc".into()),
+                ("state".into(), "x+y".into())
+            ]
+        );
         assert!(callback_params("GET /favicon.ico HTTP/1.1\r\n\r\n").is_none());
     }
 }

@@ -37,7 +37,9 @@ pub async fn login(State(st): St, Json(b): Json<LoginBody>) -> ApiResult<Json<Va
         let token = crate::oidc::session_from_id_token(&st, id_token).await?;
         return Ok(Json(json!({ "token": token })));
     }
-    Ok(Json(json!({ "token": password_login(&st, b.username, b.password).await? })))
+    Ok(Json(
+        json!({ "token": password_login(&st, b.username, b.password).await? }),
+    ))
 }
 
 /// A local account's username and password → session token, with argon2 bounded and off the

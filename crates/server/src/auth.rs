@@ -86,7 +86,14 @@ pub fn issue_sso(
     sso: &str,
     groups: Vec<String>,
 ) -> ApiResult<String> {
-    Ok(issue_with(settings, sub, Some(SESSION_TTL), Some(sso.to_string()), groups)?.0)
+    Ok(issue_with(
+        settings,
+        sub,
+        Some(SESSION_TTL),
+        Some(sso.to_string()),
+        groups,
+    )?
+    .0)
 }
 
 fn issue_with(

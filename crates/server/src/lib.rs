@@ -13,13 +13,13 @@ mod error;
 mod hooks;
 pub mod metrics;
 mod oam;
+mod oidc;
 pub mod openapi;
 pub mod rbac;
 mod settings;
 pub mod tls;
 mod tree;
 mod ui;
-mod oidc;
 pub mod version;
 pub mod webhook;
 

@@ -362,7 +362,9 @@ pub fn subjects(settings: &Settings, claims: &Value) -> (String, Vec<String>) {
     for scope in scopes {
         match claims.get(&scope) {
             Some(Value::String(s)) => groups.push(s.clone()),
-            Some(Value::Array(a)) => groups.extend(a.iter().filter_map(Value::as_str).map(String::from)),
+            Some(Value::Array(a)) => {
+                groups.extend(a.iter().filter_map(Value::as_str).map(String::from))
+            }
             _ => {}
         }
     }
@@ -430,7 +432,9 @@ pub fn unseal(settings: &Settings, raw: &str) -> ApiResult<Pending> {
 pub async fn session_from_id_token(st: &AppState, id_token: &str) -> ApiResult<String> {
     let cfg = config(&st.settings)
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::bad_request("single sign-on is not configured (oidc.config in argocd-cm)"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("single sign-on is not configured (oidc.config in argocd-cm)")
+        })?;
     let mut audiences = vec![cfg.client_id.as_str()];
     if !cfg.cli_client_id.is_empty() {
         audiences.push(cfg.cli_client_id.as_str());

@@ -110,11 +110,8 @@ pub async fn server_config(
 
 /// Serves `app` over TLS on `listener` until dropped. A client that never finishes its
 /// handshake is dropped after ten seconds instead of holding a task.
-pub async fn serve<S>(
-    listener: tokio::net::TcpListener,
-    cfg: Arc<rustls::ServerConfig>,
-    app: S,
-) where
+pub async fn serve<S>(listener: tokio::net::TcpListener, cfg: Arc<rustls::ServerConfig>, app: S)
+where
     S: tower::Service<
             axum::extract::Request,
             Response = axum::response::Response,
@@ -143,10 +140,12 @@ pub async fn serve<S>(
             else {
                 return;
             };
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let app = app.clone();
-                async move { tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new)).await }
-            });
+            let service = hyper::service::service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    async move { tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new)).await }
+                },
+            );
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             let _ = builder

@@ -2,6 +2,8 @@
 // Each test binary uses its own subset.
 #![allow(dead_code)]
 
+pub mod webdriver;
+
 use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 

@@ -36,7 +36,12 @@ fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, UiError> {
     serde_json::from_value(v).map_err(|e| UiError(ApiError::bad_request(e.to_string())))
 }
 
-async fn load(st: &Arc<AppState>, v: &Viewer, ns: &str, name: &str) -> Result<Arc<Application>, UiError> {
+async fn load(
+    st: &Arc<AppState>,
+    v: &Viewer,
+    ns: &str,
+    name: &str,
+) -> Result<Arc<Application>, UiError> {
     let a = st.app(&key(ns, name)).await?;
     st.enforce(&v.p, "applications", "get", &st.app_object(&a))?;
     Ok(a)
@@ -228,11 +233,12 @@ fn action_bar(st: &AppState, v: &Viewer, a: &Application) -> UiResult {
 
 /// The tree's nodes: the API's resource tree of the app's destination.
 async fn nodes(st: &AppState, a: &Application) -> Result<Vec<Value>, UiError> {
-    let (client, _) = st
-        .ctl
-        .destination_client(a)
-        .await
-        .map_err(|e| UiError(ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e)))?;
+    let (client, _) = st.ctl.destination_client(a).await.map_err(|e| {
+        UiError(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            e,
+        ))
+    })?;
     Ok(crate::tree::build(&client, a).await?)
 }
 
@@ -454,7 +460,9 @@ async fn events_view(st: &Arc<AppState>, v: &Viewer, a: &Application) -> UiResul
         Query(from_json(json!({}))?),
     )
     .await?;
-    Ok(events_table(e["items"].as_array().map(Vec::as_slice).unwrap_or_default()))
+    Ok(events_table(
+        e["items"].as_array().map(Vec::as_slice).unwrap_or_default(),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -504,11 +512,12 @@ pub async fn resource(
                     a.name_any()
                 ))));
             }
-            let (client, _) = st
-                .ctl
-                .destination_client(&a)
-                .await
-                .map_err(|e| UiError(ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e)))?;
+            let (client, _) = st.ctl.destination_client(&a).await.map_err(|e| {
+                UiError(ApiError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    e,
+                ))
+            })?;
             let gvk = kube::api::GroupVersionKind::gvk(&q.group, &q.version, &q.kind);
             let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk)
                 .await
@@ -529,7 +538,9 @@ pub async fn resource(
         State(st.clone()),
         v.p.clone(),
         Path(key(&ns, &name)),
-        Query(from_json(json!({ "resourceNamespace": q.namespace, "resourceName": q.name }))?),
+        Query(from_json(
+            json!({ "resourceNamespace": q.namespace, "resourceName": q.name }),
+        )?),
     )
     .await
     .map(|Json(e)| e["items"].as_array().cloned().unwrap_or_default())
@@ -561,14 +572,21 @@ pub async fn sync(
 ) -> UiResult {
     let f = form(&body);
     let has = |k: &str| f.iter().any(|(x, v)| x == k && v == "true");
-    let options: Vec<&String> = f.iter().filter(|(k, _)| k == "option").map(|(_, v)| v).collect();
+    let options: Vec<&String> = f
+        .iter()
+        .filter(|(k, _)| k == "option")
+        .map(|(_, v)| v)
+        .collect();
     let mut resources = Vec::new();
     for (_, r) in f.iter().filter(|(k, _)| k == "resource") {
         let parts: Vec<&str> = r.splitn(4, '/').collect();
         let [group, kind, namespace, rname] = parts[..] else {
-            return Err(UiError(ApiError::bad_request(format!("resource {r:?}: group/kind/namespace/name"))));
+            return Err(UiError(ApiError::bad_request(format!(
+                "resource {r:?}: group/kind/namespace/name"
+            ))));
         };
-        resources.push(json!({ "group": group, "kind": kind, "namespace": namespace, "name": rname }));
+        resources
+            .push(json!({ "group": group, "kind": kind, "namespace": namespace, "name": rname }));
     }
     let sync_body = from_json(json!({
         "prune": has("prune"), "dryRun": has("dryRun"),
@@ -601,7 +619,10 @@ pub async fn refresh(
         Query(from_json(json!({ "refresh": kind }))?),
     )
     .await?;
-    Ok(toast(&format!("{} refresh of {name} requested.", if q.hard { "Hard" } else { "A" })))
+    Ok(toast(&format!(
+        "{} refresh of {name} requested.",
+        if q.hard { "Hard" } else { "A" }
+    )))
 }
 
 #[derive(Deserialize)]
@@ -622,7 +643,10 @@ pub async fn rollback(
         Json(from_json(json!({ "id": q.id }))?),
     )
     .await?;
-    Ok(toast(&format!("Rollback of {name} to history {} started.", q.id)))
+    Ok(toast(&format!(
+        "Rollback of {name} to history {} started.",
+        q.id
+    )))
 }
 
 #[derive(Deserialize)]

@@ -114,7 +114,7 @@ fn visible(st: &AppState, v: &Viewer) -> Result<Vec<Arc<Application>>, UiError> 
             out.push(a);
         }
     }
-    out.sort_by(|a, b| (a.name_any(), app_ns(a)).cmp(&(b.name_any(), app_ns(b))));
+    out.sort_by_key(|a| (a.name_any(), app_ns(a)));
     Ok(out)
 }
 
@@ -125,7 +125,10 @@ pub async fn list(State(st): St, v: Viewer, Query(q): Query<ListQuery>) -> UiRes
         return Ok(results);
     }
     let facet = |f: &dyn Fn(&Application) -> String| -> BTreeSet<String> {
-        apps.iter().map(|a| f(a)).filter(|s| !s.is_empty()).collect()
+        apps.iter()
+            .map(|a| f(a))
+            .filter(|s| !s.is_empty())
+            .collect()
     };
     let projects = facet(&|a| a.project().to_string());
     let clusters = facet(&app_cluster);
@@ -296,7 +299,11 @@ pub async fn tile_fragment(
 ) -> Result<Markup, UiError> {
     let a = st.app(&format!("{ns}/{name}")).await?;
     st.enforce(&v.p, "applications", "get", &st.app_object(&a))?;
-    if table { row(st, v, &a) } else { tile_card(st, v, &a) }
+    if table {
+        row(st, v, &a)
+    } else {
+        tile_card(st, v, &a)
+    }
 }
 
 pub async fn tile(
@@ -329,12 +336,9 @@ pub async fn stream(
     })
     // A session that ends (logout elsewhere, password change, expiry) ends the stream.
     .take_while(move |_| {
-        let ok = crate::auth::authenticate(
-            &checker.settings,
-            &|x| checker.ctl.app_project(x),
-            &session,
-        )
-        .is_ok();
+        let ok =
+            crate::auth::authenticate(&checker.settings, &|x| checker.ctl.app_project(x), &session)
+                .is_ok();
         async move { ok }
     })
     .filter_map(move |a| {

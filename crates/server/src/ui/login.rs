@@ -6,7 +6,7 @@ use crate::api::{AppState, St};
 use crate::error::ApiError;
 use crate::oidc;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
@@ -69,14 +69,11 @@ pub async fn page(State(st): St, Query(q): Query<LoginQuery>) -> Markup {
 
 /// A form posted from another site is refused: SameSite keeps the session cookie from
 /// such requests, and this keeps a login from being planted.
-fn same_origin(headers: &HeaderMap) -> bool {
+fn same_origin(headers: &HeaderMap, uri: &Uri) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true;
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
+    let host = request_host(headers, uri);
     origin
         .split_once("://")
         .is_some_and(|(_, rest)| rest == host)
@@ -100,9 +97,30 @@ fn session_response(st: &AppState, token: &str, to: &str, body: Option<Markup>) 
     r
 }
 
-pub async fn submit(State(st): St, headers: HeaderMap, body: String) -> Response {
-    if !same_origin(&headers) {
-        return UiError(ApiError::new(StatusCode::FORBIDDEN, "cross-site login refused")).into_response();
+/// The host the browser asked for: the Host header (HTTP/1.1) or the URI's authority (HTTP/2).
+fn request_host(headers: &HeaderMap, uri: &Uri) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
+pub async fn submit(State(st): St, uri: Uri, headers: HeaderMap, body: String) -> Response {
+    if !same_origin(&headers, &uri) {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or_default();
+        return UiError(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "cross-site login refused: a form from {origin} for {}",
+                request_host(&headers, &uri)
+            ),
+        ))
+        .into_response();
     }
     let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -134,14 +152,11 @@ pub async fn logout(State(st): St, v: Viewer) -> Response {
 
 /// The callback URL the provider sends the browser back to: `url` of argocd-cm when set (as
 /// Argo CD), else this request's own host.
-fn redirect_uri(st: &AppState, headers: &HeaderMap) -> String {
+fn redirect_uri(st: &AppState, headers: &HeaderMap, uri: &Uri) -> String {
     if let Some(url) = st.settings.config().get("url").filter(|u| !u.is_empty()) {
         return format!("{}/auth/callback", url.trim_end_matches('/'));
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
+    let host = request_host(headers, uri);
     let scheme = if st.secure_cookies { "https" } else { "http" };
     format!("{scheme}://{host}/auth/callback")
 }
@@ -150,19 +165,34 @@ fn sso_error(st: &AppState, e: &ApiError) -> Response {
     (e.code, login_page(st, "/applications", Some(&e.message))).into_response()
 }
 
-pub async fn sso_start(State(st): St, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
-    match sso_redirect(&st, &headers, &q.return_to).await {
+pub async fn sso_start(
+    State(st): St,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    match sso_redirect(&st, &headers, &uri, &q.return_to).await {
         Ok(r) => r,
         Err(e) => sso_error(&st, &e),
     }
 }
 
-async fn sso_redirect(st: &Arc<AppState>, headers: &HeaderMap, return_to: &str) -> Result<Response, ApiError> {
+async fn sso_redirect(
+    st: &Arc<AppState>,
+    headers: &HeaderMap,
+    uri: &Uri,
+    return_to: &str,
+) -> Result<Response, ApiError> {
     let cfg = oidc::config(&st.settings)
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::bad_request("single sign-on is not configured (oidc.config in argocd-cm)"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("single sign-on is not configured (oidc.config in argocd-cm)")
+        })?;
     if !st.oidc.may_start() {
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many logins at once; retry in a moment"));
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many logins at once; retry in a moment",
+        ));
     }
     let d = st.oidc.discovery(&cfg.issuer).await?;
     let pending = oidc::Pending {
@@ -170,7 +200,7 @@ async fn sso_redirect(st: &Arc<AppState>, headers: &HeaderMap, return_to: &str) 
         nonce: oidc::random(16),
         verifier: oidc::random(32),
         return_to: safe_return(return_to),
-        redirect_uri: redirect_uri(st, headers),
+        redirect_uri: redirect_uri(st, headers, uri),
         exp: crate::auth::now_secs() + 600,
     };
     let mut q = form_urlencoded::Serializer::new(String::new());
@@ -183,9 +213,16 @@ async fn sso_redirect(st: &Arc<AppState>, headers: &HeaderMap, return_to: &str) 
         .append_pair("code_challenge", &oidc::challenge(&pending.verifier))
         .append_pair("code_challenge_method", "S256");
     if let Some(claims) = &cfg.requested_id_token_claims {
-        q.append_pair("claims", &serde_json::json!({ "id_token": claims }).to_string());
+        q.append_pair(
+            "claims",
+            &serde_json::json!({ "id_token": claims }).to_string(),
+        );
     }
-    let sep = if d.authorization_endpoint.contains('?') { '&' } else { '?' };
+    let sep = if d.authorization_endpoint.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     let to = format!("{}{sep}{}", d.authorization_endpoint, q.finish());
     let sealed = oidc::seal(&st.settings, &pending)?;
     let mut r = Redirect::to(&to).into_response();
@@ -208,7 +245,11 @@ pub struct CallbackQuery {
     error_description: String,
 }
 
-pub async fn sso_callback(State(st): St, headers: HeaderMap, Query(q): Query<CallbackQuery>) -> Response {
+pub async fn sso_callback(
+    State(st): St,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
     match finish_sso(&st, &headers, &q).await {
         Ok(r) => r,
         Err(e) => {
@@ -218,9 +259,14 @@ pub async fn sso_callback(State(st): St, headers: HeaderMap, Query(q): Query<Cal
     }
 }
 
-async fn finish_sso(st: &Arc<AppState>, headers: &HeaderMap, q: &CallbackQuery) -> Result<Response, ApiError> {
-    let raw = cookie(headers, OIDC_COOKIE)
-        .ok_or_else(|| ApiError::unauthenticated("no login in progress in this browser: log in again"))?;
+async fn finish_sso(
+    st: &Arc<AppState>,
+    headers: &HeaderMap,
+    q: &CallbackQuery,
+) -> Result<Response, ApiError> {
+    let raw = cookie(headers, OIDC_COOKIE).ok_or_else(|| {
+        ApiError::unauthenticated("no login in progress in this browser: log in again")
+    })?;
     let pending = oidc::unseal(&st.settings, &raw)?;
     if !q.error.is_empty() {
         return Err(ApiError::unauthenticated(format!(
@@ -242,7 +288,12 @@ async fn finish_sso(st: &Arc<AppState>, headers: &HeaderMap, q: &CallbackQuery) 
         .await?;
     let claims = st
         .oidc
-        .verify(&cfg, &id_token, &[cfg.client_id.as_str()], Some(&pending.nonce))
+        .verify(
+            &cfg,
+            &id_token,
+            &[cfg.client_id.as_str()],
+            Some(&pending.nonce),
+        )
         .await?;
     let (sub, groups) = oidc::subjects(&st.settings, &claims);
     let token = crate::auth::issue_sso(&st.settings, &sub, &cfg.issuer, groups)?;
@@ -270,8 +321,17 @@ mod tests {
 
     #[test]
     fn returns_stay_on_this_server() {
-        assert_eq!(safe_return("/applications/argocd/x"), "/applications/argocd/x");
-        for bad in ["https://evil.example", "//evil.example", "/\\evil", "", "/login?return=/x"] {
+        assert_eq!(
+            safe_return("/applications/argocd/x"),
+            "/applications/argocd/x"
+        );
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil",
+            "",
+            "/login?return=/x",
+        ] {
             assert_eq!(safe_return(bad), "/applications", "{bad}");
         }
     }
@@ -280,10 +340,27 @@ mod tests {
     fn cross_site_origins_are_told_apart() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert!(same_origin(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://127.0.0.1:8080"));
-        assert!(same_origin(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
-        assert!(!same_origin(&h));
+        let uri = Uri::from_static("/login");
+        assert!(same_origin(&h, &uri));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://127.0.0.1:8080"),
+        );
+        assert!(same_origin(&h, &uri));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!same_origin(&h, &uri));
+        // HTTP/2 carries the host in the URI.
+        h.remove(header::HOST);
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://127.0.0.1:8080"),
+        );
+        assert!(same_origin(
+            &h,
+            &Uri::from_static("https://127.0.0.1:8080/login")
+        ));
     }
 }

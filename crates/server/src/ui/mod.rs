@@ -40,7 +40,10 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/applications") }))
-        .route("/assets/htmx.min.js", get(|| asset(HTMX, "text/javascript")))
+        .route(
+            "/assets/htmx.min.js",
+            get(|| asset(HTMX, "text/javascript")),
+        )
         .route("/assets/ferry.js", get(|| asset(SCRIPT, "text/javascript")))
         .route("/assets/ferry.css", get(|| asset(STYLE, "text/css")))
         .route("/login", get(login::page).post(login::submit))
@@ -67,7 +70,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/settings/clusters", post(other::add_cluster))
         .route("/settings/clusters/delete", post(other::delete_cluster))
         .route("/settings/projects", post(other::save_project))
-        .route("/settings/projects/{name}/delete", post(other::delete_project))
+        .route(
+            "/settings/projects/{name}/delete",
+            post(other::delete_project),
+        )
         .route("/settings/projects/{name}/token", post(other::create_token))
 }
 
@@ -94,7 +100,12 @@ pub async fn headers(req: axum::extract::Request, next: axum::middleware::Next) 
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Nothing of Ferry's URLs goes to other sites; `no-referrer` would also blank the Origin
+    // of Ferry's own forms, which the login form's check reads.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     resp
 }

@@ -97,7 +97,11 @@ pub async fn vela_resume(
 }
 
 async fn flux(st: &crate::api::AppState, kind: &str) -> Result<Vec<DynamicObject>, UiError> {
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(ferry_model::flux::IMAGE_GROUP, "v1", kind));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        ferry_model::flux::IMAGE_GROUP,
+        "v1",
+        kind,
+    ));
     let api: Api<DynamicObject> = if st.namespaced {
         Api::namespaced_with(st.client.clone(), &st.ns, &ar)
     } else {
@@ -305,9 +309,15 @@ fn lines(v: Option<&Value>, f: impl Fn(&Value) -> String) -> String {
 fn project_form(p: Option<&Value>) -> Markup {
     let name = p.map(|p| s(p, "/metadata/name")).unwrap_or_default();
     let description = p.map(|p| s(p, "/spec/description")).unwrap_or_default();
-    let repos = lines(p.and_then(|p| p.pointer("/spec/sourceRepos")), |v| v.as_str().unwrap_or_default().to_string());
+    let repos = lines(p.and_then(|p| p.pointer("/spec/sourceRepos")), |v| {
+        v.as_str().unwrap_or_default().to_string()
+    });
     let dests = lines(p.and_then(|p| p.pointer("/spec/destinations")), |d| {
-        format!("{} {}", d["server"].as_str().or(d["name"].as_str()).unwrap_or("*"), d["namespace"].as_str().unwrap_or("*"))
+        format!(
+            "{} {}",
+            d["server"].as_str().or(d["name"].as_str()).unwrap_or("*"),
+            d["namespace"].as_str().unwrap_or("*")
+        )
     });
     html! {
         form hx-post="/settings/projects" hx-target="#toast" {
@@ -330,8 +340,17 @@ pub async fn add_repo(State(st): St, v: Viewer, body: String) -> UiResult {
             b[k] = json!(val);
         }
     }
-    let _ = crate::admin::create_repo(State(st), v.p, Query(from_json(json!({}))?), Json(from_json(b)?)).await?;
-    Ok(toast(&format!("Repository {} connected.", field(&f, "repo"))))
+    let _ = crate::admin::create_repo(
+        State(st),
+        v.p,
+        Query(from_json(json!({}))?),
+        Json(from_json(b)?),
+    )
+    .await?;
+    Ok(toast(&format!(
+        "Repository {} connected.",
+        field(&f, "repo")
+    )))
 }
 
 pub async fn delete_repo(State(st): St, v: Viewer, body: String) -> UiResult {
@@ -351,7 +370,13 @@ pub async fn add_cluster(State(st): St, v: Viewer, body: String) -> UiResult {
         config["bearerToken"] = json!(field(&f, "token"));
     }
     let b = json!({ "name": field(&f, "name"), "server": field(&f, "server"), "config": config });
-    let _ = crate::admin::create_cluster(State(st), v.p, Query(from_json(json!({}))?), Json(from_json(b)?)).await?;
+    let _ = crate::admin::create_cluster(
+        State(st),
+        v.p,
+        Query(from_json(json!({}))?),
+        Json(from_json(b)?),
+    )
+    .await?;
     Ok(toast(&format!("Cluster {} added.", field(&f, "name"))))
 }
 
@@ -365,25 +390,40 @@ pub async fn save_project(State(st): St, v: Viewer, body: String) -> UiResult {
     let f = form(&body);
     let name = field(&f, "name");
     let repo_text = field(&f, "sourceRepos");
-    let repos: Vec<&str> = repo_text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let repos: Vec<&str> = repo_text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let mut destinations = Vec::new();
-    for line in field(&f, "destinations").lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for line in field(&f, "destinations")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
         let (target, ns) = line.split_once(char::is_whitespace).unwrap_or((line, "*"));
-        let key = if target.contains("://") || target == "*" { "server" } else { "name" };
+        let key = if target.contains("://") || target == "*" {
+            "server"
+        } else {
+            "name"
+        };
         destinations.push(json!({ key: target, "namespace": ns.trim() }));
     }
     let existing = field(&f, "existing") == "true";
     if existing {
-        let Json(mut current) = crate::admin::get_project(State(st.clone()), v.p.clone(), Path(name.clone())).await?;
+        let Json(mut current) =
+            crate::admin::get_project(State(st.clone()), v.p.clone(), Path(name.clone())).await?;
         current["spec"]["description"] = json!(field(&f, "description"));
         current["spec"]["sourceRepos"] = json!(repos);
         current["spec"]["destinations"] = json!(destinations);
-        let _ = crate::admin::update_project(State(st), v.p, Path(name.clone()), Json(current)).await?;
+        let _ =
+            crate::admin::update_project(State(st), v.p, Path(name.clone()), Json(current)).await?;
         Ok(toast(&format!("Project {name} saved.")))
     } else {
         let p = json!({ "metadata": { "name": name }, "spec": {
             "description": field(&f, "description"), "sourceRepos": repos, "destinations": destinations } });
-        let _ = crate::admin::create_project(State(st), v.p, Query(from_json(json!({}))?), Json(p)).await?;
+        let _ = crate::admin::create_project(State(st), v.p, Query(from_json(json!({}))?), Json(p))
+            .await?;
         Ok(toast(&format!("Project {name} created.")))
     }
 }
@@ -405,7 +445,9 @@ pub async fn create_token(
     Path(name): Path<String>,
     Query(q): Query<TokenQuery>,
 ) -> UiResult {
-    let Json(t) = crate::admin::create_token(State(st), v.p, Path((name.clone(), q.role.clone())), None).await?;
+    let Json(t) =
+        crate::admin::create_token(State(st), v.p, Path((name.clone(), q.role.clone())), None)
+            .await?;
     Ok(html! {
         div.alert.ok role="status" {
             p { "Token for role " (q.role) " of project " (name) " (copy it now; it is not shown again):" }

@@ -144,7 +144,8 @@ pub fn mask_secrets(live: Option<&mut Value>, desired: Option<&mut Value>) {
 
 /// YAML for display; JSON when YAML cannot be written.
 pub fn yaml(v: &Value) -> String {
-    serde_saphyr::to_string(v).unwrap_or_else(|_| serde_json::to_string_pretty(v).unwrap_or_default())
+    serde_saphyr::to_string(v)
+        .unwrap_or_else(|_| serde_json::to_string_pretty(v).unwrap_or_default())
 }
 
 /// A unified diff of two manifests, as text.
