@@ -11,6 +11,7 @@
 
 mod handover;
 mod secrets;
+mod ui;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -39,6 +40,10 @@ struct Args {
     /// Applications in the secrets workload (0 skips it).
     #[arg(long, default_value_t = 200)]
     secret_apps: usize,
+    /// Applications in the server's cache when the web UI is timed (the run's own, then
+    /// unsynced ones added up to this number).
+    #[arg(long, default_value_t = 1000)]
+    ui_apps: usize,
     /// The ferry binary (default: next to this one).
     #[arg(long)]
     ferry: Option<PathBuf>,
@@ -323,8 +328,57 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let ui_prepared = match &result {
+        Ok(_) => Some(ui::prepare(&env, &client, NS).await),
+        Err(_) => None,
+    };
     let _ = ctl.kill();
     let _ = ctl.wait();
+    let ui_figures = match ui_prepared {
+        Some(Ok(())) => {
+            eprintln!("web UI: pages with {} apps in the server's cache...", args.ui_apps);
+            Some(ui::run(&ferry, &env, &client, NS, args.ui_apps).await)
+        }
+        Some(Err(e)) => Some(Err(e)),
+        None => None,
+    };
+    let ui_section = match ui_figures.transpose()? {
+        None => String::new(),
+        Some(f) => {
+            let s = format!(
+                "| measure | result | aim |\n|---|---|---|\n\
+                 | applications page (first page of {apps}), p50 / p95 | {:.1} / {:.1} ms | p50 < 50 ms |\n\
+                 | applications page, bytes | {} | |\n\
+                 | app page, tree of {t} objects (siblings grouped: {} nodes drawn), p50 / p95 | {:.1} / {:.1} ms | < 100 ms |\n\
+                 | app page, tree, bytes | {} | |\n\
+                 | app page, list view of all {} objects, p50 | {:.1} ms | |\n\
+                 | app page, list view, bytes | {} | |\n\
+                 | server peak RSS | {:.0} MiB | |\n",
+                f.list_p50_ms,
+                f.list_p95_ms,
+                f.list_bytes,
+                f.tree_nodes,
+                f.tree_p50_ms,
+                f.tree_p95_ms,
+                f.tree_bytes,
+                f.rows,
+                f.rows_p50_ms,
+                f.rows_bytes,
+                f.server_rss_mib,
+                apps = f.apps,
+                t = ui::TREE_OBJECTS,
+            );
+            println!("{s}");
+            format!(
+                "\n## Web UI\n\n`ferry server --insecure` with {apps} Applications in its cache: every one above, one more \
+                 that renders {t} ConfigMaps, and Applications added (with a spec, no status: the controller is stopped by \
+                 then) up to {apps}. Pages are fetched with a session cookie over loopback HTTP, so the times include \
+                 HTTP but not TLS; each figure is over 20-30 requests after two warm-up requests.\n\n{s}",
+                apps = f.apps,
+                t = ui::TREE_OBJECTS,
+            )
+        }
+    };
     let (cold_secs, steady_secs, steady_cpu, verbs, lat) = result?;
     eprintln!("handover: SIGTERM to the leader of two replicas...");
     let total_apps = n + 2 * args.secret_apps;
@@ -432,7 +486,7 @@ async fn main() -> anyhow::Result<()> {
          one Application per directory, each in its own namespace (CreateNamespace). The baseline applies the same objects \
          with one `kubectl apply --server-side`. API requests are counted from the API server's `apiserver_request_total` \
          for the resources a delivery engine touches (configmaps, services, namespaces, secrets, applications, appprojects); \
-         dry-run requests are listed apart; the steady-state window starts once the API server has seen no write for 3 seconds (the controller manager finishes its own work for the new namespaces first). Latency samples: {} commits, each followed by a `refresh` annotation.\n\n{table}{secrets_section}{handover_section}",
+         dry-run requests are listed apart; the steady-state window starts once the API server has seen no write for 3 seconds (the controller manager finishes its own work for the new namespaces first). Latency samples: {} commits, each followed by a `refresh` annotation.\n\n{table}{secrets_section}{ui_section}{handover_section}",
         args.samples
     );
     if let Some(dir) = args.out.parent() {

@@ -49,9 +49,14 @@ pub async fn build(client: &Client, app: &Application) -> ApiResult<Vec<Value>> 
     let mut nodes = Vec::new();
     let mut uids: HashMap<String, (String, String, String, String)> = HashMap::new();
     let mut namespaces = BTreeSet::new();
-    // One discovery lookup per kind, not per object.
+    // One discovery lookup per kind and one LIST per kind and namespace, not a GET per
+    // object: an app of 500 objects costs a few requests, not 500.
     type Found = Option<(ApiResource, ApiCapabilities)>;
     let mut kinds: HashMap<(String, String, String), Found> = HashMap::new();
+    let mut listed: HashMap<(String, String, String, String), HashMap<String, DynamicObject>> =
+        HashMap::new();
+    let mut endpoints: HashMap<String, HashMap<String, DynamicObject>> = HashMap::new();
+    let endpoints_ar = ApiResource::erase::<k8s_openapi::api::core::v1::Endpoints>(&());
     for r in &resources {
         let key = (r.group.clone(), r.version.clone(), r.kind.clone());
         if !kinds.contains_key(&key) {
@@ -61,15 +66,32 @@ pub async fn build(client: &Client, app: &Application) -> ApiResult<Vec<Value>> 
         let Some((ar, caps)) = kinds.get(&key).cloned().flatten() else {
             continue;
         };
-        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
-            Api::namespaced_with(client.clone(), &r.namespace, &ar)
-        } else {
-            Api::all_with(client.clone(), &ar)
-        };
-        let Ok(Some(o)) = api.get_opt(&r.name).await else {
+        let namespaced = caps.scope == kube::discovery::Scope::Namespaced;
+        let list_key = (
+            r.group.clone(),
+            r.version.clone(),
+            r.kind.clone(),
+            if namespaced { r.namespace.clone() } else { String::new() },
+        );
+        if !listed.contains_key(&list_key) {
+            let api: Api<DynamicObject> = if namespaced {
+                Api::namespaced_with(client.clone(), &r.namespace, &ar)
+            } else {
+                Api::all_with(client.clone(), &ar)
+            };
+            let by_name = match api.list(&ListParams::default()).await {
+                Ok(l) => l.items.into_iter().map(|o| (o.name_any(), o)).collect(),
+                Err(e) => {
+                    tracing::warn!(namespace = %r.namespace, kind = %ar.kind, error = %e, "resource tree: cannot list");
+                    HashMap::new()
+                }
+            };
+            listed.insert(list_key.clone(), by_name);
+        }
+        let Some(o) = listed.get(&list_key).and_then(|m| m.get(&r.name)) else {
             continue;
         };
-        let mut n = node(&o, &ar, vec![], r.health.as_ref().map(|h| h.status.clone()));
+        let mut n = node(o, &ar, vec![], r.health.as_ref().map(|h| h.status.clone()));
         n["status"] = json!(r.status);
         nodes.push(n);
         if let Some(uid) = o.uid() {
@@ -87,19 +109,19 @@ pub async fn build(client: &Client, app: &Application) -> ApiResult<Vec<Value>> 
             namespaces.insert(r.namespace.clone());
         }
         if r.kind == "Service" && r.group.is_empty() {
-            let eps: Api<DynamicObject> = Api::namespaced_with(
-                client.clone(),
-                &r.namespace,
-                &ApiResource::erase::<k8s_openapi::api::core::v1::Endpoints>(&()),
-            );
-            if let Ok(Some(e)) = eps.get_opt(&r.name).await {
+            if !endpoints.contains_key(&r.namespace) {
+                let eps: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), &r.namespace, &endpoints_ar);
+                let by_name = eps
+                    .list(&ListParams::default())
+                    .await
+                    .map(|l| l.items.into_iter().map(|o| (o.name_any(), o)).collect())
+                    .unwrap_or_default();
+                endpoints.insert(r.namespace.clone(), by_name);
+            }
+            if let Some(e) = endpoints.get(&r.namespace).and_then(|m| m.get(&r.name)) {
                 let parent = json!({ "group": "", "kind": "Service", "namespace": r.namespace, "name": r.name, "uid": o.uid() });
-                nodes.push(node(
-                    &e,
-                    &ApiResource::erase::<k8s_openapi::api::core::v1::Endpoints>(&()),
-                    vec![parent],
-                    None,
-                ));
+                nodes.push(node(e, &endpoints_ar, vec![parent], None));
             }
         }
     }
