@@ -336,7 +336,10 @@ async fn main() -> anyhow::Result<()> {
     let _ = ctl.wait();
     let ui_figures = match ui_prepared {
         Some(Ok(())) => {
-            eprintln!("web UI: pages with {} apps in the server's cache...", args.ui_apps);
+            eprintln!(
+                "web UI: pages with {} apps in the server's cache...",
+                args.ui_apps
+            );
             Some(ui::run(&ferry, &env, &client, NS, args.ui_apps).await)
         }
         Some(Err(e)) => Some(Err(e)),

@@ -36,7 +36,12 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     super::percentile(&v, p)
 }
 
-async fn time_get(http: &reqwest::Client, url: &str, cookie: &str, samples: usize) -> anyhow::Result<(Vec<f64>, usize)> {
+async fn time_get(
+    http: &reqwest::Client,
+    url: &str,
+    cookie: &str,
+    samples: usize,
+) -> anyhow::Result<(Vec<f64>, usize)> {
     let mut times = Vec::new();
     let mut bytes = 0;
     for _ in 0..samples {
@@ -60,11 +65,14 @@ pub async fn prepare(env: &TestEnv, client: &Client, ns: &str) -> anyhow::Result
     for i in 0..TREE_OBJECTS {
         std::fs::write(
             src.path().join(format!("tree/cm-{i}.yaml")),
-            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\ndata:\n  i: \"{i}\"\n"),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\ndata:\n  i: \"{i}\"\n"
+            ),
         )?;
     }
     env.git.create_repo("bench-tree")?;
-    env.git.commit_dir("bench-tree", src.path(), "500 objects")?;
+    env.git
+        .commit_dir("bench-tree", src.path(), "500 objects")?;
     let ar = kube::api::ApiResource::erase::<Application>(&());
     let dyn_apps: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
     let app = json!({
@@ -76,7 +84,11 @@ pub async fn prepare(env: &TestEnv, client: &Client, ns: &str) -> anyhow::Result
             "syncPolicy": { "automated": {}, "syncOptions": ["CreateNamespace=true"] } },
     });
     dyn_apps
-        .patch("tree-500", &PatchParams::apply("bench"), &Patch::Apply(&app))
+        .patch(
+            "tree-500",
+            &PatchParams::apply("bench"),
+            &Patch::Apply(&app),
+        )
         .await?;
     let typed: Api<Application> = Api::namespaced(client.clone(), ns);
     let t = Instant::now();
@@ -115,14 +127,25 @@ pub async fn run(
                 "destination": { "server": "https://kubernetes.default.svc", "namespace": format!("filler-{i}") } },
         });
         dyn_apps
-            .patch(&format!("filler-{i}"), &PatchParams::apply("bench"), &Patch::Apply(&app))
+            .patch(
+                &format!("filler-{i}"),
+                &PatchParams::apply("bench"),
+                &Patch::Apply(&app),
+            )
             .await?;
     }
     let apps = apps.max(existing);
 
     let log = env.dir.join("ferry-server-bench.log");
     let mut server = Command::new(ferry)
-        .args(["server", "--insecure", "--namespace", ns, "--listen", "127.0.0.1:0"])
+        .args([
+            "server",
+            "--insecure",
+            "--namespace",
+            ns,
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .arg("--kubeconfig")
         .arg(&env.cluster.kubeconfig)
         .arg("--cache-dir")
@@ -156,9 +179,15 @@ pub async fn run(
         let password = match password {
             Some(p) => p,
             None => {
-                let s: k8s_openapi::api::core::v1::Secret =
-                    Api::namespaced(client.clone(), ns).get("argocd-initial-admin-secret").await?;
-                let b = s.data.unwrap_or_default().get("password").cloned().context("no initial admin password")?;
+                let s: k8s_openapi::api::core::v1::Secret = Api::namespaced(client.clone(), ns)
+                    .get("argocd-initial-admin-secret")
+                    .await?;
+                let b = s
+                    .data
+                    .unwrap_or_default()
+                    .get("password")
+                    .cloned()
+                    .context("no initial admin password")?;
                 String::from_utf8(b.0)?
             }
         };
@@ -179,12 +208,24 @@ pub async fn run(
         let (_, _) = time_get(&http, &tree_url, &cookie, 2).await?;
         let (list, list_bytes) = time_get(&http, &list_url, &cookie, 30).await?;
         let (tree, tree_bytes) = time_get(&http, &tree_url, &cookie, 20).await?;
-        let body = http.get(&tree_url).header("cookie", &cookie).send().await?.text().await?;
+        let body = http
+            .get(&tree_url)
+            .header("cookie", &cookie)
+            .send()
+            .await?
+            .text()
+            .await?;
         let tree_nodes = body.matches("class=\"node").count();
         // The list view draws every object of the app.
         let rows_url = format!("{base}/applications/{ns}/tree-500?view=list");
         let (rows_times, rows_bytes) = time_get(&http, &rows_url, &cookie, 20).await?;
-        let body = http.get(&rows_url).header("cookie", &cookie).send().await?.text().await?;
+        let body = http
+            .get(&rows_url)
+            .header("cookie", &cookie)
+            .send()
+            .await?
+            .text()
+            .await?;
         let rows = body.matches("class=\"node\"").count();
         Ok(Figures {
             apps,

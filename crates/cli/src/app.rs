@@ -224,6 +224,12 @@ pub struct SyncArgs {
     /// Replace instead of apply (Replace=true)
     #[arg(long)]
     replace: bool,
+    /// Sync strategy: apply (the manifests without their hooks) or hook
+    #[arg(long, value_parser = ["apply", "hook"])]
+    strategy: Option<String>,
+    /// Delete and re-create what the API server will not change in place
+    #[arg(long)]
+    force: bool,
     /// Do not wait for the sync to finish
     #[arg(long = "async")]
     no_wait: bool,
@@ -1370,6 +1376,11 @@ fn sync_body(args: &SyncArgs) -> Result<Value> {
     }
     if !opts.is_empty() {
         body["syncOptions"] = json!(opts);
+    }
+    match (args.strategy.as_deref(), args.force) {
+        (Some(s), force) => body["strategy"] = json!({ s: { "force": force } }),
+        (None, true) => body["strategy"] = json!({ "hook": { "force": true } }),
+        (None, false) => {}
     }
     Ok(body)
 }

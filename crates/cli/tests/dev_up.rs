@@ -69,6 +69,7 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
     let mut dir: Option<PathBuf> = None;
     let mut login: Option<Vec<String>> = None;
     let mut password: Option<String> = None;
+    let mut ui_url: Option<String> = None;
     let mut printed = String::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
@@ -93,6 +94,9 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
         // The printed command names this binary by its full path (it is not on the PATH).
         if let Some(args) = t.strip_prefix(&format!("{} login ", ferry_path())) {
             login = Some(args.split_whitespace().map(str::to_string).collect());
+        }
+        if t.starts_with("http://") && t.ends_with("/applications") {
+            ui_url = Some(t.to_string());
         }
         if t.starts_with("Press Ctrl-C") {
             break;
@@ -182,6 +186,58 @@ async fn demo_delivers_the_examples_and_ctrl_c_removes_everything() {
     let o = run(&["app", "list", "-o", "name"]);
     let names = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(names.lines().any(|l| l == "message-app-staging"), "{names}");
+
+    // The printed web UI URL: its login form lets admin in, and the page lists the demo apps.
+    let ui_url = ui_url.unwrap_or_else(|| panic!("no web UI URL in:\n{printed}"));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = ui_url.trim_end_matches("/applications");
+    let form = format!(
+        "username=admin&password={}&return=%2Fapplications",
+        password
+            .replace('%', "%25")
+            .replace('&', "%26")
+            .replace('+', "%2B")
+            .replace('=', "%3D")
+    );
+    let resp = http
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        303,
+        "the login form answers with a redirect"
+    );
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("ferry.token="))
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = http
+        .get(&ui_url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("message-app-staging"),
+        "the UI's first page shows the demo apps"
+    );
     let cm = Api::<ConfigMap>::namespaced(client, "staging")
         .get("message-app-config")
         .await

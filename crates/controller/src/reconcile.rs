@@ -314,8 +314,9 @@ impl Controller {
                     } => {
                         let operation = *operation;
                         ran_op = op.is_some();
-                        if !c.errors.is_empty() {
-                            let msg = format!("sync refused: {}", c.errors.join("; "));
+                        let blocking = blocking_errors(&c, &operation);
+                        if !blocking.is_empty() {
+                            let msg = format!("sync refused: {}", blocking.join("; "));
                             st.operation_state = Some(OperationState {
                                 operation,
                                 phase: "Failed".into(),
@@ -1908,6 +1909,17 @@ impl Controller {
                 r.options.apply(&s.sync_options);
             }
         }
+        // `syncStrategy.apply` (argocd app sync --strategy apply, the UI's "apply only"):
+        // the manifests without their hooks; `force` in either strategy: `Force=true` for all.
+        let strategy = s.sync_strategy.clone().unwrap_or_default();
+        if strategy.apply_only() {
+            resources.retain(|r| r.hook == HookKind::None);
+        }
+        if strategy.force() {
+            for r in resources.iter_mut() {
+                r.options.force = true;
+            }
+        }
         let dest_ns = app.spec.destination.namespace.clone().unwrap_or_default();
         let create_namespace = (options.create_namespace && !dest_ns.is_empty()).then(|| {
             (
@@ -2461,6 +2473,29 @@ fn pruned_resources(results: &[ResourceResult]) -> Vec<(String, String, String, 
                 r.name.clone(),
             )
         })
+        .collect()
+}
+
+/// The compare's errors that stop this operation. An object the API server refuses to change
+/// in place (an immutable field) does not stop a sync that forces it (`syncStrategy` with
+/// `force`, or the object's `Force=true`): that sync deletes and re-creates it.
+fn blocking_errors(c: &Comparison, operation: &Operation) -> Vec<String> {
+    let forced_op = operation
+        .sync
+        .as_ref()
+        .and_then(|s| s.sync_strategy.as_ref())
+        .is_some_and(|s| s.force());
+    c.errors
+        .iter()
+        .filter(|e| {
+            let immutable = e.contains("field is immutable");
+            let forced = forced_op
+                || c.resources
+                    .iter()
+                    .any(|r| r.options.force && e.starts_with(&format!("{}: ", r.key)));
+            !(immutable && forced)
+        })
+        .cloned()
         .collect()
 }
 

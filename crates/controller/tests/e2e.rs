@@ -715,3 +715,111 @@ async fn ssh_repository_with_a_key_and_the_known_hosts_configmap() {
         Some("Hello from Ferry")
     );
 }
+
+/// `syncStrategy.apply` (the UI's "apply only") syncs the manifests without their hooks;
+/// `force` re-creates an object whose change the API server refuses in place (a Job's
+/// template), where a plain sync fails and leaves it as it was.
+#[tokio::test]
+async fn apply_only_skips_hooks_and_force_recreates_what_cannot_change() {
+    let h = harness("strategy").await;
+    let repo = new_repo("strategy", &refs(&examples("waves")));
+    h.apply_app(app(
+        "strategy",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({}),
+    ))
+    .await;
+    request_sync(&h, "strategy", json!({ "syncStrategy": { "apply": {} } })).await;
+    let a = h
+        .wait_app("strategy", "the apply-only sync to finish", |a| {
+            op_phase(a) == "Succeeded" || op_phase(a) == "Failed"
+        })
+        .await;
+    assert_eq!(op_phase(&a), "Succeeded", "{}", conditions(&a));
+    let phases: Vec<String> = a
+        .status
+        .unwrap()
+        .operation_state
+        .unwrap()
+        .sync_result
+        .unwrap()
+        .resources
+        .iter()
+        .map(|r| r.sync_phase.clone())
+        .collect();
+    assert!(phases.iter().all(|p| p == "Sync"), "{phases:?}");
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), &h.dest);
+    assert!(
+        jobs.get_opt("migrate").await.unwrap().is_none(),
+        "apply only ran the PreSync hook"
+    );
+    let deps: Api<Deployment> = Api::namespaced(h.client.clone(), &h.dest);
+    assert!(deps.get_opt("frontend").await.unwrap().is_some());
+
+    // A plain Job (no hook) whose template changes.
+    let job = |image: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: once\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: {image}\n"
+        )
+    };
+    let repo = new_repo("force", &[("job.yaml", &job("registry.local/once:1"))]);
+    h.apply_app(app(
+        "force",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({}),
+    ))
+    .await;
+    request_sync(&h, "force", json!({})).await;
+    h.wait_app("force", "the first sync", |a| op_phase(a) == "Succeeded")
+        .await;
+    let first_uid = jobs.get("once").await.unwrap().metadata.uid;
+    commit(&repo, &[("job.yaml", &job("registry.local/once:2"))]);
+    h.refresh("force").await;
+    h.wait_app("force", "the new commit to show as OutOfSync", |a| {
+        sync_status(a) == "OutOfSync"
+    })
+    .await;
+    request_sync(&h, "force", json!({})).await;
+    let a = h
+        .wait_app("force", "the plain sync to fail", |a| {
+            op_phase(a) == "Failed"
+        })
+        .await;
+    let message = a.status.unwrap().operation_state.unwrap().message;
+    assert!(message.contains("once"), "{message}");
+    assert_eq!(
+        jobs.get("once").await.unwrap().metadata.uid,
+        first_uid,
+        "a failed sync changed the Job"
+    );
+    request_sync(
+        &h,
+        "force",
+        json!({ "syncStrategy": { "hook": { "force": true } } }),
+    )
+    .await;
+    let a = h
+        .wait_app("force", "the forced sync", |a| op_phase(a) == "Succeeded")
+        .await;
+    let recreated = jobs.get("once").await.unwrap();
+    assert_ne!(
+        recreated.metadata.uid, first_uid,
+        "force re-creates the Job"
+    );
+    let image = recreated.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("registry.local/once:2"));
+    assert!(
+        a.status
+            .unwrap()
+            .operation_state
+            .unwrap()
+            .message
+            .contains("successfully")
+    );
+}

@@ -460,23 +460,7 @@ pub async fn apply(
                     // (an immutable field changed) is deleted and created, as
                     // `kubectl replace --force` does.
                     Err(kube::Error::Api(e)) if r.options.force && e.code == 422 && !dry_run => {
-                        let dp = DeleteParams {
-                            propagation_policy: Some(PropagationPolicy::Foreground),
-                            ..DeleteParams::default()
-                        };
-                        api.delete(&r.key.name, &dp)
-                            .await
-                            .map_err(|e| api_message(&e))?;
-                        let deadline = Instant::now() + Duration::from_secs(60);
-                        while api.get_opt(&r.key.name).await.ok().flatten().is_some() {
-                            if Instant::now() > deadline {
-                                return Err(format!(
-                                    "{} was not deleted within 60s for a forced replace",
-                                    r.key
-                                ));
-                            }
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
+                        delete_and_wait(&api, r).await?;
                         obj.metadata.resource_version = None;
                         let o = api.create(&pp, &obj).await.map_err(|e| api_message(&e))?;
                         Ok((
@@ -498,14 +482,49 @@ pub async fn apply(
     }
     let mut pp = PatchParams::apply(FIELD_MANAGER).force();
     pp.dry_run = dry_run;
-    let o = api
-        .patch(&r.key.name, &pp, &Patch::Apply(&r.desired))
+    match api.patch(&r.key.name, &pp, &Patch::Apply(&r.desired)).await {
+        Ok(o) => Ok((
+            format!("{} serverside-applied", lower(&r.key.kind)),
+            Some(to_value(&o, &resolved)),
+        )),
+        // `Force=true` (or a sync strategy with force): an object the API server will not
+        // change in place (an immutable field) is deleted and applied again, as
+        // `kubectl apply --force` does.
+        Err(kube::Error::Api(e)) if r.options.force && e.code == 422 && !dry_run => {
+            delete_and_wait(&api, r).await?;
+            let o = api
+                .patch(&r.key.name, &pp, &Patch::Apply(&r.desired))
+                .await
+                .map_err(|e| api_message(&e))?;
+            Ok((
+                format!("{} serverside-applied (forced)", lower(&r.key.kind)),
+                Some(to_value(&o, &resolved)),
+            ))
+        }
+        Err(e) => Err(api_message(&e)),
+    }
+}
+
+/// Deletes an object (foreground) and waits up to a minute until it is gone.
+async fn delete_and_wait(api: &kube::Api<DynamicObject>, r: &Resource) -> Result<(), String> {
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        ..DeleteParams::default()
+    };
+    api.delete(&r.key.name, &dp)
         .await
         .map_err(|e| api_message(&e))?;
-    Ok((
-        format!("{} serverside-applied", lower(&r.key.kind)),
-        Some(to_value(&o, &resolved)),
-    ))
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.get_opt(&r.key.name).await.ok().flatten().is_some() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} was not deleted within 60s for a forced apply",
+                r.key
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }
 
 fn to_value(o: &DynamicObject, resolved: &Resolved) -> Value {

@@ -544,9 +544,47 @@ pub struct SyncOperation {
     pub source: Option<ApplicationSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<ApplicationSource>>,
+    /// `apply` syncs without running hooks (Argo CD's "apply only"); `force` in either
+    /// deletes and re-creates an object the API server will not change in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_strategy: Option<SyncStrategy>,
     /// Fields this struct does not know, kept so they are reported, never dropped.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStrategy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply: Option<SyncStrategyOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<SyncStrategyOptions>,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStrategyOptions {
+    #[serde(default)]
+    pub force: bool,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+impl SyncStrategy {
+    /// Apply only: hooks are not run.
+    pub fn apply_only(&self) -> bool {
+        self.apply.is_some()
+    }
+
+    pub fn force(&self) -> bool {
+        self.apply
+            .as_ref()
+            .or(self.hook.as_ref())
+            .is_some_and(|o| o.force)
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

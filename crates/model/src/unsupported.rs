@@ -116,6 +116,18 @@ impl Operation {
                     &r.unknown,
                 );
             }
+            if let Some(st) = &s.sync_strategy {
+                note(&mut out, "operation.sync.syncStrategy", &st.unknown);
+                for (name, o) in [("apply", &st.apply), ("hook", &st.hook)] {
+                    if let Some(o) = o {
+                        note(
+                            &mut out,
+                            &format!("operation.sync.syncStrategy.{name}"),
+                            &o.unknown,
+                        );
+                    }
+                }
+            }
         }
         if let Some(r) = &self.retry {
             retry(&mut out, "operation.retry", r);

@@ -681,6 +681,9 @@ pub struct SyncBody {
     resources: Vec<SyncResource>,
     #[serde(default)]
     sync_options: Vec<String>,
+    /// Argo CD's `strategy`: `{"apply": {"force"}}` (no hooks) or `{"hook": {"force"}}`.
+    #[serde(default)]
+    strategy: Option<ferry_model::SyncStrategy>,
 }
 
 #[derive(Deserialize, Default, serde::Serialize)]
@@ -766,6 +769,19 @@ pub async fn sync_app(
     }
     if !b.sync_options.is_empty() {
         sync["syncOptions"] = json!(b.sync_options);
+    }
+    if let Some(strategy) = b.strategy {
+        if !strategy.unknown.is_empty()
+            || [&strategy.apply, &strategy.hook]
+                .into_iter()
+                .flatten()
+                .any(|o| !o.unknown.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "strategy: only apply and hook, each with force, are known",
+            ));
+        }
+        sync["syncStrategy"] = serde_json::to_value(strategy).unwrap_or_default();
     }
     start_operation(&st, &a, &p, sync).await
 }

@@ -71,7 +71,11 @@ pub async fn build(client: &Client, app: &Application) -> ApiResult<Vec<Value>> 
             r.group.clone(),
             r.version.clone(),
             r.kind.clone(),
-            if namespaced { r.namespace.clone() } else { String::new() },
+            if namespaced {
+                r.namespace.clone()
+            } else {
+                String::new()
+            },
         );
         if !listed.contains_key(&list_key) {
             let api: Api<DynamicObject> = if namespaced {

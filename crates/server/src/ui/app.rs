@@ -186,6 +186,8 @@ fn action_bar(st: &AppState, v: &Viewer, a: &Application) -> UiResult {
                             legend { "Sync options" }
                             label { input type="checkbox" name="prune" value="true"; " Prune" }
                             label { input type="checkbox" name="dryRun" value="true"; " Dry run" }
+                            label { input type="checkbox" name="applyOnly" value="true"; " Apply only (skip hooks)" }
+                            label { input type="checkbox" name="force" value="true"; " Force (delete and re-create what cannot change in place)" }
                             label { input type="checkbox" name="option" value="ServerSideApply=true"; " Server-side apply" }
                             label { input type="checkbox" name="option" value="PruneLast=true"; " Prune last" }
                             label { input type="checkbox" name="option" value="Replace=true"; " Replace" }
@@ -588,10 +590,16 @@ pub async fn sync(
         resources
             .push(json!({ "group": group, "kind": kind, "namespace": namespace, "name": rname }));
     }
-    let sync_body = from_json(json!({
+    let mut body = json!({
         "prune": has("prune"), "dryRun": has("dryRun"),
         "syncOptions": options, "resources": resources,
-    }))?;
+    });
+    if has("applyOnly") {
+        body["strategy"] = json!({ "apply": { "force": has("force") } });
+    } else if has("force") {
+        body["strategy"] = json!({ "hook": { "force": true } });
+    }
+    let sync_body = from_json(body)?;
     let _ = api::sync_app(State(st), v.p, Path(key(&ns, &name)), Some(Json(sync_body))).await?;
     Ok(toast(&format!(
         "Sync of {name} started{}.",

@@ -52,7 +52,7 @@ pub async fn vela(State(st): St, v: Viewer) -> UiResult {
                 h2 { (name) " " span.muted { "in " (ns) } }
                 p.status {
                     span.badge { "Phase: " (s(a, "/status/status")) }
-                    @if suspended { " " span.badge.health-suspended { span aria-hidden="true" { "⏸" } " Workflow suspended" } }
+                    @if suspended { " " span.badge.health-suspended { span aria-hidden="true" { "‖" } " Workflow suspended" } }
                 }
                 @if suspended && can_resume {
                     button type="button" hx-post={ "/vela/" (ns) "/" (name) "/resume" } hx-target="#toast" { "Resume" }

@@ -11,7 +11,7 @@ pub fn health_symbol(status: &str) -> &'static str {
         "Healthy" => "♥",
         "Progressing" => "◔",
         "Degraded" => "✖",
-        "Suspended" => "⏸",
+        "Suspended" => "‖",
         "Missing" => "⊘",
         _ => "?",
     }
