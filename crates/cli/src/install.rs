@@ -85,7 +85,9 @@ fn all_verbs() -> Value {
 fn controller_home_rules() -> Value {
     json!([
         { "apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch"] },
-        { "apiGroups": ["argoproj.io"], "resources": ["applications", "applications/status", "appprojects"], "verbs": ["get", "list", "watch", "update", "patch"] },
+        { "apiGroups": ["argoproj.io"], "resources": ["applications", "applications/status", "appprojects", "applicationsets"], "verbs": ["get", "list", "watch", "update", "patch"] },
+        // ApplicationSets' generated Applications.
+        { "apiGroups": ["argoproj.io"], "resources": ["applications"], "verbs": ["create", "delete"] },
         { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] },
         { "apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "list"] },
     ])

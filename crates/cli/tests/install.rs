@@ -115,7 +115,7 @@ fn the_committed_manifest_and_the_chart_are_what_ferry_install_prints() {
             .count()
     };
     assert_eq!(kinds("Namespace"), 1);
-    assert_eq!(kinds("CustomResourceDefinition"), 11, "{:?}", objs.keys());
+    assert_eq!(kinds("CustomResourceDefinition"), 12, "{:?}", objs.keys());
     assert_eq!(kinds("ClusterRole"), 2);
     assert_eq!(kinds("Deployment"), 2);
     assert_eq!(kinds("PodDisruptionBudget"), 1);

@@ -1,5 +1,6 @@
 //! controller: reconciles Argo CD Applications and Flux image automation natively — watches, work queues, leader election, and the source → render → compare → sync → status pipeline.
 
+pub mod appset;
 mod clusters;
 pub mod events;
 pub mod fetch;
@@ -504,6 +505,15 @@ impl Controller {
     }
 }
 
+/// A task that ends with its owner (a leader's loops end when it stops leading).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn run_as_leader(
     client: Client,
     cfg: Config,
@@ -523,6 +533,7 @@ async fn run_as_leader(
     } else {
         None
     };
+    let _appsets = AbortOnDrop(appset::start(client.clone(), ctl.clone()));
     let mut workers = Vec::new();
     for _ in 0..cfg.workers.max(1) {
         let ctl = ctl.clone();

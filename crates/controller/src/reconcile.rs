@@ -673,6 +673,25 @@ impl Controller {
         Ok((conn, cs.server.clone(), cs.name.clone()))
     }
 
+    /// A revision's files, for ApplicationSet git generators: resolved as the apps' sources are
+    /// (`fresh` skips the poll interval's memory), checked out read-only.
+    pub(crate) async fn checkout_revision(
+        &self,
+        url: &str,
+        revision: &str,
+        fresh: bool,
+    ) -> Result<std::path::PathBuf, String> {
+        let sha = self
+            .resolve(url, revision, fresh)
+            .await
+            .map_err(|s| s.message)?;
+        let creds = self.credentials(url);
+        self.sources
+            .checkout(url, &sha, creds.as_ref())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Resolves a revision, at most once per poll interval per (repo, revision).
     async fn resolve(&self, url: &str, revision: &str, fresh: bool) -> Result<String, Stop> {
         let key = (url.to_string(), revision.to_string());

@@ -6,4 +6,5 @@
 pub mod policy;
 pub mod registry;
 pub mod setters;
-pub mod template;
+/// Commit message templates: Go's text/template (the `ferry-gotemplate` crate).
+pub use ferry_gotemplate as template;

@@ -35,6 +35,17 @@ pub fn appproject_crd() -> serde_json::Value {
 type GroupVersion = (&'static str, &'static str, bool);
 // Like Argo CD's own CRDs: no status subresource, so existing tooling that
 // writes status with the object keeps working.
+pub fn applicationset_crd() -> serde_json::Value {
+    crd(
+        ARGO,
+        "applicationsets",
+        "ApplicationSet",
+        "ApplicationSetList",
+        &["appset", "appsets"],
+        serde_json::json!([]),
+    )
+}
+
 const ARGO: GroupVersion = ("argoproj.io", "v1alpha1", false);
 // Like Flux's CRDs: status is a subresource and spec changes bump the generation.
 const FLUX_IMAGE: GroupVersion = ("image.toolkit.fluxcd.io", "v1", true);
@@ -104,7 +115,7 @@ pub fn flux_crds() -> Vec<serde_json::Value> {
 /// Every CRD Ferry serves, in the order they are installed: what the controller installs and
 /// upgrades, and what `ferry install` prints.
 pub fn all() -> Vec<serde_json::Value> {
-    let mut all = vec![application_crd(), appproject_crd()];
+    let mut all = vec![application_crd(), appproject_crd(), applicationset_crd()];
     all.extend(flux_crds());
     all.extend(oam_crds());
     all

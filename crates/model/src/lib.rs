@@ -6,6 +6,7 @@
 //! not implement were absent; it only ever writes `status`, never the whole object.
 
 mod application;
+pub mod appset;
 pub mod crds;
 mod duration;
 pub mod flux;

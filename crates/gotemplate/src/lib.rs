@@ -1,4 +1,7 @@
-//! The Go `text/template` subset that ImageUpdateAutomation `spec.git.commit.messageTemplate` commit messages are written in, rendered against a [`Value`] tree.
+//! gotemplate: Go's `text/template` (the subset below), rendered against a [`Value`] tree, with the Sprig functions Argo CD's ApplicationSets and Flux's commit messages use.
+//!
+//! [`render`] is what Flux's ImageUpdateAutomation `spec.git.commit.messageTemplate` gets;
+//! [`render_with`] adds functions ([`sprig`]) and `missingkey=error`, for ApplicationSets.
 //!
 //! Supported, with Go's semantics:
 //!
@@ -37,6 +40,8 @@
 //!   a map in key order (struct fields compared in declaration order), so the
 //!   caller should supply the pairs sorted that way.
 //! * `.Values`: a `Map` of strings.
+
+pub mod sprig;
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -152,11 +157,31 @@ pub enum TemplateError {
 
 /// Renders `template` against `data` (which is `.` and `$` at the top level).
 pub fn render(template: &str, data: &Value) -> Result<String, TemplateError> {
-    let nodes = Parser::new(template).parse()?;
+    render_with(template, data, &Options::default())
+}
+
+/// A function a template may call: its arguments, the piped value last.
+pub type Function = fn(Vec<Value>) -> Result<Value, String>;
+
+/// How to render: functions beyond Go's builtins, and Go's `missingkey=error`.
+#[derive(Default, Clone, Copy)]
+pub struct Options<'f> {
+    pub funcs: &'f [(&'static str, Function)],
+    /// A map key that does not exist is an error instead of `<no value>`.
+    pub missing_key_error: bool,
+}
+
+/// [`render`] with `opts`.
+pub fn render_with(template: &str, data: &Value, opts: &Options) -> Result<String, TemplateError> {
+    let mut parser = Parser::new(template);
+    parser.funcs = opts.funcs;
+    let nodes = parser.parse()?;
     let mut exec = Exec {
         src: template,
         out: String::new(),
         vars: vec![("$".to_string(), data.clone())],
+        funcs: opts.funcs,
+        strict: opts.missing_key_error,
     };
     exec.walk(data, &nodes)?;
     Ok(exec.out)
@@ -271,6 +296,8 @@ enum Builtin {
     TrimPrefix,
     TrimSuffix,
     Replace,
+    /// One of [`Options::funcs`], by index.
+    Ext(usize),
 }
 
 const BUILTINS: [(&str, Builtin); 23] = [
@@ -305,6 +332,9 @@ impl Builtin {
     }
 
     fn name(self) -> &'static str {
+        if let Builtin::Ext(_) = self {
+            return "function";
+        }
         BUILTINS
             .iter()
             .find(|(_, b)| *b == self)
@@ -382,6 +412,7 @@ struct Parser<'s> {
     vars: Vec<String>,
     range_depth: usize,
     depth: usize,
+    funcs: &'s [(&'static str, Function)],
 }
 
 impl<'s> Parser<'s> {
@@ -393,6 +424,7 @@ impl<'s> Parser<'s> {
             vars: vec!["$".to_string()],
             range_depth: 0,
             depth: 0,
+            funcs: &[],
         }
     }
 
@@ -933,9 +965,18 @@ impl<'s> Parser<'s> {
                             self.error(span.start, format!("unexpected {{{{{name}}}}} in operand"))
                         );
                     }
-                    ArgKind::Func(Builtin::lookup(name).ok_or_else(|| {
-                        self.error(span.start, format!("function {name:?} not defined"))
-                    })?)
+                    ArgKind::Func(
+                        Builtin::lookup(name)
+                            .or_else(|| {
+                                self.funcs
+                                    .iter()
+                                    .position(|(n, _)| n == name)
+                                    .map(Builtin::Ext)
+                            })
+                            .ok_or_else(|| {
+                                self.error(span.start, format!("function {name:?} not defined"))
+                            })?,
+                    )
                 }
                 Tok::Dot => ArgKind::Dot,
                 Tok::Nil => ArgKind::Nil,
@@ -1157,6 +1198,9 @@ struct Exec<'s> {
     src: &'s str,
     out: String,
     vars: Vec<(String, Value)>,
+    funcs: &'s [(&'static str, Function)],
+    /// `missingkey=error`.
+    strict: bool,
 }
 
 impl Exec<'_> {
@@ -1350,14 +1394,14 @@ impl Exec<'_> {
             ArgKind::Nil => return Ok(Value::Null),
             ArgKind::Const(value) => return Ok(value.clone()),
             ArgKind::Func(f) => return self.call(dot, *f, &[], None, arg.span),
-            ArgKind::Field(chain) => field_chain(dot, chain),
+            ArgKind::Field(chain) => field_chain(dot, chain, self.strict),
             ArgKind::Var(name, chain) => match self.vars.iter().rev().find(|(n, _)| n == name) {
-                Some((_, value)) => field_chain(value, chain),
+                Some((_, value)) => field_chain(value, chain, self.strict),
                 None => Err(format!("undefined variable: {name}")),
             },
             ArgKind::Paren(pipe, chain) => {
                 let value = self.eval_pipeline(dot, pipe)?;
-                field_chain(&value, chain)
+                field_chain(&value, chain, self.strict)
             }
         };
         walked.map_err(|message| self.error(arg.span, message))
@@ -1401,19 +1445,26 @@ impl Exec<'_> {
             values.push(self.eval_arg(dot, arg)?);
         }
         values.extend(piped);
-        call_builtin(f, values)
-            .map_err(|message| self.error(span, format!("error calling {}: {message}", f.name())))
+        let (name, result) = match f {
+            Builtin::Ext(i) => {
+                let (name, func) = self.funcs[i];
+                (name, func(values))
+            }
+            _ => (f.name(), call_builtin(f, values)),
+        };
+        result.map_err(|message| self.error(span, format!("error calling {name}: {message}")))
     }
 }
 
 /// `.A.B…` starting at `base`; only the final value is cloned, so `$.X` does
 /// not copy the whole data tree.
-fn field_chain(base: &Value, chain: &[String]) -> Result<Value, String> {
+fn field_chain(base: &Value, chain: &[String], strict: bool) -> Result<Value, String> {
     let mut current = base;
     for name in chain {
         current = match current {
             Value::Map(map) => match map.get(name) {
                 Some(value) => value,
+                None if strict => return Err(format!("map has no entry for key {name:?}")),
                 // A missing key is Go's "no value"; fields of it are too.
                 None => return Ok(Value::Null),
             },
@@ -1578,6 +1629,7 @@ fn call_builtin(f: Builtin, args: Vec<Value>) -> Result<Value, String> {
                 _ => Value::Str(s.strip_suffix(needle).unwrap_or(s).to_string()),
             })
         }
+        Ext(_) => Err("an extension function called as a builtin".into()),
         Replace => {
             arity(f, &args, 3)?;
             let old = string_arg(&args[0])?;
