@@ -6,6 +6,7 @@ use crate::{Error, Params};
 use ferry_gotemplate::sprig::sanitize_name;
 use ferry_model::appset::{
     AppTemplate, ClusterGenerator, CombineGenerator, Generator, GitGenerator, ListGenerator,
+    PullRequestGenerator,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Value, json};
@@ -16,6 +17,20 @@ pub const IN_CLUSTER_NAME: &str = "in-cluster";
 pub const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
 /// Argo CD's default requeue for git generators.
 pub const GIT_REQUEUE: Duration = Duration::from_secs(180);
+/// ... and for pull request generators.
+pub const PULL_REQUEST_REQUEUE: Duration = Duration::from_secs(1800);
+
+/// An open pull request, as the forge reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PullRequest {
+    pub number: u64,
+    pub title: String,
+    pub branch: String,
+    pub target_branch: String,
+    pub head_sha: String,
+    pub labels: Vec<String>,
+    pub author: String,
+}
 
 /// A cluster Secret (`argocd.argoproj.io/secret-type: cluster`).
 #[derive(Clone, Debug, Default)]
@@ -40,6 +55,11 @@ pub trait Inputs {
     fn clusters(&self) -> Vec<Cluster>;
     /// `Err(NeedRepo)` when not fetched yet.
     fn repo(&self, url: &str, revision: &str) -> Result<&dyn Tree, Error>;
+    /// The open pull requests of a generator's repository; `Err(NeedPullRequests)` when not
+    /// fetched yet.
+    fn pull_requests(&self, g: &PullRequestGenerator) -> Result<Vec<PullRequest>, Error> {
+        Err(Error::NeedPullRequests(Box::new(g.clone())))
+    }
 }
 
 /// One parameter set, with the template it renders (the generator's own merged over the set's).
@@ -91,6 +111,7 @@ fn own_template(g: &Generator) -> Option<&AppTemplate> {
         .or(g.git.as_ref().and_then(|x| x.template.as_ref()))
         .or(g.matrix.as_ref().and_then(|x| x.template.as_ref()))
         .or(g.merge.as_ref().and_then(|x| x.template.as_ref()))
+        .or(g.pull_request.as_ref().and_then(|x| x.template.as_ref()))
 }
 
 /// The generator's template wins where it sets something; the set's fills the rest.
@@ -120,6 +141,7 @@ fn kind_of(g: &Generator) -> Result<&'static str, Error> {
         ("git", g.git.is_some()),
         ("matrix", g.matrix.is_some()),
         ("merge", g.merge.is_some()),
+        ("pullRequest", g.pull_request.is_some()),
     ] {
         if present {
             kinds.push(name);
@@ -128,7 +150,7 @@ fn kind_of(g: &Generator) -> Result<&'static str, Error> {
     if !g.unknown.is_empty() {
         let names: Vec<&String> = g.unknown.keys().collect();
         return Err(Error::Generator(format!(
-            "generators Ferry does not run: {} (it runs list, clusters, git, matrix and merge)",
+            "generators Ferry does not run: {} (it runs list, clusters, git, matrix, merge and pullRequest)",
             names
                 .iter()
                 .map(|n| n.as_str())
@@ -182,6 +204,15 @@ fn params_of(
             inputs,
             depth,
         )?,
+        "pullRequest" => {
+            let pr = g.pull_request.clone().unwrap_or_default();
+            let again = match pr.requeue_after_seconds {
+                Some(0) => None,
+                Some(s) => Some(Duration::from_secs(s)),
+                None => Some(PULL_REQUEST_REQUEUE),
+            };
+            (pull_requests(&pr, mode, inputs)?, again)
+        }
         _ => merge(
             g.merge.as_deref().unwrap_or(&Default::default()),
             mode,
@@ -719,4 +750,107 @@ pub fn selector_matches(
         }
     }
     Ok(true)
+}
+
+/// gosimple/slug as Argo CD's pull request generator sets it up: `_` becomes `-`, at most 50
+/// characters, cut at a word boundary.
+pub fn branch_slug(branch: &str) -> String {
+    ferry_gotemplate::sprig::slug(&branch.trim().to_lowercase().replace('_', "-"), 50, true)
+}
+
+fn pull_requests(
+    g: &PullRequestGenerator,
+    mode: &Mode,
+    inputs: &dyn Inputs,
+) -> Result<Vec<Params>, Error> {
+    let mut unknown: Vec<String> = g
+        .unknown
+        .keys()
+        .map(|k| format!("pullRequest.{k}"))
+        .collect();
+    let forge = match (&g.github, &g.gitea) {
+        (Some(f), None) | (None, Some(f)) => f,
+        (None, None) if !unknown.is_empty() => {
+            return Err(Error::Generator(format!(
+                "pull request generator: Ferry speaks GitHub and Gitea, not {}",
+                unknown.join(", ")
+            )));
+        }
+        _ => {
+            return Err(Error::Generator(
+                "pull request generator: name one of github and gitea".into(),
+            ));
+        }
+    };
+    unknown.extend(
+        forge
+            .unknown
+            .keys()
+            .map(|k| format!("pullRequest.<forge>.{k}")),
+    );
+    if forge.owner.is_empty() || forge.repo.is_empty() {
+        return Err(Error::Generator(
+            "pull request generator: owner and repo are required".into(),
+        ));
+    }
+    for f in &g.filters {
+        unknown.extend(
+            f.unknown
+                .keys()
+                .map(|k| format!("pullRequest.filters[].{k}")),
+        );
+    }
+    if !unknown.is_empty() {
+        return Err(Error::Generator(format!(
+            "pull request generator: fields Ferry does not act on: {}",
+            unknown.join(", ")
+        )));
+    }
+    let compile = |re: &Option<String>| -> Result<Option<regex::Regex>, Error> {
+        re.as_deref()
+            .map(|r| {
+                regex::Regex::new(r).map_err(|e| {
+                    Error::Generator(format!("error compiling BranchMatch regexp {r:?}: {e}"))
+                })
+            })
+            .transpose()
+    };
+    let mut filters = Vec::new();
+    for f in &g.filters {
+        filters.push((compile(&f.branch_match)?, compile(&f.target_branch_match)?));
+    }
+    let mut out = Vec::new();
+    for pr in inputs.pull_requests(g)? {
+        if !forge.labels.iter().all(|l| pr.labels.contains(l)) {
+            continue;
+        }
+        let pass = filters.is_empty()
+            || filters.iter().any(|(b, t)| {
+                b.as_ref().is_none_or(|re| re.is_match(&pr.branch))
+                    && t.as_ref().is_none_or(|re| re.is_match(&pr.target_branch))
+            });
+        if !pass {
+            continue;
+        }
+        let short = |n: usize| pr.head_sha.chars().take(n).collect::<String>();
+        let mut p = Params::new();
+        p.insert("number".into(), json!(pr.number.to_string()));
+        p.insert("title".into(), json!(pr.title));
+        p.insert("branch".into(), json!(pr.branch));
+        p.insert("branch_slug".into(), json!(branch_slug(&pr.branch)));
+        p.insert("target_branch".into(), json!(pr.target_branch));
+        p.insert(
+            "target_branch_slug".into(),
+            json!(branch_slug(&pr.target_branch)),
+        );
+        p.insert("head_sha".into(), json!(pr.head_sha));
+        p.insert("head_short_sha".into(), json!(short(8)));
+        p.insert("head_short_sha_7".into(), json!(short(7)));
+        p.insert("author".into(), json!(pr.author));
+        if mode.go {
+            p.insert("labels".into(), json!(pr.labels));
+        }
+        out.push(p);
+    }
+    Ok(out)
 }

@@ -19,6 +19,9 @@ pub enum Error {
     /// The generator reads a repository revision the caller has not fetched yet.
     #[error("repository {url} at {revision} is needed")]
     NeedRepo { url: String, revision: String },
+    /// The generator lists a forge's pull requests the caller has not fetched yet.
+    #[error("pull requests of {0:?} are needed")]
+    NeedPullRequests(Box<ferry_model::appset::PullRequestGenerator>),
     /// A generator's input or spec is wrong (Argo CD's `ApplicationGenerationFromParamsError`).
     #[error("{0}")]
     Generator(String),

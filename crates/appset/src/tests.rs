@@ -39,6 +39,29 @@ impl Inputs for Mem {
     fn clusters(&self) -> Vec<Cluster> {
         self.clusters.clone()
     }
+    fn pull_requests(
+        &self,
+        _: &ferry_model::appset::PullRequestGenerator,
+    ) -> Result<Vec<crate::generate::PullRequest>, Error> {
+        Ok(vec![
+            crate::generate::PullRequest {
+                number: 7,
+                title: "Add feature".into(),
+                branch: "feature/New_Thing".into(),
+                target_branch: "main".into(),
+                head_sha: "0123456789abcdef".into(),
+                labels: vec!["preview".into()],
+                author: "ann".into(),
+            },
+            crate::generate::PullRequest {
+                number: 8,
+                branch: "wip".into(),
+                target_branch: "main".into(),
+                head_sha: "fedcba9876543210".into(),
+                ..Default::default()
+            },
+        ])
+    }
     fn repo(&self, url: &str, revision: &str) -> Result<&dyn Tree, Error> {
         if url == "https://git.example/repo.git" {
             Ok(self)
@@ -270,10 +293,10 @@ fn duplicate_names_and_bad_apps_are_refused() {
             .unwrap_err()
             .to_string();
     assert!(e.contains("spec.sourec"), "{e}");
-    let e = run(json!({ "generators": [{ "pullRequest": { "github": {} } }], "template": template("a", "p", "s") }))
+    let e = run(json!({ "generators": [{ "scmProvider": { "github": {} } }], "template": template("a", "p", "s") }))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("pullRequest"), "{e}");
+    assert!(e.contains("scmProvider"), "{e}");
 }
 
 #[test]
@@ -312,4 +335,24 @@ fn a_repository_not_fetched_is_asked_for() {
             revision: "main".into()
         }
     );
+}
+
+#[test]
+fn pull_requests_with_labels_filters_and_slugs() {
+    let apps = run(json!({
+        "generators": [{ "pullRequest": { "github": { "owner": "o", "repo": "r", "labels": ["preview"] },
+            "filters": [{ "branchMatch": "^feature/" }] } }],
+        "template": template("preview-{{number}}-{{branch_slug}}", "{{head_short_sha}}/{{head_short_sha_7}}", "https://kubernetes.default.svc"),
+    }))
+    .unwrap();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0]["metadata"]["name"], "preview-7-feature-new-thing");
+    assert_eq!(apps[0]["spec"]["source"]["path"], "01234567/0123456");
+    let e = run(json!({
+        "generators": [{ "pullRequest": { "gitlab": { "project": "x" } } }],
+        "template": template("a", "p", "s"),
+    }))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("gitlab"), "{e}");
 }

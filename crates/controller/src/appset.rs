@@ -7,10 +7,12 @@
 
 use crate::Controller;
 use crate::events::{AppEvent, emit_for};
+use ferry_appset::generate::PullRequest;
 use ferry_appset::render::Mode;
 use ferry_appset::{Cluster, Error as GenError, Rendered, Tree};
 use ferry_model::Application;
 use ferry_model::appset::ApplicationSet;
+use ferry_model::appset::PullRequestGenerator;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -153,6 +155,7 @@ impl Tree for DirTree {
 struct Fetched {
     clusters: Vec<Cluster>,
     repos: HashMap<(String, String), DirTree>,
+    pulls: HashMap<String, Vec<PullRequest>>,
 }
 
 impl ferry_appset::Inputs for Fetched {
@@ -168,6 +171,117 @@ impl ferry_appset::Inputs for Fetched {
                 revision: revision.into(),
             })
     }
+    fn pull_requests(&self, g: &PullRequestGenerator) -> Result<Vec<PullRequest>, GenError> {
+        self.pulls
+            .get(&serde_json::to_string(g).unwrap_or_default())
+            .cloned()
+            .ok_or_else(|| GenError::NeedPullRequests(Box::new(g.clone())))
+    }
+}
+
+/// The open pull requests of a GitHub or Gitea repository, through the forge's REST API with
+/// the token of `tokenRef` (a Secret in the set's namespace).
+async fn fetch_pull_requests(
+    ctx: &Ctx,
+    ns: &str,
+    g: &PullRequestGenerator,
+) -> Result<Vec<PullRequest>, String> {
+    let (forge, github) = match (&g.github, &g.gitea) {
+        (Some(f), _) => (f, true),
+        (None, Some(f)) => (f, false),
+        _ => return Err("pull request generator: name one of github and gitea".into()),
+    };
+    let token = match &forge.token_ref {
+        Some(r) => {
+            let s = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+                .get(&r.secret_name)
+                .await
+                .map_err(|e| format!("tokenRef: Secret {}: {e}", r.secret_name))?;
+            let v = s.data.and_then(|d| d.get(&r.key).cloned()).ok_or_else(|| {
+                format!("tokenRef: Secret {} has no key {}", r.secret_name, r.key)
+            })?;
+            Some(String::from_utf8_lossy(&v.0).trim().to_string())
+        }
+        None => None,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tls_danger_accept_invalid_certs(forge.insecure)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let base = match (&forge.api, github) {
+        (Some(a), _) => a.trim_end_matches('/').to_string(),
+        (None, true) => "https://api.github.com".to_string(),
+        (None, false) => {
+            return Err("pull request generator: gitea needs api (the server's URL)".into());
+        }
+    };
+    let mut out = Vec::new();
+    for page in 1..=20 {
+        let url = if github {
+            format!(
+                "{base}/repos/{}/{}/pulls?per_page=100&page={page}",
+                forge.owner, forge.repo
+            )
+        } else {
+            format!(
+                "{base}/api/v1/repos/{}/{}/pulls?state=open&limit=50&page={page}",
+                forge.owner, forge.repo
+            )
+        };
+        let mut req = http
+            .get(&url)
+            .header("user-agent", "ferry")
+            .header("accept", "application/json");
+        if let Some(t) = &token {
+            req = req.header(
+                "authorization",
+                if github {
+                    format!("Bearer {t}")
+                } else {
+                    format!("token {t}")
+                },
+            );
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("error listing pull requests: GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!(
+                "error listing pull requests: GET {url}: {}",
+                resp.status()
+            ));
+        }
+        let items: Vec<Value> = resp
+            .json()
+            .await
+            .map_err(|e| format!("error listing pull requests: {url}: {e}"))?;
+        let n = items.len();
+        for p in items {
+            if p["state"].as_str().is_some_and(|s| s != "open") {
+                continue;
+            }
+            out.push(PullRequest {
+                number: p["number"].as_u64().unwrap_or_default(),
+                title: p["title"].as_str().unwrap_or_default().into(),
+                branch: p["head"]["ref"].as_str().unwrap_or_default().into(),
+                target_branch: p["base"]["ref"].as_str().unwrap_or_default().into(),
+                head_sha: p["head"]["sha"].as_str().unwrap_or_default().into(),
+                labels: p["labels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| l["name"].as_str().map(String::from))
+                    .collect(),
+                author: p["user"]["login"].as_str().unwrap_or_default().into(),
+            });
+        }
+        if n < if github { 100 } else { 50 } {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 fn cluster_inputs(ctl: &Controller) -> Vec<Cluster> {
@@ -212,6 +326,7 @@ async fn desired(
     let mut inputs = Fetched {
         clusters: cluster_inputs(&ctx.ctl),
         repos: HashMap::new(),
+        pulls: HashMap::new(),
     };
     for _ in 0..32 {
         match ferry_appset::generate(&set.spec.generators, &set.spec.template, &mode, &inputs) {
@@ -227,6 +342,15 @@ async fn desired(
                     .await
                     .map_err(|e| ("ApplicationGenerationFromParamsError".to_string(), e))?;
                 inputs.repos.insert((url, revision), DirTree { root: dir });
+            }
+            Err(GenError::NeedPullRequests(g)) => {
+                let ns = set.namespace().unwrap_or_default();
+                let prs = fetch_pull_requests(ctx, &ns, &g)
+                    .await
+                    .map_err(|e| ("ApplicationGenerationFromParamsError".to_string(), e))?;
+                inputs
+                    .pulls
+                    .insert(serde_json::to_string(&*g).unwrap_or_default(), prs);
             }
             Err(e) => {
                 return Err((

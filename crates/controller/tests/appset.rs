@@ -304,3 +304,126 @@ async fn a_template_error_leaves_the_generated_applications_alone() {
     .await;
     assert_eq!(condition(&h, "go", "ErrorOccurred").await.0, "False");
 }
+
+/// A loopback stand-in for GitHub's and Gitea's pull request endpoints (no forge runs here):
+/// the open pull requests it serves can change while the test runs. GitHub's answer needs the
+/// token, as a private repository's does.
+async fn forge_stand_in(prs: std::sync::Arc<std::sync::Mutex<Value>>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let prs = prs.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let target = req
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let authorized = req
+                    .lines()
+                    .any(|l| l.eq_ignore_ascii_case("authorization: Bearer t0ken"));
+                let (status, body) = if target.starts_with("/repos/o/r/pulls") && !authorized {
+                    ("401 Unauthorized", json!({ "message": "Bad credentials" }))
+                } else if (target.starts_with("/repos/o/r/pulls")
+                    || target.starts_with("/api/v1/repos/o/r/pulls"))
+                    && target.ends_with("&page=1")
+                {
+                    ("200 OK", prs.lock().unwrap().clone())
+                } else if target.contains("/pulls") {
+                    ("200 OK", json!([]))
+                } else {
+                    ("404 Not Found", json!({}))
+                };
+                let body = body.to_string();
+                let _ = conn
+                    .write_all(format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes())
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn pull_requests_opened_and_closed_create_and_delete_preview_apps() {
+    let h = harness("appset-pr").await;
+    let prs = std::sync::Arc::new(std::sync::Mutex::new(json!([])));
+    let api = forge_stand_in(prs.clone()).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "forge-token" }, "stringData": { "token": "t0ken" },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(h.client.clone(), &h.ns)
+        .create(&Default::default(), &secret)
+        .await
+        .unwrap();
+    for (name, forge) in [
+        (
+            "gh",
+            json!({ "github": { "owner": "o", "repo": "r", "api": api, "tokenRef": { "secretName": "forge-token", "key": "token" }, "labels": ["preview"] } }),
+        ),
+        (
+            "gt",
+            json!({ "gitea": { "owner": "o", "repo": "r", "api": api } }),
+        ),
+    ] {
+        let mut generator = forge;
+        generator["requeueAfterSeconds"] = json!(1);
+        apply_set(
+            &h,
+            json!({
+                "metadata": { "name": name },
+                "spec": {
+                    "generators": [{ "pullRequest": generator }],
+                    "template": {
+                        "metadata": { "name": format!("{name}-{{{{number}}}}-{{{{branch_slug}}}}") },
+                        "spec": { "project": "default",
+                            "source": { "repoURL": "https://git.example/app.git", "path": "deploy", "targetRevision": "{{head_sha}}" },
+                            "destination": { "server": "https://kubernetes.default.svc", "namespace": "pr-{{number}}" } },
+                    },
+                },
+            }),
+        )
+        .await;
+    }
+    h.eventually("both sets up to date", || async {
+        (condition(&h, "gh", "ResourcesUpToDate").await.0 == "True"
+            && condition(&h, "gt", "ResourcesUpToDate").await.0 == "True")
+            .then_some(())
+    })
+    .await;
+    *prs.lock().unwrap() = json!([
+        { "number": 3, "state": "open", "title": "x", "head": { "ref": "feature/New_X", "sha": "0123456789abcdef0123" },
+          "base": { "ref": "main" }, "labels": [{ "name": "preview" }], "user": { "login": "ann" } },
+        { "number": 4, "state": "open", "title": "y", "head": { "ref": "no-label", "sha": "aaaaaaaaaaaaaaaa" },
+          "base": { "ref": "main" }, "labels": [], "user": { "login": "bob" } },
+    ]);
+    h.eventually("preview apps for the opened pull requests", || async {
+        (generated(&h, "gh").await == ["gh-3-feature-new-x"]
+            && generated(&h, "gt").await == ["gt-3-feature-new-x", "gt-4-no-label"])
+        .then_some(())
+    })
+    .await;
+    let a = h.apps().get("gh-3-feature-new-x").await.unwrap();
+    assert_eq!(
+        a.spec.source.unwrap().target_revision.as_deref(),
+        Some("0123456789abcdef0123")
+    );
+    *prs.lock().unwrap() = json!([]);
+    h.eventually(
+        "preview apps deleted once their pull requests closed",
+        || async {
+            (generated(&h, "gh").await.is_empty() && generated(&h, "gt").await.is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+}

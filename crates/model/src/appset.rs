@@ -141,6 +141,8 @@ pub struct Generator {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<Box<CombineGenerator>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestGenerator>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
     /// Generators Ferry does not run yet (`pullRequest`, `scmProvider`, `plugin`,
     /// `clusterDecisionResource`) and misspellings: reported, never skipped.
@@ -210,4 +212,62 @@ pub struct CombineGenerator {
     pub merge_keys: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<AppTemplate>,
+}
+
+/// Open pull requests of a GitHub or Gitea repository.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestGenerator {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<ForgeRepo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitea: Option<ForgeRepo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<PullRequestFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeue_after_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<AppTemplate>,
+    /// Forges Ferry does not speak yet (gitlab, bitbucket, azuredevops ...): reported.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ForgeRepo {
+    #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
+    pub repo: String,
+    /// The forge's API base URL (GitHub: `https://api.github.com/` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ref: Option<SecretKeyRef>,
+    #[serde(default)]
+    pub insecure: bool,
+    /// Only pull requests with all these labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub secret_name: String,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_match: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_branch_match: Option<String>,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
