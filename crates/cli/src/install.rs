@@ -98,7 +98,7 @@ fn controller_home_rules() -> Value {
 fn server_home_rules() -> Value {
     json!([
         { "apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] },
-        { "apiGroups": ["argoproj.io"], "resources": ["applications", "appprojects"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] },
+        { "apiGroups": ["argoproj.io"], "resources": ["applications", "appprojects", "applicationsets"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] },
         { "apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "list", "watch"] },
     ])
 }
@@ -110,7 +110,7 @@ fn server_home_rules() -> Value {
 fn server_cluster_rules() -> Value {
     json!([
         { "apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch", "patch"] },
-        { "apiGroups": ["argoproj.io"], "resources": ["applications", "appprojects"], "verbs": ["create", "update", "patch", "delete"] },
+        { "apiGroups": ["argoproj.io"], "resources": ["applications", "appprojects", "applicationsets"], "verbs": ["create", "update", "patch", "delete"] },
     ])
 }
 

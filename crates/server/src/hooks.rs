@@ -111,7 +111,70 @@ pub async fn receive(
             Err(e) => tracing::info!(app = %a.name_any(), error = %e, "webhook refresh failed"),
         }
     }
-    tracing::info!(provider, %branch, apps = refreshed.len(), "webhook push");
+    let sets = refresh_application_sets(&st, &event, &branch).await;
+    tracing::info!(provider, %branch, apps = refreshed.len(), applicationsets = sets.len(), "webhook push");
     st.metrics.webhook(provider, "refreshed");
-    Ok((StatusCode::OK, Json(json!({ "refreshed": refreshed }))))
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "refreshed": refreshed, "refreshedApplicationSets": sets })),
+    ))
+}
+
+/// Git generators (also inside matrix and merge) of `repoURL` at the pushed branch.
+fn reads_repo(
+    generators: &[ferry_model::appset::Generator],
+    event: &webhook::PushEvent,
+    branch: &str,
+) -> bool {
+    generators.iter().any(|g| {
+        g.git.as_ref().is_some_and(|git| {
+            event
+                .repo_urls
+                .iter()
+                .any(|u| webhook::same_repo(&git.repo_url, u))
+                && webhook::revision_matches(&git.revision, branch, event.default_branch.as_deref())
+        }) || [&g.matrix, &g.merge]
+            .into_iter()
+            .flatten()
+            .any(|c| reads_repo(&c.generators, event, branch))
+    })
+}
+
+/// ApplicationSets whose git generators read the pushed branch get Argo CD's refresh
+/// annotation: the controller regenerates them at once, with fresh revisions.
+async fn refresh_application_sets(
+    st: &crate::api::AppState,
+    event: &webhook::PushEvent,
+    branch: &str,
+) -> Vec<String> {
+    let api: kube::Api<ferry_model::appset::ApplicationSet> =
+        kube::Api::namespaced(st.client.clone(), &st.ns);
+    let sets = match api.list(&Default::default()).await {
+        Ok(l) => l.items,
+        Err(e) => {
+            tracing::info!(error = %e, "webhook: cannot list ApplicationSets");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for set in sets {
+        if !reads_repo(&set.spec.generators, event, branch) {
+            continue;
+        }
+        let body = json!({ "metadata": { "annotations": { "argocd.argoproj.io/application-set-refresh": "true" } } });
+        match api
+            .patch(
+                &set.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&body),
+            )
+            .await
+        {
+            Ok(_) => out.push(set.name_any()),
+            Err(e) => {
+                tracing::info!(applicationset = %set.name_any(), error = %e, "webhook refresh failed")
+            }
+        }
+    }
+    out
 }

@@ -23,9 +23,17 @@ const OPS: &[Op] = &[
         true,
     ),
     (
+        "get",
+        "/api/v1/settings",
+        "What a login screen needs: the server's URL and its single sign-on provider (no secrets)",
+        &[],
+        None,
+        true,
+    ),
+    (
         "post",
         "/api/v1/session",
-        "Log in: username and password for a session token",
+        "Log in: username and password (or an SSO provider's ID token) for a session token",
         &[],
         Some("Login"),
         true,
@@ -309,7 +317,7 @@ fn schemas() -> Value {
     };
     json!({
         "Error": obj(json!({ "error": { "type": "string" }, "code": { "type": "integer" } }), &["error"]),
-        "Login": obj(json!({ "username": { "type": "string" }, "password": { "type": "string" } }), &["username", "password"]),
+        "Login": obj(json!({ "username": { "type": "string" }, "password": { "type": "string" }, "idToken": { "type": "string" } }), &[]),
         "PasswordChange": obj(json!({ "name": { "type": "string" }, "currentPassword": { "type": "string" }, "newPassword": { "type": "string" } }), &["currentPassword", "newPassword"]),
         "Application": {
             "type": "object",

@@ -785,6 +785,21 @@ async fn webhooks_refresh_exactly_the_matching_apps() {
             .is_some_and(|a| a.len() == 4)
     })
     .await;
+    // ApplicationSets whose git generator (here inside a matrix) reads the pushed branch are
+    // refreshed too; one on another branch is not.
+    let sets: Api<ferry_model::appset::ApplicationSet> = Api::namespaced(s.client.clone(), &s.ns);
+    for (name, revision) in [("set-main", "main"), ("set-dev", "dev")] {
+        let set: ferry_model::appset::ApplicationSet = serde_json::from_value(json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationSet",
+            "metadata": { "name": name },
+            "spec": { "generators": [{ "matrix": { "generators": [
+                { "git": { "repoURL": repo, "revision": revision, "directories": [{ "path": "*" }] } },
+                { "list": { "elements": [{ "x": "1" }] } },
+            ] } }], "template": { "metadata": { "name": "{{path.basename}}" }, "spec": {} } },
+        }))
+        .unwrap();
+        sets.create(&Default::default(), &set).await.unwrap();
+    }
     let body = serde_json::to_vec(&json!({
         "ref": "refs/heads/main",
         "before": "0000000000000000000000000000000000000000",
@@ -865,6 +880,23 @@ async fn webhooks_refresh_exactly_the_matching_apps() {
         StatusCode::OK
     );
     assert_eq!(refreshed().await, ["on-head", "on-main"]);
+    let refresh_of = |name: &'static str| {
+        let sets = sets.clone();
+        async move {
+            sets.get(name)
+                .await
+                .unwrap()
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key("argocd.argoproj.io/application-set-refresh")
+        }
+    };
+    assert!(
+        refresh_of("set-main").await,
+        "the set reading main is refreshed"
+    );
+    assert!(!refresh_of("set-dev").await, "the set reading dev is not");
 
     // Too big a body is refused before anything is read.
     let big = vec![b' '; 2 * 1024 * 1024];
