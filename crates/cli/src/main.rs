@@ -1,6 +1,7 @@
 //! The `ferry` binary.
 
 mod app;
+mod appset;
 mod avp;
 mod client;
 mod controller;
@@ -90,6 +91,13 @@ enum Command {
         #[command(subcommand)]
         command: login::AccountCommand,
     },
+    /// Manage ApplicationSets; `generate` prints what a set file would make, offline
+    Appset {
+        #[command(flatten)]
+        opts: client::ClientOpts,
+        #[command(subcommand)]
+        command: appset::AppsetCommand,
+    },
     /// Manage projects (sync windows)
     Proj {
         #[command(flatten)]
@@ -166,6 +174,7 @@ async fn main() -> ExitCode {
         Command::Logout(args) => login::logout(args),
         Command::Account { opts, command } => login::account(opts, command).await,
         Command::Proj { opts, command } => proj::run(opts, command).await,
+        Command::Appset { opts, command } => appset::run(opts, command).await,
         Command::App { opts, command } => {
             // `app diff` picks its own exit codes (0 same, 1 differs, 2 error).
             return match app::run(opts, *command).await {

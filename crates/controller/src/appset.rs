@@ -89,11 +89,15 @@ fn error_policy(_: Arc<ApplicationSet>, e: &Error, _: Arc<Ctx>) -> Action {
 }
 
 /// A checked-out revision's files.
-struct DirTree {
+pub struct DirTree {
     root: PathBuf,
 }
 
 impl DirTree {
+    pub fn new(root: PathBuf) -> DirTree {
+        DirTree { root }
+    }
+
     fn walk(&self, dir: &Path, rel: &str, dirs: &mut Vec<String>, files: &mut Vec<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;

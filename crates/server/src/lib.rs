@@ -8,6 +8,7 @@
 
 mod admin;
 mod api;
+mod appset;
 mod auth;
 mod error;
 mod hooks;
@@ -202,6 +203,14 @@ fn router(state: Arc<api::AppState>) -> Router {
             post(hooks::receive).layer(DefaultBodyLimit::max(1024 * 1024)),
         )
         .route("/api/v1/settings", get(admin::public_settings))
+        .route(
+            "/api/v1/applicationsets",
+            get(appset::list).post(appset::create),
+        )
+        .route(
+            "/api/v1/applicationsets/{name}",
+            get(appset::get).delete(appset::delete),
+        )
         .merge(ui::router())
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
         .layer(axum::middleware::from_fn(ui::headers))

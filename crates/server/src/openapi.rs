@@ -24,6 +24,38 @@ const OPS: &[Op] = &[
     ),
     (
         "get",
+        "/api/v1/applicationsets",
+        "List ApplicationSets",
+        &[],
+        None,
+        false,
+    ),
+    (
+        "post",
+        "/api/v1/applicationsets",
+        "Create (or with upsert, update) an ApplicationSet",
+        &[("upsert", "boolean")],
+        Some("ApplicationSet"),
+        false,
+    ),
+    (
+        "get",
+        "/api/v1/applicationsets/{name}",
+        "Get an ApplicationSet",
+        &[],
+        None,
+        false,
+    ),
+    (
+        "delete",
+        "/api/v1/applicationsets/{name}",
+        "Delete an ApplicationSet and its Applications",
+        &[],
+        None,
+        false,
+    ),
+    (
+        "get",
         "/api/v1/settings",
         "What a login screen needs: the server's URL and its single sign-on provider (no secrets)",
         &[],
@@ -317,6 +349,7 @@ fn schemas() -> Value {
     };
     json!({
         "Error": obj(json!({ "error": { "type": "string" }, "code": { "type": "integer" } }), &["error"]),
+        "ApplicationSet": obj(json!({ "metadata": { "type": "object" }, "spec": { "type": "object" } }), &["metadata", "spec"]),
         "Login": obj(json!({ "username": { "type": "string" }, "password": { "type": "string" }, "idToken": { "type": "string" } }), &[]),
         "PasswordChange": obj(json!({ "name": { "type": "string" }, "currentPassword": { "type": "string" }, "newPassword": { "type": "string" } }), &["currentPassword", "newPassword"]),
         "Application": {
