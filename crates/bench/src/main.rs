@@ -9,6 +9,7 @@
 //! 5. Secrets ([`secrets`]): apps whose placeholders are resolved from OpenBao, against the same
 //!    apps with the values written in; store requests in a cold sync and in a steady pass.
 
+mod appset;
 mod handover;
 mod secrets;
 mod ui;
@@ -104,6 +105,7 @@ async fn request_counts(client: &Client) -> anyhow::Result<BTreeMap<String, f64>
             "configmaps",
             "services",
             "applications",
+            "applicationsets",
             "appprojects",
             "secrets",
             "namespaces",
@@ -328,6 +330,13 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let appset_figures = match &result {
+        Ok(_) => {
+            eprintln!("applicationset: {} git directories...", appset::DIRS);
+            Some(appset::run(&env, &client, NS).await)
+        }
+        Err(_) => None,
+    };
     let ui_prepared = match &result {
         Ok(_) => Some(ui::prepare(&env, &client, NS).await),
         Err(_) => None,
@@ -379,6 +388,41 @@ async fn main() -> anyhow::Result<()> {
                  HTTP but not TLS; each figure is over 20-30 requests after two warm-up requests.\n\n{s}",
                 apps = f.apps,
                 t = ui::TREE_OBJECTS,
+            )
+        }
+    };
+    let appset_section = match appset_figures.transpose()? {
+        None => String::new(),
+        Some(f) => {
+            let mut verbs: Vec<String> = f
+                .steady_verbs
+                .iter()
+                .map(|(k, v)| format!("{k}: {v:.0}"))
+                .collect();
+            if verbs.is_empty() {
+                verbs.push("none".into());
+            }
+            let s = format!(
+                "| measure | result | aim |\n|---|---|---|\n\
+                 | push of {d} directories -> all {d} Applications created | {:.1} s | |\n\
+                 | steady state, {passes} generator passes (requeue every {every} s), API requests | {} | |\n\
+                 | steady state, writes | {:.0} | 0 |\n",
+                f.create_secs,
+                verbs.join(", "),
+                f.steady_writes,
+                d = appset::DIRS,
+                passes = appset::STEADY_PASSES,
+                every = appset::REQUEUE_SECS,
+            );
+            println!("{s}");
+            format!(
+                "\n## ApplicationSet\n\nOne ApplicationSet with a git directories generator over a repository of {d} directories \
+                 (one ConfigMap each), its template making one Application per directory (manual sync, so the apps are compared, \
+                 not applied). Timed from creating the set to the {d}th Application existing; the steady window counts the API \
+                 server's requests (all clients, for the delivery resources and applicationsets) while the generator runs \
+                 {passes} more times with nothing changed.\n\n{s}",
+                d = appset::DIRS,
+                passes = appset::STEADY_PASSES,
             )
         }
     };
@@ -489,7 +533,7 @@ async fn main() -> anyhow::Result<()> {
          one Application per directory, each in its own namespace (CreateNamespace). The baseline applies the same objects \
          with one `kubectl apply --server-side`. API requests are counted from the API server's `apiserver_request_total` \
          for the resources a delivery engine touches (configmaps, services, namespaces, secrets, applications, appprojects); \
-         dry-run requests are listed apart; the steady-state window starts once the API server has seen no write for 3 seconds (the controller manager finishes its own work for the new namespaces first). Latency samples: {} commits, each followed by a `refresh` annotation.\n\n{table}{secrets_section}{ui_section}{handover_section}",
+         dry-run requests are listed apart; the steady-state window starts once the API server has seen no write for 3 seconds (the controller manager finishes its own work for the new namespaces first). Latency samples: {} commits, each followed by a `refresh` annotation.\n\n{table}{secrets_section}{appset_section}{ui_section}{handover_section}",
         args.samples
     );
     if let Some(dir) = args.out.parent() {

@@ -427,3 +427,57 @@ async fn pull_requests_opened_and_closed_create_and_delete_preview_apps() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn git_files_merged_with_a_list_by_key() {
+    let h = harness("appset-files").await;
+    let repo = new_repo(
+        "appset-files",
+        &[
+            (
+                "envs/dev/config.yaml",
+                "env: dev\nreplicas: \"1\"\nregion: eu\n",
+            ),
+            (
+                "envs/prod/config.yaml",
+                "env: prod\nreplicas: \"3\"\nregion: us\n",
+            ),
+            ("envs/prod/notes.txt", "not a config\n"),
+        ],
+    );
+    let url = h.env.git.file_url(&repo);
+    apply_set(
+        &h,
+        json!({
+            "metadata": { "name": "files" },
+            "spec": {
+                "generators": [{ "merge": { "mergeKeys": ["env"], "generators": [
+                    { "git": { "repoURL": url, "revision": "HEAD", "files": [{ "path": "envs/*/config.yaml" }] } },
+                    { "list": { "elements": [{ "env": "prod", "replicas": "5" }] } },
+                ] } }],
+                "template": {
+                    "metadata": { "name": "web-{{env}}", "labels": { "region": "{{region}}", "replicas": "{{replicas}}" } },
+                    "spec": { "project": "default",
+                        "source": { "repoURL": url, "path": "{{path}}", "targetRevision": "HEAD" },
+                        "destination": { "server": "https://kubernetes.default.svc", "namespace": "{{env}}" } },
+                },
+            },
+        }),
+    )
+    .await;
+    h.eventually("an app per config file", || async {
+        (generated(&h, "files").await == ["web-dev", "web-prod"]).then_some(())
+    })
+    .await;
+    let prod = h.apps().get("web-prod").await.unwrap();
+    let labels = prod.labels();
+    assert_eq!(
+        labels.get("replicas").map(String::as_str),
+        Some("5"),
+        "the list overrides the file"
+    );
+    assert_eq!(labels.get("region").map(String::as_str), Some("us"));
+    assert_eq!(prod.spec.source.unwrap().path.as_deref(), Some("envs/prod"));
+    let dev = h.apps().get("web-dev").await.unwrap();
+    assert_eq!(dev.labels().get("replicas").map(String::as_str), Some("1"));
+}
