@@ -57,6 +57,18 @@ pub async fn run(env: &TestEnv, client: &Client, ns: &str) -> anyhow::Result<Fig
             },
         },
     });
+    // The apps' destination exists, so their compares succeed and settle (a missing namespace
+    // would have them retry, and their requests fill the steady window).
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .patch(
+            "fleet",
+            &PatchParams::apply("bench"),
+            &Patch::Apply(
+                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "fleet" } }),
+            ),
+        )
+        .await?;
     let t = Instant::now();
     sets.patch("fleet", &PatchParams::apply("bench"), &Patch::Apply(&set))
         .await?;

@@ -208,7 +208,7 @@ pub async fn settings(State(st): St, v: Viewer) -> UiResult {
                 },
             }
             @if can("repositories", "create") {
-                details.dialog { summary { "Connect a repository…" }
+                details.dialog { summary { "Connect or edit a repository…" }
                     form hx-post="/settings/repositories" hx-target="#toast" {
                         label { span { "URL" } input name="repo" required; }
                         label { span { "Type" } select name="type" { option value="git" { "git" } option value="helm" { "helm" } } }
@@ -244,7 +244,7 @@ pub async fn settings(State(st): St, v: Viewer) -> UiResult {
                 },
             }
             @if can("clusters", "create") {
-                details.dialog { summary { "Add a cluster…" }
+                details.dialog { summary { "Add or edit a cluster…" }
                     form hx-post="/settings/clusters" hx-target="#toast" {
                         label { span { "Name" } input name="name" required; }
                         label { span { "Server URL" } input name="server" required; }
@@ -340,10 +340,11 @@ pub async fn add_repo(State(st): St, v: Viewer, body: String) -> UiResult {
             b[k] = json!(val);
         }
     }
+    // Submitting an existing repository or cluster again edits it (its credentials included).
     let _ = crate::admin::create_repo(
         State(st),
         v.p,
-        Query(from_json(json!({}))?),
+        Query(from_json(json!({ "upsert": "true" }))?),
         Json(from_json(b)?),
     )
     .await?;
@@ -370,10 +371,11 @@ pub async fn add_cluster(State(st): St, v: Viewer, body: String) -> UiResult {
         config["bearerToken"] = json!(field(&f, "token"));
     }
     let b = json!({ "name": field(&f, "name"), "server": field(&f, "server"), "config": config });
+    // Submitting an existing repository or cluster again edits it (its credentials included).
     let _ = crate::admin::create_cluster(
         State(st),
         v.p,
-        Query(from_json(json!({}))?),
+        Query(from_json(json!({ "upsert": "true" }))?),
         Json(from_json(b)?),
     )
     .await?;
