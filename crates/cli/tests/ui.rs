@@ -316,8 +316,22 @@ async fn the_ui_lists_syncs_prunes_rolls_back_and_refuses_what_it_should() {
     admin.wait_text("#toast", "Sync of web started", 10).await;
     admin.wait_text("#summary", "Synced", 90).await;
     admin.wait_text("#summary", "Succeeded", 30).await;
-    admin.goto(&format!("{app_page}?view=tree")).await;
-    admin.wait("button.node[data-kind=Pod]", 60).await;
+    // The tree is drawn when the page loads: the Deployment's Pods may come a moment after the
+    // sync, so the page is loaded again until they are there (as a user would).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        admin.goto(&format!("{app_page}?view=tree")).await;
+        admin.wait("#view", 20).await;
+        if admin.has("button.node[data-kind=Pod]").await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Pods in the tree: {}",
+            admin.text("#view").await
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     admin.wait("button.node[data-kind=ReplicaSet]", 5).await;
     admin.screenshot(&shots.join("tree.png")).await;
     admin.click("button.node[data-kind=Pod]").await;
