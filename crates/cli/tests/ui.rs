@@ -9,7 +9,7 @@
 mod common;
 
 use common::webdriver::{Browser, Driver};
-use common::{KillOnDrop, cli, start_controller, text};
+use common::{KillOnDrop, cli, start_controller, start_server_with, text};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -26,50 +26,6 @@ fn screenshots() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
         .join("ui-screenshots")
-}
-
-/// `ferry server` over HTTPS (its default: a self-signed certificate) on a free port.
-fn start_tls_server(
-    kubeconfig: &std::path::Path,
-    ns: &str,
-    work: &std::path::Path,
-) -> (KillOnDrop, Option<String>, String) {
-    let log = work.join("server.log");
-    let mut server = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args([
-                "server",
-                "--namespace",
-                ns,
-                "--listen",
-                "127.0.0.1:0",
-                "--log",
-                "info",
-            ])
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .arg("--cache-dir")
-            .arg(work.join("server-cache"))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = server.0.stdout.take().unwrap();
-    let mut password = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some(p) = line.split("argocd-initial-admin-secret): ").nth(1) {
-            password = Some(p.trim().to_string());
-        }
-        if let Some(a) = line.strip_prefix("Serving the API on https://") {
-            return (server, password, a.trim().to_string());
-        }
-    }
-    panic!(
-        "the server exited before serving:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 fn apps_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
@@ -162,7 +118,13 @@ async fn the_ui_lists_syncs_prunes_rolls_back_and_refuses_what_it_should() {
         work.path(),
         &work.path().join("controller.log"),
     );
-    let (_server, password, addr) = start_tls_server(&kubeconfig, ns, work.path());
+    let (_server, password, addr) = start_server_with(
+        &kubeconfig,
+        ns,
+        work.path(),
+        &work.path().join("server.log"),
+        true,
+    );
     let password = password.expect("a fresh install prints the admin password");
     let base = format!("https://{addr}");
 
@@ -568,7 +530,13 @@ async fn single_sign_on_in_the_browser_and_the_cli_maps_groups_to_roles() {
     let kubeconfig = env.cluster.kubeconfig.clone();
     // CRDs come from a controller; this test needs none running after that.
     ferry_controller::install_crds(&client).await.unwrap();
-    let (_server, password, addr) = start_tls_server(&kubeconfig, &ns, work.path());
+    let (_server, password, addr) = start_server_with(
+        &kubeconfig,
+        &ns,
+        work.path(),
+        &work.path().join("server.log"),
+        true,
+    );
     let password = password.unwrap();
     let base = format!("https://{addr}");
     let cli_port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -266,7 +266,8 @@ fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn labels_match(a: &Application, selector: &str) -> bool {
+/// `key=value,key!=value,key,!key` as kubectl's selectors.
+pub(crate) fn labels_match(a: &Application, selector: &str) -> bool {
     let labels = a.labels();
     selector
         .split(',')
@@ -1052,7 +1053,7 @@ pub async fn stream_apps(
 }
 
 /// A broadcast receiver as a stream; a slow reader skips what it missed.
-fn tokio_stream_from(
+pub(crate) fn tokio_stream_from(
     rx: tokio::sync::broadcast::Receiver<Arc<Application>>,
 ) -> impl futures::Stream<Item = Arc<Application>> {
     futures::stream::unfold(rx, |mut rx| async move {

@@ -99,15 +99,31 @@ pub fn start_controller_with(
     )
 }
 
-/// `ferry server` for `ns` on a free loopback port: the process, the admin password it made
-/// (when it made one) and its address.
+/// `ferry server --insecure` (plain HTTP) for `ns` on a free loopback port: the process, the
+/// admin password it made (when it made one) and its address.
 pub fn start_server(
     kubeconfig: &std::path::Path,
     ns: &str,
     work: &std::path::Path,
     log: &std::path::Path,
 ) -> (KillOnDrop, Option<String>, String) {
+    start_server_with(kubeconfig, ns, work, log, false)
+}
+
+/// [`start_server`], over HTTPS with its self-signed certificate when `tls`.
+pub fn start_server_with(
+    kubeconfig: &std::path::Path,
+    ns: &str,
+    work: &std::path::Path,
+    log: &std::path::Path,
+    tls: bool,
+) -> (KillOnDrop, Option<String>, String) {
     use std::io::{BufRead, BufReader};
+    let (flags, prefix): (&[&str], _) = if tls {
+        (&[], "Serving the API on https://")
+    } else {
+        (&["--insecure"], "Serving the API on http://")
+    };
     let mut server = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args([
@@ -118,8 +134,8 @@ pub fn start_server(
                 "127.0.0.1:0",
                 "--log",
                 "info",
-                "--insecure",
             ])
+            .args(flags)
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .arg("--cache-dir")
@@ -136,7 +152,7 @@ pub fn start_server(
         if let Some(p) = line.split("argocd-initial-admin-secret): ").nth(1) {
             password = Some(p.trim().to_string());
         }
-        if let Some(a) = line.strip_prefix("Serving the API on http://") {
+        if let Some(a) = line.strip_prefix(prefix) {
             return (server, password, a.trim().to_string());
         }
     }

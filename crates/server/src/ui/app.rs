@@ -3,7 +3,7 @@
 //! Argo CD's options, refresh, auto-sync, rollback, delete). Actions call the API handlers.
 
 use super::widgets::*;
-use super::{UiError, UiResult, Viewer, page, toast};
+use super::{UiError, UiResult, Viewer, form, from_json, page, toast};
 use crate::api::{self, AppState, St};
 use crate::error::ApiError;
 use axum::Json;
@@ -30,10 +30,6 @@ pub struct PageQuery {
 
 fn key(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, UiError> {
-    serde_json::from_value(v).map_err(|e| UiError(ApiError::bad_request(e.to_string())))
 }
 
 async fn load(
@@ -557,13 +553,6 @@ pub async fn resource(
         }
         details { summary { "Events" } (events_table(&events)) }
     })
-}
-
-/// `name=value&...` of a form, repeated keys kept.
-fn form(body: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(body.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
 }
 
 pub async fn sync(

@@ -50,7 +50,7 @@ impl ListQuery {
             && eq(&self.cluster, &app_cluster(a))
             && eq(&self.namespace, &app_dest_namespace(a))
             && eq(&self.repo, &app_repo(a))
-            && labels_match(a, &self.labels)
+            && crate::api::labels_match(a, &self.labels)
             && (self.search.is_empty()
                 || a.name_any()
                     .to_lowercase()
@@ -84,26 +84,6 @@ impl ListQuery {
         }
         format!("/applications?{}", s.finish())
     }
-}
-
-/// `key=value,key!=value,key,!key` as kubectl's selectors.
-fn labels_match(a: &Application, selector: &str) -> bool {
-    let labels = a.labels();
-    selector
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .all(|term| {
-            if let Some((k, v)) = term.split_once("!=") {
-                labels.get(k.trim()).map(String::as_str) != Some(v.trim())
-            } else if let Some((k, v)) = term.split_once('=') {
-                labels.get(k.trim()).map(String::as_str) == Some(v.trim_start_matches('=').trim())
-            } else if let Some(k) = term.strip_prefix('!') {
-                !labels.contains_key(k.trim())
-            } else {
-                labels.contains_key(term)
-            }
-        })
 }
 
 /// The apps the viewer may see.
@@ -325,34 +305,31 @@ pub async fn stream(
     let session = super::session_cookie(&headers).unwrap_or_default();
     let rx = st.ctl.subscribe();
     let checker = st.clone();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(a) => return Some((a, rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+    let stream = crate::api::tokio_stream_from(rx)
+        // A session that ends (logout elsewhere, password change, expiry) ends the stream.
+        .take_while(move |_| {
+            let ok = crate::auth::authenticate(
+                &checker.settings,
+                &|x| checker.ctl.app_project(x),
+                &session,
+            )
+            .is_ok();
+            async move { ok }
+        })
+        .filter_map(move |a| {
+            let st = st.clone();
+            let allowed = st
+                .allowed(&v.p, "applications", "get", &st.app_object(&a))
+                .unwrap_or(false);
+            async move {
+                allowed.then(|| {
+                    Ok(Event::default().event("app").data(format!(
+                        "{}/{}",
+                        app_ns(&a),
+                        a.name_any()
+                    )))
+                })
             }
-        }
-    })
-    // A session that ends (logout elsewhere, password change, expiry) ends the stream.
-    .take_while(move |_| {
-        let ok =
-            crate::auth::authenticate(&checker.settings, &|x| checker.ctl.app_project(x), &session)
-                .is_ok();
-        async move { ok }
-    })
-    .filter_map(move |a| {
-        let st = st.clone();
-        let allowed = st
-            .allowed(&v.p, "applications", "get", &st.app_object(&a))
-            .unwrap_or(false);
-        async move {
-            allowed.then(|| {
-                Ok(Event::default()
-                    .event("app")
-                    .data(format!("{}/{}", app_ns(&a), a.name_any())))
-            })
-        }
-    });
+        });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

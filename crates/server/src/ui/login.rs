@@ -122,9 +122,7 @@ pub async fn submit(State(st): St, uri: Uri, headers: HeaderMap, body: String) -
         ))
         .into_response();
     }
-    let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let form = super::form(&body);
     let get = |k: &str| {
         form.iter()
             .find(|(x, _)| x == k)

@@ -268,6 +268,18 @@ impl IntoResponse for UiError {
 
 pub type UiResult = Result<Markup, UiError>;
 
+/// `name=value&...` of a posted form, repeated keys kept.
+pub fn form(body: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(body.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// A request body for an API handler, built from JSON.
+pub fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, UiError> {
+    serde_json::from_value(v).map_err(|e| UiError(ApiError::bad_request(e.to_string())))
+}
+
 /// The page around a screen's content.
 pub fn page(v: &Viewer, title: &str, current: &str, content: Markup) -> Markup {
     let headers = serde_json::json!({ "X-CSRF-Token": v.csrf }).to_string();

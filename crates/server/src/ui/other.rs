@@ -1,9 +1,8 @@
 //! KubeVela applications (with Resume), image automation, and settings: repositories,
 //! clusters, projects, accounts and project tokens. Credentials go in and never come back.
 
-use super::{UiError, UiResult, Viewer, page, toast};
+use super::{UiError, UiResult, Viewer, form, from_json, page, toast};
 use crate::api::St;
-use crate::error::ApiError;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use kube::ResourceExt;
@@ -15,21 +14,11 @@ fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn form(body: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(body.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
 fn field(f: &[(String, String)], k: &str) -> String {
     f.iter()
         .find(|(x, _)| x == k)
         .map(|(_, v)| v.trim().to_string())
         .unwrap_or_default()
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, UiError> {
-    serde_json::from_value(v).map_err(|e| UiError(ApiError::bad_request(e.to_string())))
 }
 
 fn healthy(ok: bool) -> Markup {
