@@ -4,9 +4,11 @@
 //! needs a repository not fetched yet says so ([`Error::NeedRepo`]) and the controller fetches
 //! it and asks again. Semantics follow Argo CD's applicationset controller (docs/applicationsets.md).
 
+pub mod fields;
 pub mod generate;
 pub mod render;
 
+pub use fields::unknown_fields;
 pub use generate::{Cluster, Generated, Inputs, Tree, generate};
 pub use render::{Rendered, render_all};
 

@@ -356,3 +356,34 @@ fn pull_requests_with_labels_filters_and_slugs() {
     .to_string();
     assert!(e.contains("gitlab"), "{e}");
 }
+
+#[test]
+fn misspelt_fields_anywhere_in_the_set_are_named() {
+    let s = set(json!({
+        "generators": [
+            {"list": {"elementz": [{"a": "1"}]}},
+            {"matrix": {"generators": [
+                {"git": {"repoURL": "https://git.example/r", "revision": "HEAD",
+                         "directories": [{"path": "apps/*", "exlude": true}]}},
+                {"clusters": {"selectr": {}}}
+            ]}}
+        ],
+        "template": {"metadata": {"name": "x", "labelz": {}}, "spec": {}},
+        "syncPolicy": {"preserveResourcesOnDeletion": true, "applicationSync": "create-only"}
+    }));
+    assert_eq!(
+        crate::unknown_fields(&s.spec),
+        vec![
+            "spec.template.metadata.labelz",
+            "spec.syncPolicy.applicationSync",
+            "spec.generators[0].list.elementz",
+            "spec.generators[1].matrix.generators[0].git.directories[0].exlude",
+            "spec.generators[1].matrix.generators[1].clusters.selectr",
+        ]
+    );
+    let clean = set(json!({
+        "generators": [{"list": {"elements": []}}],
+        "template": {"metadata": {"name": "x"}, "spec": {}}
+    }));
+    assert!(crate::unknown_fields(&clean.spec).is_empty());
+}

@@ -156,6 +156,10 @@ impl ferry_appset::Inputs for Offline {
 /// merge, and clusters (the local cluster only: cluster Secrets live in a cluster).
 async fn generate_offline(set: &ApplicationSet) -> Result<Vec<Value>> {
     let mode = Mode::of(set)?;
+    let unknown = ferry_appset::unknown_fields(&set.spec);
+    if !unknown.is_empty() {
+        bail!("fields Ferry does not act on: {}", unknown.join(", "));
+    }
     let cache = tempfile::tempdir()?;
     let sources = ferry_source::SourceCache::new(cache.path().to_path_buf())?;
     let mut inputs = Offline {

@@ -570,14 +570,8 @@ async fn reconcile(set: Arc<ApplicationSet>, ctx: Arc<Ctx>) -> Result<Action, Er
         }
         return Ok(Action::await_change());
     }
-    let mut unsupported: Vec<String> = set
-        .spec
-        .unknown
-        .keys()
-        .map(|k| format!("spec.{k}"))
-        .collect();
-    if let Some(p) = &set.spec.sync_policy {
-        unsupported.extend(p.unknown.keys().map(|k| format!("spec.syncPolicy.{k}")));
+    let mut unsupported = ferry_appset::unknown_fields(&set.spec);
+    if set.spec.sync_policy.is_some() {
         if !matches!(
             policy.as_str(),
             "create-only" | "create-update" | "create-delete" | "sync"

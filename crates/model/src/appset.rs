@@ -76,6 +76,9 @@ pub struct AppTemplate {
     pub metadata: TemplateMeta,
     #[serde(default)]
     pub spec: Value,
+    /// Fields Ferry does not know: reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -91,6 +94,9 @@ pub struct TemplateMeta {
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finalizers: Option<Vec<String>>,
+    /// Fields Ferry does not know: reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -112,6 +118,9 @@ pub struct PreservedFields {
     pub annotations: Vec<String>,
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Fields Ferry does not know: reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -123,6 +132,9 @@ pub struct AppSetIgnoreDifferences {
     pub json_pointers: Vec<String>,
     #[serde(default)]
     pub jq_path_expressions: Vec<String>,
+    /// Fields Ferry does not know: reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 /// One generator: exactly one of the kinds, an optional post-selector on its parameters, and
@@ -159,6 +171,9 @@ pub struct ListGenerator {
     pub elements_yaml: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<AppTemplate>,
+    /// Fields Ferry does not know: reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -170,6 +185,9 @@ pub struct ClusterGenerator {
     pub values: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<AppTemplate>,
+    /// Fields Ferry does not know: reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -191,6 +209,9 @@ pub struct GitGenerator {
     pub requeue_after_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<AppTemplate>,
+    /// Fields Ferry does not know: reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -199,6 +220,9 @@ pub struct GitPathItem {
     pub path: String,
     #[serde(default)]
     pub exclude: bool,
+    /// Fields Ferry does not know: reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 /// `matrix` (two generators, the second templated with each of the first's parameter sets)
@@ -212,6 +236,9 @@ pub struct CombineGenerator {
     pub merge_keys: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<AppTemplate>,
+    /// Fields Ferry does not know: reported, never dropped.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 /// Open pull requests of a GitHub or Gitea repository.
