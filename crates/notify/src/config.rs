@@ -459,7 +459,9 @@ impl Config {
                 let o: SlackOptions = typed(raw)?;
                 unknown_of(&o.unknown)?;
                 if o.token.is_empty() {
-                    return Err("token is required (a Slack bot token, usually $slack-token)".into());
+                    return Err(
+                        "token is required (a Slack bot token, usually $slack-token)".into(),
+                    );
                 }
                 ServiceKind::Slack(o)
             }
@@ -509,8 +511,9 @@ impl Config {
                 }
             }
         }
-        let trigger_exists =
-            |t: &str| self.triggers.contains_key(t) || self.broken.contains_key(&format!("trigger.{t}"));
+        let trigger_exists = |t: &str| {
+            self.triggers.contains_key(t) || self.broken.contains_key(&format!("trigger.{t}"))
+        };
         for t in &self.default_triggers {
             if !trigger_exists(t) {
                 found.push((
@@ -587,8 +590,7 @@ fn parse_trigger(value: &str) -> Result<Vec<Condition>, String> {
             } else {
                 c.when.as_str()
             };
-            let when =
-                Program::compile(when_text).map_err(|e| format!("[{i}].when: {e}"))?;
+            let when = Program::compile(when_text).map_err(|e| format!("[{i}].when: {e}"))?;
             let once_per = if c.once_per.trim().is_empty() {
                 None
             } else {

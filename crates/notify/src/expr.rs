@@ -649,7 +649,9 @@ fn check_namespace_member(ns: Namespace, name: &str, called: bool) -> Result<(),
         if called {
             Ok(())
         } else {
-            Err(CompileError(format!("{prefix}.{name} is a function: call it")))
+            Err(CompileError(format!(
+                "{prefix}.{name} is a function: call it"
+            )))
         }
     } else if consts.contains(&name) && !called {
         Ok(())
@@ -793,10 +795,7 @@ fn eval<'a>(e: &Expr, env: &'a Env<'a>) -> Result<Val<'a>, EvalError> {
                     };
                 }
                 ("and" | "or", other) => {
-                    return err(format!(
-                        "invalid operation: {} {op} …",
-                        other.type_name()
-                    ));
+                    return err(format!("invalid operation: {} {op} …", other.type_name()));
                 }
                 _ => {}
             }
@@ -955,7 +954,10 @@ fn method<'a>(
         (Val::Time(t), "Sub") => {
             arity(name, &args, 1)?;
             let Val::Time(other) = &args[0] else {
-                return err(format!("Sub: needs a time.Time, got {}", args[0].type_name()));
+                return err(format!(
+                    "Sub: needs a time.Time, got {}",
+                    args[0].type_name()
+                ));
             };
             Val::Duration((*t - *other).num_nanoseconds().unwrap_or(i64::MAX))
         }
@@ -984,10 +986,7 @@ fn method<'a>(
         }
         (Val::Nil, _) => return err(format!("cannot call {name} on <nil>")),
         (other, _) => {
-            return err(format!(
-                "{} has no method {name}",
-                other.type_name()
-            ));
+            return err(format!("{} has no method {name}", other.type_name()));
         }
     })
 }

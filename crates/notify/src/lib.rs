@@ -98,7 +98,10 @@ pub fn plan(
                 Err(e) => {
                     plan.errors.push((
                         trigger.clone(),
-                        format!("failed to execute when condition {:?}: {e}", c.when.source()),
+                        format!(
+                            "failed to execute when condition {:?}: {e}",
+                            c.when.source()
+                        ),
                     ));
                     false
                 }
@@ -148,6 +151,21 @@ pub fn plan(
         }
     }
     plan
+}
+
+/// Shapes an Application's JSON as Argo CD's Go types serialise it, which conditions are
+/// written against: `status`, `status.sync` and `status.health` are structs there, always
+/// present (empty before the first reconcile), so `app.status.health.status` is nil, not an
+/// error; `operationState` is a pointer and stays absent until a sync.
+pub fn argo_shape(app: &mut Json) {
+    if !app["status"].is_object() {
+        app["status"] = Json::Object(Default::default());
+    }
+    for field in ["sync", "health"] {
+        if !app["status"][field].is_object() {
+            app["status"][field] = Json::Object(Default::default());
+        }
+    }
 }
 
 /// Renders the templates of `due` for its destination.

@@ -153,7 +153,10 @@ impl Selector {
                 reqs.push(Requirement::Eq(k.trim().into(), v.trim().into()));
             } else if let Some(k) = p.strip_prefix('!') {
                 reqs.push(Requirement::Absent(k.trim().into()));
-            } else if p.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 reqs.push(Requirement::Exists(p.into()));
             } else {
                 return Err(format!("cannot read the label selector {p:?}"));

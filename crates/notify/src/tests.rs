@@ -44,8 +44,14 @@ fn conditions_follow_expr_semantics() {
     let app = synced_app("Succeeded", "Healthy");
     let cases = [
         ("app.status.operationState.phase in ['Succeeded']", "true"),
-        ("app.status.operationState.phase not in ['Error', 'Failed']", "true"),
-        ("app.status.health.status == 'Degraded' or 1 + 2 * 3 == 7", "true"),
+        (
+            "app.status.operationState.phase not in ['Error', 'Failed']",
+            "true",
+        ),
+        (
+            "app.status.health.status == 'Degraded' or 1 + 2 * 3 == 7",
+            "true",
+        ),
         ("not (app.status.sync.status == 'Synced')", "false"),
         ("!true && false", "false"),
         ("app.status.missing == nil", "true"),
@@ -55,15 +61,39 @@ fn conditions_follow_expr_semantics() {
         ("app.status.conditions[-1].message + '!'", "boom!"),
         ("len(app.status.conditions) > 0 ? 'has' : 'none'", "has"),
         ("'team' in app.metadata.labels", "true"),
-        ("app.metadata.name startsWith 'guest' and app.metadata.name matches '^g.*k$'", "true"),
+        (
+            "app.metadata.name startsWith 'guest' and app.metadata.name matches '^g.*k$'",
+            "true",
+        ),
         ("app.metadata.name contains 'book'", "true"),
-        ("time.Now().Sub(time.Parse(app.status.operationState.startedAt)).Minutes() >= 5", "true"),
-        ("time.Now().Sub(time.Parse(app.status.operationState.startedAt)) > time.Minute * 61", "true"),
-        ("time.Now().Sub(time.Parse(app.status.operationState.startedAt)) > time.Hour", "true"),
-        ("time.Parse('2026-12-07T11:00:00Z').Equal(time.Parse(app.status.operationState.finishedAt))", "true"),
-        ("strings.ReplaceAll(app.metadata.name, 'guest', 'visitor')", "visitorbook"),
-        ("repo.FullNameByRepoURL(app.spec.source.repoURL)", "acme/guestbook"),
-        ("repo.RepoURLToHTTPS('git@github.com:acme/guestbook.git')", "https://github.com/acme/guestbook"),
+        (
+            "time.Now().Sub(time.Parse(app.status.operationState.startedAt)).Minutes() >= 5",
+            "true",
+        ),
+        (
+            "time.Now().Sub(time.Parse(app.status.operationState.startedAt)) > time.Minute * 61",
+            "true",
+        ),
+        (
+            "time.Now().Sub(time.Parse(app.status.operationState.startedAt)) > time.Hour",
+            "true",
+        ),
+        (
+            "time.Parse('2026-12-07T11:00:00Z').Equal(time.Parse(app.status.operationState.finishedAt))",
+            "true",
+        ),
+        (
+            "strings.ReplaceAll(app.metadata.name, 'guest', 'visitor')",
+            "visitorbook",
+        ),
+        (
+            "repo.FullNameByRepoURL(app.spec.source.repoURL)",
+            "acme/guestbook",
+        ),
+        (
+            "repo.RepoURLToHTTPS('git@github.com:acme/guestbook.git')",
+            "https://github.com/acme/guestbook",
+        ),
         ("upper(context.argocdUrl) endsWith 'EXAMPLE'", "true"),
         ("7 % 3 == 1 and 7 / 2 == 3.5 and -(2) < 0", "true"),
     ];
@@ -79,13 +109,20 @@ fn a_field_of_nil_is_an_error_and_names_are_checked_at_compile_time() {
     assert!(e.contains("cannot fetch phase from <nil>"), "{e}");
     // The catalog's guard short-circuits.
     assert_eq!(
-        eval("app.status.operationState != nil and app.status.operationState.phase in ['Failed']", &app).as_deref(),
+        eval(
+            "app.status.operationState != nil and app.status.operationState.phase in ['Failed']",
+            &app
+        )
+        .as_deref(),
         Ok("false")
     );
     for (src, want) in [
         ("ap.status == nil", "unknown name \"ap\""),
         ("time.Prase('x')", "time.Prase is not known"),
-        ("repo.GetCommitMetadata('abc').Author", "not supported by Ferry"),
+        (
+            "repo.GetCommitMetadata('abc').Author",
+            "not supported by Ferry",
+        ),
         ("foo(1)", "unknown function \"foo\""),
         ("app.status ==", "ends too early"),
         ("app.status == 'x' )", "unexpected \")\""),
@@ -138,15 +175,30 @@ fn services_get_secrets_and_every_broken_key_is_a_problem() {
             "service.webhook.hook",
             "url: https://hooks.example/$hook-path\nheaders:\n- name: Authorization\n  value: Bearer $hook-token\n",
         ),
-        ("service.email", "host: smtp.example\nport: 587\nfrom: cd@example\npassword: $missing\n"),
+        (
+            "service.email",
+            "host: smtp.example\nport: 587\nfrom: cd@example\npassword: $missing\n",
+        ),
         ("service.teams", "recipientUrls: {}\n"),
         ("service.webhook.bad", "url: https://x\nretries: 3\n"),
-        ("trigger.on-typo", "- when: app.status.sync.status = 'x'\n  send: [app-sync-failed]\n"),
-        ("trigger.on-ghost", "- when: 'true'\n  send: [no-such-template]\n"),
+        (
+            "trigger.on-typo",
+            "- when: app.status.sync.status = 'x'\n  send: [app-sync-failed]\n",
+        ),
+        (
+            "trigger.on-ghost",
+            "- when: 'true'\n  send: [no-such-template]\n",
+        ),
         ("template.broken", "message: '{{ .app.metadata.name '\n"),
-        ("template.other", "message: hi\nteams:\n  title: x\nwebhok: {}\n"),
+        (
+            "template.other",
+            "message: hi\nteams:\n  title: x\nwebhok: {}\n",
+        ),
         ("defaultTriggers", "[on-sync-succeeded, on-nothing]"),
-        ("subscriptions", "- recipients: [hook, pager:me]\n  triggers: [on-sync-failed]\n"),
+        (
+            "subscriptions",
+            "- recipients: [hook, pager:me]\n  triggers: [on-sync-failed]\n",
+        ),
         ("config.yaml", "triggers: []"),
         ("contxt", "argocdUrl: x"),
     ]);
@@ -203,7 +255,10 @@ fn subscriptions_from_annotations_defaults_and_the_global_list() {
         ("service.webhook.hook", "url: http://127.0.0.1:1/\n"),
         ("service.slack", "token: xoxb-1\n"),
         ("defaultTriggers", "[on-sync-failed]"),
-        ("defaultTriggers.slack", "[on-sync-succeeded, on-health-degraded]"),
+        (
+            "defaultTriggers.slack",
+            "[on-sync-succeeded, on-health-degraded]",
+        ),
         (
             "subscriptions",
             "- recipients: [slack:ops, hook]\n  triggers: [on-deployed]\n  selector: team=a,tier notin (db)\n- recipients: [slack:never]\n  selector: team=b\n",
@@ -214,7 +269,10 @@ fn subscriptions_from_annotations_defaults_and_the_global_list() {
     let mut d = subscribed(
         &cfg,
         &[
-            ("notifications.argoproj.io/subscribe.on-sync-failed.slack", "a; b ;"),
+            (
+                "notifications.argoproj.io/subscribe.on-sync-failed.slack",
+                "a; b ;",
+            ),
             ("notifications.argoproj.io/subscribe.hook", ""),
             ("notifications.argoproj.io/subscribe.slack", "c"),
             ("other/annotation", "x"),
@@ -223,7 +281,10 @@ fn subscriptions_from_annotations_defaults_and_the_global_list() {
     subscribe::global(&mut d, &cm(&[("team", "a")]), &cfg);
     let flat: Vec<String> = d
         .iter()
-        .flat_map(|(t, ds)| ds.iter().map(move |x| format!("{t}>{}:{}", x.service, x.recipient)))
+        .flat_map(|(t, ds)| {
+            ds.iter()
+                .map(move |x| format!("{t}>{}:{}", x.service, x.recipient))
+        })
         .collect();
     assert_eq!(
         flat,
@@ -252,8 +313,14 @@ fn edge_triggered_without_once_per_and_once_per_value_with_it() {
     let dests = subscribed(
         &cfg,
         &[
-            ("notifications.argoproj.io/subscribe.on-out-of-sync.hook", ""),
-            ("notifications.argoproj.io/subscribe.on-sync-succeeded.hook", ""),
+            (
+                "notifications.argoproj.io/subscribe.on-out-of-sync.hook",
+                "",
+            ),
+            (
+                "notifications.argoproj.io/subscribe.on-sync-succeeded.hook",
+                "",
+            ),
         ],
     );
     let mut state = State::default();
@@ -353,7 +420,10 @@ fn templates_apply_in_order_and_missing_keys_print_no_value() {
         "{}",
         n.message
     );
-    assert!(n.message.contains("https://cd.example/applications/guestbook?operation=true"));
+    assert!(
+        n.message
+            .contains("https://cd.example/applications/guestbook?operation=true")
+    );
 }
 
 #[test]
@@ -394,4 +464,26 @@ fn once_per_values_print_like_go() {
     }
     let v = Val::List(vec![Val::Int(1), Val::Str("a".into())]);
     assert_eq!(v.to_string(), "[1 a]");
+}
+
+#[test]
+fn a_new_app_without_status_evaluates_like_argo_cds_empty_structs() {
+    let cfg = Config::parse(&BTreeMap::new(), &BTreeMap::new());
+    let mut app = json!({"metadata": {"name": "new"}});
+    argo_shape(&mut app);
+    let mut dests = Destinations::new();
+    for t in [
+        "on-sync-succeeded",
+        "on-health-degraded",
+        "on-sync-status-unknown",
+        "on-deployed",
+    ] {
+        dests.entry(t.into()).or_default().push(Destination {
+            service: "hook".into(),
+            recipient: String::new(),
+        });
+    }
+    let p = plan(&cfg, &app, &dests, &State::default(), now());
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert!(p.due.is_empty());
 }

@@ -45,6 +45,7 @@ impl ServerMetrics {
             webhooks.clone(),
         );
         ferry_controller::metrics::register(&mut registry);
+        ferry_controller::notifications::register(&mut registry);
         Arc::new(ServerMetrics {
             requests,
             webhooks,
@@ -128,6 +129,7 @@ pub async fn serve_with_health(
 pub fn controller_registry() -> Arc<dyn Fn() -> String + Send + Sync> {
     let mut registry = Registry::default();
     ferry_controller::metrics::register(&mut registry);
+    ferry_controller::notifications::register(&mut registry);
     Arc::new(move || {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);

@@ -26,6 +26,7 @@ pub mod process;
 pub mod registry;
 mod secret;
 pub mod simnode;
+pub mod smtp;
 pub mod sops;
 
 pub use cluster::{ADMIN_USER, Cluster, RESTRICTED_USER};
@@ -36,6 +37,7 @@ pub use openbao::OpenBao;
 pub use prereq::{KUBERNETES_VERSION, SearchPath, Tools};
 pub use registry::Registry;
 pub use secret::Secret;
+pub use smtp::SmtpServer;
 
 use cluster::Etcd;
 use error::IoContext;

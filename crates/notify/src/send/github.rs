@@ -57,7 +57,9 @@ pub async fn send(o: &GitHubOptions, n: &Notification) -> Result<(), String> {
         ));
     };
     let Some(status) = &gh.status else {
-        return Err("the template's github block has no status: Ferry sends commit statuses".into());
+        return Err(
+            "the template's github block has no status: Ferry sends commit statuses".into(),
+        );
     };
     if gh.revision.is_empty() || gh.revision == "<no value>" {
         return Err("no revision to set a commit status on".into());
@@ -75,7 +77,9 @@ pub async fn send(o: &GitHubOptions, n: &Notification) -> Result<(), String> {
     )
     .map_err(|e| format!("signing the GitHub App token: {e}"))?;
     let resp = client
-        .post(format!("{base}/app/installations/{installation}/access_tokens"))
+        .post(format!(
+            "{base}/app/installations/{installation}/access_tokens"
+        ))
         .header("Accept", "application/vnd.github+json")
         .header("User-Agent", "ferry-notifications")
         .bearer_auth(jwt)
@@ -83,10 +87,7 @@ pub async fn send(o: &GitHubOptions, n: &Notification) -> Result<(), String> {
         .await
         .map_err(|e| format!("github: installation token: {e}"))?;
     if !resp.status().is_success() {
-        return Err(format!(
-            "github: installation token: {}",
-            resp.status()
-        ));
+        return Err(format!("github: installation token: {}", resp.status()));
     }
     let token: Value = resp.json().await.map_err(|e| format!("github: {e}"))?;
     let token = token["token"]

@@ -38,9 +38,14 @@ pub async fn send(o: &SlackOptions, n: &Notification, channel: &str) -> Result<(
     } else if icon.starts_with("http://") || icon.starts_with("https://") {
         body["icon_url"] = json!(icon);
     } else if !icon.is_empty() {
-        return Err(format!("icon reference {icon:?} is not a valid emoji or url"));
+        return Err(format!(
+            "icon reference {icon:?} is not a valid emoji or url"
+        ));
     }
-    for (field, text) in [("attachments", &block.attachments), ("blocks", &block.blocks)] {
+    for (field, text) in [
+        ("attachments", &block.attachments),
+        ("blocks", &block.blocks),
+    ] {
         if !text.trim().is_empty() {
             let v: Value = serde_json::from_str(text)
                 .map_err(|e| format!("failed to unmarshal {field} '{text}' : {e}"))?;
