@@ -11,6 +11,7 @@ mod image;
 mod install;
 mod kustomize;
 mod login;
+mod notifications;
 mod output;
 mod proj;
 mod render;
@@ -98,6 +99,13 @@ enum Command {
         #[command(subcommand)]
         command: appset::AppsetCommand,
     },
+    /// Argo CD notifications: check the configuration, list and try triggers and templates
+    Notifications {
+        #[command(flatten)]
+        source: notifications::Source,
+        #[command(subcommand)]
+        command: notifications::NotificationsCommand,
+    },
     /// Manage projects (sync windows)
     Proj {
         #[command(flatten)]
@@ -175,6 +183,7 @@ async fn main() -> ExitCode {
         Command::Account { opts, command } => login::account(opts, command).await,
         Command::Proj { opts, command } => proj::run(opts, command).await,
         Command::Appset { opts, command } => appset::run(opts, command).await,
+        Command::Notifications { source, command } => notifications::run(source, command).await,
         Command::App { opts, command } => {
             // `app diff` picks its own exit codes (0 same, 1 differs, 2 error).
             return match app::run(opts, *command).await {
