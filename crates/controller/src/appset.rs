@@ -571,13 +571,13 @@ async fn reconcile(set: Arc<ApplicationSet>, ctx: Arc<Ctx>) -> Result<Action, Er
         return Ok(Action::await_change());
     }
     let mut unsupported = ferry_appset::unknown_fields(&set.spec);
-    if set.spec.sync_policy.is_some() {
-        if !matches!(
+    if set.spec.sync_policy.is_some()
+        && !matches!(
             policy.as_str(),
             "create-only" | "create-update" | "create-delete" | "sync"
-        ) {
-            unsupported.push(format!("spec.syncPolicy.applicationsSync: {policy}"));
-        }
+        )
+    {
+        unsupported.push(format!("spec.syncPolicy.applicationsSync: {policy}"));
     }
     for r in &set.spec.ignore_application_differences {
         if !r.jq_path_expressions.is_empty() {

@@ -84,13 +84,16 @@ pub fn deliveries(trigger: &str, service: &str, succeeded: bool) -> u64 {
         .get()
 }
 
+/// A parsed configuration and the (ConfigMap, Secret) resource versions it came from.
+type Parsed = ((String, String), Arc<Config>);
+
 struct Ctx {
     client: Client,
     ctl: Arc<Controller>,
     config_map: Store<ConfigMap>,
     secret: Store<Secret>,
     /// The parsed configuration and the resource versions it was parsed from.
-    parsed: Mutex<Option<((String, String), Arc<Config>)>>,
+    parsed: Mutex<Option<Parsed>>,
     /// What this process last wrote per app uid, with the resource version the write made:
     /// the watch may deliver an older copy of the app before its own patch.
     written: Mutex<HashMap<String, (u64, State)>>,

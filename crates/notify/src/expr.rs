@@ -382,8 +382,7 @@ impl Parser {
 
     fn expr(&mut self, min: u8) -> Result<Expr, CompileError> {
         let mut left = self.unary()?;
-        loop {
-            let Some(tok) = self.peek() else { break };
+        while let Some(tok) = self.peek() {
             if min == 0 && self.is_op("?") {
                 self.at += 1;
                 let then = self.expr(0)?;

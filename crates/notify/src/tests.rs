@@ -349,7 +349,7 @@ fn edge_triggered_without_once_per_and_once_per_value_with_it() {
     app["status"]["sync"]["status"] = json!("Synced");
     app["status"]["operationState"]["phase"] = json!("Running");
     let p = plan(&cfg, &app, &dests, &state, now());
-    assert_eq!(p.forget, [out_of_sync_key.clone()]);
+    assert_eq!(p.forget, std::slice::from_ref(&out_of_sync_key));
     state.forget(&p.forget[0]);
     // The same revision succeeding again sends nothing; a new revision sends once more.
     app["status"]["operationState"]["phase"] = json!("Succeeded");
