@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ferry/target
 CARGO ?= cargo
 
-.PHONY: setup build demo test lint bench manifests image
+.PHONY: setup build demo test lint bench chaos manifests image
 
 setup:
 	bash scripts/setup.sh
@@ -20,6 +20,11 @@ demo: build
 
 test: setup
 	$(CARGO) test --workspace --locked
+
+# The long runs of the fault tests: the parser property tests with 20,000 inputs each (a few
+# hundred in `make test`).
+chaos: setup
+	FERRY_FUZZ_CASES=20000 $(CARGO) test --locked -p ferry-fuzz --release
 
 lint:
 	$(CARGO) fmt --all --check

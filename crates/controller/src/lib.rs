@@ -2,6 +2,7 @@
 
 pub mod appset;
 mod clusters;
+mod decide;
 pub mod events;
 pub mod fetch;
 mod images;

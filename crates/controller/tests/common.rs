@@ -132,6 +132,25 @@ impl Harness {
         self.task = spawn_controller(&self.client, &self.cfg);
     }
 
+    /// Panics if the controller is not running: a check that "nothing happened" must never
+    /// pass because nothing is running (its task is looked at, not dropped).
+    pub fn assert_running(&self) {
+        assert!(
+            !self.task.is_finished(),
+            "the controller task ended: it crashed or returned (see the panic above)"
+        );
+    }
+
+    /// Lets `d` pass with the controller running, for checks that something does not happen.
+    pub async fn idle(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            self.assert_running();
+            tokio::time::sleep(Duration::from_millis(200).min(end - Instant::now())).await;
+        }
+        self.assert_running();
+    }
+
     pub fn apps(&self) -> Api<Application> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -192,6 +211,7 @@ impl Harness {
     ) -> Application {
         let deadline = Instant::now() + Duration::from_secs(150);
         loop {
+            self.assert_running();
             let app = self.apps().get_opt(name).await.unwrap();
             if let Some(a) = &app
                 && f(a)
@@ -226,6 +246,7 @@ impl Harness {
     {
         let deadline = Instant::now() + Duration::from_secs(150);
         loop {
+            self.assert_running();
             if let Some(v) = f().await {
                 return v;
             }

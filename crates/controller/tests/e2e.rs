@@ -435,7 +435,7 @@ async fn deleting_with_the_finalizer_cascades_and_without_it_keeps_resources() {
     })
     .await;
     assert!(h.apps().get_opt("keep").await.unwrap().is_none());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.idle(Duration::from_secs(3)).await;
     assert!(
         Api::<Deployment>::namespaced(h.client.clone(), &other)
             .get_opt("message-app")
@@ -597,7 +597,7 @@ async fn unreachable_repo_leaves_resources_untouched() {
     assert!(conditions(&a).contains("127.0.0.1:1"), "{}", conditions(&a));
     assert_eq!(sync_status(&a), "Unknown");
     // Several polls later everything is still there.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    h.idle(Duration::from_secs(8)).await;
     assert_eq!(
         configmap_value(&h, &h.dest, "message-app-config", "MESSAGE")
             .await

@@ -415,7 +415,7 @@ async fn bad_credentials_patterns_markers_and_rejected_pushes_are_reported() {
         "{msg}"
     );
     // After the retry: the concurrent commit, then exactly one bot commit.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    h.idle(Duration::from_secs(6)).await;
     let log = git_log(&repo);
     assert_eq!(log.len(), 3, "{log:?}");
     assert!(log[0].starts_with("ferry-bot"), "{log:?}");

@@ -280,7 +280,7 @@ async fn catalog_triggers_reach_a_webhook_and_smtp_exactly_once_across_restarts(
     for (name, _, _) in cases {
         h.refresh(name).await;
     }
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    h.idle(Duration::from_secs(8)).await;
     let calls = received.lock().unwrap().clone();
     assert_eq!(calls.len(), 3, "{calls:#?}");
     for (method, path, auth, _) in &calls {

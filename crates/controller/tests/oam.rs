@@ -402,7 +402,7 @@ spec:
     assert_eq!(step_phase(&a, "deploy-first"), "succeeded");
     let first: Deployment = get_opt(&h.client, &h.dest, "first").await.unwrap();
     // Suspended: nothing after the suspend step runs, however long we wait.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.idle(Duration::from_secs(3)).await;
     assert!(
         get_opt::<Deployment>(&h.client, &h.dest, "second")
             .await
@@ -502,7 +502,7 @@ async fn depends_on_waits_for_a_healthy_dependency() {
     })
     .await;
     assert_eq!(phase(&a), "runningWorkflow");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.idle(Duration::from_secs(3)).await;
     assert!(
         get_opt::<Deployment>(&h.client, &h.dest, "db")
             .await
@@ -998,7 +998,7 @@ async fn kustomize_components_pull_prune_unless_told_not_to_and_refuse_an_empty_
     })
     .await;
     assert_eq!(phase(&app), "rendering");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.idle(Duration::from_secs(3)).await;
     assert!(
         get_opt::<ConfigMap>(&h.client, &h.dest, "a")
             .await

@@ -28,8 +28,8 @@ async fn request_sync(h: &Harness, name: &str) {
 
 /// Lets the controller run a few passes (poll interval 3 s) before checking
 /// that something did not happen.
-async fn a_few_passes() {
-    tokio::time::sleep(Duration::from_secs(8)).await;
+async fn a_few_passes(h: &Harness) {
+    h.idle(Duration::from_secs(8)).await;
 }
 
 const GUESTBOOK_JSONNET: &str = r#"local params = import 'params.libsonnet';
@@ -162,7 +162,7 @@ async fn a_deny_window_holds_automated_syncs_and_manual_sync_passes_only_when_al
         conditions(&a)
     );
     assert_eq!(sync_status(&a), "OutOfSync");
-    a_few_passes().await;
+    a_few_passes(&h).await;
     assert!(configmap(&h, "frozen-cm").await.is_none());
 
     // A manual sync waits while the window does not allow manual syncs ...
@@ -178,7 +178,7 @@ async fn a_deny_window_holds_automated_syncs_and_manual_sync_passes_only_when_al
         })
         .await;
     assert!(a.operation.is_some(), "the operation stays pending");
-    a_few_passes().await;
+    a_few_passes(&h).await;
     assert!(configmap(&h, "frozen-cm").await.is_none());
 
     // ... and runs once the window has manualSync: true.
@@ -362,7 +362,7 @@ async fn jq_expressions_beyond_the_old_subset_are_ignored_as_written_and_bad_one
         .await
         .unwrap();
     h.refresh("meshed").await;
-    a_few_passes().await;
+    a_few_passes(&h).await;
     let a = h.apps().get("meshed").await.unwrap();
     assert_eq!(sync_status(&a), "Synced", "{}", conditions(&a));
     let live = deployments.get("meshed").await.unwrap();
@@ -526,7 +526,7 @@ async fn a_source_that_renders_nothing_says_so_and_never_prunes() {
         })
         .await;
     assert_eq!(sync_status(&a), "OutOfSync");
-    a_few_passes().await;
+    a_few_passes(&h).await;
     assert!(configmap(&h, "kept").await.is_some(), "nothing was pruned");
 }
 
@@ -700,7 +700,7 @@ async fn applications_in_other_namespaces_need_the_flag_and_the_projects_permiss
     );
 
     // A namespace the controller does not serve is left alone.
-    a_few_passes().await;
+    a_few_passes(&h).await;
     let ignored = Api::<ferry_model::Application>::namespaced(h.client.clone(), &elsewhere)
         .get("ignored")
         .await
@@ -952,7 +952,7 @@ async fn fields_and_sync_options_ferry_does_not_implement_are_refused_by_name() 
         "{}",
         conditions(&a)
     );
-    a_few_passes().await;
+    a_few_passes(&h).await;
     assert!(configmap(&h, "never").await.is_none());
 }
 
@@ -1031,7 +1031,7 @@ async fn argocd_cm_exclusions_and_aggregated_roles() {
     })
     .await;
     h.refresh("exclude").await;
-    a_few_passes().await;
+    a_few_passes(&h).await;
     let a = h.apps().get("exclude").await.unwrap();
     assert_eq!(sync_status(&a), "Synced", "{}", conditions(&a));
 }

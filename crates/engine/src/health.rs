@@ -567,6 +567,75 @@ mod tests {
         );
     }
 
+    /// Fixtures in testdata/health (one file per kind, as gitops-engine keeps them): every
+    /// case gets its expected status and message, and every kind `assess` knows has fixtures
+    /// for at least two statuses.
+    #[test]
+    fn fixtures() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/health");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        let mut statuses: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        let mut wrong = Vec::new();
+        let mut count = 0;
+        for file in &files {
+            let cases: Vec<Value> =
+                serde_saphyr::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+            for case in cases {
+                count += 1;
+                let obj = &case["object"];
+                let got = assess(obj);
+                let status = got
+                    .as_ref()
+                    .map_or("none".to_string(), |h| h.status.clone());
+                let want = case["expect"].as_str().unwrap_or_default();
+                let message = got.and_then(|h| h.message).unwrap_or_default();
+                let name = format!(
+                    "{}: {}",
+                    file.file_name().unwrap().to_string_lossy(),
+                    case["name"].as_str().unwrap_or_default()
+                );
+                if status != want {
+                    wrong.push(format!("{name}: got {status}, want {want} ({message})"));
+                }
+                if let Some(part) = case["message"].as_str()
+                    && !message.contains(part)
+                {
+                    wrong.push(format!("{name}: message {message:?} lacks {part:?}"));
+                }
+                statuses
+                    .entry(obj["kind"].as_str().unwrap_or_default().to_string())
+                    .or_default()
+                    .insert(status);
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        for kind in [
+            "Deployment",
+            "StatefulSet",
+            "DaemonSet",
+            "ReplicaSet",
+            "Pod",
+            "Service",
+            "Ingress",
+            "Job",
+            "CronJob",
+            "PersistentVolumeClaim",
+            "HorizontalPodAutoscaler",
+            "APIService",
+            "Application",
+        ] {
+            let seen = statuses.get(kind).map_or(0, |s| s.len());
+            assert!(seen >= 2, "{kind}: fixtures for {seen} status(es)");
+        }
+        assert!(count >= 40, "{count} fixtures");
+    }
+
     #[test]
     fn worst_wins() {
         let hs = [

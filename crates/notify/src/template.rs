@@ -234,6 +234,8 @@ impl Template {
             check("github.revisionPath", &g.revision_path)?;
             if let Some(s) = &g.status {
                 unknown("github.status", &s.unknown)?;
+                check("github.status.state", &s.state)?;
+                check("github.status.label", &s.label)?;
                 check("github.status.targetURL", &s.target_url)?;
             }
         }
@@ -295,8 +297,8 @@ impl Template {
                 revision: render("github.revisionPath", revision_path, vars)?,
                 status: match &g.status {
                     Some(s) => Some(GitHubStatusOut {
-                        state: s.state.clone(),
-                        label: s.label.clone(),
+                        state: render("github.status.state", &s.state, vars)?,
+                        label: render("github.status.label", &s.label, vars)?,
                         target_url: render("github.status.targetURL", &s.target_url, vars)?,
                     }),
                     None => None,

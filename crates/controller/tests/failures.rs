@@ -1,0 +1,332 @@
+//! Failure paths on the test environment, each proved by what is (and is not) in the cluster:
+//! a PreSync hook whose pod exits 1 fails the sync, applies nothing after it, runs the SyncFail
+//! hook and honours `HookFailed`; a wave held unhealthy keeps the next wave out until the wave
+//! timeout, then the sync fails naming the object; retries count their attempts and wait their
+//! backoff; a broken or empty render prunes nothing; selfHeal off leaves a live edit alone.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use std::time::Duration;
+
+fn configmap(name: &str, wave: i32) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  annotations:\n    argocd.argoproj.io/sync-wave: \"{wave}\"\ndata:\n  a: \"1\"\n"
+    )
+}
+
+fn hook_job(name: &str, hook: &str, exit_code: i32, delete_policy: Option<&str>) -> String {
+    let policy = delete_policy
+        .map(|p| format!("\n    argocd.argoproj.io/hook-delete-policy: {p}"))
+        .unwrap_or_default();
+    format!(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {name}
+  annotations:
+    argocd.argoproj.io/hook: {hook}{policy}
+spec:
+  backoffLimit: 0
+  template:
+    metadata:
+      annotations:
+        testenv.ferry.dev/exit-code: "{exit_code}"
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: run
+        image: busybox
+"#
+    )
+}
+
+async fn exists<K>(h: &Harness, name: &str) -> bool
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(h.client.clone(), &h.dest)
+        .get_opt(name)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+fn op_message(a: &ferry_model::Application) -> String {
+    a.status
+        .as_ref()
+        .and_then(|s| s.operation_state.as_ref())
+        .map(|o| o.message.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_failing_presync_hook_fails_the_sync_and_runs_the_syncfail_hook() {
+    let h = harness("fail-hook").await;
+    let docs = [
+        hook_job("migrate", "PreSync", 1, Some("HookFailed")),
+        hook_job("cleanup", "SyncFail", 0, None),
+        configmap("wave-zero", 0),
+        configmap("wave-one", 1),
+    ]
+    .join("---\n");
+    let repo = new_repo("fail-hook", &[("app.yaml", &docs)]);
+    h.apply_app(app(
+        "fail-hook",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({ "spec": { "syncPolicy": { "automated": {} } } }),
+    ))
+    .await;
+    let failed = h
+        .wait_app("fail-hook", "the sync to fail", |a| op_phase(a) == "Failed")
+        .await;
+    assert!(
+        op_message(&failed).contains("migrate"),
+        "{}",
+        op_message(&failed)
+    );
+    // Nothing of the sync phase was applied: neither wave.
+    assert!(!exists::<ConfigMap>(&h, "wave-zero").await);
+    assert!(!exists::<ConfigMap>(&h, "wave-one").await);
+    // The SyncFail hook ran; the failed PreSync hook was deleted (HookFailed).
+    h.eventually("the SyncFail hook's Job", || async {
+        exists::<Job>(&h, "cleanup").await.then_some(())
+    })
+    .await;
+    h.eventually("the failed hook to be deleted", || async {
+        (!exists::<Job>(&h, "migrate").await).then_some(())
+    })
+    .await;
+    // Without a retry policy an automated sync of the same revision is not attempted again.
+    let first = failed
+        .status
+        .as_ref()
+        .and_then(|s| s.operation_state.as_ref())
+        .and_then(|o| o.started_at.clone());
+    h.idle(Duration::from_secs(6)).await;
+    let again = h.apps().get("fail-hook").await.unwrap();
+    assert_eq!(op_phase(&again), "Failed");
+    assert_eq!(
+        again
+            .status
+            .as_ref()
+            .and_then(|s| s.operation_state.as_ref())
+            .and_then(|o| o.started_at.clone()),
+        first
+    );
+    assert!(!exists::<ConfigMap>(&h, "wave-zero").await);
+}
+
+#[tokio::test]
+async fn a_wave_held_unhealthy_keeps_the_next_wave_out_until_the_timeout() {
+    let h = harness_with("fail-wave", |c| c.wave_timeout = Duration::from_secs(8)).await;
+    let stuck = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: never-ready
+  annotations:
+    argocd.argoproj.io/sync-wave: "0"
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: never-ready}
+  template:
+    metadata:
+      labels: {app: never-ready}
+      annotations:
+        testenv.ferry.dev/not-ready: "true"
+    spec:
+      containers:
+      - name: app
+        image: nginx
+"#;
+    let docs = [stuck.to_string(), configmap("second-wave", 1)].join("---\n");
+    let repo = new_repo("fail-wave", &[("app.yaml", &docs)]);
+    h.apply_app(app(
+        "fail-wave",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({ "spec": { "syncPolicy": { "automated": {} } } }),
+    ))
+    .await;
+    h.wait_app("fail-wave", "the sync to run", |a| op_phase(a) == "Running")
+        .await;
+    // While wave 0 is unhealthy, wave 1 is never applied.
+    let mut polls = 0;
+    let failed = loop {
+        let a = h.apps().get("fail-wave").await.unwrap();
+        assert!(
+            !exists::<ConfigMap>(&h, "second-wave").await,
+            "wave 1 was applied while wave 0 was unhealthy"
+        );
+        if op_phase(&a) != "Running" {
+            break a;
+        }
+        polls += 1;
+        assert!(polls < 300, "the sync never ended");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        h.assert_running();
+    };
+    assert_eq!(op_phase(&failed), "Failed", "{}", op_message(&failed));
+    assert!(
+        op_message(&failed).contains("never-ready"),
+        "the failure names the object: {}",
+        op_message(&failed)
+    );
+    assert!(!exists::<ConfigMap>(&h, "second-wave").await);
+}
+
+#[tokio::test]
+async fn retries_count_their_attempts_and_wait_their_backoff() {
+    let h = harness("fail-retry").await;
+    let docs = [
+        hook_job("migrate", "PreSync", 1, None),
+        configmap("main", 0),
+    ]
+    .join("---\n");
+    let repo = new_repo("fail-retry", &[("app.yaml", &docs)]);
+    h.apply_app(app(
+        "fail-retry",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({ "spec": { "syncPolicy": {
+            "automated": {},
+            "retry": { "limit": 2, "backoff": { "duration": "2s", "factor": 2, "maxDuration": "1m" } }
+        } } }),
+    ))
+    .await;
+    // Each automated attempt is an operation of its own, Failed, counting the attempts before it.
+    let op_of = |a: ferry_model::Application| a.status.unwrap().operation_state.unwrap();
+    let first = op_of(
+        h.wait_app("fail-retry", "the first attempt to fail", |a| {
+            op_phase(a) == "Failed"
+        })
+        .await,
+    );
+    assert_eq!(first.retry_count, 0, "{}", first.message);
+    let last = op_of(
+        h.wait_app("fail-retry", "the second retry to fail", |a| {
+            op_phase(a) == "Failed"
+                && a.status
+                    .as_ref()
+                    .and_then(|s| s.operation_state.as_ref())
+                    .is_some_and(|o| o.retry_count == 2)
+        })
+        .await,
+    );
+    // Two retries, waiting 2 s and then 4 s after the attempt before.
+    let waited = last.started_at.clone().unwrap().0.as_second()
+        - first.finished_at.clone().unwrap().0.as_second();
+    assert!(
+        waited >= 6,
+        "the retries started {waited}s after the first failure"
+    );
+    // The limit is reached: no fourth attempt.
+    h.idle(Duration::from_secs(10)).await;
+    let after = op_of(h.apps().get("fail-retry").await.unwrap());
+    assert_eq!((after.retry_count, after.started_at), (2, last.started_at));
+    assert!(!exists::<ConfigMap>(&h, "main").await);
+}
+
+#[tokio::test]
+async fn a_broken_or_empty_render_prunes_nothing() {
+    let h = harness("fail-render").await;
+    let repo = new_repo(
+        "fail-render",
+        &[
+            ("kustomization.yaml", "resources: [cm.yaml]\n"),
+            ("cm.yaml", &configmap("kept", 0)),
+        ],
+    );
+    h.apply_app(app(
+        "fail-render",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({ "spec": { "syncPolicy": { "automated": { "prune": true, "selfHeal": true } } } }),
+    ))
+    .await;
+    h.wait_synced_healthy("fail-render").await;
+    assert!(exists::<ConfigMap>(&h, "kept").await);
+
+    // A kustomization naming a file that is not there: an error, and nothing is pruned.
+    commit(
+        &repo,
+        &[("kustomization.yaml", "resources: [missing.yaml]\n")],
+    );
+    h.refresh("fail-render").await;
+    h.wait_app("fail-render", "a ComparisonError", |a| {
+        conditions(a).contains("ComparisonError")
+    })
+    .await;
+    h.idle(Duration::from_secs(4)).await;
+    assert!(
+        exists::<ConfigMap>(&h, "kept").await,
+        "a broken render pruned"
+    );
+
+    // An empty render without allowEmpty: the automated sync is skipped, nothing pruned.
+    commit(&repo, &[("kustomization.yaml", "resources: []\n")]);
+    h.refresh("fail-render").await;
+    h.wait_app("fail-render", "the skip to be reported", |a| {
+        conditions(a).contains("auto-sync will wipe out all resources")
+    })
+    .await;
+    h.idle(Duration::from_secs(4)).await;
+    assert!(
+        exists::<ConfigMap>(&h, "kept").await,
+        "an empty render pruned"
+    );
+}
+
+#[tokio::test]
+async fn self_heal_off_leaves_a_live_edit_alone() {
+    let h = harness("fail-heal").await;
+    let repo = new_repo("fail-heal", &[("cm.yaml", &configmap("edited", 0))]);
+    h.apply_app(app(
+        "fail-heal",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({ "spec": { "syncPolicy": { "automated": {} } } }),
+    ))
+    .await;
+    h.wait_synced_healthy("fail-heal").await;
+    Api::<ConfigMap>::namespaced(h.client.clone(), &h.dest)
+        .patch(
+            "edited",
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": { "name": "edited" }, "data": { "a": "by hand" }
+            })),
+        )
+        .await
+        .unwrap();
+    h.wait_app("fail-heal", "OutOfSync after the edit", |a| {
+        sync_status(a) == "OutOfSync"
+    })
+    .await;
+    h.idle(Duration::from_secs(8)).await;
+    let cm = Api::<ConfigMap>::namespaced(h.client.clone(), &h.dest)
+        .get("edited")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["a"], "by hand");
+    assert_eq!(
+        sync_status(&h.apps().get("fail-heal").await.unwrap()),
+        "OutOfSync"
+    );
+}
