@@ -11,13 +11,13 @@
 
 use crate::Controller;
 use crate::events::{self, AppEvent};
+use crate::queue::Queue;
 use ferry_model::{AppProject, Application};
 use ferry_notify::config::{CONFIG_MAP, SECRET};
 use ferry_notify::{Config, State, state::ANNOTATION};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller as Runtime};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -103,11 +103,16 @@ struct Ctx {
     reported: Mutex<HashMap<String, HashSet<String>>>,
 }
 
+/// Evaluations run at once; a slow receiver holds one of them, never the others' apps.
+const WORKERS: usize = 2;
+
+/// Starts the notifications controller on the main controller's Application cache and its
+/// change feed (no watch or copy of its own), plus watches of the ConfigMap, the Secret and
+/// AppProjects, any change of which re-evaluates every app.
 pub fn start(client: Client, ctl: Arc<Controller>) -> tokio::task::JoinHandle<()> {
     let ns = ctl.cfg.namespace.clone();
     let (config_map, cm_writer) = reflector::store::<ConfigMap>();
     let (secret, secret_writer) = reflector::store::<Secret>();
-    let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let by_name = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
     let cm_stream = reflector::reflector(
         cm_writer,
@@ -133,11 +138,7 @@ pub fn start(client: Client, ctl: Arc<Controller>) -> tokio::task::JoinHandle<()
     )
     .default_backoff()
     .touched_objects();
-    let apps_api = if ctl.cfg.application_namespaces.is_empty() {
-        Api::<Application>::namespaced(client.clone(), &ns)
-    } else {
-        Api::<Application>::all(client.clone())
-    };
+    let mut app_changes = ctl.subscribe();
     let ctx = Arc::new(Ctx {
         client,
         ctl,
@@ -148,49 +149,81 @@ pub fn start(client: Client, ctl: Arc<Controller>) -> tokio::task::JoinHandle<()
         attempts: Mutex::new(HashMap::new()),
         reported: Mutex::new(HashMap::new()),
     });
+    let queue = Queue::default();
     tokio::spawn(async move {
-        // The configuration, its Secret or a project's subscriptions changed: every app.
+        let mut tasks = Vec::new();
+        let all = {
+            let (ctx, queue) = (ctx.clone(), queue.clone());
+            move || {
+                for app in ctx.ctl.applications() {
+                    queue.add(&ctx.ctl.app_key(&app));
+                }
+            }
+        };
         let inputs = futures::stream::select_all([
             cm_stream.map(|_| ()).boxed(),
             secret_stream.map(|_| ()).boxed(),
             project_stream.map(|_| ()).boxed(),
         ]);
-        let feed = changed_tx.clone();
-        let forward = tokio::spawn(async move {
+        let all_on_input = all.clone();
+        tasks.push(tokio::spawn(async move {
             let mut inputs = inputs;
             while inputs.next().await.is_some() {
-                let _ = feed.send(());
+                all_on_input();
             }
-        });
+        }));
+        let (feed_ctx, feed_queue, all_on_lag) = (ctx.clone(), queue.clone(), all.clone());
+        tasks.push(tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match app_changes.recv().await {
+                    Ok(app) => feed_queue.add(&feed_ctx.ctl.app_key(&app)),
+                    // Changes were missed: look at every app.
+                    Err(RecvError::Lagged(_)) => all_on_lag(),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }));
         let ready = ctx.config_map.wait_until_ready().await.is_ok()
             && ctx.secret.wait_until_ready().await.is_ok();
         if !ready {
             tracing::warn!("notifications: the configuration watch ended before listing");
         }
-        Runtime::new(apps_api, watcher::Config::default())
-            .reconcile_all_on(tokio_stream_of(changed_rx))
-            .run(reconcile, error_policy, ctx)
-            .for_each(|_| async {})
-            .await;
-        forward.abort();
+        all();
+        for _ in 0..WORKERS {
+            let (ctx, queue) = (ctx.clone(), queue.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let key = queue.next().await;
+                    let again = match ctx.ctl.application(&key) {
+                        Some(app) => match reconcile(&key, app, &ctx).await {
+                            Ok(again) => again,
+                            Err(e) => {
+                                tracing::warn!(app = %key, error = %e, "notifications");
+                                Some(RETRY_FIRST)
+                            }
+                        },
+                        None => {
+                            ctx.forget(&key);
+                            None
+                        }
+                    };
+                    queue.done(&key);
+                    if let Some(delay) = again {
+                        queue.add_after(&key, delay);
+                    }
+                }
+            }));
+        }
+        let _guard = crate::TaskGuard(tasks);
+        std::future::pending::<()>().await;
     })
-}
-
-fn tokio_stream_of(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<()>,
-) -> impl futures::Stream<Item = ()> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[derive(Debug, thiserror::Error)]
 enum Error {
     #[error("{0}")]
     Kube(#[from] kube::Error),
-}
-
-fn error_policy(_: Arc<Application>, e: &Error, _: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "notifications");
-    Action::requeue(RETRY_FIRST)
 }
 
 impl Ctx {
@@ -271,10 +304,10 @@ impl Ctx {
 
     /// The app's notified state: the annotation, or what this process wrote if the watch
     /// has not caught up with it yet.
-    fn state_of(&self, app: &Application) -> State {
+    fn state_of(&self, key: &str, app: &Application) -> State {
         let from_annotation =
             State::from_annotation(app.annotations().get(ANNOTATION).map(String::as_str));
-        let uid = app.uid().unwrap_or_default();
+        let uid = key.to_string();
         let seen: u64 = app
             .resource_version()
             .and_then(|v| v.parse().ok())
@@ -290,7 +323,12 @@ impl Ctx {
         }
     }
 
-    async fn persist(&self, app: &Application, state: &State) -> Result<(), kube::Error> {
+    async fn persist(
+        &self,
+        key: &str,
+        app: &Application,
+        state: &State,
+    ) -> Result<(), kube::Error> {
         let api: Api<Application> =
             Api::namespaced(self.client.clone(), &app.namespace().unwrap_or_default());
         let patch = json!({ "metadata": { "annotations": { ANNOTATION: state.to_annotation() } } });
@@ -308,13 +346,29 @@ impl Ctx {
         self.written
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(app.uid().unwrap_or_default(), (version, state.clone()));
+            .insert(key.to_string(), (version, state.clone()));
         Ok(())
     }
 
+    /// Drops what is kept about an app that is gone.
+    fn forget(&self, key: &str) {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
     /// Reports `message` on the app once (until it stops happening).
-    fn report(&self, app: &Application, reason: &'static str, message: String) {
-        let uid = app.uid().unwrap_or_default();
+    fn report(&self, key: &str, app: &Application, reason: &'static str, message: String) {
+        let uid = key.to_string();
         let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
         if reported.entry(uid).or_default().insert(message.clone()) {
             tracing::warn!(app = %app.name_any(), %message, "notification");
@@ -323,11 +377,9 @@ impl Ctx {
     }
 }
 
-async fn reconcile(app: Arc<Application>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let uid = app.uid().unwrap_or_default();
-    if !ctx.ctl.serves(&app) {
-        return Ok(Action::await_change());
-    }
+/// Evaluates one app and delivers what is due; when to look again (`None`: on its next change).
+async fn reconcile(key: &str, app: Arc<Application>, ctx: &Ctx) -> Result<Option<Duration>, Error> {
+    let uid = key.to_string();
     let cfg = ctx.config();
     let mut destinations = ferry_notify::Destinations::new();
     ferry_notify::subscribe::from_annotations(&mut destinations, app.annotations().iter(), &cfg);
@@ -340,15 +392,15 @@ async fn reconcile(app: Arc<Application>, ctx: Arc<Ctx>) -> Result<Action, Error
     }
     ferry_notify::subscribe::global(&mut destinations, app.labels(), &cfg);
     if destinations.is_empty() {
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     let mut app_json = serde_json::to_value(&*app).unwrap_or_default();
     ferry_notify::argo_shape(&mut app_json);
     if ferry_notify::status_out_of_date(&app_json) {
         // The next status write wakes this app again.
-        return Ok(Action::requeue(RESYNC));
+        return Ok(Some(RESYNC));
     }
-    let mut state = ctx.state_of(&app);
+    let mut state = ctx.state_of(key, &app);
     let plan = ferry_notify::plan(&cfg, &app_json, &destinations, &state, chrono::Utc::now());
     for (trigger, triggered) in &plan.evaluations {
         METRICS
@@ -363,13 +415,13 @@ async fn reconcile(app: Arc<Application>, ctx: Arc<Ctx>) -> Result<Action, Error
     for (trigger, message) in &plan.errors {
         let message = format!("trigger {trigger}: {}", cfg.redact(message));
         current_errors.insert(message.clone());
-        ctx.report(&app, "NotificationTriggerFailed", message);
+        ctx.report(key, &app, "NotificationTriggerFailed", message);
     }
     if !plan.forget.is_empty() {
         for key in &plan.forget {
             state.forget(key);
         }
-        ctx.persist(&app, &state).await?;
+        ctx.persist(key, &app, &state).await?;
     }
     let mut failed = false;
     for due in &plan.due {
@@ -395,7 +447,7 @@ async fn reconcile(app: Arc<Application>, ctx: Arc<Ctx>) -> Result<Action, Error
         match outcome {
             Ok(()) => {
                 state.record(&due.state_key, chrono::Utc::now().timestamp());
-                ctx.persist(&app, &state).await?;
+                ctx.persist(key, &app, &state).await?;
                 tracing::info!(app = %app.name_any(), trigger = %due.trigger, to = %to, "notification sent");
                 events::emit(
                     &ctx.client,
@@ -414,7 +466,7 @@ async fn reconcile(app: Arc<Application>, ctx: Arc<Ctx>) -> Result<Action, Error
                     cfg.redact(&e)
                 );
                 current_errors.insert(message.clone());
-                ctx.report(&app, "NotificationFailed", message);
+                ctx.report(key, &app, "NotificationFailed", message);
             }
         }
     }
@@ -434,9 +486,9 @@ async fn reconcile(app: Arc<Application>, ctx: Arc<Ctx>) -> Result<Action, Error
             .saturating_mul(2u32.saturating_pow((*n).min(16)))
             .min(RETRY_MAX);
         *n += 1;
-        Ok(Action::requeue(wait))
+        Ok(Some(wait))
     } else {
         attempts.remove(&uid);
-        Ok(Action::requeue(RESYNC))
+        Ok(Some(RESYNC))
     }
 }
