@@ -30,10 +30,12 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-# Benchmarks against the local environment; writes docs/benchmarks.md.
+# Benchmarks against the local environment; writes docs/benchmarks.md. 1,000 apps x 10 objects
+# by default; `make bench BENCH_APPS=200` for a quick run.
+BENCH_APPS ?= 1000
 bench: setup
 	$(CARGO) build --locked --release -p ferry -p ferry-bench
-	"$(CARGO_TARGET_DIR)/release/ferry-bench" --out docs/benchmarks.md
+	"$(CARGO_TARGET_DIR)/release/ferry-bench" --apps $(BENCH_APPS) --out docs/benchmarks.md
 
 # Regenerates deploy/install.yaml and the chart's CRDs from `ferry install` (a test fails when
 # they are stale).

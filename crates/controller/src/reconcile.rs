@@ -155,9 +155,18 @@ impl Controller {
             return None;
         };
         let name = key;
-        let app = match self.written.lock().ok().and_then(|w| w.get(key).cloned()) {
-            Some(w) if rv_num(&w) > rv_num(&cached) => w,
-            _ => cached,
+        // Our own last write, until the watch has delivered it; then the copy goes, so steady
+        // state keeps one copy of each app (the cache's), not two.
+        let app = {
+            let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            match written.get(key) {
+                Some(w) if rv_num(w) > rv_num(&cached) => w.clone(),
+                Some(_) => {
+                    written.remove(key);
+                    cached
+                }
+                None => cached,
+            }
         };
         if app.metadata.deletion_timestamp.is_some() {
             return self.finalize(&app).await;

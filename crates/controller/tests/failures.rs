@@ -330,3 +330,129 @@ async fn self_heal_off_leaves_a_live_edit_alone() {
         "OutOfSync"
     );
 }
+
+/// A loopback TCP proxy to `upstream` (`https://host:port`) that can be cut: while down it
+/// closes every connection, open or new, as a cluster behind a failed network would look.
+async fn cuttable_proxy(upstream: &str) -> (String, tokio::sync::watch::Sender<bool>) {
+    let target = upstream
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (up_tx, up_rx) = tokio::sync::watch::channel(true);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let mut up = up_rx.clone();
+            if !*up.borrow() {
+                continue;
+            }
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = up.wait_for(|u| !*u) => {}
+                }
+            });
+        }
+    });
+    (format!("https://{addr}"), up_tx)
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_reported_and_nothing_is_pruned_anywhere() {
+    let h = harness("fail-cluster").await;
+    let c2 = h.env.cluster2();
+    let (server, up) = cuttable_proxy(&c2.server).await;
+    let c2_client = c2.client().await.unwrap();
+    let remote_ns = c2
+        .create_namespace(&c2_client, "fail-cluster-remote")
+        .await
+        .unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": { "name": "flaky", "labels": { "argocd.argoproj.io/secret-type": "cluster" } },
+        "stringData": {
+            "name": "flaky",
+            "server": server,
+            "config": json!({ "bearerToken": c2.admin_token().expose(), "tlsClientConfig": { "caData": ferry_controller::b64(&c2.ca_pem) } }).to_string(),
+        },
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.client.clone(), &h.ns)
+        .create(&Default::default(), &secret)
+        .await
+        .unwrap();
+    let remote_repo = new_repo(
+        "fail-cluster-remote",
+        &[("cm.yaml", &configmap("remote", 0))],
+    );
+    let local_repo = new_repo("fail-cluster-local", &[("cm.yaml", &configmap("local", 0))]);
+    let auto =
+        json!({ "spec": { "syncPolicy": { "automated": { "prune": true, "selfHeal": true } } } });
+    let mut remote = app(
+        "remote",
+        &h.env.git.file_url(&remote_repo),
+        ".",
+        &remote_ns,
+        auto.clone(),
+    );
+    remote["spec"]["destination"]["server"] = json!(server);
+    h.apply_app(remote).await;
+    h.apply_app(app(
+        "local",
+        &h.env.git.file_url(&local_repo),
+        ".",
+        &h.dest,
+        auto,
+    ))
+    .await;
+    h.wait_synced_healthy("remote").await;
+    h.wait_synced_healthy("local").await;
+
+    // The network to the second cluster fails; both repositories get a commit that removes the
+    // ConfigMap and adds another.
+    up.send(false).unwrap();
+    commit(&remote_repo, &[("cm.yaml", &configmap("remote-two", 0))]);
+    commit(&local_repo, &[("cm.yaml", &configmap("local-two", 0))]);
+    h.refresh("remote").await;
+    h.refresh("local").await;
+    // The local app keeps syncing (and prunes what left Git on its own cluster) ...
+    h.eventually("the local app to sync the new commit", || async {
+        (exists::<ConfigMap>(&h, "local-two").await && !exists::<ConfigMap>(&h, "local").await)
+            .then_some(())
+    })
+    .await;
+    // ... the remote one says what is wrong, and nothing on the second cluster is touched.
+    let reported = h
+        .wait_app("remote", "the unreachable cluster to be reported", |a| {
+            sync_status(a) == "Unknown" && !conditions(a).is_empty()
+        })
+        .await;
+    let remote_cms = Api::<ConfigMap>::namespaced(c2_client.clone(), &remote_ns);
+    h.idle(Duration::from_secs(5)).await;
+    assert!(
+        remote_cms.get_opt("remote").await.unwrap().is_some(),
+        "pruned on an unreachable cluster: {}",
+        conditions(&reported)
+    );
+    assert!(remote_cms.get_opt("remote-two").await.unwrap().is_none());
+
+    // The network comes back: the remote app catches up.
+    up.send(true).unwrap();
+    h.refresh("remote").await;
+    h.eventually(
+        "the remote app to sync once the cluster is back",
+        || async {
+            (remote_cms.get_opt("remote-two").await.ok()?.is_some()
+                && remote_cms.get_opt("remote").await.ok()?.is_none())
+            .then_some(())
+        },
+    )
+    .await;
+}

@@ -22,8 +22,68 @@ pub struct Resolved {
     pub namespaced: bool,
 }
 
-/// One kind's cache and a flag that turns true once its initial list is in.
-type KindCache = (Store<DynamicObject>, tokio::sync::watch::Receiver<bool>);
+/// One kind's cache, the index of its objects by the app their tracking id names, and a flag
+/// that turns true once its initial list is in.
+type KindCache = (
+    Store<DynamicObject>,
+    Arc<Mutex<TrackIndex>>,
+    tokio::sync::watch::Receiver<bool>,
+);
+
+/// `(namespace, name)` of an object within its kind's cache.
+type ObjectKeyInKind = (String, String);
+
+/// Which cached objects each app's tracking id names: an app's objects are found without
+/// scanning the kind's whole cache, so a compare costs the same with 10 apps or 10,000.
+#[derive(Default)]
+pub struct TrackIndex {
+    by_app: HashMap<String, std::collections::HashSet<ObjectKeyInKind>>,
+    app_of: HashMap<ObjectKeyInKind, String>,
+}
+
+impl TrackIndex {
+    /// Records that `object` names `app` (or no app).
+    fn set(&mut self, object: ObjectKeyInKind, app: Option<String>) {
+        if let Some(old) = self.app_of.remove(&object)
+            && let Some(set) = self.by_app.get_mut(&old)
+        {
+            set.remove(&object);
+            if set.is_empty() {
+                self.by_app.remove(&old);
+            }
+        }
+        if let Some(app) = app {
+            self.by_app
+                .entry(app.clone())
+                .or_default()
+                .insert(object.clone());
+            self.app_of.insert(object, app);
+        }
+    }
+
+    fn of(&self, app: &str) -> Vec<ObjectKeyInKind> {
+        self.by_app
+            .get(app)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The object's key in its kind and the app its tracking id names.
+fn tracking_of(obj: &DynamicObject) -> (ObjectKeyInKind, Option<String>) {
+    let key = (
+        obj.metadata.namespace.clone().unwrap_or_default(),
+        obj.metadata.name.clone().unwrap_or_default(),
+    );
+    let app = obj
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TRACKING_ID))
+        .and_then(|id| parse_tracking_id(id))
+        .map(|(a, _)| a);
+    (key, app)
+}
 
 /// Sent when a live object carrying a tracking id changes: (cluster name, app instance name).
 pub type Trigger = (String, String);
@@ -170,11 +230,16 @@ impl ClusterConn {
             // Nothing cluster-scoped can be ours in a namespaced install.
             return Ok(Vec::new());
         }
-        let store = self.store(r).await?;
+        let (store, index) = self.store_and_index(r).await?;
         let group = r.api.group.clone();
-        Ok(store
-            .state()
-            .iter()
+        let keys = index.lock().unwrap_or_else(|e| e.into_inner()).of(app);
+        Ok(keys
+            .into_iter()
+            .filter_map(|(ns, name)| {
+                let mut oref = ObjectRef::<DynamicObject>::new_with(&name, r.api.clone());
+                oref.namespace = (!ns.is_empty()).then_some(ns);
+                store.get(&oref)
+            })
             .filter(|o| {
                 o.metadata
                     .owner_references
@@ -195,13 +260,20 @@ impl ClusterConn {
                             && key.namespace == o.metadata.namespace.clone().unwrap_or_default()
                     })
             })
-            .map(|o| to_value(o, &r.api))
+            .map(|o| to_value(&o, &r.api))
             .collect())
     }
 
     async fn store(&self, r: &Resolved) -> Result<Store<DynamicObject>, String> {
+        Ok(self.store_and_index(r).await?.0)
+    }
+
+    async fn store_and_index(
+        &self,
+        r: &Resolved,
+    ) -> Result<(Store<DynamicObject>, Arc<Mutex<TrackIndex>>), String> {
         let key = (r.api.api_version.clone(), r.api.kind.clone());
-        let (store, mut ready) = {
+        let (store, index, mut ready) = {
             let mut stores = match self.stores.lock() {
                 Ok(s) => s,
                 Err(p) => p.into_inner(),
@@ -211,10 +283,11 @@ impl ClusterConn {
                 None => {
                     let writer = reflector::store::Writer::<DynamicObject>::new(r.api.clone());
                     let reader = writer.as_reader();
+                    let index = Arc::new(Mutex::new(TrackIndex::default()));
                     let (tx, rx) = tokio::sync::watch::channel(false);
-                    stores.insert(key.clone(), (reader.clone(), rx.clone()));
-                    self.spawn_watch(r.api.clone(), writer, tx);
-                    (reader, rx)
+                    stores.insert(key.clone(), (reader.clone(), index.clone(), rx.clone()));
+                    self.spawn_watch(r.api.clone(), writer, index.clone(), tx);
+                    (reader, index, rx)
                 }
             }
         };
@@ -230,13 +303,14 @@ impl ClusterConn {
                 r.api.kind, self.name
             ));
         }
-        Ok(store)
+        Ok((store, index))
     }
 
     fn spawn_watch(
         &self,
         ar: ApiResource,
         writer: reflector::store::Writer<DynamicObject>,
+        index: Arc<Mutex<TrackIndex>>,
         ready: tokio::sync::watch::Sender<bool>,
     ) {
         let api: Api<DynamicObject> = match &self.scope {
@@ -251,25 +325,50 @@ impl ClusterConn {
         );
         let task = tokio::spawn(async move {
             let mut s = stream.boxed();
+            // A (re)list builds a fresh index, swapped in when the store is: objects deleted
+            // while the watch was down leave both together.
+            let mut relisting: Option<TrackIndex> = None;
             while let Some(ev) = s.next().await {
                 let obj = match ev {
+                    Ok(watcher::Event::Init) => {
+                        relisting = Some(TrackIndex::default());
+                        continue;
+                    }
+                    Ok(watcher::Event::InitApply(o)) => {
+                        let (key, app) = tracking_of(&o);
+                        relisting
+                            .get_or_insert_with(TrackIndex::default)
+                            .set(key, app);
+                        continue;
+                    }
                     Ok(watcher::Event::InitDone) => {
+                        if let Some(fresh) = relisting.take() {
+                            *index.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+                        }
                         let _ = ready.send(true);
                         continue;
                     }
-                    Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => Ok(o),
-                    Ok(_) => continue,
+                    Ok(watcher::Event::Apply(o)) => {
+                        let (key, app) = tracking_of(&o);
+                        index
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .set(key, app);
+                        Ok(o)
+                    }
+                    Ok(watcher::Event::Delete(o)) => {
+                        let (key, _) = tracking_of(&o);
+                        index
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .set(key, None);
+                        Ok(o)
+                    }
                     Err(e) => Err(e),
                 };
                 match obj {
                     Ok(obj) => {
-                        let app = obj
-                            .metadata
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get(TRACKING_ID))
-                            .and_then(|id| parse_tracking_id(id))
-                            .map(|(a, _)| a);
+                        let (_, app) = tracking_of(&obj);
                         if let Some(app) = app {
                             let _ = triggers.send((cluster.clone(), app));
                         }
@@ -326,4 +425,54 @@ fn to_value(o: &DynamicObject, ar: &ApiResource) -> Value {
         m.insert("kind".into(), Value::String(ar.kind.clone()));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ns: &str, name: &str) -> ObjectKeyInKind {
+        (ns.to_string(), name.to_string())
+    }
+
+    #[test]
+    fn the_index_follows_tracking_ids_as_they_change() {
+        let mut i = TrackIndex::default();
+        i.set(key("a", "one"), Some("app-a".into()));
+        i.set(key("a", "two"), Some("app-a".into()));
+        i.set(key("b", "one"), Some("app-b".into()));
+        i.set(key("c", "free"), None);
+        let mut of_a = i.of("app-a");
+        of_a.sort();
+        assert_eq!(of_a, [key("a", "one"), key("a", "two")]);
+        // Re-labelled to another app: moves; deleted: gone; an app with nothing left is dropped.
+        i.set(key("a", "two"), Some("app-b".into()));
+        i.set(key("a", "one"), None);
+        assert!(i.of("app-a").is_empty());
+        assert!(!i.by_app.contains_key("app-a"));
+        let mut of_b = i.of("app-b");
+        of_b.sort();
+        assert_eq!(of_b, [key("a", "two"), key("b", "one")]);
+        assert_eq!(i.app_of.len(), 2);
+    }
+
+    #[test]
+    fn tracking_of_reads_the_app_from_the_annotation() {
+        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "cm", "namespace": "ns", "annotations": {
+                TRACKING_ID: "guestbook:/ConfigMap:ns/cm"
+            }}
+        }))
+        .unwrap();
+        assert_eq!(
+            tracking_of(&obj),
+            (key("ns", "cm"), Some("guestbook".into()))
+        );
+        let plain: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}
+        }))
+        .unwrap();
+        assert_eq!(tracking_of(&plain), (key("", "cm"), None));
+    }
 }

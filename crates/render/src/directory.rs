@@ -40,6 +40,7 @@ pub(crate) fn render(ctx: &Ctx) -> Result<DirectoryOutput, RenderError> {
     let jsonnet_spec = dir.jsonnet.clone().unwrap_or_default();
     let mut jsonnet: Option<Evaluator> = None;
     let mut objects = Vec::new();
+    let mut total = 0usize;
     for rel in files {
         let rel_str = rel.to_string_lossy().replace('\\', "/");
         if exclude.as_ref().is_some_and(|g| g.matches(&rel_str)) {
@@ -57,6 +58,16 @@ pub(crate) fn render(ctx: &Ctx) -> Result<DirectoryOutput, RenderError> {
             };
             objects.extend(evaluator.render_file(&path, &shown)?);
             continue;
+        }
+        let size = fs::metadata(&path)
+            .map_err(|e| RenderError::io(format!("reading {shown}"), e))?
+            .len() as usize;
+        total += size;
+        if total > crate::exec::OUTPUT_MAX {
+            return Err(RenderError::InvalidSource(format!(
+                "the directory's manifests exceed {} MiB (at {shown}); Ferry refuses larger renders",
+                crate::exec::OUTPUT_MAX / (1024 * 1024)
+            )));
         }
         let bytes = fs::read(&path).map_err(|e| RenderError::io(format!("reading {shown}"), e))?;
         let text = String::from_utf8(bytes)

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 const STDERR_TAIL: usize = 4096;
 /// How much stderr is kept in memory while the tool runs.
 const STDERR_KEEP: usize = 64 * 1024;
-/// Rendered output larger than this is refused rather than risking the
-/// controller's memory; it matches serde-saphyr's input budget.
-const STDOUT_MAX: usize = 256 * 1024 * 1024;
+/// Rendered output larger than this is refused rather than risking the controller's memory
+/// (Argo CD bounds its repo server the same way, with --max-combined-directory-manifests-size).
+/// A tool that writes more is killed at once, not at its timeout.
+pub(crate) const OUTPUT_MAX: usize = 64 * 1024 * 1024;
 /// After the main process exits, how long to wait for its pipes to close.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
@@ -126,8 +127,10 @@ pub(crate) fn run(cmd: &Cmd, timeout: Duration) -> Result<Output, RenderError> {
     let (tx_err, rx_err) = mpsc::channel();
     let stdout_pipe = child.stdout.take();
     let stderr_pipe = child.stderr.take();
+    let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let over_flag = over.clone();
     let readers = spawn_reader(stdout_pipe, move |mut so| {
-        let _ = tx_out.send(read_capped(&mut so, STDOUT_MAX));
+        let _ = tx_out.send(read_capped(&mut so, OUTPUT_MAX, &over_flag));
     })
     .and_then(|()| {
         spawn_reader(stderr_pipe, move |mut se| {
@@ -143,8 +146,13 @@ pub(crate) fn run(cmd: &Cmd, timeout: Duration) -> Result<Output, RenderError> {
     // A timeout too large to represent means no deadline.
     let deadline = Instant::now().checked_add(timeout);
     let mut timed_out = false;
+    let mut too_much = false;
     let mut pause = Duration::from_millis(2);
     loop {
+        if over.load(std::sync::atomic::Ordering::Relaxed) {
+            too_much = true;
+            break;
+        }
         match exited_without_reaping(pid) {
             Ok(true) => break,
             Ok(false) => {}
@@ -170,6 +178,12 @@ pub(crate) fn run(cmd: &Cmd, timeout: Duration) -> Result<Output, RenderError> {
     let status = child
         .wait()
         .map_err(|e| RenderError::io(format!("waiting for `{}`", cmd.label), e))?;
+    if too_much {
+        return Err(RenderError::Tool {
+            tool: cmd.label.clone(),
+            message: format!("output exceeds {} MiB", OUTPUT_MAX / (1024 * 1024)),
+        });
+    }
     if timed_out {
         return Err(RenderError::Timeout {
             tool: cmd.label.clone(),
@@ -187,7 +201,7 @@ pub(crate) fn run(cmd: &Cmd, timeout: Duration) -> Result<Output, RenderError> {
         Ok(Err(())) => {
             return Err(RenderError::Tool {
                 tool: cmd.label.clone(),
-                message: format!("output exceeds {} MiB", STDOUT_MAX / (1024 * 1024)),
+                message: format!("output exceeds {} MiB", OUTPUT_MAX / (1024 * 1024)),
             });
         }
         Err(mpsc::RecvTimeoutError::Timeout) => return Err(held_open()),
@@ -249,7 +263,13 @@ fn kill_group(pid: libc::pid_t) {
     }
 }
 
-fn read_capped(r: &mut impl Read, max: usize) -> Result<Vec<u8>, ()> {
+/// Reads up to `max` bytes; past that, raises `over` (the runner then kills the tool) and
+/// drains the rest without keeping it, so the tool never blocks on a full pipe.
+fn read_capped(
+    r: &mut impl Read,
+    max: usize,
+    over_flag: &std::sync::atomic::AtomicBool,
+) -> Result<Vec<u8>, ()> {
     let mut out = Vec::new();
     let mut buf = [0u8; 64 * 1024];
     let mut over = false;
@@ -257,9 +277,12 @@ fn read_capped(r: &mut impl Read, max: usize) -> Result<Vec<u8>, ()> {
         match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                // Keep draining so the tool does not block on a full pipe.
                 if out.len() + n > max {
-                    over = true;
+                    if !over {
+                        over = true;
+                        out = Vec::new();
+                        over_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                 } else if !over {
                     out.extend_from_slice(&buf[..n]);
                 }

@@ -1089,3 +1089,53 @@ fn concurrent_renders_do_not_interfere() {
         assert_eq!(h.join().unwrap(), format!("p{i}-web"));
     }
 }
+
+/// A plugin that writes forever is killed as soon as its output passes the limit — not at its
+/// timeout — with a clear message, and its output is never held past the limit.
+#[test]
+fn a_plugin_that_writes_forever_is_stopped_at_the_output_limit() {
+    let t = plugin_fixture();
+    let p = PluginConfig::from_yaml(
+        "apiVersion: argoproj.io/v1alpha1\nkind: ConfigManagementPlugin\nmetadata: {name: flood}\nspec:\n  generate:\n    command: [sh, -c, 'yes \"apiVersion: v1\"']\n",
+    )
+    .unwrap();
+    let mut s = src("apps/cmp");
+    s.plugin = Some(PluginSource {
+        name: Some("flood".into()),
+        ..Default::default()
+    });
+    let o = Opts {
+        plugins: vec![p],
+        timeout: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let err = run_with(t.path(), &s, &o).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`plugin flood generate` failed: output exceeds 64 MiB",
+        "{err:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+/// A directory whose manifests add up to 100 MB is refused before it is read.
+#[test]
+fn a_hundred_megabyte_directory_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let doc = cm("big");
+    let chunk = doc.repeat((1024 * 1024) / doc.len() + 1);
+    for i in 0..100 {
+        write(
+            t.path(),
+            &format!("apps/big/part-{i:03}.yaml"),
+            &format!("---\n{chunk}"),
+        );
+    }
+    let err = run(t.path(), &src("apps/big")).unwrap_err().to_string();
+    assert!(err.contains("manifests exceed 64 MiB"), "{err}");
+}

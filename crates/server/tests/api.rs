@@ -943,6 +943,42 @@ async fn webhooks_refresh_exactly_the_matching_apps() {
         text.contains("ferry_api_request_duration_seconds_bucket{"),
         "{text}"
     );
+
+    // A flood of 120 signed deliveries at once (to a repository no app reads): past the
+    // burst they are refused with 429, nothing queues up, and the server keeps answering.
+    let flood_body = serde_json::to_vec(&json!({
+        "ref": "refs/heads/main",
+        "repository": { "html_url": "https://git.example.com/org/unused", "clone_url": "https://git.example.com/org/unused.git", "default_branch": "main" },
+        "commits": [],
+    }))
+    .unwrap();
+    let statuses = futures::future::join_all((0..120).map(|_| {
+        let req = s
+            .http
+            .post(format!("{}/api/webhook", s.base))
+            .header("X-GitHub-Event", "push")
+            .header("Content-Type", "application/json")
+            .header("X-Hub-Signature-256", github_signature(secret, &flood_body))
+            .body(flood_body.clone());
+        async move { req.send().await.unwrap().status() }
+    }))
+    .await;
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    let accepted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(limited + accepted, 120, "{statuses:?}");
+    assert!(
+        limited >= 40 && accepted >= 20,
+        "{accepted} accepted, {limited} limited"
+    );
+    assert_eq!(
+        s.call("GET", "/api/v1/applications", Some(&admin), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
 }
 
 /// Where `make setup` put a tool (recorded in `$FERRY_CACHE/env`).
