@@ -21,10 +21,11 @@ demo: build
 test: setup
 	$(CARGO) test --workspace --locked
 
-# The long runs of the fault tests: the parser property tests with 20,000 inputs each (a few
-# hundred in `make test`).
+# The long runs of the fault tests: the parser property tests with 20,000 inputs each (256 in
+# `make test`), and the controller killed 100 times mid-sync (20 in `make test`).
 chaos: setup
 	FERRY_FUZZ_CASES=20000 $(CARGO) test --locked -p ferry-fuzz --release
+	FERRY_CHAOS_KILLS=100 $(CARGO) test --locked -p ferry-controller --test failures killed_again
 
 lint:
 	$(CARGO) fmt --all --check

@@ -456,3 +456,84 @@ async fn an_unreachable_cluster_is_reported_and_nothing_is_pruned_anywhere() {
     )
     .await;
 }
+
+/// The controller is killed (its tasks dropped where they are, as SIGKILL leaves them) at
+/// pseudo-random points of a sync with a PreSync hook, three waves and a PostSync hook —
+/// `FERRY_CHAOS_KILLS` times (20 in `make test`, more in `make chaos`) — and started again each
+/// time: the requested operation still finishes once (one history entry), and every object is
+/// there.
+#[tokio::test]
+async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
+    let mut h = harness("chaos-kill").await;
+    let kills: u64 = std::env::var("FERRY_CHAOS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut files = Vec::new();
+    copy_dir(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/waves"),
+        &mut files,
+        "",
+    );
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let repo = new_repo("chaos-kill", &refs);
+    h.apply_app(app(
+        "chaos",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({}),
+    ))
+    .await;
+    h.wait_app("chaos", "the first compare", |a| {
+        sync_status(a) == "OutOfSync"
+    })
+    .await;
+    let patch = json!({ "operation": { "sync": { "revision": "main" }, "initiatedBy": { "username": "chaos" } } });
+    h.apps()
+        .patch("chaos", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    // A printed seed makes a failing run repeatable.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(7);
+    println!("chaos seed {seed}");
+    let mut state = seed | 1;
+    for _ in 0..kills {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        tokio::time::sleep(Duration::from_millis(100 + state % 1400)).await;
+        h.restart().await;
+    }
+    let done = h
+        .wait_app("chaos", "the operation to finish", |a| {
+            matches!(op_phase(a).as_str(), "Succeeded" | "Failed" | "Error")
+        })
+        .await;
+    assert_eq!(
+        op_phase(&done),
+        "Succeeded",
+        "seed {seed}: {}",
+        op_message(&done)
+    );
+    let history = done.status.as_ref().map(|s| s.history.len()).unwrap_or(0);
+    assert_eq!(history, 1, "seed {seed}: one sync, one history entry");
+    assert!(done.operation.is_none(), "the request was consumed");
+    assert!(exists::<ConfigMap>(&h, "settings").await);
+    for d in ["backend", "frontend"] {
+        assert!(
+            exists::<k8s_openapi::api::apps::v1::Deployment>(&h, d).await,
+            "seed {seed}: {d} lost"
+        );
+    }
+    // Nothing runs it again.
+    h.idle(Duration::from_secs(5)).await;
+    let after = h.apps().get("chaos").await.unwrap();
+    assert_eq!(after.status.map(|s| s.history.len()).unwrap_or(0), 1);
+}
