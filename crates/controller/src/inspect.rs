@@ -93,9 +93,12 @@ impl Controller {
                 diff::normalize(l);
             }
             let rules = diff::rules_for(c.ignore_rules(), &k.group, &k.kind, &k.namespace, &k.name);
-            let owners = live
-                .as_ref()
-                .and_then(|l| l.pointer("/metadata/managedFields").cloned());
+            let owners = match &r.resolved {
+                Some(res) if live.is_some() => {
+                    crate::reconcile::live_managed_fields(&c.conn, res, k, &rules).await?
+                }
+                _ => None,
+            };
             let mut target = None;
             if diffs {
                 target = if !r.out_of_sync {

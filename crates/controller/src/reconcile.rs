@@ -1615,7 +1615,7 @@ impl Controller {
         };
         let mut a = predicted;
         let mut b = live.clone();
-        let owners = b.pointer("/metadata/managedFields").cloned();
+        let owners = live_managed_fields(conn, res, key, &rules).await?;
         diff::normalize(&mut a);
         diff::normalize(&mut b);
         diff::apply_ignores(&mut a, &rules, owners.as_ref());
@@ -2118,6 +2118,28 @@ impl Controller {
                 Some(Duration::from_secs(2))
             }
         }
+    }
+}
+
+/// The live object's managedFields when a rule needs them (`managedFieldsManagers`): the watch
+/// cache does not keep them (they are most of a small object's size), so they are read from
+/// the API server for these objects only. A forced dry-run apply cannot stand in: it moves the
+/// contested fields to Ferry.
+pub(crate) async fn live_managed_fields(
+    conn: &ClusterConn,
+    res: &Resolved,
+    key: &ObjectKey,
+    rules: &[&IgnoreDifferences],
+) -> Result<Option<Value>, String> {
+    if rules.iter().all(|r| r.managed_fields_managers.is_empty()) {
+        return Ok(None);
+    }
+    match conn.api(res, &key.namespace).get_opt(&key.name).await {
+        Ok(Some(o)) => Ok(serde_json::to_value(&o)
+            .ok()
+            .and_then(|v| v.pointer("/metadata/managedFields").cloned())),
+        Ok(None) => Ok(None),
+        Err(e) => Err(sync::api_message(&e)),
     }
 }
 

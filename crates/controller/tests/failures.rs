@@ -537,3 +537,46 @@ async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
     let after = h.apps().get("chaos").await.unwrap();
     assert_eq!(after.status.map(|s| s.history.len()).unwrap_or(0), 1);
 }
+
+/// `ignoreDifferences.managedFieldsManagers`: a field another manager took over is not drift
+/// for the app with the rule, and is for the app without it. The watch cache keeps no
+/// managedFields, so this proves they are read where the rule needs them.
+#[tokio::test]
+async fn fields_taken_over_by_an_ignored_manager_are_not_drift() {
+    let h = harness("fail-mfm").await;
+    for (name, rule) in [("with-rule", true), ("without-rule", false)] {
+        let repo = new_repo(
+            &format!("fail-mfm-{name}"),
+            &[("cm.yaml", &configmap(name, 0))],
+        );
+        let mut extra = json!({ "spec": { "syncPolicy": { "automated": {} } } });
+        if rule {
+            extra["spec"]["ignoreDifferences"] =
+                json!([{ "kind": "ConfigMap", "managedFieldsManagers": ["someone"] }]);
+        }
+        h.apply_app(app(name, &h.env.git.file_url(&repo), ".", &h.dest, extra))
+            .await;
+        h.wait_synced_healthy(name).await;
+        Api::<ConfigMap>::namespaced(h.client.clone(), &h.dest)
+            .patch(
+                name,
+                &PatchParams::apply("someone").force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": { "name": name }, "data": { "a": "taken over" }
+                })),
+            )
+            .await
+            .unwrap();
+        h.refresh(name).await;
+    }
+    h.wait_app("without-rule", "the edit to show as drift", |a| {
+        sync_status(a) == "OutOfSync"
+    })
+    .await;
+    h.idle(Duration::from_secs(5)).await;
+    assert_eq!(
+        sync_status(&h.apps().get("with-rule").await.unwrap()),
+        "Synced"
+    );
+}

@@ -319,9 +319,16 @@ impl ClusterConn {
         };
         let triggers = self.triggers.clone();
         let cluster = self.name.clone();
+        // managedFields are most of a small object's size and nothing in the cache reads them:
+        // the rules that do (ignoreDifferences' managedFieldsManagers) take them from the
+        // dry-run response, which carries the live object's.
         let stream = reflector::reflector(
             writer,
-            watcher(api, watcher::Config::default()).default_backoff(),
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(|o| {
+                    o.metadata.managed_fields = None;
+                }),
         );
         let task = tokio::spawn(async move {
             let mut s = stream.boxed();
