@@ -382,15 +382,22 @@ async fn reconcile(key: &str, app: Arc<Application>, ctx: &Ctx) -> Result<Option
     let uid = key.to_string();
     let cfg = ctx.config();
     let mut destinations = ferry_notify::Destinations::new();
-    ferry_notify::subscribe::from_annotations(&mut destinations, app.annotations().iter(), &cfg);
+    let mut subscription_problems = ferry_notify::subscribe::from_annotations(
+        &mut destinations,
+        app.annotations().iter(),
+        &cfg,
+    );
     if let Some(project) = ctx.ctl.app_project(&app.spec.project) {
-        ferry_notify::subscribe::from_annotations(
+        subscription_problems.extend(ferry_notify::subscribe::from_annotations(
             &mut destinations,
             project.annotations().iter(),
             &cfg,
-        );
+        ));
     }
     ferry_notify::subscribe::global(&mut destinations, app.labels(), &cfg);
+    for problem in &subscription_problems {
+        ctx.report(key, &app, "InvalidSubscription", problem.clone());
+    }
     if destinations.is_empty() {
         return Ok(None);
     }
@@ -411,7 +418,7 @@ async fn reconcile(key: &str, app: Arc<Application>, ctx: &Ctx) -> Result<Option
             })
             .inc();
     }
-    let mut current_errors = HashSet::new();
+    let mut current_errors: HashSet<String> = subscription_problems.into_iter().collect();
     for (trigger, message) in &plan.errors {
         let message = format!("trigger {trigger}: {}", cfg.redact(message));
         current_errors.insert(message.clone());

@@ -129,43 +129,18 @@ impl<'de> Deserialize<'de> for GoDuration {
                 .as_u64()
                 .map(|ns| GoDuration(std::time::Duration::from_nanos(ns)))
                 .ok_or_else(|| serde::de::Error::custom(format!("bad duration {v}"))),
-            Json::String(s) => parse_go_duration(s)
+            // A bare number in a string is nanoseconds, as Go would read the integer.
+            Json::String(s) => s
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(std::time::Duration::from_nanos)
+                .or_else(|| ferry_model::parse_go_duration(s))
                 .map(GoDuration)
                 .ok_or_else(|| serde::de::Error::custom(format!("bad duration {s:?}"))),
             _ => Err(serde::de::Error::custom(format!("bad duration {v}"))),
         }
     }
-}
-
-fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
-    let s = s.trim();
-    if let Ok(ns) = s.parse::<u64>() {
-        return Some(std::time::Duration::from_nanos(ns));
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * unit;
-    }
-    Some(std::time::Duration::from_secs_f64(total))
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -42,12 +42,15 @@ fn add(out: &mut Destinations, trigger: &str, service: &str, recipient: &str) {
 }
 
 /// Subscriptions from annotations. `subscribe.<service>` (no trigger) subscribes to
-/// `defaultTriggers.<service>`, else `defaultTriggers`.
+/// `defaultTriggers.<service>`, else `defaultTriggers`; when neither names a trigger the
+/// annotation subscribes to nothing, and that is returned as a problem (Argo CD drops it
+/// without a word).
 pub fn from_annotations<'a>(
     out: &mut Destinations,
     annotations: impl Iterator<Item = (&'a String, &'a String)>,
     cfg: &Config,
-) {
+) -> Vec<String> {
+    let mut problems = Vec::new();
     for (k, v) in annotations {
         let Some(rest) = k.strip_prefix(SUBSCRIBE_PREFIX) else {
             continue;
@@ -66,12 +69,18 @@ pub fn from_annotations<'a>(
                 .cloned()
                 .unwrap_or_else(|| cfg.default_triggers.clone()),
         };
+        if triggers.is_empty() {
+            problems.push(format!(
+                "{k} names no trigger, and neither defaultTriggers.{service} nor defaultTriggers is set: it subscribes to nothing"
+            ));
+        }
         for r in recipients(v) {
             for t in &triggers {
                 add(out, t, service, &r);
             }
         }
     }
+    problems
 }
 
 /// The global `subscriptions` whose selector matches the app's labels.

@@ -245,7 +245,8 @@ fn services_get_secrets_and_every_broken_key_is_a_problem() {
 fn subscribed(cfg: &Config, annotations: &[(&str, &str)]) -> Destinations {
     let mut out = Destinations::new();
     let ann = cm(annotations);
-    subscribe::from_annotations(&mut out, ann.iter(), cfg);
+    let problems = subscribe::from_annotations(&mut out, ann.iter(), cfg);
+    assert!(problems.is_empty(), "{problems:?}");
     out
 }
 
@@ -486,4 +487,21 @@ fn a_new_app_without_status_evaluates_like_argo_cds_empty_structs() {
     let p = plan(&cfg, &app, &dests, &State::default(), now());
     assert!(p.errors.is_empty(), "{:?}", p.errors);
     assert!(p.due.is_empty());
+}
+
+#[test]
+fn a_service_subscription_without_default_triggers_is_a_problem() {
+    let cfg = Config::parse(
+        &cm(&[("service.webhook.hook", "url: http://127.0.0.1:1/\n")]),
+        &BTreeMap::new(),
+    );
+    let mut out = Destinations::new();
+    let ann = cm(&[("notifications.argoproj.io/subscribe.hook", "")]);
+    let problems = subscribe::from_annotations(&mut out, ann.iter(), &cfg);
+    assert!(out.is_empty());
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0].contains("subscribes to nothing"),
+        "{problems:?}"
+    );
 }
