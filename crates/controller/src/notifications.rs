@@ -254,20 +254,10 @@ impl Ctx {
         }
         let data: BTreeMap<String, String> =
             cm.as_ref().and_then(|c| c.data.clone()).unwrap_or_default();
-        let secret_data: BTreeMap<String, String> = secret
-            .as_ref()
-            .map(|s| {
-                let mut out: BTreeMap<String, String> = s
-                    .data
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
-                    .collect();
-                for (k, v) in s.string_data.iter().flatten() {
-                    out.insert(k.clone(), v.clone());
-                }
-                out
-            })
+        // The API server never returns stringData: `data` is the whole Secret.
+        let secret_data = secret
+            .as_deref()
+            .map(crate::clusters::decode)
             .unwrap_or_default();
         let cfg = Arc::new(Config::parse(&data, &secret_data));
         if let Some(cm) = &cm
