@@ -188,6 +188,8 @@ pub struct Controller {
     /// The Application as our last status write returned it; newer than the
     /// watch cache until the cache catches up.
     pub(crate) written: Mutex<HashMap<String, Application>>,
+    /// How long each running sync has waited on its current wave or hook.
+    pub(crate) wait_clock: ferry_engine::sync::WaitClock,
     pub(crate) triggers: tokio::sync::mpsc::UnboundedSender<Trigger>,
     pub(crate) queue: queue::Queue,
     /// KubeVela Applications to reconcile, as `namespace/name`.
@@ -332,6 +334,7 @@ impl Controller {
             compared: Mutex::new(lru::LruCache::new(COMPARE_CACHE)),
             dir_facts: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            wait_clock: Default::default(),
             triggers: tx,
             queue: queue::Queue::default(),
             oam_queue: queue::Queue::default(),

@@ -116,6 +116,10 @@ pub(crate) struct Comparison {
     ignored_extraneous: HashSet<ObjectKey>,
     /// Rendered objects argocd-cm excludes from management, described.
     excluded: Vec<String>,
+    /// When the operation this compare serves started (a running one's recorded start, or
+    /// now): `generateName` hooks are named from it, so every step of one sync, in any
+    /// process, addresses the same hook.
+    pub(crate) operation_started: Time,
 }
 
 impl Comparison {
@@ -185,6 +189,10 @@ impl Controller {
         // status write must expect that resourceVersion.
         let mut running_rv: Option<String> = None;
 
+        // A sync that waited in an earlier step (in this process or another) goes on from
+        // what it recorded, at the revision it started with.
+        let resuming = in_progress(&old, op.as_ref()).cloned();
+        let op = op.or_else(|| resuming.as_ref().map(|o| o.operation.clone()));
         let cmp = self
             .compare(&app, op.as_ref(), refresh_requested, hard)
             .await;
@@ -216,8 +224,19 @@ impl Controller {
                     .and_then(|o| o.retry.as_ref())
                     .and_then(|r| retry_delay(r, attempt))
                     .filter(|_| s.type_ == "ComparisonError");
+                let sync_under_way = resuming.as_ref().map(|r| {
+                    let started = r.started_at.clone().unwrap_or_else(now);
+                    let scope = self.operation_scope(&app, &started);
+                    (self.wait_clock.waited(&format!("{scope}/compare")), scope)
+                });
                 if let Some(wait) = backing_off {
                     next = next.min(wait);
+                } else if let Some((waited, _)) = &sync_under_way
+                    && *waited <= self.cfg.wave_timeout
+                {
+                    // A sync under way waits for its source or cluster to answer again (as
+                    // long as it would wait for a wave) rather than failing halfway.
+                    next = next.min(Duration::from_secs(5));
                 } else if let (Some(op), Some(delay)) = (&op, retry) {
                     // A source or cluster that failed this pass may answer the
                     // next: a retried operation stays pending, as a failed sync would.
@@ -283,7 +302,24 @@ impl Controller {
                     );
                 }
                 self.fill_status(&mut st, &c);
-                let decision = self.decide(&app, op.as_ref(), &c, &st);
+                let decision = match &resuming {
+                    Some(running) => {
+                        let s = running.operation.sync.clone().unwrap_or_default();
+                        Decision::Sync {
+                            operation: Box::new(running.operation.clone()),
+                            prune: s.prune,
+                            dry_run: s.dry_run,
+                            automated: running
+                                .operation
+                                .initiated_by
+                                .as_ref()
+                                .and_then(|i| i.get("automated"))
+                                .and_then(Value::as_bool)
+                                .unwrap_or(false),
+                        }
+                    }
+                    None => self.decide(&app, op.as_ref(), &c, &st),
+                };
                 match decision {
                     Decision::None => {}
                     Decision::Later(d) => next = next.min(d),
@@ -341,8 +377,10 @@ impl Controller {
                                 ..OperationState::default()
                             });
                         } else {
-                            let started = now();
+                            let resumed = resuming.as_ref().filter(|r| r.operation == operation);
+                            let started = c.operation_started.clone();
                             let retry_count = match &st.operation_state {
+                                Some(o) if resumed.is_some() => o.retry_count,
                                 Some(o)
                                     if automated
                                         && o.phase == "Failed"
@@ -362,8 +400,10 @@ impl Controller {
                                 }
                                 _ => 0,
                             };
-                            tracing::info!(app = %name, "sync started");
-                            if automated {
+                            if resumed.is_none() {
+                                tracing::info!(app = %name, "sync started");
+                            }
+                            if automated && resumed.is_none() {
                                 let rev = c.revisions.first().cloned().unwrap_or_default();
                                 crate::events::emit(
                                     &self.client,
@@ -377,13 +417,67 @@ impl Controller {
                             // Argo CD shows a sync in progress as phase
                             // Running; users and tools (`app wait
                             // --operation`) watch for it.
-                            running_rv =
-                                self.write_running(&app, &operation, started.clone()).await;
-                            let mut outcome = self.sync(&app, &c, &operation, prune, dry_run).await;
+                            if resumed.is_none() {
+                                running_rv = self
+                                    .write_running(&app, &operation, started.clone(), &c)
+                                    .await;
+                            }
+                            let progress = resumed
+                                .map(|r| sync::Progress {
+                                    results: r
+                                        .sync_result
+                                        .as_ref()
+                                        .map(|x| x.resources.as_slice())
+                                        .unwrap_or_default(),
+                                    message: &r.message,
+                                })
+                                .unwrap_or_default();
+                            let scope = self.operation_scope(&app, &started);
+                            let step = self
+                                .sync(&app, &c, &operation, prune, dry_run, progress, scope.clone())
+                                .await;
+                            let mut outcome = match step {
+                                sync::Step::Finished(outcome) => outcome,
+                                sync::Step::Waiting(outcome) => {
+                                    // Recorded, so the next step (here or in another
+                                    // process) goes on from it; no worker waits.
+                                    st.operation_state = Some(OperationState {
+                                        operation: operation.clone(),
+                                        phase: "Running".into(),
+                                        message: outcome.message,
+                                        sync_result: Some(SyncOperationResult {
+                                            resources: outcome.results,
+                                            revision: c.revisions.first().cloned().unwrap_or_default(),
+                                            revisions: c.revisions.clone(),
+                                            source: c.single_source(),
+                                            sources: c.multi_sources(),
+                                        }),
+                                        started_at: Some(started),
+                                        finished_at: None,
+                                        retry_count,
+                                    });
+                                    ran_op = false;
+                                    next = next.min(STEP_POLL);
+                                    return self
+                                        .finish_pass(PassEnd {
+                                            app,
+                                            name,
+                                            old: &old,
+                                            st,
+                                            running_rv,
+                                            ran_op,
+                                            refresh_requested,
+                                            next,
+                                        })
+                                        .await;
+                                }
+                            };
+                            self.wait_clock.forget(&scope);
                             tracing::info!(app = %name, ok = outcome.succeeded, message = %outcome.message, "sync finished");
                             let applied = std::mem::take(&mut outcome.applied);
                             let pruned = std::mem::take(&mut outcome.pruned);
-                            let fast_path = outcome.succeeded && !dry_run;
+                            // Only a sync done in one step has every apply response.
+                            let fast_path = outcome.succeeded && !dry_run && resumed.is_none();
                             let finished = now();
                             let rev = c.revisions.first().cloned().unwrap_or_default();
                             // Argo CD records history only for whole-app syncs.
@@ -482,6 +576,31 @@ impl Controller {
                 }
             }
         }
+        self.finish_pass(PassEnd {
+            app,
+            name,
+            old: &old,
+            st,
+            running_rv,
+            ran_op,
+            refresh_requested,
+            next,
+        })
+        .await
+    }
+
+    /// The end of every pass: metrics for a finished operation, the status write, Events.
+    async fn finish_pass(&self, end: PassEnd<'_>) -> Option<Duration> {
+        let PassEnd {
+            app,
+            name,
+            old,
+            st,
+            running_rv,
+            ran_op,
+            refresh_requested,
+            mut next,
+        } = end;
         if ran_op && let Some(os) = &st.operation_state {
             crate::metrics::get()
                 .syncs
@@ -530,7 +649,7 @@ impl Controller {
                 .unwrap_or_default(),
         );
         let written = self
-            .write_status(&app, &old, st, ran_op, refresh_requested)
+            .write_status(&app, old, st, ran_op, refresh_requested)
             .await;
         if written.is_ok() {
             crate::events::emit(&self.client, &app, status_events);
@@ -918,6 +1037,17 @@ impl Controller {
     ) -> Result<Comparison, Stop> {
         let app_name = app.name_any();
         let t0 = Instant::now();
+        let status = app.status.clone().unwrap_or_default();
+        let running = in_progress(&status, op);
+        let operation_started = running
+            .and_then(|o| o.started_at.clone())
+            .unwrap_or_else(now);
+        let operation_seed = format!(
+            "{}/{}/{}",
+            operation_started.0,
+            status.history.len(),
+            running.map(|o| o.retry_count).unwrap_or(0)
+        );
         // Fields Ferry does not implement are refused by name, never ignored.
         let unsupported = app.unsupported_fields();
         if !unsupported.is_empty() {
@@ -1266,7 +1396,8 @@ impl Controller {
                 .to_string();
             // Hooks may use generateName (Argo CD's docs do). Name them here,
             // as the API server would, so apply, wait and delete policies
-            // all address the object this sync creates.
+            // all address the object this sync creates; the name comes from the
+            // operation, so a sync resumed (after a wait or a restart) finds its hook.
             let generate = meta
                 .get("generateName")
                 .and_then(Value::as_str)
@@ -1275,13 +1406,9 @@ impl Controller {
                 && is_hook
                 && let Some(prefix) = generate
             {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0);
                 name = format!(
                     "{prefix}{}",
-                    &hash(&format!("{app_name}{prefix}{nanos}"))[..5]
+                    &hash(&format!("{app_name}{prefix}{operation_seed}"))[..5]
                 );
                 meta.insert("name".into(), json!(name));
                 meta.remove("generateName");
@@ -1569,6 +1696,7 @@ impl Controller {
             settings,
             ignored_extraneous,
             excluded,
+            operation_started,
         })
     }
 
@@ -1803,6 +1931,19 @@ impl Controller {
         )
     }
 
+    /// Names one operation of one app (its start, and the count of syncs before it, since a
+    /// start is recorded to the second); marks the hooks it creates.
+    fn operation_scope(&self, app: &Application, started: &Time) -> String {
+        let st = app.status.as_ref();
+        format!(
+            "{}@{}#{}",
+            self.app_key(app),
+            started.0,
+            st.map(|s| s.history.len()).unwrap_or(0)
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn sync(
         &self,
         app: &Application,
@@ -1810,7 +1951,9 @@ impl Controller {
         op: &Operation,
         prune: bool,
         dry_run: bool,
-    ) -> sync::SyncOutcome {
+        progress: sync::Progress<'_>,
+        scope: String,
+    ) -> sync::Step {
         let s = op.sync.clone().unwrap_or_default();
         let mut options = app.sync_options();
         options.apply(&s.sync_options);
@@ -1869,8 +2012,10 @@ impl Controller {
             create_namespace,
             wave_timeout: self.cfg.wave_timeout,
             settings: &c.settings,
+            clock: &self.wait_clock,
+            scope,
         };
-        sync::run(req).await
+        sync::step(req, progress).await
     }
 
     /// Records that a sync is under way (`operationState.phase: Running`),
@@ -1882,12 +2027,22 @@ impl Controller {
         app: &Application,
         operation: &Operation,
         started: Time,
+        c: &Comparison,
     ) -> Option<String> {
+        // With a (still empty) result, the state is already one a restarted controller goes
+        // on with, at this revision, rather than starting another sync.
         let state = OperationState {
             operation: operation.clone(),
             phase: "Running".into(),
             message: "syncing".into(),
             started_at: Some(started),
+            sync_result: Some(SyncOperationResult {
+                revision: c.revisions.first().cloned().unwrap_or_default(),
+                revisions: c.revisions.clone(),
+                source: c.single_source(),
+                sources: c.multi_sources(),
+                ..SyncOperationResult::default()
+            }),
             ..OperationState::default()
         };
         let ops = json!([
@@ -2145,6 +2300,47 @@ pub(crate) async fn live_managed_fields(
 
 /// Differences with live (JSON pointers), or why the dry-run failed.
 type DiffResult = Result<Vec<String>, String>;
+
+/// The sync an earlier step left waiting (`Running` with recorded results), which this pass
+/// goes on with: the requested operation, or an automated one when none is requested.
+/// A retry waiting out its backoff, or a sync blocked by a window, starts afresh instead.
+pub(crate) fn in_progress<'s>(
+    st: &'s ApplicationStatus,
+    requested: Option<&Operation>,
+) -> Option<&'s OperationState> {
+    let o = st.operation_state.as_ref()?;
+    if o.phase != "Running" || o.sync_result.is_none() || o.message.starts_with(RETRYING) {
+        return None;
+    }
+    let automated = o
+        .operation
+        .initiated_by
+        .as_ref()
+        .and_then(|i| i.get("automated"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    match requested {
+        Some(op) => (*op == o.operation).then_some(o),
+        None => automated.then_some(o),
+    }
+}
+
+/// What the end of a pass writes.
+struct PassEnd<'a> {
+    app: Application,
+    name: &'a str,
+    old: &'a ApplicationStatus,
+    st: ApplicationStatus,
+    /// Set when a Running operation state was written mid-pass: the status write must
+    /// expect that resourceVersion.
+    running_rv: Option<String>,
+    ran_op: bool,
+    refresh_requested: bool,
+    next: Duration,
+}
+
+/// How soon a sync waiting on a wave or a hook looks again when no watched object changed.
+const STEP_POLL: Duration = Duration::from_secs(2);
 
 fn rv_num(a: &Application) -> u64 {
     a.metadata

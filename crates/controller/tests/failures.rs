@@ -492,6 +492,30 @@ async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
         sync_status(a) == "OutOfSync"
     })
     .await;
+    // Every Job created in the namespace, by uid: a hook run twice would be a second uid.
+    let jobs_seen = std::sync::Arc::new(std::sync::Mutex::new(
+        std::collections::BTreeMap::<String, String>::new(),
+    ));
+    let watcher = {
+        let seen = jobs_seen.clone();
+        let jobs: Api<Job> = Api::namespaced(h.client.clone(), &h.dest);
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut events = kube::runtime::watcher(jobs, Default::default()).boxed();
+            while let Some(Ok(ev)) = events.next().await {
+                let objs: Vec<Job> = match ev {
+                    kube::runtime::watcher::Event::Apply(j)
+                    | kube::runtime::watcher::Event::InitApply(j) => vec![j],
+                    _ => Vec::new(),
+                };
+                for j in objs {
+                    if let (Some(uid), Some(name)) = (j.metadata.uid, j.metadata.name) {
+                        seen.lock().unwrap().insert(uid, name);
+                    }
+                }
+            }
+        })
+    };
     let patch = json!({ "operation": { "sync": { "revision": "main" }, "initiatedBy": { "username": "chaos" } } });
     h.apps()
         .patch("chaos", &PatchParams::default(), &Patch::Merge(&patch))
@@ -536,6 +560,20 @@ async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
     h.idle(Duration::from_secs(5)).await;
     let after = h.apps().get("chaos").await.unwrap();
     assert_eq!(after.status.map(|s| s.history.len()).unwrap_or(0), 1);
+    // Each hook ran once: one Job for the PreSync hook, one for the generateName PostSync
+    // hook, however often the controller died around their creation.
+    watcher.abort();
+    let seen = jobs_seen.lock().unwrap().clone();
+    let migrate = seen.values().filter(|n| *n == "migrate").count();
+    let smoke = seen
+        .values()
+        .filter(|n| n.starts_with("smoke-test-"))
+        .count();
+    assert_eq!(
+        (migrate, smoke),
+        (1, 1),
+        "seed {seed}: each hook runs exactly once; Jobs seen: {seen:?}"
+    );
 }
 
 /// `ignoreDifferences.managedFieldsManagers`: a field another manager took over is not drift

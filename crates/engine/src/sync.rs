@@ -1,17 +1,26 @@
-//! Runs a sync: PreSync hooks, the Sync phase wave by wave (each wave only
-//! once the previous one is healthy), prune, PostSync hooks; SyncFail hooks
-//! when anything fails.
+//! Runs a sync as a resumable state machine: PreSync hooks, the Sync phase wave by wave (each
+//! wave only once the previous one is healthy), prune, PostSync hooks; SyncFail hooks when
+//! anything fails. A step does what can be done now and returns; when it has to wait (a wave
+//! not yet healthy, a hook still running, a pruned object not yet gone) the caller records
+//! the results and runs the next step later, from those results, in this process or in
+//! another one after a restart, so no worker is held while a sync waits and nothing is done
+//! twice: an object applied or a hook created is in the results.
+
+mod ops;
+mod progress;
 
 use crate::cluster::{ClusterConn, Resolved};
-use crate::health;
 use crate::plan::{self, HookKind, Phase};
 use ferry_model::settings::ResourceSettings;
 use ferry_model::tracking::ObjectKey;
 use ferry_model::{ManagedNamespaceMetadata, ResourceResult, SyncOptions};
 use futures::StreamExt;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy};
-use serde_json::{Value, json};
-use std::collections::HashSet;
+use ops::Readiness;
+pub use ops::{HOOK_OPERATION, api_message, apply, delete, dry_run_apply};
+use progress::Task;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The field manager Ferry applies with.
@@ -63,6 +72,47 @@ pub struct SyncRequest<'a> {
     /// argocd-cm's health customizations, so waves wait on the same health the
     /// app shows.
     pub settings: &'a ResourceSettings,
+    /// Since when each wait of this operation has lasted (for `wave_timeout`).
+    pub clock: &'a WaitClock,
+    /// Names this operation in `clock` (the app and the operation's start).
+    pub scope: String,
+}
+
+/// What earlier steps of the operation recorded: their results and, once it failed, the
+/// operation's message.
+#[derive(Clone, Copy, Default)]
+pub struct Progress<'a> {
+    pub results: &'a [ResourceResult],
+    pub message: &'a str,
+}
+
+/// How a step ended.
+#[derive(Debug)]
+pub enum Step {
+    /// Something is not ready yet: record the results (the message says what is awaited)
+    /// and step again when the watched objects change.
+    Waiting(SyncOutcome),
+    Finished(SyncOutcome),
+}
+
+/// When each wait was first seen, so a wave times out after `wave_timeout` across steps.
+/// In memory: a new process starts the clock again (a wait may then last up to one more
+/// timeout), which is the safe side.
+#[derive(Default)]
+pub struct WaitClock(Mutex<HashMap<String, Instant>>);
+
+impl WaitClock {
+    /// How long `id` has been waited on; the first call starts its clock.
+    pub fn waited(&self, id: &str) -> Duration {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(id.to_string()).or_insert_with(Instant::now).elapsed()
+    }
+
+    /// Forgets an operation's waits once it finished.
+    pub fn forget(&self, scope: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|k, _| !k.starts_with(scope));
+    }
 }
 
 #[derive(Debug, Default)]
@@ -80,289 +130,300 @@ pub struct SyncOutcome {
 /// How many requests one sync keeps in flight.
 const PARALLEL: usize = 16;
 
-struct Task<'a> {
-    phase: Phase,
-    res: &'a Resource,
-}
-
-pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
+/// Runs the operation as far as it can go now, starting from what earlier steps recorded.
+pub async fn step(req: SyncRequest<'_>, progress: Progress<'_>) -> Step {
     let mut out = SyncOutcome {
         succeeded: true,
+        results: progress.results.to_vec(),
         ..SyncOutcome::default()
     };
-    // Compare dry-ran every non-hook object; hooks are validated here, so a bad
-    // PostSync hook fails the sync before wave 0 changes anything.
-    let invalid = validate_hooks(&req).await;
-    if !invalid.is_empty() {
+    if progress::failing(&out.results) {
         out.succeeded = false;
-        let mut reasons = Vec::new();
-        for (r, phase, message) in invalid {
-            reasons.push(format!("{}: {message}", r.key));
-            out.results
-                .push(result_for(r, phase, "SyncFailed", &message, true));
+        out.message = progress.message.to_string();
+        return finish_failed(&req, out).await;
+    }
+    if out.results.is_empty() {
+        // Compare dry-ran every non-hook object; hooks are validated here, so a bad
+        // PostSync hook fails the sync before wave 0 changes anything.
+        let invalid = ops::validate_hooks(&req).await;
+        if !invalid.is_empty() {
+            out.succeeded = false;
+            let mut reasons = Vec::new();
+            for (r, phase, message) in invalid {
+                reasons.push(format!("{}: {message}", r.key));
+                out.results
+                    .push(result_for(r, phase, "SyncFailed", &message, true));
+            }
+            out.message = format!(
+                "one or more synchronization tasks are not valid: {}",
+                reasons.join("; ")
+            );
+            return Step::Finished(out);
         }
-        out.message = format!(
-            "one or more synchronization tasks are not valid: {}",
-            reasons.join("; ")
-        );
-        return out;
     }
     if let Some((ns, meta)) = &req.create_namespace
-        && let Err(e) = ensure_namespace(req.conn, ns, meta.as_ref(), req.dry_run).await
+        && let Err(e) = ops::ensure_namespace(req.conn, ns, meta.as_ref(), req.dry_run).await
     {
         out.succeeded = false;
         out.message = format!("failed to create namespace {ns}: {e}");
-        return out;
+        return Step::Finished(out);
     }
 
-    let mut tasks: Vec<Task> = Vec::new();
-    for r in &req.resources {
-        match &r.hook {
-            HookKind::Skip => {}
-            HookKind::None => tasks.push(Task {
-                phase: Phase::Sync,
-                res: r,
-            }),
-            HookKind::Hook(phases) => {
-                for p in phases {
-                    if *p != Phase::SyncFail {
-                        tasks.push(Task { phase: *p, res: r });
-                    }
-                }
-            }
-        }
-    }
-    tasks.sort_by_key(|t| plan::order_key(t.phase, &t.res.desired));
-
-    let mut groups: Vec<Vec<&Task>> = Vec::new();
-    for t in &tasks {
-        let key = (t.phase, plan::wave(&t.res.desired));
-        match groups.last_mut() {
-            Some(g) if (g[0].phase, plan::wave(&g[0].res.desired)) == key => g.push(t),
-            _ => groups.push(vec![t]),
-        }
-    }
-
-    let mut pruned = false;
-    let mut previous: Vec<&Task> = Vec::new();
-    let mut ran_hooks: Vec<(&Resource, bool)> = Vec::new();
-    for group in &groups {
+    let tasks = progress::tasks(&req.resources);
+    let groups = progress::groups(&tasks);
+    let has_post_sync = groups.iter().any(|g| g[0].phase == Phase::PostSync);
+    let mut prune_done = false;
+    for (index, group) in groups.iter().enumerate() {
         let phase = group[0].phase;
-        // Each wave starts only once the previous one is healthy.
-        if !previous.is_empty()
-            && !req.dry_run
-            && let Err(msg) =
-                wait_healthy(req.conn, req.settings, &previous, req.wave_timeout).await
-        {
-            out.succeeded = false;
-            out.message = msg;
-            break;
-        }
         // Prune once the last Sync wave is healthy, before PostSync hooks.
-        if phase == Phase::PostSync && !pruned {
-            prune(&req, &mut out).await;
-            pruned = true;
-            if !out.succeeded {
-                break;
+        if phase == Phase::PostSync && !prune_done {
+            match prune(&req, &mut out).await {
+                PruneStep::Done => prune_done = true,
+                PruneStep::Waiting => return Step::Waiting(out),
+                PruneStep::Failed => break,
             }
         }
-        // Kinds stay in order (a Namespace or CRD before what needs it);
-        // objects of one kind go out together.
-        let mut start = 0;
-        while start < group.len() {
-            let rank = plan::kind_rank(&group[start].res.key.kind);
-            let end = group[start..]
-                .iter()
-                .position(|t| plan::kind_rank(&t.res.key.kind) != rank)
-                .map(|p| start + p)
-                .unwrap_or(group.len());
-            let batch: Vec<&&Task> = group[start..end]
-                .iter()
-                .filter(|t| {
-                    matches!(t.res.hook, HookKind::Hook(_))
-                        || !req.options.apply_out_of_sync_only
-                        || t.res.out_of_sync
-                })
-                .collect();
-            let conn = req.conn;
-            let dry_run = req.dry_run;
-            let mut pending = Vec::new();
-            for t in batch {
-                pending.push(async move {
-                    let r = t.res;
-                    let is_hook = matches!(r.hook, HookKind::Hook(_));
-                    let result = if is_hook {
-                        run_hook(conn, r, dry_run).await
-                    } else {
-                        apply(conn, r, dry_run).await
-                    };
-                    (t, is_hook, result)
-                });
-            }
-            let results: Vec<_> = futures::stream::iter(pending)
-                .buffered(PARALLEL)
-                .collect()
-                .await;
-            for (t, is_hook, result) in results {
-                let r = t.res;
-                let (status, message) = match &result {
-                    Ok((msg, _)) => ("Synced", msg.clone()),
-                    Err(e) => ("SyncFailed", e.clone()),
-                };
-                out.results
-                    .push(result_for(r, phase, status, &message, is_hook));
-                if is_hook {
-                    ran_hooks.push((r, result.is_ok()));
-                }
-                match result {
-                    Ok((_, Some(obj))) if !is_hook => out.applied.push((r.key.clone(), obj)),
-                    Ok(_) => {}
-                    Err(e) => {
-                        out.succeeded = false;
-                        out.message = format!("one or more objects failed to apply, reason: {e}");
-                    }
-                }
-            }
-            start = end;
-        }
+        apply_group(&req, group, &mut out).await;
         if !out.succeeded {
             break;
         }
-        // Hooks must finish before anything after them starts.
-        let hooks: Vec<&Task> = group
-            .iter()
-            .copied()
-            .filter(|t| matches!(t.res.hook, HookKind::Hook(_)))
-            .collect();
-        if !hooks.is_empty()
-            && !req.dry_run
-            && let Err(msg) = wait_healthy(req.conn, req.settings, &hooks, req.wave_timeout).await
-        {
-            out.succeeded = false;
-            out.message = msg;
-            for (r, ok) in ran_hooks.iter_mut() {
-                if hooks.iter().any(|h| std::ptr::eq(h.res, *r)) {
-                    *ok = false;
-                }
-            }
-            break;
+        if req.dry_run {
+            continue;
         }
-        previous = group.clone();
+        // Hooks finish before anything after them starts; objects are healthy before the
+        // next group (the last wave's objects are not waited for, as in Argo CD).
+        let later = index + 1 < groups.len();
+        // A later group already started in an earlier step: this one was done then.
+        let passed = groups.get(index + 1).is_some_and(|next| {
+            next.iter()
+                .any(|t| progress::recorded(&out.results, &t.res.key, t.phase).is_some())
+        });
+        if passed {
+            continue;
+        }
+        let awaited: Vec<&Task> = group.iter().filter(|t| t.is_hook() || later).collect();
+        match ready(&req, &awaited, &mut out).await {
+            GroupReady::Yes => {}
+            GroupReady::Failed(message) => {
+                out.succeeded = false;
+                out.message = message;
+                break;
+            }
+            GroupReady::Pending(names) => {
+                let id = format!("{}/{}/{}", req.scope, phase.as_str(), plan::wave(&group[0].res.desired));
+                if req.clock.waited(&id) > req.wave_timeout {
+                    for t in &awaited {
+                        mark_hook(&mut out.results, t, "Failed");
+                    }
+                    out.succeeded = false;
+                    out.message = format!(
+                        "timed out waiting for {} to become healthy",
+                        names.join(", ")
+                    );
+                    break;
+                }
+                out.message = format!("waiting for healthy state of {}", names.join(", "));
+                return Step::Waiting(out);
+            }
+        }
     }
-    if out.succeeded && !pruned {
-        prune(&req, &mut out).await;
+    if out.succeeded && !prune_done && !has_post_sync {
+        match prune(&req, &mut out).await {
+            PruneStep::Done | PruneStep::Failed => {}
+            PruneStep::Waiting => return Step::Waiting(out),
+        }
     }
-
     if !out.succeeded {
-        let mut fail_hooks: Vec<Task> = Vec::new();
-        for r in &req.resources {
-            if let HookKind::Hook(p) = &r.hook
-                && p.contains(&Phase::SyncFail)
-            {
-                let res = run_hook(req.conn, r, req.dry_run).await;
-                let (status, message) = match &res {
-                    Ok((m, _)) => ("Synced", m.clone()),
-                    Err(e) => ("SyncFailed", e.clone()),
-                };
-                out.results
-                    .push(result_for(r, Phase::SyncFail, status, &message, true));
-                ran_hooks.push((r, res.is_ok()));
-                if res.is_ok() {
-                    fail_hooks.push(Task {
-                        phase: Phase::SyncFail,
-                        res: r,
-                    });
-                }
-            }
-        }
-        // SyncFail hooks clean up; let them finish before any delete policy.
-        if !fail_hooks.is_empty() && !req.dry_run {
-            let refs: Vec<&Task> = fail_hooks.iter().collect();
-            if let Err(msg) = wait_healthy(req.conn, req.settings, &refs, req.wave_timeout).await {
-                tracing::warn!(error = %msg, "SyncFail hook did not finish");
-            }
-        }
+        return finish_failed(&req, out).await;
     }
-    if !req.dry_run {
-        for (r, ok) in ran_hooks {
-            let policy = plan::delete_policy(&r.desired);
-            let succeeded = ok && out.succeeded;
-            if (succeeded && policy.on_success) || (!succeeded && policy.on_failure) {
-                let _ = delete(req.conn, r.resolved.as_ref(), &r.key, "background").await;
-            }
-        }
-    }
-    if out.succeeded && out.message.is_empty() {
+    finish_hooks(&req, &mut out).await;
+    if out.message.is_empty() || out.message.starts_with("waiting for") {
         out.message = "successfully synced (all tasks run)".into();
     }
-    out
+    Step::Finished(out)
 }
 
-/// Server-side dry-run of every hook, as the object its run will create: a hook
-/// is created anew each sync (`BeforeHookCreation` deletes the old one), so it
-/// is validated as a create; when the previous run's hook still exists, under a
-/// generated name, never conflicting with that immutable Job. Hooks whose kind arrives with this sync cannot be checked yet
-/// (Argo CD's SkipDryRunOnMissingResource).
-async fn validate_hooks<'r>(req: &'r SyncRequest<'_>) -> Vec<(&'r Resource, Phase, String)> {
-    let created_ns = req.create_namespace.as_ref().map(|(ns, _)| ns.as_str());
+/// Applies (or, for hooks, creates) what this group has not done in an earlier step.
+async fn apply_group(req: &SyncRequest<'_>, group: &[Task<'_>], out: &mut SyncOutcome) {
+    let phase = group[0].phase;
+    let todo: Vec<&Task> = group
+        .iter()
+        .filter(|t| progress::recorded(&out.results, &t.res.key, t.phase).is_none())
+        .filter(|t| t.is_hook() || !req.options.apply_out_of_sync_only || t.res.out_of_sync)
+        .collect();
+    // Kinds stay in order (a Namespace or CRD before what needs it); objects of one kind go
+    // out together.
+    let mut start = 0;
+    while start < todo.len() {
+        let rank = plan::kind_rank(&todo[start].res.key.kind);
+        let end = todo[start..]
+            .iter()
+            .position(|t| plan::kind_rank(&t.res.key.kind) != rank)
+            .map(|p| start + p)
+            .unwrap_or(todo.len());
+        let conn = req.conn;
+        let dry_run = req.dry_run;
+        let operation = req.scope.as_str();
+        let mut pending = Vec::new();
+        for t in &todo[start..end] {
+            let t: Task = **t;
+            pending.push(async move {
+                let result = if t.is_hook() {
+                    ops::run_hook(conn, t.res, dry_run, operation).await
+                } else {
+                    ops::apply(conn, t.res, dry_run).await
+                };
+                (t, result)
+            });
+        }
+        let results: Vec<_> = futures::stream::iter(pending)
+            .buffered(PARALLEL)
+            .collect()
+            .await;
+        for (t, result) in results {
+            let (status, message) = match &result {
+                Ok((msg, _)) => ("Synced", msg.clone()),
+                Err(e) => ("SyncFailed", e.clone()),
+            };
+            let mut recorded = result_for(t.res, phase, status, &message, t.is_hook());
+            if t.is_hook() && status == "Synced" && !dry_run {
+                recorded.hook_phase = "Running".into();
+            }
+            out.results.push(recorded);
+            match result {
+                Ok((_, Some(obj))) if !t.is_hook() => out.applied.push((t.res.key.clone(), obj)),
+                Ok(_) => {}
+                Err(e) => {
+                    out.succeeded = false;
+                    out.message = format!("one or more objects failed to apply, reason: {e}");
+                }
+            }
+        }
+        if !out.succeeded {
+            return;
+        }
+        start = end;
+    }
+}
+
+enum GroupReady {
+    Yes,
+    Pending(Vec<String>),
+    Failed(String),
+}
+
+/// Reads each awaited object once; hooks that finished are recorded as Succeeded (and not
+/// read again), a failed one as Failed.
+async fn ready(req: &SyncRequest<'_>, awaited: &[&Task<'_>], out: &mut SyncOutcome) -> GroupReady {
     let mut pending = Vec::new();
-    for r in &req.resources {
-        let (HookKind::Hook(phases), Some(resolved)) = (&r.hook, &r.resolved) else {
+    for t in awaited {
+        if t.is_hook()
+            && progress::recorded(&out.results, &t.res.key, t.phase)
+                .is_some_and(|i| out.results[i].hook_phase == "Succeeded")
+        {
+            continue;
+        }
+        match ops::readiness(req.conn, req.settings, t.res).await {
+            Readiness::Ready => mark_hook(&mut out.results, t, "Succeeded"),
+            Readiness::Pending => pending.push(t.res.key.to_string()),
+            Readiness::Failed(message) => {
+                mark_hook(&mut out.results, t, "Failed");
+                return GroupReady::Failed(message);
+            }
+        }
+    }
+    if pending.is_empty() {
+        GroupReady::Yes
+    } else {
+        GroupReady::Pending(pending)
+    }
+}
+
+fn mark_hook(results: &mut [ResourceResult], t: &Task<'_>, hook_phase: &str) {
+    if !t.is_hook() {
+        return;
+    }
+    if let Some(i) = progress::recorded(results, &t.res.key, t.phase) {
+        results[i].hook_phase = hook_phase.into();
+    }
+}
+
+/// The sync failed: SyncFail hooks run (once), then delete policies apply.
+async fn finish_failed(req: &SyncRequest<'_>, mut out: SyncOutcome) -> Step {
+    let fail_hooks: Vec<Task> = req
+        .resources
+        .iter()
+        .filter(|r| matches!(&r.hook, HookKind::Hook(p) if p.contains(&Phase::SyncFail)))
+        .map(|res| Task {
+            phase: Phase::SyncFail,
+            res,
+        })
+        .collect();
+    if !fail_hooks.is_empty() {
+        let mut sync_out = SyncOutcome {
+            succeeded: true,
+            results: std::mem::take(&mut out.results),
+            ..SyncOutcome::default()
+        };
+        apply_group(req, &fail_hooks, &mut sync_out).await;
+        out.results = sync_out.results;
+        // SyncFail hooks clean up; let them finish before any delete policy.
+        if !req.dry_run {
+            let created: Vec<&Task> = fail_hooks
+                .iter()
+                .filter(|t| {
+                    progress::recorded(&out.results, &t.res.key, Phase::SyncFail)
+                        .is_some_and(|i| out.results[i].status == "Synced")
+                })
+                .collect();
+            let mut hooks_out = SyncOutcome {
+                results: std::mem::take(&mut out.results),
+                ..SyncOutcome::default()
+            };
+            let readiness = ready(req, &created, &mut hooks_out).await;
+            out.results = hooks_out.results;
+            if let GroupReady::Pending(names) = readiness {
+                let id = format!("{}/SyncFail", req.scope);
+                if req.clock.waited(&id) <= req.wave_timeout {
+                    return Step::Waiting(out);
+                }
+                tracing::warn!(hooks = %names.join(", "), "SyncFail hooks did not finish");
+            }
+        }
+    }
+    finish_hooks(req, &mut out).await;
+    Step::Finished(out)
+}
+
+/// Hook delete policies, once the operation's outcome is known.
+async fn finish_hooks(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
+    if req.dry_run {
+        return;
+    }
+    let mut seen = HashSet::new();
+    for result in out.results.iter().filter(|r| !r.hook_type.is_empty()) {
+        let Some(r) = req.resources.iter().find(|r| {
+            r.key.kind == result.kind
+                && r.key.name == result.name
+                && r.key.namespace == result.namespace
+                && r.key.group == result.group
+        }) else {
             continue;
         };
-        let phase = phases.first().copied().unwrap_or(Phase::Sync);
-        pending.push(async move {
-            let result = dry_run_create(req.conn, resolved, r).await;
-            (r, phase, result)
-        });
+        if !seen.insert(r.key.clone()) {
+            continue;
+        }
+        let ok = out
+            .results
+            .iter()
+            .filter(|x| x.kind == result.kind && x.name == result.name && !x.hook_type.is_empty())
+            .all(|x| x.hook_phase == "Succeeded");
+        let policy = plan::delete_policy(&r.desired);
+        let succeeded = ok && out.succeeded;
+        if (succeeded && policy.on_success) || (!succeeded && policy.on_failure) {
+            let _ = delete(req.conn, r.resolved.as_ref(), &r.key, "background").await;
+        }
     }
-    let results: Vec<_> = futures::stream::iter(pending)
-        .buffered(PARALLEL)
-        .collect()
-        .await;
-    results
-        .into_iter()
-        .filter_map(|(r, phase, result)| match result {
-            Ok(()) => None,
-            // The namespace this sync creates first does not exist yet.
-            Err(e)
-                if created_ns == Some(r.key.namespace.as_str())
-                    && e.contains("namespaces")
-                    && e.contains("not found") =>
-            {
-                None
-            }
-            Err(e) => Some((r, phase, e)),
-        })
-        .collect()
-}
-
-async fn dry_run_create(
-    conn: &ClusterConn,
-    resolved: &Resolved,
-    r: &Resource,
-) -> Result<(), String> {
-    let api = conn.api(resolved, &r.key.namespace);
-    let mut obj: DynamicObject =
-        serde_json::from_value(r.desired.clone()).map_err(|e| e.to_string())?;
-    let pp = PostParams {
-        dry_run: true,
-        field_manager: Some(FIELD_MANAGER.into()),
-    };
-    match api.create(&pp, &obj).await {
-        Ok(_) => return Ok(()),
-        // The previous run's hook is still there: validate under a generated name.
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(api_message(&e)),
-    }
-    // Names are at most 253 characters; generateName adds 5.
-    let prefix: String = r.key.name.chars().take(200).collect();
-    obj.metadata.generate_name = Some(format!("{prefix}-"));
-    obj.metadata.name = None;
-    api.create(&pp, &obj)
-        .await
-        .map(|_| ())
-        .map_err(|e| api_message(&e))
 }
 
 fn result_for(
@@ -403,270 +464,16 @@ fn result_for(
     }
 }
 
-async fn resolve_now(conn: &ClusterConn, r: &Resource) -> Result<Resolved, String> {
-    if let Some(res) = &r.resolved {
-        return Ok(res.clone());
-    }
-    let api_version = r
-        .desired
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    // A CRD applied earlier in this sync takes a moment to be served.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match conn.resolve(api_version, &r.key.kind).await {
-            Ok(res) => return Ok(res),
-            Err(e) if Instant::now() > deadline => {
-                return Err(format!(
-                    "the server could not find the requested resource {api_version}/{}: {e}",
-                    r.key.kind
-                ));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+enum PruneStep {
+    Done,
+    Waiting,
+    Failed,
 }
 
-/// Server-side apply (or replace, with `Replace=true`); returns a message and
-/// the object as the API server returned it.
-pub async fn apply(
-    conn: &ClusterConn,
-    r: &Resource,
-    dry_run: bool,
-) -> Result<(String, Option<Value>), String> {
-    let resolved = resolve_now(conn, r).await?;
-    let api = conn.api(&resolved, &r.key.namespace);
-    if r.options.replace {
-        let existing = api
-            .get_opt(&r.key.name)
-            .await
-            .map_err(|e| api_message(&e))?;
-        let mut obj: DynamicObject =
-            serde_json::from_value(r.desired.clone()).map_err(|e| e.to_string())?;
-        let pp = PostParams {
-            dry_run,
-            field_manager: Some(FIELD_MANAGER.into()),
-        };
-        return match existing {
-            Some(live) => {
-                obj.metadata.resource_version = live.metadata.resource_version;
-                match api.replace(&r.key.name, &pp, &obj).await {
-                    Ok(o) => Ok((
-                        format!("{} replaced", lower(&r.key.kind)),
-                        Some(to_value(&o, &resolved)),
-                    )),
-                    // `Force=true`: an object that cannot be replaced in place
-                    // (an immutable field changed) is deleted and created, as
-                    // `kubectl replace --force` does.
-                    Err(kube::Error::Api(e)) if r.options.force && e.code == 422 && !dry_run => {
-                        delete_and_wait(&api, r).await?;
-                        obj.metadata.resource_version = None;
-                        let o = api.create(&pp, &obj).await.map_err(|e| api_message(&e))?;
-                        Ok((
-                            format!("{} replaced (forced)", lower(&r.key.kind)),
-                            Some(to_value(&o, &resolved)),
-                        ))
-                    }
-                    Err(e) => Err(api_message(&e)),
-                }
-            }
-            None => {
-                let o = api.create(&pp, &obj).await.map_err(|e| api_message(&e))?;
-                Ok((
-                    format!("{} created", lower(&r.key.kind)),
-                    Some(to_value(&o, &resolved)),
-                ))
-            }
-        };
-    }
-    let mut pp = PatchParams::apply(FIELD_MANAGER).force();
-    pp.dry_run = dry_run;
-    match api.patch(&r.key.name, &pp, &Patch::Apply(&r.desired)).await {
-        Ok(o) => Ok((
-            format!("{} serverside-applied", lower(&r.key.kind)),
-            Some(to_value(&o, &resolved)),
-        )),
-        // `Force=true` (or a sync strategy with force): an object the API server will not
-        // change in place (an immutable field) is deleted and applied again, as
-        // `kubectl apply --force` does.
-        Err(kube::Error::Api(e)) if r.options.force && e.code == 422 && !dry_run => {
-            delete_and_wait(&api, r).await?;
-            let o = api
-                .patch(&r.key.name, &pp, &Patch::Apply(&r.desired))
-                .await
-                .map_err(|e| api_message(&e))?;
-            Ok((
-                format!("{} serverside-applied (forced)", lower(&r.key.kind)),
-                Some(to_value(&o, &resolved)),
-            ))
-        }
-        Err(e) => Err(api_message(&e)),
-    }
-}
-
-/// Deletes an object (foreground) and waits up to a minute until it is gone.
-async fn delete_and_wait(api: &kube::Api<DynamicObject>, r: &Resource) -> Result<(), String> {
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Foreground),
-        ..DeleteParams::default()
-    };
-    api.delete(&r.key.name, &dp)
-        .await
-        .map_err(|e| api_message(&e))?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while api.get_opt(&r.key.name).await.ok().flatten().is_some() {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{} was not deleted within 60s for a forced apply",
-                r.key
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
-}
-
-fn to_value(o: &DynamicObject, resolved: &Resolved) -> Value {
-    let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
-    if let Some(m) = v.as_object_mut() {
-        m.insert("apiVersion".into(), json!(resolved.api.api_version));
-        m.insert("kind".into(), json!(resolved.api.kind));
-    }
-    v
-}
-
-/// What applying would produce, without changing anything.
-pub async fn dry_run_apply(
-    conn: &ClusterConn,
-    resolved: &Resolved,
-    key: &ObjectKey,
-    desired: &Value,
-) -> Result<Value, kube::Error> {
-    let api = conn.api(resolved, &key.namespace);
-    let mut pp = PatchParams::apply(FIELD_MANAGER).force();
-    pp.dry_run = true;
-    let o = api.patch(&key.name, &pp, &Patch::Apply(desired)).await?;
-    Ok(to_value(&o, resolved))
-}
-
-async fn run_hook(
-    conn: &ClusterConn,
-    r: &Resource,
-    dry_run: bool,
-) -> Result<(String, Option<Value>), String> {
-    let resolved = resolve_now(conn, r).await?;
-    let api = conn.api(&resolved, &r.key.namespace);
-    if dry_run {
-        return Ok(("hook would run".into(), None));
-    }
-    let policy = plan::delete_policy(&r.desired);
-    if policy.before_creation
-        && api
-            .get_opt(&r.key.name)
-            .await
-            .map_err(|e| api_message(&e))?
-            .is_some()
-    {
-        let dp = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..DeleteParams::default()
-        };
-        let _ = api.delete(&r.key.name, &dp).await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while api.get_opt(&r.key.name).await.ok().flatten().is_some() {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "previous hook {} was not deleted within 60s",
-                    r.key.name
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let mut pp = PatchParams::apply(FIELD_MANAGER).force();
-    pp.dry_run = false;
-    api.patch(&r.key.name, &pp, &Patch::Apply(&r.desired))
-        .await
-        .map_err(|e| api_message(&e))?;
-    Ok((format!("{} created", lower(&r.key.kind)), None))
-}
-
-/// Waits until every task's object is healthy (hooks: finished successfully).
-async fn wait_healthy(
-    conn: &ClusterConn,
-    settings: &ResourceSettings,
-    tasks: &[&Task<'_>],
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut pending: Vec<&Resource> = tasks.iter().map(|t| t.res).collect();
-    loop {
-        let mut still = Vec::new();
-        for r in pending {
-            let Ok(resolved) = resolve_now(conn, r).await else {
-                still.push(r);
-                continue;
-            };
-            let api = conn.api(&resolved, &r.key.namespace);
-            // Read directly: the shared cache may not have seen our apply yet.
-            let live = match api.get_opt(&r.key.name).await {
-                Ok(Some(o)) => {
-                    let mut v = serde_json::to_value(&o).unwrap_or(Value::Null);
-                    v["apiVersion"] = json!(resolved.api.api_version);
-                    v["kind"] = json!(resolved.api.kind);
-                    v
-                }
-                Ok(None) => {
-                    let is_hook = matches!(r.hook, HookKind::Hook(_));
-                    if is_hook {
-                        // Deleted by its own HookSucceeded policy elsewhere: done.
-                        continue;
-                    }
-                    still.push(r);
-                    continue;
-                }
-                Err(_) => {
-                    still.push(r);
-                    continue;
-                }
-            };
-            match health::assess_with(&live, settings).map(|h| (h.status, h.message)) {
-                None => {}
-                Some((s, _)) if s == health::HEALTHY || s == health::SUSPENDED => {}
-                Some((s, m)) if s == health::DEGRADED => {
-                    let what = if matches!(r.hook, HookKind::Hook(_)) {
-                        "hook"
-                    } else {
-                        "resource"
-                    };
-                    return Err(format!(
-                        "{what} {} is {s}: {}",
-                        r.key,
-                        m.unwrap_or_default()
-                    ));
-                }
-                Some(_) => still.push(r),
-            }
-        }
-        if still.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let names: Vec<String> = still.iter().map(|r| r.key.to_string()).collect();
-            return Err(format!(
-                "timed out waiting for {} to become healthy",
-                names.join(", ")
-            ));
-        }
-        pending = still;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Prunes as Argo CD orders it: after the Sync phase, in reverse wave order
-/// (each wave gone before the next starts), `PruneLast` objects last.
-async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
+/// Prunes as Argo CD orders it: after the Sync phase, in reverse wave order (each wave gone
+/// before the next starts), `PruneLast` objects last. Prunes an earlier step recorded are
+/// not done again; one still on its way out makes this step wait.
+async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) -> PruneStep {
     let mut seen = HashSet::new();
     let mut targets: Vec<&PruneTarget> = req
         .prune
@@ -683,8 +490,12 @@ async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
     }
     let last_group = groups.len().saturating_sub(1);
     for (i, group) in groups.into_iter().enumerate() {
-        let mut deleted = Vec::new();
-        for p in group {
+        let todo: Vec<&PruneTarget> = group
+            .iter()
+            .copied()
+            .filter(|p| progress::pruned(&out.results, &p.key).is_none())
+            .collect();
+        for p in todo {
             let mut result = ResourceResult {
                 group: p.key.group.clone(),
                 version: p.version.clone(),
@@ -704,7 +515,7 @@ async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
                 result.status = "Pruned".into();
                 result.message = "pruned (dry run)".into();
             } else {
-                match delete_uid(
+                match ops::delete_uid(
                     req.conn,
                     &p.resolved,
                     &p.key,
@@ -717,7 +528,6 @@ async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
                         result.status = "Pruned".into();
                         result.message = "pruned".into();
                         out.pruned.push(p.key.clone());
-                        deleted.push(p);
                     }
                     Err(e) => {
                         result.status = "SyncFailed".into();
@@ -730,132 +540,78 @@ async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) {
             out.results.push(result);
         }
         if !out.succeeded {
-            return;
+            return PruneStep::Failed;
         }
         // The next wave's prunes wait until this wave's objects are gone.
-        if i < last_group
-            && let Err(e) = wait_gone(req.conn, &deleted, req.wave_timeout).await
-        {
-            out.succeeded = false;
-            out.message = e;
-            return;
-        }
-    }
-}
-
-async fn wait_gone(
-    conn: &ClusterConn,
-    targets: &[&PruneTarget],
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    for p in targets {
-        let api = conn.api(&p.resolved, &p.key.namespace);
-        loop {
-            let still = match api.get_opt(&p.key.name).await {
-                Ok(Some(o)) => p.uid.is_none() || o.metadata.uid == p.uid,
-                Ok(None) => false,
-                Err(e) => {
-                    return Err(format!(
-                        "waiting for {} to be pruned: {}",
-                        p.key,
-                        api_message(&e)
-                    ));
+        if i < last_group && !req.dry_run {
+            let mut going = Vec::new();
+            for p in &group {
+                let deleted = progress::pruned(&out.results, &p.key)
+                    .is_some_and(|i| out.results[i].status == "Pruned");
+                if !deleted {
+                    continue;
                 }
-            };
-            if !still {
-                break;
+                match ops::still_there(req.conn, &p.resolved, &p.key, p.uid.as_deref()).await {
+                    Ok(false) => {}
+                    Ok(true) => going.push(p.key.to_string()),
+                    Err(e) => {
+                        out.succeeded = false;
+                        out.message = e;
+                        return PruneStep::Failed;
+                    }
+                }
             }
-            if Instant::now() > deadline {
-                return Err(format!("timed out waiting for {} to be pruned", p.key));
+            if !going.is_empty() {
+                let id = format!("{}/prune/{i}", req.scope);
+                if req.clock.waited(&id) > req.wave_timeout {
+                    out.succeeded = false;
+                    out.message = format!("timed out waiting for {} to be pruned", going.join(", "));
+                    return PruneStep::Failed;
+                }
+                out.message = format!("waiting for {} to be pruned", going.join(", "));
+                return PruneStep::Waiting;
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    Ok(())
+    PruneStep::Done
 }
 
-/// Deletes one object only if it is still the one with `uid`.
-async fn delete_uid(
-    conn: &ClusterConn,
-    resolved: &Resolved,
-    key: &ObjectKey,
-    policy: &str,
-    uid: Option<String>,
-) -> Result<(), String> {
-    let api = conn.api(resolved, &key.namespace);
-    let propagation = match policy {
-        "background" => PropagationPolicy::Background,
-        "orphan" => PropagationPolicy::Orphan,
-        _ => PropagationPolicy::Foreground,
-    };
-    let dp = DeleteParams {
-        propagation_policy: Some(propagation),
-        preconditions: uid.map(|u| kube::api::Preconditions {
-            uid: Some(u),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&key.name, &dp).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(api_message(&e)),
+/// Runs every step of an operation in this task, waiting in between: for callers that hold
+/// nothing another app needs (a CLI dry run, tests).
+pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
+    let mut results: Vec<ResourceResult> = Vec::new();
+    let mut message = String::new();
+    let mut applied = Vec::new();
+    let mut pruned = Vec::new();
+    loop {
+        let next = SyncRequest {
+            conn: req.conn,
+            resources: req.resources.clone(),
+            prune: req.prune.clone(),
+            prune_enabled: req.prune_enabled,
+            options: req.options.clone(),
+            dry_run: req.dry_run,
+            create_namespace: req.create_namespace.clone(),
+            wave_timeout: req.wave_timeout,
+            settings: req.settings,
+            clock: req.clock,
+            scope: req.scope.clone(),
+        };
+        match step(next, Progress { results: &results, message: &message }).await {
+            Step::Finished(mut out) => {
+                applied.append(&mut out.applied);
+                pruned.append(&mut out.pruned);
+                out.applied = applied;
+                out.pruned = pruned;
+                return out;
+            }
+            Step::Waiting(mut out) => {
+                applied.append(&mut out.applied);
+                pruned.append(&mut out.pruned);
+                results = out.results;
+                message = out.message;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
     }
-}
-
-/// Deletes one object; a missing object counts as deleted.
-pub async fn delete(
-    conn: &ClusterConn,
-    resolved: Option<&Resolved>,
-    key: &ObjectKey,
-    policy: &str,
-) -> Result<(), String> {
-    match resolved {
-        Some(r) => delete_uid(conn, r, key, policy, None).await,
-        None => Ok(()),
-    }
-}
-
-async fn ensure_namespace(
-    conn: &ClusterConn,
-    ns: &str,
-    meta: Option<&ManagedNamespaceMetadata>,
-    dry_run: bool,
-) -> Result<(), String> {
-    let resolved = conn
-        .resolve("v1", "Namespace")
-        .await
-        .map_err(|e| api_message(&e))?;
-    let api = conn.api(&resolved, "");
-    let mut obj = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
-    if let Some(m) = meta {
-        obj["metadata"]["labels"] = json!(m.labels);
-        obj["metadata"]["annotations"] = json!(m.annotations);
-    } else if api
-        .get_opt(ns)
-        .await
-        .map_err(|e| api_message(&e))?
-        .is_some()
-    {
-        return Ok(());
-    }
-    let mut pp = PatchParams::apply(FIELD_MANAGER).force();
-    pp.dry_run = dry_run;
-    api.patch(ns, &pp, &Patch::Apply(&obj))
-        .await
-        .map_err(|e| api_message(&e))?;
-    Ok(())
-}
-
-/// The API server's own message, which is what a user needs to see.
-pub fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn lower(kind: &str) -> String {
-    kind.to_lowercase()
 }
