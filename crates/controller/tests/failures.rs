@@ -618,3 +618,95 @@ async fn fields_taken_over_by_an_ignored_manager_are_not_drift() {
         "Synced"
     );
 }
+
+/// Syncs waiting on a wave hold no worker: with one worker, two syncs wait on unhealthy
+/// waves at the same time while a third app syncs; when one wave turns healthy its sync goes
+/// on from where it stopped (wave 1 applied, wave 0 not applied again).
+#[tokio::test]
+async fn syncs_waiting_on_waves_hold_no_worker() {
+    let h = harness_with("fail-workers", |c| {
+        c.workers = 1;
+        c.wave_timeout = Duration::from_secs(300);
+    })
+    .await;
+    for name in ["held-a", "held-b"] {
+        let stuck = format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  annotations:
+    argocd.argoproj.io/sync-wave: "0"
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+      annotations:
+        testenv.ferry.dev/not-ready: "true"
+    spec:
+      containers:
+      - name: app
+        image: nginx
+"#
+        );
+        let docs = [stuck, configmap(&format!("{name}-after"), 1)].join("---\n");
+        let repo = new_repo(&format!("fail-workers-{name}"), &[("app.yaml", &docs)]);
+        h.apply_app(app(
+            name,
+            &h.env.git.file_url(&repo),
+            ".",
+            &h.dest,
+            json!({ "spec": { "syncPolicy": { "automated": {} } } }),
+        ))
+        .await;
+    }
+    let waiting = |a: &ferry_model::Application| {
+        op_phase(a) == "Running" && op_message(a).starts_with("waiting for healthy state")
+    };
+    h.wait_app("held-a", "held-a to wait on wave 0", waiting).await;
+    h.wait_app("held-b", "held-b to wait on wave 0", waiting).await;
+    let repo = new_repo("fail-workers-free", &[("cm.yaml", &configmap("free", 0))]);
+    h.apply_app(app(
+        "free",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({ "spec": { "syncPolicy": { "automated": {} } } }),
+    ))
+    .await;
+    h.wait_synced_healthy("free").await;
+    for name in ["held-a", "held-b"] {
+        let a = h.apps().get(name).await.unwrap();
+        assert!(waiting(&a), "{name} still waits: {}", op_message(&a));
+        assert!(!exists::<ConfigMap>(&h, &format!("{name}-after")).await);
+    }
+    // held-a's Deployment becomes ready: its sync goes on by itself.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(h.client.clone(), &h.dest);
+    let before = deployments.get("held-a").await.unwrap().metadata.generation;
+    deployments
+        .patch(
+            "held-a",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{ "op": "remove",
+                    "path": "/spec/template/metadata/annotations/testenv.ferry.dev~1not-ready" }]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let done = h
+        .wait_app("held-a", "held-a's sync to finish", |a| op_phase(a) != "Running")
+        .await;
+    assert_eq!(op_phase(&done), "Succeeded", "{}", op_message(&done));
+    assert!(exists::<ConfigMap>(&h, "held-a-after").await);
+    // Wave 0 was not applied again (that would have put the annotation back).
+    let after = deployments.get("held-a").await.unwrap();
+    assert_eq!(after.metadata.generation, before.map(|g| g + 1));
+    let b = h.apps().get("held-b").await.unwrap();
+    assert!(waiting(&b), "held-b still waits: {}", op_message(&b));
+}
