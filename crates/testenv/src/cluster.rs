@@ -58,6 +58,15 @@ impl Etcd {
     pub fn pids(&self) -> Vec<u32> {
         vec![self.proc.pid()]
     }
+
+    /// Freezes etcd (SIGSTOP): the API servers' requests hang until `resume`.
+    pub fn pause(&self) {
+        self.proc.pause();
+    }
+
+    pub fn resume(&self) {
+        self.proc.cont();
+    }
 }
 
 /// One Kubernetes cluster: its API server and controllers.
@@ -75,8 +84,9 @@ pub struct Cluster {
     pub restricted_kubeconfig: PathBuf,
     admin_token: Secret,
     restricted_token: Secret,
-    // Stopped in reverse order of start.
-    procs: Vec<Proc>,
+    // Stopped in reverse order of start; the API server first, which a fault test may
+    // stop and start again.
+    procs: std::sync::Mutex<Vec<Proc>>,
 }
 
 impl Cluster {
@@ -195,7 +205,7 @@ impl Cluster {
             dir.join("kube-scheduler.log"),
         )?);
 
-        let mut cluster = Cluster {
+        let cluster = Cluster {
             name: name.to_string(),
             server,
             ca_pem,
@@ -203,21 +213,21 @@ impl Cluster {
             restricted_kubeconfig,
             admin_token,
             restricted_token,
-            procs,
+            procs: std::sync::Mutex::new(procs),
         };
         // The service account controller creating `default` proves the
         // controller manager is up and can write.
         let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            for p in cluster.procs.iter_mut() {
+            for p in cluster.procs_mut().iter_mut() {
                 p.check_running()?;
             }
             if sa.get_opt("default").await.ok().flatten().is_some() {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
-                let log = cluster.procs[1].log.clone();
+                let log = cluster.procs_mut()[1].log.clone();
                 return Err(Error::Timeout {
                     what: format!("{name} controller manager to create the default ServiceAccount"),
                     secs: 60,
@@ -276,14 +286,47 @@ impl Cluster {
     }
 
     pub fn pids(&self) -> Vec<u32> {
-        self.procs.iter().map(Proc::pid).collect()
+        self.procs_mut().iter().map(Proc::pid).collect()
+    }
+
+    fn procs_mut(&self) -> std::sync::MutexGuard<'_, Vec<Proc>> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the API server (SIGTERM); clients get "connection refused" until
+    /// `start_apiserver`.
+    pub fn stop_apiserver(&self) {
+        if let Some(p) = self.procs_mut().first_mut() {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// Starts the API server again, as it was (same port, certificates and etcd), and
+    /// returns once it is ready.
+    pub async fn start_apiserver(&self) -> Result<()> {
+        if let Some(p) = self.procs_mut().first_mut() {
+            p.start_again()?;
+        }
+        let client = client_from(&self.kubeconfig).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while !readyz(&client).await {
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Startup(format!(
+                    "{} API server not ready 90 s after its restart",
+                    self.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
     }
 }
 
 impl Cluster {
     /// Stops the scheduler, controller manager and API server, in that order.
     pub fn stop(&mut self) {
-        while let Some(mut p) = self.procs.pop() {
+        let mut procs = self.procs_mut();
+        while let Some(mut p) = procs.pop() {
             p.stop(Duration::from_secs(5));
         }
     }

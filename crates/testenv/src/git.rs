@@ -28,7 +28,8 @@ pub struct GitServer {
     git: PathBuf,
     ssh: PathBuf,
     dir: PathBuf,
-    procs: Vec<Proc>,
+    /// fcgiwrap, nginx (http), sshd.
+    procs: std::sync::Mutex<Vec<Proc>>,
 }
 
 impl GitServer {
@@ -247,7 +248,7 @@ http {{
             git: tools.git.clone(),
             ssh: tools.ssh.clone(),
             dir,
-            procs,
+            procs: std::sync::Mutex::new(procs),
         })
     }
 
@@ -398,13 +399,46 @@ exit 0
     }
 
     pub fn pids(&self) -> Vec<u32> {
-        self.procs.iter().map(Proc::pid).collect()
+        self.procs_mut().iter().map(Proc::pid).collect()
+    }
+
+    fn procs_mut(&self) -> std::sync::MutexGuard<'_, Vec<Proc>> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the http server down: clones and fetches over http get "connection refused".
+    pub fn stop_http(&self) {
+        if let Some(nginx) = self.procs_mut().get_mut(1) {
+            nginx.stop(Duration::from_secs(3));
+        }
+    }
+
+    /// Brings the http server back, as it was, once it accepts connections.
+    pub async fn start_http(&self) -> Result<()> {
+        if let Some(nginx) = self.procs_mut().get_mut(1) {
+            nginx.start_again()?;
+        }
+        let port: u16 = self
+            .http_base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !crate::process::port_open(port).await {
+            if tokio::time::Instant::now() > deadline {
+                return Err(crate::Error::Startup("nginx did not come back in 10 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 }
 
 impl Drop for GitServer {
     fn drop(&mut self) {
-        while let Some(mut p) = self.procs.pop() {
+        let mut procs = self.procs_mut();
+        while let Some(mut p) = procs.pop() {
             p.stop(Duration::from_secs(3));
         }
     }

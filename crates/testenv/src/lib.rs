@@ -176,6 +176,11 @@ impl TestEnv {
 
     /// The second cluster; panics if it was not started (tests that need it
     /// use the default options).
+    /// The etcd both clusters keep their state in.
+    pub fn etcd(&self) -> &cluster::Etcd {
+        self.etcd.as_ref().expect("etcd runs as long as the environment")
+    }
+
     pub fn cluster2(&self) -> &Cluster {
         self.cluster2
             .as_ref()

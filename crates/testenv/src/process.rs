@@ -44,6 +44,10 @@ pub struct Proc {
     pub name: String,
     pub log: PathBuf,
     child: Option<Child>,
+    /// What started it, so a fault test can stop it and start it again.
+    program: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl Proc {
@@ -56,52 +60,103 @@ impl Proc {
         log: PathBuf,
     ) -> Result<Proc> {
         let out = File::create(&log).ctx(|| format!("creating {}", log.display()))?;
-        let err = out
-            .try_clone()
-            .ctx(|| format!("opening {}", log.display()))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .envs(envs.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        // SAFETY: the closure runs between fork and exec and only calls
-        // async-signal-safe functions (prctl, getppid, setpgid).
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            let parent = libc::getpid();
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died between fork and prctl.
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("parent exited during spawn"));
-                }
-                // Own process group: a terminal's Ctrl-C reaches only Ferry,
-                // which then stops the children in order.
-                libc::setpgid(0, 0);
-                Ok(())
-            });
-        }
-        let (tx, rx) = mpsc::channel();
-        spawner()
-            .lock()
-            .map_err(|_| Error::Startup("spawner lock poisoned".into()))?
-            .send((cmd, tx))
-            .map_err(|_| Error::Startup("spawner thread is gone".into()))?;
-        let child = rx
-            .recv()
-            .map_err(|_| Error::Startup("spawner thread is gone".into()))?
-            .ctx(|| format!("starting {name} ({})", program.display()))?;
-        tracing::debug!(name, pid = child.id(), "started");
+        let child = launch(name, program, args, envs, out)?;
         Ok(Proc {
             name: name.to_string(),
             log,
             child: Some(child),
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         })
     }
 
+    /// Starts it again after `stop`, as it was started, its log appended to.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.stop(Duration::from_secs(5));
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .ctx(|| format!("opening {}", self.log.display()))?;
+        let envs: Vec<(&str, String)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        self.child = Some(launch(&self.name, &self.program, &self.args, &envs, out)?);
+        Ok(())
+    }
+
+    /// SIGSTOP: the process holds its sockets and answers nothing until `cont`.
+    pub fn pause(&self) {
+        // SAFETY: kill(2) on our own, not yet reaped child.
+        unsafe {
+            libc::kill(self.pid() as libc::pid_t, libc::SIGSTOP);
+        }
+    }
+
+    pub fn cont(&self) {
+        // SAFETY: as in `pause`.
+        unsafe {
+            libc::kill(self.pid() as libc::pid_t, libc::SIGCONT);
+        }
+    }
+}
+
+/// Spawns one child from the spawner thread, output to `out`.
+fn launch(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    envs: &[(&str, String)],
+    out: File,
+) -> Result<Child> {
+    let err = out
+        .try_clone()
+        .ctx(|| format!("duplicating {name}'s log"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: the closure runs between fork and exec and only calls
+    // async-signal-safe functions (prctl, getppid, setpgid).
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        let parent = libc::getpid();
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("parent exited during spawn"));
+            }
+            // Own process group: a terminal's Ctrl-C reaches only Ferry,
+            // which then stops the children in order.
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawner()
+        .lock()
+        .map_err(|_| Error::Startup("spawner lock poisoned".into()))?
+        .send((cmd, tx))
+        .map_err(|_| Error::Startup("spawner thread is gone".into()))?;
+    let child = rx
+        .recv()
+        .map_err(|_| Error::Startup("spawner thread is gone".into()))?
+        .ctx(|| format!("starting {name} ({})", program.display()))?;
+    tracing::debug!(name, pid = child.id(), "started");
+    Ok(child)
+}
+
+impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }

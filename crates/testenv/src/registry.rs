@@ -22,7 +22,7 @@ pub struct Registry {
     password: Secret,
     skopeo: PathBuf,
     dir: PathBuf,
-    proc: Proc,
+    proc: std::sync::Mutex<Proc>,
 }
 
 impl Registry {
@@ -82,7 +82,7 @@ impl Registry {
             password,
             skopeo: tools.skopeo.clone(),
             dir,
-            proc,
+            proc: std::sync::Mutex::new(proc),
         })
     }
 
@@ -218,7 +218,37 @@ impl Registry {
     }
 
     pub fn pids(&self) -> Vec<u32> {
-        vec![self.proc.pid()]
+        vec![self.proc_mut().pid()]
+    }
+
+    fn proc_mut(&self) -> std::sync::MutexGuard<'_, Proc> {
+        self.proc.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the registry down: its clients get "connection refused" until `start_again`.
+    pub fn stop(&self) {
+        self.proc_mut().stop(Duration::from_secs(3));
+    }
+
+    /// Brings the registry back with the same storage, once it accepts connections.
+    pub async fn start_again(&self) -> Result<()> {
+        self.proc_mut().start_again()?;
+        let port: u16 = self
+            .host
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !port_open(port).await {
+            if tokio::time::Instant::now() > deadline {
+                return Err(crate::Error::Startup(
+                    "the registry did not come back in 20 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 }
 
