@@ -710,3 +710,71 @@ spec:
     let b = h.apps().get("held-b").await.unwrap();
     assert!(waiting(&b), "held-b still waits: {}", op_message(&b));
 }
+
+/// An apply the API server rejects mid-wave (a LimitRange from wave 0 that the dry-runs
+/// before the sync could not see): the sync stops there and fails naming the rejection, the next
+/// wave is never applied, and the object that left Git is not pruned.
+#[tokio::test]
+async fn an_apply_rejected_mid_wave_stops_the_sync_and_prunes_nothing() {
+    let h = harness("fail-reject").await;
+    let repo = new_repo("fail-reject", &[("left.yaml", &configmap("leaving", 0))]);
+    h.apply_app(app(
+        "rejected",
+        &h.env.git.file_url(&repo),
+        ".",
+        &h.dest,
+        json!({ "spec": { "syncPolicy": { "automated": { "prune": true } } } }),
+    ))
+    .await;
+    h.wait_synced_healthy("rejected").await;
+    // The LimitRange arrives in wave 0, so the dry-runs before the sync passed the Pod.
+    let limits = r#"apiVersion: v1
+kind: LimitRange
+metadata:
+  name: small-containers
+  annotations:
+    argocd.argoproj.io/sync-wave: "0"
+spec:
+  limits:
+  - type: Container
+    max:
+      cpu: 100m
+"#;
+    let pod = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: too-big
+  annotations:
+    argocd.argoproj.io/sync-wave: "1"
+spec:
+  containers:
+  - name: app
+    image: nginx
+    resources:
+      limits:
+        cpu: 200m
+"#;
+    commit(
+        &repo,
+        &[
+            ("limits.yaml", limits),
+            ("w1.yaml", &configmap("wave-one", 1)),
+            ("pod.yaml", pod),
+            ("w2.yaml", &configmap("wave-two", 2)),
+        ],
+    );
+    h.refresh("rejected").await;
+    let failed = h
+        .wait_app("rejected", "the sync to fail", |a| op_phase(a) == "Failed")
+        .await;
+    assert!(
+        op_message(&failed).contains("maximum cpu usage per Container is 100m"),
+        "the failure names the rejection: {}",
+        op_message(&failed)
+    );
+    assert!(!exists::<ConfigMap>(&h, "wave-two").await, "wave 2 applied");
+    assert!(exists::<ConfigMap>(&h, "leaving").await, "pruned after a failed sync");
+    h.idle(Duration::from_secs(3)).await;
+    assert!(!exists::<ConfigMap>(&h, "wave-two").await);
+    assert!(exists::<ConfigMap>(&h, "leaving").await);
+}
