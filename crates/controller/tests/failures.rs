@@ -479,7 +479,12 @@ async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let repo = new_repo("chaos-kill", &refs);
+    // A first revision with one more object, synced without kills: the sync under test
+    // then prunes it, so kills land in prunes too.
+    let obsolete = configmap("obsolete", 5);
+    let mut first = refs.clone();
+    first.push(("obsolete.yaml", &obsolete));
+    let repo = new_repo("chaos-kill", &first);
     h.apply_app(app(
         "chaos",
         &h.env.git.file_url(&repo),
@@ -489,6 +494,22 @@ async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
     ))
     .await;
     h.wait_app("chaos", "the first compare", |a| {
+        sync_status(a) == "OutOfSync"
+    })
+    .await;
+    let patch = json!({ "operation": { "sync": { "revision": "main" }, "initiatedBy": { "username": "setup" } } });
+    h.apps()
+        .patch("chaos", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    h.wait_app("chaos", "the first sync", |a| {
+        op_phase(a) == "Succeeded" && a.operation.is_none()
+    })
+    .await;
+    assert!(exists::<ConfigMap>(&h, "obsolete").await);
+    commit(&repo, &refs);
+    h.refresh("chaos").await;
+    h.wait_app("chaos", "the second revision's compare", |a| {
         sync_status(a) == "OutOfSync"
     })
     .await;
@@ -516,7 +537,7 @@ async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
             }
         })
     };
-    let patch = json!({ "operation": { "sync": { "revision": "main" }, "initiatedBy": { "username": "chaos" } } });
+    let patch = json!({ "operation": { "sync": { "revision": "main", "prune": true }, "initiatedBy": { "username": "chaos" } } });
     h.apps()
         .patch("chaos", &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -547,9 +568,13 @@ async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
         op_message(&done)
     );
     let history = done.status.as_ref().map(|s| s.history.len()).unwrap_or(0);
-    assert_eq!(history, 1, "seed {seed}: one sync, one history entry");
+    assert_eq!(history, 2, "seed {seed}: one more sync, one more history entry");
     assert!(done.operation.is_none(), "the request was consumed");
     assert!(exists::<ConfigMap>(&h, "settings").await);
+    assert!(
+        !exists::<ConfigMap>(&h, "obsolete").await,
+        "seed {seed}: not pruned"
+    );
     for d in ["backend", "frontend"] {
         assert!(
             exists::<k8s_openapi::api::apps::v1::Deployment>(&h, d).await,
@@ -559,9 +584,11 @@ async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
     // Nothing runs it again.
     h.idle(Duration::from_secs(5)).await;
     let after = h.apps().get("chaos").await.unwrap();
-    assert_eq!(after.status.map(|s| s.history.len()).unwrap_or(0), 1);
-    // Each hook ran once: one Job for the PreSync hook, one for the generateName PostSync
-    // hook, however often the controller died around their creation.
+    assert_eq!(after.status.map(|s| s.history.len()).unwrap_or(0), 2);
+    // Each hook ran once in this sync, however often the controller died around their
+    // creation: the PreSync Job of the first sync (kept until the next hook's creation)
+    // and one of this sync; one generateName PostSync Job (the first sync's was deleted on
+    // success before the watch started).
     watcher.abort();
     let seen = jobs_seen.lock().unwrap().clone();
     let migrate = seen.values().filter(|n| *n == "migrate").count();
@@ -571,7 +598,7 @@ async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
         .count();
     assert_eq!(
         (migrate, smoke),
-        (1, 1),
+        (2, 1),
         "seed {seed}: each hook runs exactly once; Jobs seen: {seen:?}"
     );
 }
