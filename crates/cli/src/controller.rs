@@ -61,9 +61,23 @@ pub struct ControllerArgs {
     /// AppProjects must list them in sourceNamespaces.
     #[arg(long, value_delimiter = ',')]
     application_namespaces: Vec<String>,
+    /// Split the Applications into this many shards across replicas, each shard held by a
+    /// Lease (1: one leader does all). Argo CD's ARGOCD_CONTROLLER_REPLICAS is read as well.
+    #[arg(long, default_value_t = 1, env = "ARGOCD_CONTROLLER_REPLICAS")]
+    shards: u32,
+    /// What puts an app in a shard: its destination `cluster` (as Argo CD; a cluster
+    /// Secret's `shard` field pins it) or a hash of the `app`.
+    #[arg(long, value_enum, default_value = "cluster")]
+    shard_by: ShardByArg,
     /// Address to serve /metrics on (reconciles, syncs, Git and render durations).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ShardByArg {
+    Cluster,
+    App,
 }
 
 /// Plugins reach the cluster as this process does (argocd-vault-plugin's `-s secret`): the
@@ -120,6 +134,11 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         oam_namespace: args.oam_namespace,
         application_namespaces: args.application_namespaces,
         plugin_env: plugin_env(args.kubeconfig.as_deref()),
+        shards: args.shards.max(1),
+        shard_by: match args.shard_by {
+            ShardByArg::Cluster => ferry_controller::shards::ShardBy::Cluster,
+            ShardByArg::App => ferry_controller::shards::ShardBy::App,
+        },
         ..ferry_controller::Config::default()
     };
     let _metrics = match args.metrics_addr {

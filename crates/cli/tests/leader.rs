@@ -263,3 +263,223 @@ async fn sigterm_finishes_releases_the_lease_and_the_standby_takes_over_at_once(
     })
     .await;
 }
+
+fn spawn_shard_replica(
+    identity: &str,
+    ns: &str,
+    kubeconfig: &std::path::Path,
+    log: &std::path::Path,
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "controller",
+            "--namespace",
+            ns,
+            "--lease-seconds",
+            "4",
+            "--poll-seconds",
+            "2",
+            "--identity",
+            identity,
+            "--shards",
+            "4",
+            "--shard-by",
+            "app",
+            "--log",
+            "info,ferry_controller=debug",
+            "--log-format",
+            "json",
+        ])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+async fn shard_holders(leases: &Api<Lease>) -> Vec<Option<String>> {
+    let mut holders = Vec::new();
+    for i in 0..4 {
+        let h = leases
+            .get_opt(&format!("ferry-controller-shard-{i}"))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|h| !h.is_empty());
+        holders.push(h);
+    }
+    holders
+}
+
+/// Every reconcile a replica logged: (app, start, end) in microseconds.
+fn reconciles(log: &std::path::Path) -> Vec<(String, i64, i64)> {
+    read(log)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "reconciled")
+        .filter_map(|v| {
+            let end: k8s_openapi::jiff::Timestamp = v["timestamp"].as_str()?.parse().ok()?;
+            let end = end.as_microsecond();
+            let ms = v["fields"]["ms"].as_i64()?;
+            Some((
+                v["fields"]["app"].as_str()?.to_string(),
+                end - ms * 1000 - 1000,
+                end,
+            ))
+        })
+        .collect()
+}
+
+/// Two replicas split twelve apps over four shards (2 + 2); when one is killed the other
+/// takes its shards within a lease and syncs their next commit; no app is ever reconciled by
+/// both at once (checked on every reconcile both logged, with a millisecond of slack).
+#[tokio::test]
+async fn replicas_split_the_apps_by_shard_and_take_over_a_dead_ones_shards() {
+    let env = ferry_testenv::shared();
+    let client = env.cluster.client().await.unwrap();
+    let ns = env
+        .cluster
+        .create_namespace(&client, "shards")
+        .await
+        .unwrap();
+    let dest = env
+        .cluster
+        .create_namespace(&client, "shards-dest")
+        .await
+        .unwrap();
+    let repo = format!("shards-{}", std::process::id());
+    env.git.create_repo(&repo).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let write = |msg: &str| {
+        for i in 0..12 {
+            let dir = src.path().join(format!("app-{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("cm.yaml"),
+                format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-{i}\ndata:\n  message: {msg}\n"),
+            )
+            .unwrap();
+        }
+    };
+    write("one");
+    env.git.commit_dir(&repo, src.path(), "one").unwrap();
+
+    let logs = tempfile::tempdir().unwrap();
+    let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
+    let _a = KillOnDrop(spawn_shard_replica(
+        "shard-a",
+        &ns,
+        &env.cluster.kubeconfig,
+        &log_a,
+    ));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    wait("replica a to hold every shard", || async {
+        shard_holders(&leases)
+            .await
+            .iter()
+            .all(|h| h.as_deref() == Some("shard-a"))
+            .then_some(())
+    })
+    .await;
+    let ar = kube::api::ApiResource::erase::<ferry_model::Application>(&());
+    let apps: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+    for i in 0..12 {
+        let app = json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": { "name": format!("app-{i}"), "namespace": ns },
+            "spec": {
+                "project": "default",
+                "source": { "repoURL": env.git.file_url(&repo), "path": format!("app-{i}"), "targetRevision": "main" },
+                "destination": { "server": "https://kubernetes.default.svc", "namespace": dest },
+                "syncPolicy": { "automated": { "prune": true } },
+            },
+        });
+        wait("the Application to be accepted", || async {
+            apps.patch(
+                &format!("app-{i}"),
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&app),
+            )
+            .await
+            .ok()
+        })
+        .await;
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &dest);
+    let all_say = |msg: &'static str| {
+        let cms = cms.clone();
+        async move {
+            for i in 0..12 {
+                let cm = cms.get_opt(&format!("app-{i}")).await.ok()??;
+                if cm.data?.get("message").map(String::as_str) != Some(msg) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    };
+    wait("replica a to sync all twelve", || all_say("one")).await;
+
+    // A second replica: the shards are split two and two, handed over, not shared.
+    let mut b = KillOnDrop(spawn_shard_replica(
+        "shard-b",
+        &ns,
+        &env.cluster.kubeconfig,
+        &log_b,
+    ));
+    wait("the shards to be split 2 + 2", || async {
+        let holders = shard_holders(&leases).await;
+        let a = holders
+            .iter()
+            .filter(|h| h.as_deref() == Some("shard-a"))
+            .count();
+        let b = holders
+            .iter()
+            .filter(|h| h.as_deref() == Some("shard-b"))
+            .count();
+        (a == 2 && b == 2).then_some(())
+    })
+    .await;
+    write("two");
+    env.git.commit_dir(&repo, src.path(), "two").unwrap();
+    wait("both replicas to sync their apps' commit", || {
+        all_say("two")
+    })
+    .await;
+
+    // b dies without handing anything back: a takes its shards when their Leases expire.
+    b.0.kill().unwrap();
+    b.0.wait().unwrap();
+    let died = Instant::now();
+    wait("replica a to take every shard", || async {
+        shard_holders(&leases)
+            .await
+            .iter()
+            .all(|h| h.as_deref() == Some("shard-a"))
+            .then_some(())
+    })
+    .await;
+    let took = died.elapsed();
+    assert!(took < Duration::from_secs(15), "takeover took {took:?}");
+    write("three");
+    env.git.commit_dir(&repo, src.path(), "three").unwrap();
+    wait("replica a to sync all twelve again", || all_say("three")).await;
+
+    let by_a = reconciles(&log_a);
+    let by_b = reconciles(&log_b);
+    let apps_b: std::collections::BTreeSet<&str> = by_b.iter().map(|r| r.0.as_str()).collect();
+    assert!(
+        !apps_b.is_empty() && apps_b.len() < 12,
+        "b reconciled its share of the apps: {apps_b:?}"
+    );
+    for (app, start_b, end_b) in &by_b {
+        for (other, start_a, end_a) in &by_a {
+            assert!(
+                app != other || end_a <= start_b || end_b <= start_a,
+                "{app} was reconciled by both replicas at once: a {start_a}..{end_a}, b {start_b}..{end_b}"
+            );
+        }
+    }
+}

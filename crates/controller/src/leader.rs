@@ -31,6 +31,10 @@ impl LeaderElection {
         }
     }
 
+    pub fn duration(&self) -> Duration {
+        self.lease_duration
+    }
+
     /// One attempt to take or renew the lease, bounded in time (a hung
     /// request must not keep a replica believing it leads). Ok(true) when we hold it.
     pub async fn try_acquire(&self) -> Result<bool, kube::Error> {

@@ -14,6 +14,7 @@ pub mod oam;
 mod queue;
 mod reconcile;
 pub mod secrets;
+pub mod shards;
 
 pub use clusters::{ClusterSecret, b64};
 pub use inspect::{Inspection, ObjectView, mask_secret};
@@ -80,6 +81,10 @@ pub struct Config {
     /// Set while this replica can do its job: standing by for the Lease, or leading with its
     /// caches listed. `/readyz` answers from it.
     pub ready: Readiness,
+    /// Shards the Applications are split into across replicas (1: one leader does all).
+    pub shards: u32,
+    /// What puts an app in a shard.
+    pub shard_by: shards::ShardBy,
 }
 
 /// Whether a replica is ready (shared with the health endpoint).
@@ -117,6 +122,8 @@ impl Default for Config {
             plugin_env: Vec::new(),
             namespaced: false,
             ready: Readiness::default(),
+            shards: 1,
+            shard_by: shards::ShardBy::Cluster,
         }
     }
 }
@@ -190,6 +197,8 @@ pub struct Controller {
     pub(crate) written: Mutex<HashMap<String, Application>>,
     /// How long each running sync has waited on its current wave or hook.
     pub(crate) wait_clock: ferry_engine::sync::WaitClock,
+    /// The shards this replica holds, when the apps are split across replicas.
+    pub(crate) shards: Option<Arc<shards::Shards>>,
     pub(crate) triggers: tokio::sync::mpsc::UnboundedSender<Trigger>,
     pub(crate) queue: queue::Queue,
     /// KubeVela Applications to reconcile, as `namespace/name`.
@@ -221,6 +230,9 @@ pub async fn run_until(
     }
     if cfg.install_crds {
         install_crds(&client).await?;
+    }
+    if cfg.shards > 1 {
+        return run_sharded(client, cfg, shutdown).await;
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grace = cfg.lease_duration / 2;
@@ -335,6 +347,8 @@ impl Controller {
             dir_facts: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             wait_clock: Default::default(),
+            shards: (cfg.shards > 1)
+                .then(|| Arc::new(shards::Shards::new(cfg.shards, cfg.shard_by))),
             triggers: tx,
             queue: queue::Queue::default(),
             oam_queue: queue::Queue::default(),
@@ -528,20 +542,48 @@ async fn run_as_leader(
     let (ctl, tasks) = Controller::watch(client.clone(), cfg.clone()).await?;
     metrics::watch_apps(ctl.apps.clone());
     cfg.ready.set(true);
-    let _images = if cfg.image_automation {
-        Some(images::Images::start(client.clone(), ctl.clone()).await)
-    } else {
-        None
-    };
-    let _oam = if cfg.oam {
-        Some(oam::Oam::start(client.clone(), ctl.clone()).await)
-    } else {
-        None
-    };
-    let _appsets = AbortOnDrop(appset::start(client.clone(), ctl.clone()));
-    let _notifications = AbortOnDrop(notifications::start(client.clone(), ctl.clone()));
+    let _singletons = Singletons::start(&client, &ctl).await;
+    let mut workers = spawn_workers(&ctl, stopping);
+    futures::future::join_all(workers.0.iter_mut()).await;
+    drop(tasks);
+    Ok(())
+}
+
+/// What one replica runs for all: image automation, KubeVela, ApplicationSets and
+/// notifications. Dropping it stops them.
+struct Singletons {
+    _images: Option<TaskGuard>,
+    _oam: Option<TaskGuard>,
+    _appsets: AbortOnDrop,
+    _notifications: AbortOnDrop,
+}
+
+impl Singletons {
+    async fn start(client: &Client, ctl: &Arc<Controller>) -> Singletons {
+        let cfg = &ctl.cfg;
+        Singletons {
+            _images: if cfg.image_automation {
+                Some(images::Images::start(client.clone(), ctl.clone()).await)
+            } else {
+                None
+            },
+            _oam: if cfg.oam {
+                Some(oam::Oam::start(client.clone(), ctl.clone()).await)
+            } else {
+                None
+            },
+            _appsets: AbortOnDrop(appset::start(client.clone(), ctl.clone())),
+            _notifications: AbortOnDrop(notifications::start(client.clone(), ctl.clone())),
+        }
+    }
+}
+
+/// The Application workers: each takes an app from the queue and reconciles it; with shards,
+/// only apps of a shard this replica holds (counted while they run, so a shard is handed
+/// over only once its reconciles ended).
+fn spawn_workers(ctl: &Arc<Controller>, stopping: tokio::sync::watch::Receiver<bool>) -> TaskGuard {
     let mut workers = Vec::new();
-    for _ in 0..cfg.workers.max(1) {
+    for _ in 0..ctl.cfg.workers.max(1) {
         let ctl = ctl.clone();
         let mut stopping = stopping.clone();
         workers.push(tokio::spawn(async move {
@@ -551,11 +593,25 @@ async fn run_as_leader(
                     name = ctl.queue.next() => name,
                     _ = stopping.wait_for(|s| *s) => return,
                 };
+                let shard = match &ctl.shards {
+                    Some(shards) => match ctl.shard_of_key(&name) {
+                        Some(shard) if !shards.begin(shard) => {
+                            // Another replica's: it is queued here again if this one takes the shard.
+                            ctl.queue.done(&name);
+                            continue;
+                        }
+                        other => other,
+                    },
+                    None => None,
+                };
                 let started = Instant::now();
                 // Every line logged while reconciling names the app and its namespace.
                 let (app_ns, app_name) = ctl.split_app_key(&name);
                 let span = tracing::info_span!("reconcile", app = %app_name, namespace = %app_ns);
                 let next = tracing::Instrument::instrument(ctl.reconcile(&name), span).await;
+                if let (Some(shards), Some(shard)) = (&ctl.shards, shard) {
+                    shards.end(shard);
+                }
                 let m = metrics::get();
                 m.reconciles.inc();
                 m.reconcile_seconds.observe(started.elapsed().as_secs_f64());
@@ -575,8 +631,87 @@ async fn run_as_leader(
             }
         }));
     }
-    let mut workers = TaskGuard(workers);
-    futures::future::join_all(workers.0.iter_mut()).await;
+    TaskGuard(workers)
+}
+
+/// Several replicas, each reconciling the apps of the shards it holds (`shards`); the
+/// replica holding the `ferry-controller` Lease also runs the singletons. On shutdown the
+/// workers finish (up to half a lease), then every shard and the Lease are handed back.
+async fn run_sharded(
+    client: Client,
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    tokio::pin!(shutdown);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    ensure_default_project(&client, &cfg.namespace).await?;
+    let (ctl, tasks) = Controller::watch(client.clone(), cfg.clone()).await?;
+    metrics::watch_apps(ctl.apps.clone());
+    let Some(shards) = ctl.shards.clone() else {
+        return Err(Error::Setup("sharding without shards".into()));
+    };
+    cfg.ready.set(true);
+    tracing::info!(identity = %cfg.identity, shards = cfg.shards, by = ?cfg.shard_by, "sharded controller");
+    let manager = {
+        let ctl = ctl.clone();
+        let client = client.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let queue_shard = |shard: u32| {
+                for app in ctl.applications() {
+                    if ctl.shard_of(&app) == shard {
+                        ctl.queue.add(&ctl.app_key(&app));
+                    }
+                }
+            };
+            shards::run(
+                client,
+                &ctl.cfg.namespace,
+                &ctl.cfg.identity,
+                ctl.cfg.lease_duration,
+                &shards,
+                queue_shard,
+                stop,
+            )
+            .await;
+        })
+    };
+    let le = Arc::new(leader::LeaderElection::new(
+        client.clone(),
+        &cfg.namespace,
+        "ferry-controller",
+        &cfg.identity,
+        cfg.lease_duration,
+    ));
+    let singletons = {
+        let (client, ctl, le) = (client.clone(), ctl.clone(), le.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                le.acquire().await;
+                tracing::info!("holding the ferry-controller Lease: running the singletons");
+                let running = Singletons::start(&client, &ctl).await;
+                le.hold().await;
+                tracing::warn!("lost the ferry-controller Lease: stopping the singletons");
+                drop(running);
+            }
+        }))
+    };
+    let mut workers = spawn_workers(&ctl, stop_rx);
+    let all_workers = futures::future::join_all(workers.0.iter_mut());
+    tokio::pin!(all_workers);
+    tokio::select! {
+        _ = &mut all_workers => {}
+        () = &mut shutdown => {
+            tracing::info!(identity = %cfg.identity, "shutting down: finishing running reconciles");
+            let _ = stop_tx.send(true);
+            let _ = tokio::time::timeout(cfg.lease_duration / 2, &mut all_workers).await;
+        }
+    }
+    drop(singletons);
+    let _ = manager.await;
+    if let Err(e) = le.release().await {
+        tracing::warn!(error = %e, "could not release the lease; it expires on its own");
+    }
     drop(tasks);
     Ok(())
 }
@@ -616,6 +751,29 @@ impl Controller {
     }
 
     /// The queue key of an Application (see [`Self::application`]).
+    /// The shard an app belongs to among this replica's `shards`.
+    pub(crate) fn shard_of(&self, app: &Application) -> u32 {
+        let Some(shards) = &self.shards else {
+            return 0;
+        };
+        let dest = &app.spec.destination;
+        let cluster_shard = self.secrets.state().iter().find_map(|s| {
+            let c = clusters::ClusterSecret::from_secret(s)?;
+            let this = dest.server.as_deref() == Some(c.server.as_str())
+                || (dest.server.is_none() && dest.name.as_deref() == Some(c.name.as_str()));
+            if !this {
+                return None;
+            }
+            clusters::decode(s).get("shard")?.trim().parse::<u32>().ok()
+        });
+        shards::shard_of(app, shards.n, shards.by, cluster_shard)
+    }
+
+    /// The shard of the app queued as `key`; None when it is gone from the cache.
+    pub(crate) fn shard_of_key(&self, key: &str) -> Option<u32> {
+        self.application(key).map(|a| self.shard_of(&a))
+    }
+
     pub fn app_key(&self, app: &Application) -> String {
         match app.metadata.namespace.as_deref() {
             Some(ns) if ns != self.cfg.namespace => format!("{ns}/{}", app.name_any()),

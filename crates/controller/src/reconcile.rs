@@ -434,7 +434,15 @@ impl Controller {
                                 .unwrap_or_default();
                             let scope = self.operation_scope(&app, &started);
                             let step = self
-                                .sync(&app, &c, &operation, prune, dry_run, progress, scope.clone())
+                                .sync(
+                                    &app,
+                                    &c,
+                                    &operation,
+                                    prune,
+                                    dry_run,
+                                    progress,
+                                    scope.clone(),
+                                )
                                 .await;
                             let mut outcome = match step {
                                 sync::Step::Finished(outcome) => outcome,
@@ -447,7 +455,11 @@ impl Controller {
                                         message: outcome.message,
                                         sync_result: Some(SyncOperationResult {
                                             resources: outcome.results,
-                                            revision: c.revisions.first().cloned().unwrap_or_default(),
+                                            revision: c
+                                                .revisions
+                                                .first()
+                                                .cloned()
+                                                .unwrap_or_default(),
                                             revisions: c.revisions.clone(),
                                             source: c.single_source(),
                                             sources: c.multi_sources(),

@@ -514,9 +514,10 @@ async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
     })
     .await;
     // Every Job created in the namespace, by uid: a hook run twice would be a second uid.
-    let jobs_seen = std::sync::Arc::new(std::sync::Mutex::new(
-        std::collections::BTreeMap::<String, String>::new(),
-    ));
+    let jobs_seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        String,
+        String,
+    >::new()));
     let watcher = {
         let seen = jobs_seen.clone();
         let jobs: Api<Job> = Api::namespaced(h.client.clone(), &h.dest);
@@ -568,7 +569,10 @@ async fn killed_again_and_again_mid_sync_the_operation_finishes_once() {
         op_message(&done)
     );
     let history = done.status.as_ref().map(|s| s.history.len()).unwrap_or(0);
-    assert_eq!(history, 2, "seed {seed}: one more sync, one more history entry");
+    assert_eq!(
+        history, 2,
+        "seed {seed}: one more sync, one more history entry"
+    );
     assert!(done.operation.is_none(), "the request was consumed");
     assert!(exists::<ConfigMap>(&h, "settings").await);
     assert!(
@@ -693,8 +697,10 @@ spec:
     let waiting = |a: &ferry_model::Application| {
         op_phase(a) == "Running" && op_message(a).starts_with("waiting for healthy state")
     };
-    h.wait_app("held-a", "held-a to wait on wave 0", waiting).await;
-    h.wait_app("held-b", "held-b to wait on wave 0", waiting).await;
+    h.wait_app("held-a", "held-a to wait on wave 0", waiting)
+        .await;
+    h.wait_app("held-b", "held-b to wait on wave 0", waiting)
+        .await;
     let repo = new_repo("fail-workers-free", &[("cm.yaml", &configmap("free", 0))]);
     h.apply_app(app(
         "free",
@@ -727,7 +733,9 @@ spec:
         .await
         .unwrap();
     let done = h
-        .wait_app("held-a", "held-a's sync to finish", |a| op_phase(a) != "Running")
+        .wait_app("held-a", "held-a's sync to finish", |a| {
+            op_phase(a) != "Running"
+        })
         .await;
     assert_eq!(op_phase(&done), "Succeeded", "{}", op_message(&done));
     assert!(exists::<ConfigMap>(&h, "held-a-after").await);
@@ -800,7 +808,10 @@ spec:
         op_message(&failed)
     );
     assert!(!exists::<ConfigMap>(&h, "wave-two").await, "wave 2 applied");
-    assert!(exists::<ConfigMap>(&h, "leaving").await, "pruned after a failed sync");
+    assert!(
+        exists::<ConfigMap>(&h, "leaving").await,
+        "pruned after a failed sync"
+    );
     h.idle(Duration::from_secs(3)).await;
     assert!(!exists::<ConfigMap>(&h, "wave-two").await);
     assert!(exists::<ConfigMap>(&h, "leaving").await);

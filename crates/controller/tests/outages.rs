@@ -168,7 +168,11 @@ async fn etcd_paused_for_ten_seconds() {
     })
     .await;
     h.wait_synced_healthy("through-pause").await;
-    assert_eq!(value(&h, "steady").await.as_deref(), Some("1"), "nothing pruned");
+    assert_eq!(
+        value(&h, "steady").await.as_deref(),
+        Some("1"),
+        "nothing pruned"
+    );
 }
 
 /// The Git server is down when the app fetches: the app says so, its objects stay, nothing
@@ -217,7 +221,9 @@ async fn the_git_server_down_during_a_fetch() {
         .patch(
             "fetching",
             &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "annotations": { "argocd.argoproj.io/refresh": "hard" } } })),
+            &Patch::Merge(
+                json!({ "metadata": { "annotations": { "argocd.argoproj.io/refresh": "hard" } } }),
+            ),
         )
         .await
         .unwrap();
@@ -232,7 +238,11 @@ async fn the_git_server_down_during_a_fetch() {
     );
     h.idle(Duration::from_secs(3)).await;
     assert_eq!(value(&h, "one").await.as_deref(), Some("1"));
-    assert_eq!(value(&h, "two").await.as_deref(), Some("1"), "nothing pruned");
+    assert_eq!(
+        value(&h, "two").await.as_deref(),
+        Some("1"),
+        "nothing pruned"
+    );
 
     h.env.git.start_http().await.unwrap();
     h.eventually("the commit to be applied once Git is back", || async {
@@ -294,7 +304,11 @@ async fn the_registry_down_during_a_scan() {
     let message = h
         .eventually("the scan failure to be reported", || async {
             let r = repos.get("app").await.ok()?;
-            let c = r.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            let c = r
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
             (c.status == "False").then_some(c.message)
         })
         .await;
@@ -303,12 +317,17 @@ async fn the_registry_down_during_a_scan() {
         "the password stays out of the condition"
     );
     h.idle(Duration::from_secs(3)).await;
-    assert_eq!(tag().await.as_deref(), Some("1.0.0"), "the policy keeps its tag");
+    assert_eq!(
+        tag().await.as_deref(),
+        Some("1.0.0"),
+        "the policy keeps its tag"
+    );
 
     env.registry.start_again().await.unwrap();
     env.registry.push_image(&image_repo, "1.1.0").unwrap();
-    h.eventually("the policy to pick 1.1.0 once the registry is back", || async {
-        (tag().await.as_deref() == Some("1.1.0")).then_some(())
-    })
+    h.eventually(
+        "the policy to pick 1.1.0 once the registry is back",
+        || async { (tag().await.as_deref() == Some("1.1.0")).then_some(()) },
+    )
     .await;
 }

@@ -105,7 +105,9 @@ impl WaitClock {
     /// How long `id` has been waited on; the first call starts its clock.
     pub fn waited(&self, id: &str) -> Duration {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(id.to_string()).or_insert_with(Instant::now).elapsed()
+        m.entry(id.to_string())
+            .or_insert_with(Instant::now)
+            .elapsed()
     }
 
     /// Forgets an operation's waits once it finished.
@@ -210,7 +212,12 @@ pub async fn step(req: SyncRequest<'_>, progress: Progress<'_>) -> Step {
                 break;
             }
             GroupReady::Pending(names) => {
-                let id = format!("{}/{}/{}", req.scope, phase.as_str(), plan::wave(&group[0].res.desired));
+                let id = format!(
+                    "{}/{}/{}",
+                    req.scope,
+                    phase.as_str(),
+                    plan::wave(&group[0].res.desired)
+                );
                 if req.clock.waited(&id) > req.wave_timeout {
                     for t in &awaited {
                         mark_hook(&mut out.results, t, "Failed");
@@ -565,7 +572,8 @@ async fn prune(req: &SyncRequest<'_>, out: &mut SyncOutcome) -> PruneStep {
                 let id = format!("{}/prune/{i}", req.scope);
                 if req.clock.waited(&id) > req.wave_timeout {
                     out.succeeded = false;
-                    out.message = format!("timed out waiting for {} to be pruned", going.join(", "));
+                    out.message =
+                        format!("timed out waiting for {} to be pruned", going.join(", "));
                     return PruneStep::Failed;
                 }
                 out.message = format!("waiting for {} to be pruned", going.join(", "));
@@ -597,7 +605,15 @@ pub async fn run(req: SyncRequest<'_>) -> SyncOutcome {
             clock: req.clock,
             scope: req.scope.clone(),
         };
-        match step(next, Progress { results: &results, message: &message }).await {
+        match step(
+            next,
+            Progress {
+                results: &results,
+                message: &message,
+            },
+        )
+        .await
+        {
             Step::Finished(mut out) => {
                 applied.append(&mut out.applied);
                 pruned.append(&mut out.pruned);

@@ -427,7 +427,9 @@ exit 0
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !crate::process::port_open(port).await {
             if tokio::time::Instant::now() > deadline {
-                return Err(crate::Error::Startup("nginx did not come back in 10 s".into()));
+                return Err(crate::Error::Startup(
+                    "nginx did not come back in 10 s".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -178,7 +178,9 @@ impl TestEnv {
     /// use the default options).
     /// The etcd both clusters keep their state in.
     pub fn etcd(&self) -> &cluster::Etcd {
-        self.etcd.as_ref().expect("etcd runs as long as the environment")
+        self.etcd
+            .as_ref()
+            .expect("etcd runs as long as the environment")
     }
 
     pub fn cluster2(&self) -> &Cluster {

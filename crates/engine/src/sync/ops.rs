@@ -20,7 +20,9 @@ use super::{FIELD_MANAGER, PARALLEL};
 /// is validated as a create; when the previous run's hook still exists, under a
 /// generated name, never conflicting with that immutable Job. Hooks whose kind arrives with this sync cannot be checked yet
 /// (Argo CD's SkipDryRunOnMissingResource).
-pub(super) async fn validate_hooks<'r>(req: &'r SyncRequest<'_>) -> Vec<(&'r Resource, Phase, String)> {
+pub(super) async fn validate_hooks<'r>(
+    req: &'r SyncRequest<'_>,
+) -> Vec<(&'r Resource, Phase, String)> {
     let created_ns = req.create_namespace.as_ref().map(|(ns, _)| ns.as_str());
     let mut pending = Vec::new();
     for r in &req.resources {
@@ -275,9 +277,7 @@ pub(super) async fn run_hook(
     }
     let mut desired = r.desired.clone();
     if let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
-        let annotations = meta
-            .entry("annotations")
-            .or_insert_with(|| json!({}));
+        let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
         if let Some(a) = annotations.as_object_mut() {
             a.insert(HOOK_OPERATION.into(), json!(operation));
         }

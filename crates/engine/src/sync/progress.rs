@@ -59,11 +59,7 @@ pub(super) fn groups<'t, 'a>(tasks: &'t [Task<'a>]) -> Vec<Vec<Task<'a>>> {
 }
 
 /// The result an earlier step (or this one) recorded for `key` in `phase`.
-pub(super) fn recorded<'r>(
-    results: &'r [ResourceResult],
-    key: &ObjectKey,
-    phase: Phase,
-) -> Option<usize> {
+pub(super) fn recorded(results: &[ResourceResult], key: &ObjectKey, phase: Phase) -> Option<usize> {
     results.iter().position(|r| {
         r.sync_phase == phase.as_str()
             && r.kind == key.kind
