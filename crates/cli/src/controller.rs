@@ -91,22 +91,20 @@ pub fn plugin_env(kubeconfig: Option<&std::path::Path>) -> Vec<(String, String)>
 
 /// A client from `kubeconfig`, else $KUBECONFIG, ~/.kube/config, then in-cluster.
 pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    Ok(match kubeconfig {
+    let mut cfg = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let cfg = kube::Config::from_custom_kubeconfig(
-                kc,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .with_context(|| format!("loading {}", path.display()))?;
-            kube::Client::try_from(cfg)?
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("loading {}", path.display()))?
         }
-        None => kube::Client::try_default().await.context(
+        None => kube::Config::infer().await.context(
             "no kubeconfig found and not running in a cluster (pass --kubeconfig or set KUBECONFIG)",
         )?,
-    })
+    };
+    ferry_controller::clusters::identify(&mut cfg);
+    Ok(kube::Client::try_from(cfg)?)
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {

@@ -6,6 +6,18 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// What Ferry's requests say they come from (`User-Agent`), so API server audit logs and
+/// request metrics can tell them from other clients'.
+pub const USER_AGENT: &str = concat!("ferry/", env!("CARGO_PKG_VERSION"));
+
+/// Marks a client configuration's requests as Ferry's.
+pub fn identify(config: &mut kube::Config) {
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+}
+
 /// A cluster Secret's content (`argocd.argoproj.io/secret-type: cluster`).
 #[derive(Clone)]
 pub struct ClusterSecret {
@@ -106,9 +118,10 @@ impl ClusterSecret {
         });
         let kc: Kubeconfig = serde_json::from_value(kc)
             .map_err(|e| format!("cluster {}: invalid config: {e}", self.name))?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
             .map_err(|e| format!("cluster {}: {}", self.name, scrub(&e.to_string())))?;
+        identify(&mut config);
         kube::Client::try_from(config)
             .map_err(|e| format!("cluster {}: {}", self.name, scrub(&e.to_string())))
     }

@@ -1,7 +1,7 @@
 //! controller: reconciles Argo CD Applications and Flux image automation natively — watches, work queues, leader election, and the source → render → compare → sync → status pipeline.
 
 pub mod appset;
-mod clusters;
+pub mod clusters;
 mod decide;
 pub mod events;
 pub mod fetch;

@@ -82,6 +82,8 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// Kubeconfig of the restricted user.
     pub restricted_kubeconfig: PathBuf,
+    /// The API server's audit log, when `Options::audit_log` asked for one.
+    pub audit_log: Option<PathBuf>,
     admin_token: Secret,
     restricted_token: Secret,
     // Stopped in reverse order of start; the API server first, which a fault test may
@@ -96,6 +98,7 @@ impl Cluster {
         pki: &Pki,
         etcd: &Etcd,
         dir: &Path,
+        audit: bool,
     ) -> Result<Cluster> {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
@@ -126,7 +129,7 @@ impl Cluster {
         )?;
 
         let p = |x: &Path| x.display().to_string();
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             format!("--etcd-servers={}", etcd.url),
             format!("--etcd-prefix=/{name}"),
             "--bind-address=127.0.0.1".into(),
@@ -150,6 +153,19 @@ impl Cluster {
             "--profiling=false".into(),
             "--v=0".into(),
         ];
+        let audit_log = audit.then(|| dir.join("audit.log"));
+        if let Some(log) = &audit_log {
+            // Every request, once, when its response is complete: verb, resource, user agent.
+            let policy = dir.join("audit-policy.yaml");
+            std::fs::write(
+                &policy,
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n",
+            )
+            .ctx(|| format!("writing {}", policy.display()))?;
+            apiserver_args.push(format!("--audit-policy-file={}", p(&policy)));
+            apiserver_args.push(format!("--audit-log-path={}", p(log)));
+            apiserver_args.push("--audit-log-maxsize=0".into());
+        }
         let mut procs = Vec::new();
         let mut apiserver = Proc::spawn(
             &format!("{name}/kube-apiserver"),
@@ -211,6 +227,7 @@ impl Cluster {
             ca_pem,
             kubeconfig,
             restricted_kubeconfig,
+            audit_log,
             admin_token,
             restricted_token,
             procs: std::sync::Mutex::new(procs),

@@ -54,6 +54,10 @@ pub struct Options {
     /// else /dev/shm (etcd fsyncs every write; memory keeps that cheap), else
     /// the system temp directory.
     pub parent_dir: Option<PathBuf>,
+    /// Write the first API server's audit log (every request's verb, resource and user
+    /// agent, at Metadata level) to `Cluster::audit_log`: the benchmark counts requests by
+    /// client from it.
+    pub audit_log: bool,
 }
 
 impl Default for Options {
@@ -61,6 +65,7 @@ impl Default for Options {
         Options {
             second_cluster: true,
             parent_dir: None,
+            audit_log: false,
         }
     }
 }
@@ -118,7 +123,13 @@ impl TestEnv {
                     }
                 };
                 rt.block_on(async move {
-                    let parts = start_parts(&thread_tools, &thread_dir, opts.second_cluster).await;
+                    let parts = start_parts(
+                        &thread_tools,
+                        &thread_dir,
+                        opts.second_cluster,
+                        opts.audit_log,
+                    )
+                    .await;
                     let clients = match &parts {
                         Ok(p) => node_clients(p).await,
                         Err(_) => Ok(Vec::new()),
@@ -238,13 +249,18 @@ struct Parts {
     registry: Registry,
 }
 
-async fn start_parts(tools: &Tools, dir: &Path, second_cluster: bool) -> Result<Parts> {
+async fn start_parts(
+    tools: &Tools,
+    dir: &Path,
+    second_cluster: bool,
+    audit_log: bool,
+) -> Result<Parts> {
     let pki = pki::Pki::generate(&tools.openssl, dir)?;
     let etcd = Etcd::start(tools, dir).await?;
-    let c1 = Cluster::start("cluster1", tools, &pki, &etcd, dir);
+    let c1 = Cluster::start("cluster1", tools, &pki, &etcd, dir, audit_log);
     let c2 = async {
         if second_cluster {
-            Cluster::start("cluster2", tools, &pki, &etcd, dir)
+            Cluster::start("cluster2", tools, &pki, &etcd, dir, false)
                 .await
                 .map(Some)
         } else {
