@@ -97,6 +97,8 @@ pub struct ClusterConn {
     stores: Mutex<HashMap<(String, String), KindCache>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     api_versions: Mutex<Option<(std::time::Instant, Vec<String>)>>,
+    /// The API server's version, read again after a minute (an upgrade changes it).
+    server_version: Mutex<Option<(std::time::Instant, String)>>,
     triggers: UnboundedSender<Trigger>,
     /// A namespaced install: the only namespace Ferry may watch and deliver to on this cluster.
     scope: Option<String>,
@@ -136,6 +138,7 @@ impl ClusterConn {
             stores: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             api_versions: Mutex::new(None),
+            server_version: Mutex::new(None),
             triggers,
             scope: None,
         })
@@ -413,15 +416,26 @@ impl ClusterConn {
     }
 
     /// `major.minor.patch` of the API server, e.g. `1.20.2`.
+    /// Cached for a minute: every compare asks (it is part of the render key), and a GET of
+    /// `/version` per app was the one request a steady pass still made.
     pub async fn version(&self) -> Result<String, kube::Error> {
+        if let Some((at, v)) = self.server_version.lock().ok().and_then(|g| g.clone())
+            && at.elapsed() < std::time::Duration::from_secs(60)
+        {
+            return Ok(v);
+        }
         let info = self.client.apiserver_version().await?;
-        Ok(info
+        let version = info
             .git_version
             .trim_start_matches('v')
             .split(['-', '+'])
             .next()
             .unwrap_or_default()
-            .to_string())
+            .to_string();
+        if let Ok(mut g) = self.server_version.lock() {
+            *g = Some((std::time::Instant::now(), version.clone()));
+        }
+        Ok(version)
     }
 }
 
