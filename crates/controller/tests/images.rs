@@ -385,14 +385,20 @@ async fn bad_credentials_patterns_markers_and_rejected_pushes_are_reported() {
     // server that refuses the first push.
     seed_policy(&h, "svc", "svc", PATTERN).await;
     shared_env().git.move_main_during_next_push(&repo).unwrap();
-    // The interval bounds how long the rejection stays in status (the retry
-    // comes after min(10s, interval)); long enough to be seen on a busy machine.
     automation(&h, "12s", "{{range .Updated.Images}}{{println .}}{{end}}").await;
-    let (_, reason, msg) = h
+    // The rejection is in status only until the retry; its Warning Event stays, so a busy
+    // machine cannot miss it.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(h.client.clone(), &h.ns);
+    let (reason, msg) = h
         .eventually("push rejection reported", || async {
-            automation_ready(&h)
+            let list = events
+                .list(&kube::api::ListParams::default().fields("involvedObject.name=apps"))
                 .await
-                .filter(|r| r.1 == "GitOperationFailed")
+                .ok()?;
+            list.items.into_iter().find_map(|e| {
+                (e.reason.as_deref() == Some("GitOperationFailed"))
+                    .then(|| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            })
         })
         .await;
     assert!(
