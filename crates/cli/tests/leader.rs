@@ -276,7 +276,7 @@ fn spawn_shard_replica(
             "--namespace",
             ns,
             "--lease-seconds",
-            "4",
+            "6",
             "--poll-seconds",
             "2",
             "--identity",
@@ -333,7 +333,7 @@ fn reconciles(log: &std::path::Path) -> Vec<(String, i64, i64)> {
 }
 
 /// Two replicas split twelve apps over four shards (2 + 2); when one is killed the other
-/// takes its shards within a lease and syncs their next commit; no app is ever reconciled by
+/// takes its shards within a lease (6 s) and syncs their next commit; no app is ever reconciled by
 /// both at once (checked on every reconcile both logged, with a millisecond of slack).
 #[tokio::test]
 async fn replicas_split_the_apps_by_shard_and_take_over_a_dead_ones_shards() {

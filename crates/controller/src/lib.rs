@@ -595,6 +595,15 @@ fn spawn_workers(ctl: &Arc<Controller>, stopping: tokio::sync::watch::Receiver<b
                 };
                 let shard = match &ctl.shards {
                     Some(shards) => match ctl.shard_of_key(&name) {
+                        // Gone from the cache (or not in it yet): nothing to reconcile; the
+                        // apps watch queues it again when it arrives.
+                        None => {
+                            if let Ok(mut w) = ctl.written.lock() {
+                                w.remove(&name);
+                            }
+                            ctl.queue.done(&name);
+                            continue;
+                        }
                         Some(shard) if !shards.begin(shard) => {
                             // Another replica's: it is queued here again if this one takes the shard.
                             ctl.queue.done(&name);
