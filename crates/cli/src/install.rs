@@ -27,6 +27,10 @@ pub struct InstallArgs {
     /// Controller replicas: one leads (a Lease), the others stand by.
     #[arg(long, default_value_t = 2)]
     pub controller_replicas: u32,
+    /// Split the Applications into this many shards across the controller replicas (each
+    /// shard a Lease; apps by a hash of the app). 1: one replica leads, the others stand by.
+    #[arg(long, default_value_t = 1)]
+    pub controller_shards: u32,
     #[arg(long, default_value_t = 1)]
     pub server_replicas: u32,
     /// Manage this namespace only: no CRDs (install them once with the cluster-wide manifest
@@ -308,7 +312,14 @@ pub fn objects(a: &InstallArgs) -> Vec<Value> {
     ]
     .map(String::from)
     .into();
-    if a.controller_replicas <= 1 {
+    if a.controller_shards > 1 {
+        controller_args.extend([
+            "--shards".to_string(),
+            a.controller_shards.to_string(),
+            "--shard-by".to_string(),
+            "app".to_string(),
+        ]);
+    } else if a.controller_replicas <= 1 {
         controller_args.push("--no-leader-election".into());
     }
     if a.namespaced {

@@ -211,7 +211,7 @@ pub async fn run(
         if owned.len() > fair
             && let Some(&extra) = owned.last()
         {
-            hand_back(shards, &leases[extra as usize], extra, &mut stopping).await;
+            hand_back(shards, &leases[extra as usize], extra).await;
         } else if owned.len() < fair {
             for k in 0..shards.n {
                 let shard = (start + k) % shards.n;
@@ -237,7 +237,7 @@ pub async fn run(
     }
     // Stopping: the workers are ending; hand every shard back once its reconciles ended.
     for shard in shards.owned() {
-        hand_back(shards, &leases[shard as usize], shard, &mut stopping).await;
+        hand_back(shards, &leases[shard as usize], shard).await;
     }
     let _ = api
         .delete(
@@ -256,12 +256,7 @@ fn drop_shard(shards: &Shards, shard: u32, why: &str) {
 
 /// Stops new reconciles of the shard's apps, waits for running ones (up to a third of a
 /// lease), then releases its Lease so another replica takes it at once.
-async fn hand_back(
-    shards: &Shards,
-    lease: &LeaderElection,
-    shard: u32,
-    _stopping: &mut tokio::sync::watch::Receiver<bool>,
-) {
+async fn hand_back(shards: &Shards, lease: &LeaderElection, shard: u32) {
     shards.state().draining.insert(shard);
     let deadline = Instant::now() + lease.duration() / 3;
     while !shards.idle(shard) && Instant::now() < deadline {

@@ -398,9 +398,7 @@ impl ClusterConn {
     /// `.Capabilities.APIVersions` and CMP plugins' KUBE_API_VERSIONS carry).
     pub async fn api_versions(&self) -> Result<Vec<String>, kube::Error> {
         // Re-read now and then: a CRD installed later adds a group.
-        if let Some((at, v)) = self.api_versions.lock().ok().and_then(|g| g.clone())
-            && at.elapsed() < std::time::Duration::from_secs(60)
-        {
+        if let Some(v) = fresh_or_claim(&self.api_versions) {
             return Ok(v);
         }
         let mut out: Vec<String> = self.client.list_core_api_versions().await?.versions;
@@ -419,9 +417,7 @@ impl ClusterConn {
     /// Cached for a minute: every compare asks (it is part of the render key), and a GET of
     /// `/version` per app was the one request a steady pass still made.
     pub async fn version(&self) -> Result<String, kube::Error> {
-        if let Some((at, v)) = self.server_version.lock().ok().and_then(|g| g.clone())
-            && at.elapsed() < std::time::Duration::from_secs(60)
-        {
+        if let Some(v) = fresh_or_claim(&self.server_version) {
             return Ok(v);
         }
         let info = self.client.apiserver_version().await?;
@@ -437,6 +433,21 @@ impl ClusterConn {
         }
         Ok(version)
     }
+}
+
+/// A value re-read once a minute: the cached one while it is fresh; when it is stale, the
+/// first caller gets None (and reads it again) while the others keep the stale value until
+/// then, so a pass of many apps makes one request, not one per worker.
+fn fresh_or_claim<T: Clone>(slot: &Mutex<Option<(std::time::Instant, T)>>) -> Option<T> {
+    let mut g = slot.lock().ok()?;
+    let (at, v) = g.as_mut()?;
+    if at.elapsed() < std::time::Duration::from_secs(60) {
+        return Some(v.clone());
+    }
+    // Claimed: the others see it fresh until this caller stores the new value (or, if its
+    // request fails, for the next minute, with the last value read).
+    *at = std::time::Instant::now();
+    None
 }
 
 fn to_value(o: &DynamicObject, ar: &ApiResource) -> Value {
