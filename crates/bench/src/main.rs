@@ -50,6 +50,10 @@ struct Args {
     /// controller (cold sync, steady pass, RSS, takeover only).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
+    /// Steady-state passes after the measured one, unmeasured (for attaching a profiler:
+    /// `perf record -p <controller pid>` while they run).
+    #[arg(long, default_value_t = 0)]
+    extra_steady_passes: usize,
     /// The ferry binary (default: next to this one).
     #[arg(long)]
     ferry: Option<PathBuf>,
@@ -395,6 +399,17 @@ async fn main() -> anyhow::Result<()> {
         .spawn()?;
     let pid = ctl.id();
     let result = run_ferry(&env, &client, n, r, args.samples, &log, pid, &src).await;
+    for pass in 0..args.extra_steady_passes {
+        eprintln!("extra steady-state pass {pass} (controller pid {pid})...");
+        let mark = std::fs::read_to_string(&log).unwrap_or_default().len();
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGUSR1);
+        }
+        while count_reconciles(&log, mark) < n {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let rss = peak_rss_mib(pid);
     let secret_figures = match (&result, args.secret_apps) {
         (Ok(_), m) if m > 0 => {

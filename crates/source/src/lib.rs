@@ -96,6 +96,9 @@ pub struct SourceCache {
     /// commit, which some servers refuse.
     hints: Mutex<HashMap<String, HashMap<String, String>>>,
     helm_versions: Mutex<HashMap<ChartAsked, (String, Instant)>>,
+    /// (repository key, commit, path) -> the path's tree id: immutable, so asked of git once
+    /// (every compare asks; two git processes per app per pass before).
+    tree_ids: Mutex<lru::LruCache<(String, String, String), Option<String>>>,
 }
 
 impl std::fmt::Debug for SourceCache {
@@ -106,6 +109,9 @@ impl std::fmt::Debug for SourceCache {
             .finish_non_exhaustive()
     }
 }
+
+/// Tree ids remembered: a few per app.
+const TREE_IDS: std::num::NonZeroUsize = std::num::NonZeroUsize::new(16_384).unwrap();
 
 /// (repository key, chart, version asked): what a Helm version was resolved for.
 type ChartAsked = (String, String, String);
@@ -145,6 +151,7 @@ impl SourceCache {
             locks: Mutex::new(HashMap::new()),
             hints: Mutex::new(HashMap::new()),
             helm_versions: Mutex::new(HashMap::new()),
+            tree_ids: Mutex::new(lru::LruCache::new(TREE_IDS)),
         })
     }
 
@@ -573,6 +580,24 @@ impl SourceCache {
     ) -> Result<Option<String>, SourceError> {
         let sha = full_sha(sha)?;
         let path = clean_path(path)?;
+        let memo = (cache_key(url), sha.clone(), path.clone());
+        if let Some(id) = self.tree_ids.lock().ok().and_then(|mut m| m.get(&memo).cloned()) {
+            return Ok(id);
+        }
+        let found = self.tree_id_from_git(url, &sha, &path).await?;
+        if let Ok(mut m) = self.tree_ids.lock() {
+            m.put(memo, found.clone());
+        }
+        Ok(found)
+    }
+
+    async fn tree_id_from_git(
+        &self,
+        url: &str,
+        sha: &str,
+        path: &str,
+    ) -> Result<Option<String>, SourceError> {
+        let sha = sha.to_string();
         let mirror = self.mirror_dir(&cache_key(url));
         let not_fetched = || SourceError::NotFetched {
             repo: scrub_url(url),
