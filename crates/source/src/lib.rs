@@ -581,7 +581,12 @@ impl SourceCache {
         let sha = full_sha(sha)?;
         let path = clean_path(path)?;
         let memo = (cache_key(url), sha.clone(), path.clone());
-        if let Some(id) = self.tree_ids.lock().ok().and_then(|mut m| m.get(&memo).cloned()) {
+        if let Some(id) = self
+            .tree_ids
+            .lock()
+            .ok()
+            .and_then(|mut m| m.get(&memo).cloned())
+        {
             return Ok(id);
         }
         let found = self.tree_id_from_git(url, &sha, &path).await?;
