@@ -169,6 +169,31 @@ pub(crate) fn audit_counts(
     (ferry, others)
 }
 
+/// The workload's Applications `bench-0..n`, one per directory of the `bench` repository,
+/// each delivering into its own namespace, automated with prune and self-heal.
+pub(crate) async fn create_apps(env: &TestEnv, client: &Client, n: usize) -> anyhow::Result<()> {
+    let ar = kube::api::ApiResource::erase::<Application>(&());
+    let dyn_apps: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
+    let url = env.git.file_url("bench");
+    let pp = PatchParams::apply("bench");
+    for a in 0..n {
+        let app = json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": { "name": format!("bench-{a}"), "namespace": NS },
+            "spec": {
+                "project": "default",
+                "source": { "repoURL": url, "path": format!("app-{a}"), "targetRevision": "main" },
+                "destination": { "server": "https://kubernetes.default.svc", "namespace": format!("ferry-{a}") },
+                "syncPolicy": { "automated": { "prune": true, "selfHeal": true }, "syncOptions": ["CreateNamespace=true"] },
+            },
+        });
+        dyn_apps
+            .patch(&format!("bench-{a}"), &pp, &Patch::Apply(&app))
+            .await?;
+    }
+    Ok(())
+}
+
 /// Non-dry-run requests that change something.
 pub(crate) fn write_total(counts: &BTreeMap<String, f64>) -> f64 {
     counts
@@ -668,8 +693,6 @@ async fn run_ferry(
     pid: u32,
     src: &tempfile::TempDir,
 ) -> anyhow::Result<(f64, f64, f64, BTreeMap<String, f64>, Vec<f64>, f64)> {
-    let ar = kube::api::ApiResource::erase::<Application>(&());
-    let dyn_apps: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
     let apps: Api<Application> = Api::namespaced(client.clone(), NS);
     // Wait for the controller to install the CRD.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -683,24 +706,8 @@ async fn run_ferry(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("Ferry: cold sync of {n} applications...");
-    let url = env.git.file_url("bench");
-    let pp = PatchParams::apply("bench");
     let t = Instant::now();
-    for a in 0..n {
-        let app = json!({
-            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-            "metadata": { "name": format!("bench-{a}"), "namespace": NS },
-            "spec": {
-                "project": "default",
-                "source": { "repoURL": url, "path": format!("app-{a}"), "targetRevision": "main" },
-                "destination": { "server": "https://kubernetes.default.svc", "namespace": format!("ferry-{a}") },
-                "syncPolicy": { "automated": { "prune": true, "selfHeal": true }, "syncOptions": ["CreateNamespace=true"] },
-            },
-        });
-        dyn_apps
-            .patch(&format!("bench-{a}"), &pp, &Patch::Apply(&app))
-            .await?;
-    }
+    create_apps(env, client, n).await?;
     while !all_synced(&apps, "bench-", n).await? {
         if t.elapsed() > Duration::from_secs(1800) {
             bail!(

@@ -9,8 +9,7 @@ use ferry_model::Application;
 use ferry_testenv::TestEnv;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use serde_json::json;
+use kube::api::Api;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -85,28 +84,10 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let ar = kube::api::ApiResource::erase::<Application>(&());
-    let dyn_apps: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
     let apps: Api<Application> = Api::namespaced(client.clone(), NS);
     eprintln!("sharded: cold sync of {n} applications over {replicas} replicas...");
-    let url = env.git.file_url("bench");
-    let pp = PatchParams::apply("bench");
     let t = Instant::now();
-    for a in 0..n {
-        let app = json!({
-            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-            "metadata": { "name": format!("bench-{a}"), "namespace": NS },
-            "spec": {
-                "project": "default",
-                "source": { "repoURL": url, "path": format!("app-{a}"), "targetRevision": "main" },
-                "destination": { "server": "https://kubernetes.default.svc", "namespace": format!("ferry-{a}") },
-                "syncPolicy": { "automated": { "prune": true, "selfHeal": true }, "syncOptions": ["CreateNamespace=true"] },
-            },
-        });
-        dyn_apps
-            .patch(&format!("bench-{a}"), &pp, &Patch::Apply(&app))
-            .await?;
-    }
+    crate::create_apps(env, client, n).await?;
     while !crate::all_synced(&apps, "bench-", n).await? {
         if t.elapsed() > Duration::from_secs(3600) {
             bail!("cold sync did not finish in an hour");

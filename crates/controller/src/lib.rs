@@ -773,7 +773,21 @@ impl Controller {
             if !this {
                 return None;
             }
-            clusters::decode(s).get("shard")?.trim().parse::<u32>().ok()
+            let field = clusters::decode(s).get("shard")?.trim().to_string();
+            match field.parse::<u32>() {
+                Ok(shard) => Some(shard),
+                Err(_) => {
+                    // Not silently hashed instead: said once, with what was found.
+                    if shards.first_report(&format!("{}={field}", s.name_any())) {
+                        tracing::warn!(
+                            secret = %s.name_any(),
+                            shard = %field,
+                            "cluster Secret's shard field is not a number; its apps are placed by hash"
+                        );
+                    }
+                    None
+                }
+            }
         });
         shards::shard_of(app, shards.n, shards.by, cluster_shard)
     }

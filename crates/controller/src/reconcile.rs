@@ -309,13 +309,7 @@ impl Controller {
                             operation: Box::new(running.operation.clone()),
                             prune: s.prune,
                             dry_run: s.dry_run,
-                            automated: running
-                                .operation
-                                .initiated_by
-                                .as_ref()
-                                .and_then(|i| i.get("automated"))
-                                .and_then(Value::as_bool)
-                                .unwrap_or(false),
+                            automated: running.operation.is_automated(),
                         }
                     }
                     None => self.decide(&app, op.as_ref(), &c, &st),
@@ -1897,13 +1891,7 @@ impl Controller {
         let Decision::Sync { operation, .. } = &decision else {
             return decision;
         };
-        let automated_op = operation
-            .initiated_by
-            .as_ref()
-            .and_then(|i| i.get("automated"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let manual = op.is_some() && !automated_op;
+        let manual = op.is_some() && !operation.is_automated();
         match self.window_block(app, manual) {
             Some(message) => Decision::Blocked {
                 message,
@@ -2324,16 +2312,9 @@ pub(crate) fn in_progress<'s>(
     if o.phase != "Running" || o.sync_result.is_none() || o.message.starts_with(RETRYING) {
         return None;
     }
-    let automated = o
-        .operation
-        .initiated_by
-        .as_ref()
-        .and_then(|i| i.get("automated"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
     match requested {
         Some(op) => (*op == o.operation).then_some(o),
-        None => automated.then_some(o),
+        None => o.operation.is_automated().then_some(o),
     }
 }
 

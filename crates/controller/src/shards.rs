@@ -78,6 +78,9 @@ pub struct Shards {
     pub n: u32,
     pub by: ShardBy,
     state: Mutex<State>,
+    /// Problems already logged (a cluster Secret's unreadable `shard` field), so each is said
+    /// once, not on every reconcile.
+    reported: Mutex<BTreeSet<String>>,
 }
 
 impl Shards {
@@ -86,7 +89,16 @@ impl Shards {
             n: n.max(1),
             by,
             state: Mutex::default(),
+            reported: Mutex::default(),
         }
+    }
+
+    /// True the first time `problem` is seen.
+    pub fn first_report(&self, problem: &str) -> bool {
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(problem.to_string())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

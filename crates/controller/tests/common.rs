@@ -367,3 +367,52 @@ pub fn merge(a: &mut Value, b: Value) {
 pub fn automated() -> Value {
     json!({ "spec": { "syncPolicy": { "automated": { "prune": true, "selfHeal": true } } } })
 }
+
+/// The operation's message, or empty.
+pub fn op_message(a: &Application) -> String {
+    a.status
+        .as_ref()
+        .and_then(|s| s.operation_state.as_ref())
+        .map(|o| o.message.clone())
+        .unwrap_or_default()
+}
+
+/// A wave-0 Deployment whose pods the simulated node never makes ready (until
+/// [`Harness::make_ready`] removes the annotation that holds them).
+pub fn held_deployment(name: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  annotations:
+    argocd.argoproj.io/sync-wave: "0"
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+      annotations:
+        testenv.ferry.dev/not-ready: "true"
+    spec:
+      containers:
+      - name: app
+        image: nginx
+"#
+    )
+}
+
+impl Harness {
+    /// Lets a [`held_deployment`] become ready, as a hand edit of the live object would.
+    pub async fn make_ready(&self, client: &Client, name: &str) {
+        let remove: json_patch::Patch = serde_json::from_value(json!([{ "op": "remove",
+            "path": "/spec/template/metadata/annotations/testenv.ferry.dev~1not-ready" }]))
+        .unwrap();
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &self.dest)
+            .patch(name, &PatchParams::default(), &Patch::Json::<()>(remove))
+            .await
+            .unwrap();
+    }
+}

@@ -60,14 +60,6 @@ where
         .is_some()
 }
 
-fn op_message(a: &ferry_model::Application) -> String {
-    a.status
-        .as_ref()
-        .and_then(|s| s.operation_state.as_ref())
-        .map(|o| o.message.clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_failing_presync_hook_fails_the_sync_and_runs_the_syncfail_hook() {
     let h = harness("fail-hook").await;
@@ -130,27 +122,7 @@ async fn a_failing_presync_hook_fails_the_sync_and_runs_the_syncfail_hook() {
 #[tokio::test]
 async fn a_wave_held_unhealthy_keeps_the_next_wave_out_until_the_timeout() {
     let h = harness_with("fail-wave", |c| c.wave_timeout = Duration::from_secs(8)).await;
-    let stuck = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: never-ready
-  annotations:
-    argocd.argoproj.io/sync-wave: "0"
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: never-ready}
-  template:
-    metadata:
-      labels: {app: never-ready}
-      annotations:
-        testenv.ferry.dev/not-ready: "true"
-    spec:
-      containers:
-      - name: app
-        image: nginx
-"#;
-    let docs = [stuck.to_string(), configmap("second-wave", 1)].join("---\n");
+    let docs = [held_deployment("never-ready"), configmap("second-wave", 1)].join("---\n");
     let repo = new_repo("fail-wave", &[("app.yaml", &docs)]);
     h.apply_app(app(
         "fail-wave",
@@ -661,29 +633,11 @@ async fn syncs_waiting_on_waves_hold_no_worker() {
     })
     .await;
     for name in ["held-a", "held-b"] {
-        let stuck = format!(
-            r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  annotations:
-    argocd.argoproj.io/sync-wave: "0"
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-      annotations:
-        testenv.ferry.dev/not-ready: "true"
-    spec:
-      containers:
-      - name: app
-        image: nginx
-"#
-        );
-        let docs = [stuck, configmap(&format!("{name}-after"), 1)].join("---\n");
+        let docs = [
+            held_deployment(name),
+            configmap(&format!("{name}-after"), 1),
+        ]
+        .join("---\n");
         let repo = new_repo(&format!("fail-workers-{name}"), &[("app.yaml", &docs)]);
         h.apply_app(app(
             name,
@@ -720,18 +674,7 @@ spec:
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(h.client.clone(), &h.dest);
     let before = deployments.get("held-a").await.unwrap().metadata.generation;
-    deployments
-        .patch(
-            "held-a",
-            &PatchParams::default(),
-            &Patch::Json::<()>(
-                serde_json::from_value(json!([{ "op": "remove",
-                    "path": "/spec/template/metadata/annotations/testenv.ferry.dev~1not-ready" }]))
-                .unwrap(),
-            ),
-        )
-        .await
-        .unwrap();
+    h.make_ready(&h.client, "held-a").await;
     let done = h
         .wait_app("held-a", "held-a's sync to finish", |a| {
             op_phase(a) != "Running"

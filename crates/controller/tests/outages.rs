@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use ferry_model::flux::{ImagePolicy, ImageRepository};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -20,39 +19,6 @@ fn configmap(name: &str, wave: i32, value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  annotations:\n    argocd.argoproj.io/sync-wave: \"{wave}\"\ndata:\n  a: \"{value}\"\n"
     )
-}
-
-fn held_deployment(name: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  annotations:
-    argocd.argoproj.io/sync-wave: "0"
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-      annotations:
-        testenv.ferry.dev/not-ready: "true"
-    spec:
-      containers:
-      - name: app
-        image: nginx
-"#
-    )
-}
-
-fn op_message(a: &ferry_model::Application) -> String {
-    a.status
-        .as_ref()
-        .and_then(|s| s.operation_state.as_ref())
-        .map(|o| o.message.clone())
-        .unwrap_or_default()
 }
 
 async fn value(h: &Harness, name: &str) -> Option<String> {
@@ -92,18 +58,7 @@ async fn the_api_server_restarts_mid_sync() {
 
     // A fresh client: the old one's connections died with the server.
     let client = h.env.cluster.client().await.unwrap();
-    Api::<Deployment>::namespaced(client.clone(), &h.dest)
-        .patch(
-            "held",
-            &PatchParams::default(),
-            &Patch::Json::<()>(
-                serde_json::from_value(json!([{ "op": "remove",
-                    "path": "/spec/template/metadata/annotations/testenv.ferry.dev~1not-ready" }]))
-                .unwrap(),
-            ),
-        )
-        .await
-        .unwrap();
+    h.make_ready(&client, "held").await;
     let done = h
         .wait_app("across", "the sync to finish after the restart", |a| {
             op_phase(a) != "Running"

@@ -523,6 +523,17 @@ pub struct Operation {
     pub unknown: BTreeMap<String, Value>,
 }
 
+impl Operation {
+    /// Started by the automated sync policy (`initiatedBy.automated: true`), not by a user.
+    pub fn is_automated(&self) -> bool {
+        self.initiated_by
+            .as_ref()
+            .and_then(|i| i.get("automated"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncOperation {
